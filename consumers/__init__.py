@@ -1,0 +1,1 @@
+"""Kafka → TimescaleDB ingestion for the Continuous Improvement Engine's analytics store."""

@@ -1,0 +1,77 @@
+"""`cie maintain`: retention and daily summaries on plain PostgreSQL.
+
+On TimescaleDB its jobs do this work (retention, compression and continuous-aggregate
+policies), so maintain only reports that. On plain PostgreSQL it
+
+1. refreshes market_daily_summary for every (symbol, day) a bar write touched since the last
+   run, in bounded batches, before
+2. deleting rows past each table's retention (``retention_rules``) in batches of ``batch_rows``,
+   one short transaction each, so no lock is held for long and replicas keep up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import asyncpg
+import structlog
+
+from consumers.db import queries
+from consumers.migrations import timescaledb_usable
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class MaintenanceReport:
+    timescaledb: bool
+    summary_days_refreshed: int = 0
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+
+
+async def maintain(conn: asyncpg.Connection, *, batch_rows: int = 10_000) -> MaintenanceReport:
+    if await conn.fetchval("SELECT to_regclass('market_daily_summary_pending') IS NULL"):
+        if await timescaledb_usable(conn):
+            log.info("maintain.skipped", reason="TimescaleDB jobs own retention and summaries")
+            return MaintenanceReport(timescaledb=True)
+    report = MaintenanceReport(timescaledb=False)
+    report.summary_days_refreshed = await refresh_daily_summaries(conn, batch_rows=batch_rows)
+    for rule in await conn.fetch(queries("maintenance")["retention_rules"]):
+        deleted = await _expire(conn, rule, batch_rows)
+        report.rows_deleted[rule["table_name"]] = deleted
+        log.info("maintain.retention", table=rule["table_name"], keep_for=str(rule["keep_for"]),
+                 rows_deleted=deleted)
+    return report
+
+
+async def refresh_daily_summaries(conn: asyncpg.Connection, *, batch_rows: int = 10_000) -> int:
+    """Recompute every pending summary day; returns how many days were written."""
+    sql = queries("maintenance")
+    keep_raw: timedelta = await conn.fetchval(sql["raw_bars_keep_for"])
+    refreshed = 0
+    while True:
+        row = await conn.fetchrow(sql["refresh_summary_days"], batch_rows, keep_raw)
+        assert row is not None
+        refreshed += row["refreshed"]
+        if row["claimed"] < batch_rows:
+            break
+    log.info("maintain.daily_summaries", days_refreshed=refreshed)
+    return refreshed
+
+
+async def _expire(conn: asyncpg.Connection, rule: asyncpg.Record, batch_rows: int) -> int:
+    # Identifiers were quoted by PostgreSQL (quote_ident) from retention_rules, a table only
+    # migrations write; values are parameters.
+    delete = (
+        f"DELETE FROM {rule['table_ident']} WHERE ctid = ANY(ARRAY("  # noqa: S608
+        f"SELECT ctid FROM {rule['table_ident']} "
+        f"WHERE {rule['column_ident']} < now() - $1::interval LIMIT $2))"
+    )
+    total = 0
+    while True:
+        status = await conn.execute(delete, rule["keep_for"], batch_rows)
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < batch_rows:
+            return total

@@ -1,0 +1,127 @@
+"""Settings: one frozen, typed object built once from the environment at start-up.
+
+Every field has one environment variable. ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL`` keep
+the names producers and operators already use; the rest carry the ``CIE_`` prefix (or the
+``KAFKA_`` prefix for client security options). Errors name the variable and the problem, never
+the value, so secrets do not reach logs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+import msgspec
+
+from consumers.errors import SettingsError
+
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+DatabaseUrl = Annotated[str, msgspec.Meta(pattern=r"^postgres(ql)?://")]
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["auto", "json", "console"]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a process needs to know about its surroundings."""
+
+    kafka_bootstrap_servers: NonEmpty
+    database_url: DatabaseUrl
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    consumer_group: NonEmpty = "cie-ingest"
+    batch_max_rows: PositiveInt = 1000
+    batch_max_latency_ms: PositiveInt = 500
+    drain_deadline_seconds: PositiveInt = 20
+    metrics_port: Port = 9108
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "auto"
+
+    def __repr__(self) -> str:  # the password must never be printed
+        shown = {
+            name: ("***" if name in _SECRET_FIELDS and value is not None else value)
+            for name, value in msgspec.structs.asdict(self).items()
+        }
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    __str__ = __repr__
+
+
+_SECRET_FIELDS = frozenset({"kafka_sasl_password", "database_url"})
+
+# field name -> environment variable
+ENVIRONMENT: Mapping[str, str] = {
+    "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "database_url": "DATABASE_URL",
+    "kafka_security_protocol": "KAFKA_SECURITY_PROTOCOL",
+    "kafka_sasl_mechanism": "KAFKA_SASL_MECHANISM",
+    "kafka_sasl_username": "KAFKA_SASL_USERNAME",
+    "kafka_sasl_password": "KAFKA_SASL_PASSWORD",
+    "kafka_ssl_cafile": "KAFKA_SSL_CAFILE",
+    "kafka_ssl_certfile": "KAFKA_SSL_CERTFILE",
+    "kafka_ssl_keyfile": "KAFKA_SSL_KEYFILE",
+    "consumer_group": "CIE_CONSUMER_GROUP",
+    "batch_max_rows": "CIE_BATCH_MAX_ROWS",
+    "batch_max_latency_ms": "CIE_BATCH_MAX_LATENCY_MS",
+    "drain_deadline_seconds": "CIE_DRAIN_DEADLINE_SECONDS",
+    "metrics_port": "CIE_METRICS_PORT",
+    "log_level": "CIE_LOG_LEVEL",
+    "log_format": "CIE_LOG_FORMAT",
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from ``environ`` (default: the process environment).
+
+    Empty variables count as unset. Raises SettingsError naming the variable at fault.
+    """
+    source = os.environ if environ is None else environ
+    raw = {field: source[var] for field, var in ENVIRONMENT.items() if source.get(var, "") != ""}
+    missing = [
+        ENVIRONMENT[f.name] for f in msgspec.structs.fields(Settings)
+        if f.required and f.name not in raw
+    ]
+    if missing:
+        raise SettingsError(f"{', '.join(missing)}: required but not set")
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_name_variable(str(exc))) from None
+    _check_security(settings)
+    return settings
+
+
+def _name_variable(message: str) -> str:
+    """Turn msgspec's "... - at `$.field`" into "VARIABLE: ..."."""
+    problem, _, where = message.rpartition(" - at `$.")
+    field = where.rstrip("`")
+    if problem and field in ENVIRONMENT:
+        return f"{ENVIRONMENT[field]}: {problem}"
+    return message
+
+
+def _check_security(settings: Settings) -> None:
+    uses_sasl = settings.kafka_security_protocol.startswith("SASL_")
+    if uses_sasl and not (
+        settings.kafka_sasl_mechanism and settings.kafka_sasl_username
+        and settings.kafka_sasl_password
+    ):
+        raise SettingsError(
+            "KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD: all required "
+            f"when KAFKA_SECURITY_PROTOCOL is {settings.kafka_security_protocol}"
+        )
+    if not uses_sasl and settings.kafka_sasl_mechanism:
+        raise SettingsError(
+            "KAFKA_SASL_MECHANISM: set, but KAFKA_SECURITY_PROTOCOL is "
+            f"{settings.kafka_security_protocol} (use SASL_PLAINTEXT or SASL_SSL)"
+        )

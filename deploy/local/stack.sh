@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# The local stack, without Docker: a real Apache Kafka broker (KRaft, jars from Maven Central)
+# and a private PostgreSQL 15 cluster (Debian's packages), both on loopback.
+#
+#   deploy/local/stack.sh up       install what is missing, start Kafka and PostgreSQL, wait
+#   deploy/local/stack.sh down     stop both (data is kept)
+#   deploy/local/stack.sh status   health of both; exit 1 when either is down
+#   deploy/local/stack.sh logs     tail both server logs
+#   deploy/local/stack.sh env      print the environment a process needs to reach the stack
+#   deploy/local/stack.sh run      the main job: up, migrate, consumers in the background, demo
+#   deploy/local/stack.sh test     up, then lint, type-check and the whole test suite
+#
+# State (jars, data, logs, pids) lives in $CIE_STACK_DIR (default: <repo>/.stack, git-ignored).
+# When PostgreSQL has the TimescaleDB extension installed, the cluster preloads it.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+here="$repo/deploy/local"
+state=${CIE_STACK_DIR:-$repo/.stack}
+venv="$repo/.venv"
+
+kafka_port=19092
+pg_port=${CIE_PG_PORT:-55432}
+pg_version=15
+pg_bin=/usr/lib/postgresql/$pg_version/bin
+kafka_heap=${CIE_KAFKA_HEAP:-512m}
+
+kafka_dir="$state/kafka"
+pg_dir="$state/pg"
+log_dir="$state/logs"
+
+say() { printf '[stack] %s\n' "$*" >&2; }
+die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+
+need() {  # need COMMAND HOW-TO-GET-IT
+  command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed: $2"
+}
+
+as_postgres() {  # PostgreSQL refuses to run as root; run its tools as the 'postgres' user then.
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# --- Python environment ---------------------------------------------------------------------
+
+ensure_venv() {
+  local stamp="$venv/.installed"
+  if [ -x "$venv/bin/cie" ] && [ "$stamp" -nt "$repo/pyproject.toml" ]; then return; fi
+  need python3 "install Python 3.11 or newer"
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "python3 is $(python3 --version 2>&1); 3.11 or newer is required"
+  say "creating the virtualenv in .venv (pip install -e '.[dev]')"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  mkdir -p "$log_dir"
+  { "$venv/bin/pip" install --upgrade pip && "$venv/bin/pip" install -e "$repo[dev]"; } \
+    >"$log_dir/pip.log" 2>&1 || die "pip install failed; see $log_dir/pip.log"
+  touch "$stamp"
+}
+
+# --- Kafka ----------------------------------------------------------------------------------
+
+kafka_pid() { cat "$kafka_dir/kafka.pid" 2>/dev/null || true; }
+kafka_running() { local p; p=$(kafka_pid); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+
+ensure_kafka_jars() {
+  local stamp="$kafka_dir/libs/.resolved-$(sha256sum "$here/kafka/pom.xml" | cut -c1-16)"
+  [ -f "$stamp" ] && return
+  need java "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
+  need mvn "install Maven (Debian: apt-get install maven)"
+  say "resolving Kafka broker jars with Maven (first run only)"
+  rm -rf "$kafka_dir/libs"
+  mkdir -p "$kafka_dir/libs"
+  mvn -q -B -f "$here/kafka/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$kafka_dir/libs" >"$log_dir/maven.log" 2>&1 \
+    || die "Maven could not resolve the Kafka jars; see $log_dir/maven.log"
+  touch "$stamp"
+}
+
+kafka_java=(java -Xms128m "-Xmx$kafka_heap" -XX:+UseG1GC -Djava.awt.headless=true
+  "-Dlog4j2.configurationFile=$here/kafka/log4j2.yaml" -cp "$kafka_dir/libs/*")
+
+kafka_up() {
+  if kafka_running; then say "Kafka already running (pid $(kafka_pid))"; return; fi
+  need java "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
+  ensure_kafka_jars
+  local conf="$kafka_dir/server.properties"
+  { cat "$here/kafka/server.properties"; echo "log.dirs=$kafka_dir/data"; } >"$conf"
+  if [ ! -f "$kafka_dir/data/meta.properties" ]; then
+    local cluster_id
+    cluster_id=$("${kafka_java[@]}" kafka.tools.StorageTool random-uuid 2>>"$log_dir/kafka.log")
+    "${kafka_java[@]}" kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$conf" \
+      >>"$log_dir/kafka.log" 2>&1 || die "formatting Kafka storage failed; see $log_dir/kafka.log"
+  fi
+  say "starting Kafka on 127.0.0.1:$kafka_port"
+  setsid nohup "${kafka_java[@]}" kafka.Kafka "$conf" >>"$log_dir/kafka.log" 2>&1 </dev/null &
+  echo $! >"$kafka_dir/kafka.pid"
+}
+
+kafka_wait() {  # probe with a real client until it answers
+  "$venv/bin/python" "$here/probe_kafka.py" "127.0.0.1:$kafka_port" "${1:-90}" \
+    || die "Kafka did not become ready; see $log_dir/kafka.log"
+}
+
+kafka_down() {
+  kafka_running || { rm -f "$kafka_dir/kafka.pid"; return; }
+  local p; p=$(kafka_pid)
+  say "stopping Kafka (pid $p)"
+  kill "$p"
+  for _ in $(seq 1 60); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
+  kill -0 "$p" 2>/dev/null && kill -9 "$p"
+  rm -f "$kafka_dir/kafka.pid"
+}
+
+# --- PostgreSQL -----------------------------------------------------------------------------
+
+ensure_postgres_installed() {
+  [ -x "$pg_bin/initdb" ] && return
+  [ "$(id -u)" = 0 ] || die "PostgreSQL $pg_version is not installed (sudo apt-get install postgresql-$pg_version)"
+  need apt-get "PostgreSQL $pg_version comes from Debian's packages; this needs apt-get"
+  say "installing postgresql-$pg_version with apt-get"
+  apt-get update -qq >"$log_dir/apt.log" 2>&1
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$pg_version" \
+    >>"$log_dir/apt.log" 2>&1 || die "apt-get install postgresql-$pg_version failed; see $log_dir/apt.log"
+}
+
+timescaledb_installed() {
+  [ -f "$("$pg_bin/pg_config" --sharedir)/extension/timescaledb.control" ]
+}
+
+pg_running() { as_postgres "$pg_bin/pg_ctl" -D "$pg_dir/data" status >/dev/null 2>&1; }
+
+pg_write_conf() {  # rewritten at every start, so TimescaleDB is preloaded exactly when installed
+  local preload=""
+  timescaledb_installed && preload="timescaledb"
+  cat >"$pg_dir/data/stack.conf" <<EOF
+# Written by deploy/local/stack.sh at each start; local development and tests only.
+listen_addresses = '127.0.0.1'
+port = $pg_port
+unix_socket_directories = '$pg_dir/run'
+max_connections = 200
+shared_buffers = 256MB
+# Durability is traded for speed: this cluster holds only test and demo data.
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_preload_libraries = '$preload'
+timescaledb.telemetry_level = off
+max_worker_processes = 16
+log_min_messages = warning
+log_line_prefix = '%m [%p] %d '
+EOF
+  if [ "$(id -u)" = 0 ]; then chown postgres "$pg_dir/data/stack.conf"; fi
+}
+
+pg_up() {
+  ensure_postgres_installed
+  mkdir -p "$pg_dir/run"
+  if [ "$(id -u)" = 0 ]; then
+    chown -R postgres "$pg_dir" "$log_dir"
+    runuser -u postgres -- test -w "$pg_dir" \
+      || die "user 'postgres' cannot write $pg_dir; set CIE_STACK_DIR to a directory it can reach"
+  fi
+  if [ ! -f "$pg_dir/data/PG_VERSION" ]; then
+    say "creating a private PostgreSQL cluster in $pg_dir/data"
+    as_postgres "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 \
+      --locale=C >"$log_dir/initdb.log" 2>&1 || die "initdb failed; see $log_dir/initdb.log"
+    echo "include_if_exists = 'stack.conf'" >>"$pg_dir/data/postgresql.conf"
+  fi
+  if pg_running; then say "PostgreSQL already running on 127.0.0.1:$pg_port"; return; fi
+  pg_write_conf
+  say "starting PostgreSQL $pg_version on 127.0.0.1:$pg_port$(timescaledb_installed && echo ' (TimescaleDB preloaded)')"
+  as_postgres "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$log_dir/postgres.log" -w -t 60 start \
+    >/dev/null || die "PostgreSQL did not start; see $log_dir/postgres.log"
+}
+
+pg_down() {
+  [ -f "$pg_dir/data/PG_VERSION" ] && pg_running || return 0
+  say "stopping PostgreSQL"
+  as_postgres "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null
+}
+
+# --- commands -------------------------------------------------------------------------------
+
+print_env() {
+  echo "export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port"
+  echo "export DATABASE_URL=postgresql://postgres@127.0.0.1:$pg_port/postgres"
+}
+
+cmd_up() {
+  mkdir -p "$state" "$kafka_dir" "$pg_dir" "$log_dir"
+  ensure_venv
+  kafka_up
+  pg_up
+  kafka_wait 90
+  say "ready: $(print_env | tr '\n' ' ')"
+}
+
+cmd_status() {
+  local ok=0
+  if kafka_running && "$venv/bin/python" "$here/probe_kafka.py" "127.0.0.1:$kafka_port" 5 2>/dev/null; then
+    echo "kafka:      healthy  127.0.0.1:$kafka_port (pid $(kafka_pid))"
+  else
+    echo "kafka:      DOWN     (log: $log_dir/kafka.log)"; ok=1
+  fi
+  if [ -x "$pg_bin/pg_isready" ] && "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port"; then
+    echo "postgresql: healthy  127.0.0.1:$pg_port$(timescaledb_installed && echo ' (timescaledb available)')"
+  else
+    echo "postgresql: DOWN     (log: $log_dir/postgres.log)"; ok=1
+  fi
+  return $ok
+}
+
+cmd_run() {
+  cmd_up
+  eval "$(print_env)"
+  "$venv/bin/cie" migrate
+  if [ -f "$state/consume.pid" ] && kill -0 "$(cat "$state/consume.pid")" 2>/dev/null; then
+    say "consumers already running (pid $(cat "$state/consume.pid"))"
+  else
+    say "starting consumers in the background (log: $log_dir/consume.log)"
+    CIE_LOG_FORMAT=json setsid nohup "$venv/bin/cie" consume >>"$log_dir/consume.log" 2>&1 </dev/null &
+    echo $! >"$state/consume.pid"
+  fi
+  "$venv/bin/cie" demo
+  cmd_status
+  say "consumers keep running; stop them with: kill \$(cat $state/consume.pid)"
+}
+
+cmd_test() {
+  cmd_up
+  eval "$(print_env)"
+  cd "$repo"
+  "$venv/bin/ruff" check consumers tests bench
+  "$venv/bin/mypy" consumers
+  "$venv/bin/pytest" "$@"
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down)
+    if [ -f "$state/consume.pid" ]; then kill "$(cat "$state/consume.pid")" 2>/dev/null || true; rm -f "$state/consume.pid"; fi
+    kafka_down; pg_down ;;
+  status) cmd_status ;;
+  logs) tail -n 50 -f "$log_dir/kafka.log" "$log_dir/postgres.log" ;;
+  env) print_env ;;
+  run) cmd_run ;;
+  test) shift; cmd_test "$@" ;;
+  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+esac

@@ -1,0 +1,68 @@
+-- Named queries for `cie maintain` on plain PostgreSQL (consumers/maintenance.py).
+-- On TimescaleDB the same work is done by its jobs (04, 05, 06 migrations).
+
+-- name: retention_rules
+-- Identifiers come quoted from the catalog's own quote_ident, never from message content.
+SELECT r.table_name, quote_ident(r.table_name) AS table_ident,
+       quote_ident(r.time_column) AS column_ident, r.keep_for
+FROM retention_rules AS r
+JOIN pg_class AS c ON c.relname = r.table_name AND c.relkind IN ('r', 'p')
+JOIN pg_namespace AS n ON n.oid = c.relnamespace AND n.nspname = current_schema()
+ORDER BY r.table_name;
+
+-- name: raw_bars_keep_for
+SELECT keep_for FROM retention_rules WHERE table_name = 'market_conditions';
+
+-- name: refresh_summary_days
+-- Claims up to $1 pending (symbol, day) pairs and recomputes those days from the raw bars.
+-- Days that start before the raw bars' retention horizon ($2) are dropped from the queue, not
+-- recomputed: their raw rows are (partly) gone and the stored summary is the record.
+-- Days are UTC days; "+ 24 hours" because "+ 1 day" follows the session's DST rules.
+WITH claimed AS (
+    DELETE FROM market_daily_summary_pending AS p
+    USING (
+        SELECT symbol, day FROM market_daily_summary_pending
+        ORDER BY symbol, day
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+    ) AS c
+    WHERE p.symbol = c.symbol AND p.day = c.day
+    RETURNING p.symbol, p.day
+),
+computed AS (
+    SELECT
+        m.symbol,
+        c.day,
+        (array_agg(m.open ORDER BY m.timestamp))[1] AS open,
+        max(m.high) AS high,
+        min(m.low) AS low,
+        (array_agg(m.close ORDER BY m.timestamp DESC))[1] AS close,
+        sum(m.volume) AS volume,
+        count(*) AS bar_count,
+        avg(m.atr_14) AS avg_atr_14,
+        avg(m.rsi_14) AS avg_rsi_14,
+        avg(m.volatility_20d) AS avg_volatility_20d,
+        avg(m.vix) AS avg_vix,
+        avg(m.regime_confidence) AS avg_regime_confidence,
+        mode() WITHIN GROUP (ORDER BY m.detected_regime) AS dominant_regime
+    FROM claimed AS c
+    JOIN market_conditions AS m
+      ON m.symbol = c.symbol
+     AND m.timestamp >= c.day
+     AND m.timestamp < c.day + INTERVAL '24 hours'
+    WHERE c.day >= now() - $2::interval
+    GROUP BY m.symbol, c.day
+),
+upserted AS (
+    INSERT INTO market_daily_summary AS s
+    SELECT * FROM computed
+    ON CONFLICT (symbol, day) DO UPDATE SET
+        open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
+        close = EXCLUDED.close, volume = EXCLUDED.volume, bar_count = EXCLUDED.bar_count,
+        avg_atr_14 = EXCLUDED.avg_atr_14, avg_rsi_14 = EXCLUDED.avg_rsi_14,
+        avg_volatility_20d = EXCLUDED.avg_volatility_20d, avg_vix = EXCLUDED.avg_vix,
+        avg_regime_confidence = EXCLUDED.avg_regime_confidence,
+        dominant_regime = EXCLUDED.dominant_regime
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM claimed) AS claimed, (SELECT count(*) FROM upserted) AS refreshed;

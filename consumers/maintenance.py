@@ -31,10 +31,11 @@ class MaintenanceReport:
 
 
 async def maintain(conn: asyncpg.Connection, *, batch_rows: int = 10_000) -> MaintenanceReport:
-    if await conn.fetchval("SELECT to_regclass('market_daily_summary_pending') IS NULL"):
-        if await timescaledb_usable(conn):
-            log.info("maintain.skipped", reason="TimescaleDB jobs own retention and summaries")
-            return MaintenanceReport(timescaledb=True)
+    plain_path = await conn.fetchval(
+        "SELECT to_regclass('market_daily_summary_pending') IS NOT NULL")
+    if not plain_path and await timescaledb_usable(conn):
+        log.info("maintain.skipped", reason="TimescaleDB jobs own retention and summaries")
+        return MaintenanceReport(timescaledb=True)
     report = MaintenanceReport(timescaledb=False)
     report.summary_days_refreshed = await refresh_daily_summaries(conn, batch_rows=batch_rows)
     for rule in await conn.fetch(queries("maintenance")["retention_rules"]):
@@ -53,8 +54,8 @@ async def refresh_daily_summaries(conn: asyncpg.Connection, *, batch_rows: int =
     while True:
         row = await conn.fetchrow(sql["refresh_summary_days"], batch_rows, keep_raw)
         assert row is not None
-        refreshed += row["refreshed"]
-        if row["claimed"] < batch_rows:
+        refreshed += int(row["refreshed"])
+        if int(row["claimed"]) < batch_rows:
             break
     log.info("maintain.daily_summaries", days_refreshed=refreshed)
     return refreshed
@@ -64,7 +65,7 @@ async def _expire(conn: asyncpg.Connection, rule: asyncpg.Record, batch_rows: in
     # Identifiers were quoted by PostgreSQL (quote_ident) from retention_rules, a table only
     # migrations write; values are parameters.
     delete = (
-        f"DELETE FROM {rule['table_ident']} WHERE ctid = ANY(ARRAY("  # noqa: S608
+        f"DELETE FROM {rule['table_ident']} WHERE ctid = ANY(ARRAY("
         f"SELECT ctid FROM {rule['table_ident']} "
         f"WHERE {rule['column_ident']} < now() - $1::interval LIMIT $2))"
     )

@@ -143,7 +143,7 @@ async def migrate(
         await conn.execute(LEDGER_DDL)
         ledger = await _read_ledger(conn)
         _refuse_edited(files, ledger)
-        timescale = await _choose_path(conn, ledger, use_timescaledb)
+        timescale = await _choose_path(conn, files, ledger, use_timescaledb)
         steps = []
         for migration in files:
             if migration.filename in ledger:
@@ -191,12 +191,14 @@ def _refuse_edited(files: list[Migration], ledger: dict[str, tuple[str, str]]) -
 
 
 async def _choose_path(
-    conn: asyncpg.Connection, ledger: dict[str, tuple[str, str]], requested: bool | None
+    conn: asyncpg.Connection,
+    files: list[Migration],
+    ledger: dict[str, tuple[str, str]],
+    requested: bool | None,
 ) -> bool:
     """Keep the path a database already took; otherwise detect (or obey the caller)."""
     applied_ts = [
-        m.filename for m in load_migrations()
-        if m.requires is Requires.TIMESCALEDB and m.filename in ledger
+        m.filename for m in files if m.requires is Requires.TIMESCALEDB and m.filename in ledger
     ]
     if applied_ts:
         took_timescale = any(ledger[name][1] == "applied" for name in applied_ts)

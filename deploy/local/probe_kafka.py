@@ -18,7 +18,7 @@ async def ready(bootstrap: str, deadline: float) -> bool:
             await admin.start()
             await admin.list_topics()
             return True
-        except Exception:  # noqa: BLE001 - any failure means "not yet"
+        except Exception:
             await asyncio.sleep(0.5)
         finally:
             await admin.close()

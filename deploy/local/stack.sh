@@ -26,8 +26,17 @@ pg_bin=/usr/lib/postgresql/$pg_version/bin
 kafka_heap=${CIE_KAFKA_HEAP:-512m}
 
 kafka_dir="$state/kafka"
-pg_dir="$state/pg"
 log_dir="$state/logs"
+
+# PostgreSQL refuses to run as root, so as root its files belong to the 'postgres' user, who
+# must be able to reach them: when the checkout is in a private directory (say /root), the
+# cluster lives under /var/tmp instead.
+pg_dir=${CIE_PG_DIR:-$state/pg}
+if [ -z "${CIE_PG_DIR:-}" ] && [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 \
+   && ! runuser -u postgres -- test -x "$repo" 2>/dev/null; then
+  pg_dir="/var/tmp/cie-stack-$(printf '%s' "$repo" | sha256sum | cut -c1-12)/pg"
+fi
+pg_log="$pg_dir/postgres.log"
 
 say() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -155,7 +164,7 @@ pg_up() {
   ensure_postgres_installed
   mkdir -p "$pg_dir/run"
   if [ "$(id -u)" = 0 ]; then
-    chown -R postgres "$pg_dir" "$log_dir"
+    chown -R postgres "$pg_dir"
     runuser -u postgres -- test -w "$pg_dir" \
       || die "user 'postgres' cannot write $pg_dir; set CIE_STACK_DIR to a directory it can reach"
   fi
@@ -168,8 +177,8 @@ pg_up() {
   if pg_running; then say "PostgreSQL already running on 127.0.0.1:$pg_port"; return; fi
   pg_write_conf
   say "starting PostgreSQL $pg_version on 127.0.0.1:$pg_port$(timescaledb_installed && echo ' (TimescaleDB preloaded)')"
-  as_postgres "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$log_dir/postgres.log" -w -t 60 start \
-    >/dev/null || die "PostgreSQL did not start; see $log_dir/postgres.log"
+  as_postgres "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_log" -w -t 60 start \
+    >/dev/null || die "PostgreSQL did not start; see $pg_log"
 }
 
 pg_down() {
@@ -204,7 +213,7 @@ cmd_status() {
   if [ -x "$pg_bin/pg_isready" ] && "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$pg_port"; then
     echo "postgresql: healthy  127.0.0.1:$pg_port$(timescaledb_installed && echo ' (timescaledb available)')"
   else
-    echo "postgresql: DOWN     (log: $log_dir/postgres.log)"; ok=1
+    echo "postgresql: DOWN     (log: $pg_log)"; ok=1
   fi
   return $ok
 }
@@ -240,7 +249,7 @@ case "${1:-}" in
     if [ -f "$state/consume.pid" ]; then kill "$(cat "$state/consume.pid")" 2>/dev/null || true; rm -f "$state/consume.pid"; fi
     kafka_down; pg_down ;;
   status) cmd_status ;;
-  logs) tail -n 50 -f "$log_dir/kafka.log" "$log_dir/postgres.log" ;;
+  logs) tail -n 50 -f "$log_dir/kafka.log" "$pg_log" ;;
   env) print_env ;;
   run) cmd_run ;;
   test) shift; cmd_test "$@" ;;

@@ -1,0 +1,212 @@
+"""Fixtures on real services: the local Kafka broker and PostgreSQL from deploy/local/stack.sh.
+
+The stack is reused when it answers (KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, or the stack's
+defaults) and started otherwise. Every test gets its own database, cloned from a migrated
+template (one per schema path: plain PostgreSQL, and TimescaleDB where the extension exists),
+and its own uniquely named topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from consumers import migrations
+
+REPO = Path(__file__).resolve().parent.parent
+STACK = REPO / "deploy" / "local" / "stack.sh"
+DEFAULT_KAFKA = "127.0.0.1:19092"
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:55432/postgres"
+
+
+def database_url(server_url: str, dbname: str) -> str:
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+
+@dataclass(frozen=True)
+class Stack:
+    kafka: str
+    server_url: str  # the maintenance database; tests never write there
+    timescaledb: bool
+
+
+async def _reachable(kafka: str, server_url: str) -> bool:
+    try:
+        conn = await asyncpg.connect(server_url, timeout=3)
+        await conn.close()
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka, request_timeout_ms=3000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+        finally:
+            await admin.close()
+    except (TimeoutError, OSError, asyncpg.PostgresError, Exception):
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+async def stack() -> Stack:
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA)
+    server_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
+    if not await _reachable(kafka, server_url):
+        proc = await asyncio.create_subprocess_exec(str(STACK), "up")
+        await asyncio.wait_for(proc.wait(), timeout=900)
+        assert proc.returncode == 0, "deploy/local/stack.sh up failed"
+    conn = await asyncpg.connect(server_url)
+    try:
+        timescale = await migrations.timescaledb_usable(conn)
+    finally:
+        await conn.close()
+    return Stack(kafka=kafka, server_url=server_url, timescaledb=timescale)
+
+
+async def _admin_execute(server_url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def _make_template(stack: Stack, name: str, timescale: bool) -> str:
+    await _admin_execute(stack.server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
+                         f'CREATE DATABASE "{name}"')
+    conn = await asyncpg.connect(database_url(stack.server_url, name))
+    try:
+        await migrations.migrate(conn, use_timescaledb=timescale)
+    finally:
+        await conn.close()
+    # No connections to a template while it is cloned: TimescaleDB's scheduler would hold one.
+    await _admin_execute(
+        stack.server_url,
+        f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false',
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
+    )
+    return name
+
+
+@dataclass(frozen=True)
+class Templates:
+    plain: str
+    timescale: str | None
+
+
+@pytest.fixture(scope="session")
+async def templates(stack: Stack) -> AsyncIterator[Templates]:
+    suffix = os.getpid()
+    plain = await _make_template(stack, f"cie_tpl_plain_{suffix}", timescale=False)
+    timescale = (
+        await _make_template(stack, f"cie_tpl_ts_{suffix}", timescale=True)
+        if stack.timescaledb else None
+    )
+    yield Templates(plain=plain, timescale=timescale)
+    for name in (plain, timescale):
+        if name:
+            await _admin_execute(stack.server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _clone(stack: Stack, template: str) -> str:
+    name = f"cie_test_{uuid.uuid4().hex[:12]}"
+    deadline = time.monotonic() + 30
+    while True:  # a just-terminated template backend may linger for a moment
+        try:
+            await _admin_execute(stack.server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            return name
+        except asyncpg.ObjectInUseError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def plain_db(stack: Stack, templates: Templates) -> AsyncIterator[str]:
+    """DATABASE_URL of a fresh, migrated database on the plain-PostgreSQL path."""
+    name = await _clone(stack, templates.plain)
+    yield database_url(stack.server_url, name)
+    await _admin_execute(stack.server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def timescale_db(stack: Stack, templates: Templates) -> AsyncIterator[str]:
+    """DATABASE_URL of a fresh, migrated database on the TimescaleDB path (skips without it)."""
+    if templates.timescale is None:
+        pytest.skip("TimescaleDB is not installed in the local PostgreSQL: TimescaleDB path not tested")
+    name = await _clone(stack, templates.timescale)
+    yield database_url(stack.server_url, name)
+    await _admin_execute(stack.server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+async def _clone_for(request: pytest.FixtureRequest, stack: Stack,
+                     templates: Templates) -> str:
+    if request.param == "plain":
+        return await _clone(stack, templates.plain)
+    if templates.timescale is None:
+        pytest.skip("TimescaleDB is not installed in the local PostgreSQL: TimescaleDB path not tested")
+    return await _clone(stack, templates.timescale)
+
+
+@pytest.fixture(params=["plain", "timescaledb"])
+async def any_db(request: pytest.FixtureRequest, stack: Stack, templates: Templates) -> AsyncIterator[str]:
+    """A fresh migrated database on each schema path in turn."""
+    name = await _clone_for(request, stack, templates)
+    yield database_url(stack.server_url, name)
+    await _admin_execute(stack.server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module", params=["plain", "timescaledb"])
+async def module_db(request: pytest.FixtureRequest, stack: Stack, templates: Templates) -> AsyncIterator[str]:
+    """Like any_db, shared by one module's tests (which must leave no trace: roll back)."""
+    name = await _clone_for(request, stack, templates)
+    yield database_url(stack.server_url, name)
+    await _admin_execute(stack.server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def empty_db(stack: Stack) -> AsyncIterator[str]:
+    """DATABASE_URL of a brand-new database with no schema at all."""
+    name = f"cie_empty_{uuid.uuid4().hex[:12]}"
+    await _admin_execute(stack.server_url, f'CREATE DATABASE "{name}"')
+    yield database_url(stack.server_url, name)
+    await _admin_execute(stack.server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def conn(plain_db: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(plain_db, server_settings={"timezone": "UTC"})
+    yield connection
+    await connection.close()
+
+
+NewTopics = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def new_topic(stack: Stack) -> AsyncIterator[NewTopics]:
+    """Factory: create a uniquely named topic (default 3 partitions) and return its name."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka)
+    await admin.start()
+    created: list[str] = []
+
+    async def make(prefix: str = "t", partitions: int = 3) -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        created.append(name)
+        return name
+
+    yield make
+    if created:
+        await admin.delete_topics(created)
+    await admin.close()

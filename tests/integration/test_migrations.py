@@ -1,0 +1,132 @@
+"""The migration runner on a real PostgreSQL: idempotent, exactly-once under a race, refuses edits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from consumers import migrations
+from consumers.errors import MigrationError
+from tests.conftest import Stack
+
+
+async def run_cli(*args: str, database: str, stack: Stack) -> tuple[int, str]:
+    env = {**os.environ, "DATABASE_URL": database, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
+           "CIE_LOG_FORMAT": "json"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "consumers", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def ledger(url: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch("SELECT filename, outcome FROM schema_migrations ORDER BY filename")
+    finally:
+        await conn.close()
+
+
+async def test_second_migrate_is_a_no_op(plain_db: str, stack: Stack) -> None:
+    before = await ledger(plain_db)
+    code, out = await run_cli("migrate", database=plain_db, stack=stack)
+    assert code == 0, out
+    assert "schema is up to date" in out
+    assert await ledger(plain_db) == before
+
+
+async def test_two_migrations_started_together_apply_each_file_once(
+    empty_db: str, stack: Stack
+) -> None:
+    (code_a, out_a), (code_b, out_b) = await asyncio.gather(
+        run_cli("migrate", database=empty_db, stack=stack),
+        run_cli("migrate", database=empty_db, stack=stack),
+    )
+    assert (code_a, code_b) == (0, 0), out_a + out_b
+    files = [m.filename for m in migrations.load_migrations()]
+    assert [r["filename"] for r in await ledger(empty_db)] == sorted(files)
+    # exactly one of the two did the work; the other found it done
+    assert sorted(["schema is up to date" in out_a, "schema is up to date" in out_b]) == [False, True]
+
+
+async def test_dry_run_lists_without_applying(empty_db: str) -> None:
+    conn = await asyncpg.connect(empty_db)
+    try:
+        steps = await migrations.migrate(conn, dry_run=True, use_timescaledb=False)
+        assert [s.filename for s in steps] == [m.filename for m in migrations.load_migrations()]
+        assert {s.action for s in steps} == {"apply", "skip"}
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 0
+        assert await conn.fetchval("SELECT to_regclass('trade_outcomes')") is None
+    finally:
+        await conn.close()
+
+
+async def test_plain_path_records_timescaledb_files_as_skipped(plain_db: str) -> None:
+    outcomes = {r["filename"]: r["outcome"] for r in await ledger(plain_db)}
+    for migration in migrations.load_migrations():
+        expected = "skipped" if migration.requires is migrations.Requires.TIMESCALEDB else "applied"
+        assert outcomes[migration.filename] == expected, migration.filename
+
+
+async def test_edited_applied_migration_is_refused(empty_db: str, tmp_path: Path) -> None:
+    schema = tmp_path / "schema"
+    shutil.copytree(migrations.SCHEMA_DIR, schema, ignore=shutil.ignore_patterns("queries", "seed"))
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await migrations.migrate(conn, use_timescaledb=False,
+                                 migrations=migrations.load_migrations(schema))
+        edited = schema / "03-create-indexes.sql"
+        edited.write_text(edited.read_text() + "\nCREATE INDEX sneaky ON ab_tests(test_name);\n")
+        with pytest.raises(MigrationError, match=r"03-create-indexes\.sql was edited after it was applied"):
+            await migrations.migrate(conn, migrations=migrations.load_migrations(schema))
+        assert await conn.fetchval("SELECT to_regclass('sneaky')") is None
+    finally:
+        await conn.close()
+
+
+async def test_status_shows_each_file(plain_db: str, stack: Stack) -> None:
+    code, out = await run_cli("migrate", "--status", database=plain_db, stack=stack)
+    assert code == 0, out
+    lines = [line.split() for line in out.strip().splitlines()]
+    assert {line[-1] for line in lines} == {m.filename for m in migrations.load_migrations()}
+    assert {line[0] for line in lines} == {"applied", "skipped"}
+
+
+async def test_failed_migration_rolls_back_and_is_not_recorded(empty_db: str, tmp_path: Path) -> None:
+    schema = tmp_path / "schema"
+    schema.mkdir()
+    (schema / "01-good.sql").write_text("CREATE TABLE good (x int);\n")
+    (schema / "02-bad.sql").write_text("CREATE TABLE half (x int);\nSELECT no_such_function();\n")
+    conn = await asyncpg.connect(empty_db)
+    try:
+        with pytest.raises(MigrationError, match=r"02-bad\.sql"):
+            await migrations.migrate(conn, migrations=migrations.load_migrations(schema))
+        assert await conn.fetchval("SELECT to_regclass('good') IS NOT NULL")
+        assert await conn.fetchval("SELECT to_regclass('half')") is None
+        assert [r["filename"] for r in await ledger(empty_db)] == ["01-good.sql"]
+    finally:
+        await conn.close()
+
+
+async def test_unknown_directive_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "01-x.sql").write_text("-- cie: requires oracle\nSELECT 1;\n")
+    with pytest.raises(MigrationError, match="unknown directive"):
+        migrations.load_migrations(tmp_path)
+
+
+async def test_database_keeps_the_path_it_took(timescale_db: str) -> None:
+    conn = await asyncpg.connect(timescale_db)
+    try:
+        with pytest.raises(MigrationError, match="TimescaleDB path already"):
+            await migrations.migrate(conn, use_timescaledb=False)
+    finally:
+        await conn.close()

@@ -1,0 +1,75 @@
+"""Runtime roles: cie_ingest writes but cannot change the schema; cie_analytics only reads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from tests.integration.test_schema_constraints import insert, valid_rows
+
+WRITTEN_BY_INGEST = [
+    "trade_outcomes", "trade_fills", "model_predictions", "market_conditions",
+    "strategy_performance", "model_performance", "improvement_events", "ab_tests",
+    "optimization_queue",
+]
+
+
+@pytest.fixture
+async def db(module_db: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(module_db)
+    transaction = conn.transaction()
+    await transaction.start()
+    yield conn
+    await transaction.rollback()
+    await conn.close()
+
+
+async def denied(conn: asyncpg.Connection, statement: str) -> bool:
+    try:
+        async with conn.transaction():  # a savepoint: the outer transaction survives
+            await conn.execute(statement)
+    except asyncpg.InsufficientPrivilegeError:
+        return True
+    return False
+
+
+async def test_ingest_writes_every_table_it_fills(db: asyncpg.Connection) -> None:
+    await db.execute("SET ROLE cie_ingest")
+    for table in WRITTEN_BY_INGEST:
+        await insert(db, table, valid_rows()[table])
+    await db.execute("UPDATE market_conditions SET close = 10.25")
+    await db.execute("DELETE FROM trade_outcomes")  # re-keying a trade whose entry moved
+    await db.execute("CREATE TEMP TABLE staging (LIKE market_conditions)")
+    assert await db.fetchval("SELECT count(*) FROM market_conditions") == 1
+
+
+@pytest.mark.parametrize("statement", [
+    "DROP TABLE market_conditions",
+    "ALTER TABLE trade_outcomes ADD COLUMN extra int",
+    "TRUNCATE model_predictions",
+    "DELETE FROM market_conditions",
+    "CREATE TABLE sneaky (x int)",
+    "DROP INDEX idx_trade_outcomes_time",
+    "UPDATE retention_rules SET keep_for = '1 day'",
+])
+async def test_ingest_cannot_change_schema_or_delete_history(
+    db: asyncpg.Connection, statement: str
+) -> None:
+    await db.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # PG 15 default; be explicit
+    await db.execute("SET ROLE cie_ingest")
+    assert await denied(db, statement)
+
+
+async def test_analytics_reads_everything_and_writes_nothing(db: asyncpg.Connection) -> None:
+    for table in WRITTEN_BY_INGEST:
+        await insert(db, table, valid_rows()[table])
+    await db.execute("SET ROLE cie_analytics")
+    for table in [*WRITTEN_BY_INGEST, "market_daily_summary", "retention_rules"]:
+        await db.fetchval(f"SELECT count(*) FROM {table}")
+    for table in WRITTEN_BY_INGEST:
+        assert await denied(db, f"DELETE FROM {table}")
+        assert await denied(db, f"UPDATE {table} SET created_at = now()")
+    assert await denied(db, "INSERT INTO market_conditions (symbol, timestamp, open, high, low, "
+                            "close, volume) VALUES ('X', now(), 1, 1, 1, 1, 1)")

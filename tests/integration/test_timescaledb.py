@@ -1,0 +1,172 @@
+"""The TimescaleDB path for real: hypertables, policies, continuous aggregate, upserts.
+
+Runs wherever the local PostgreSQL has the extension; skipped with that reason elsewhere.
+Jobs are run with CALL run_job(...) rather than waited for (and PostgreSQL 15.20's scheduler
+logs a failure for each policy run even though the work commits).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from tests.integration.market_data import (
+    expected_summary,
+    insert_bars,
+    same_numbers,
+    summaries,
+    three_bars,
+    utc_day,
+)
+
+pytestmark = pytest.mark.timescaledb
+
+
+@pytest.fixture
+async def ts(timescale_db: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(timescale_db, server_settings={"timezone": "UTC"})
+    yield conn
+    await conn.close()
+
+
+async def job_id(conn: asyncpg.Connection, proc: str, relation: str) -> int:
+    job = await conn.fetchval(
+        "SELECT job_id FROM timescaledb_information.jobs "
+        "WHERE proc_name = $1 AND hypertable_name = $2", proc, relation)
+    assert job is not None, (proc, relation)
+    return int(job)
+
+
+async def test_hypertables_have_the_seed_chunk_intervals(ts: asyncpg.Connection) -> None:
+    rows = await ts.fetch(
+        "SELECT hypertable_name, column_name, time_interval "
+        "FROM timescaledb_information.dimensions WHERE hypertable_schema = 'public'")
+    assert {(r["hypertable_name"], r["column_name"], r["time_interval"]) for r in rows} >= {
+        ("market_conditions", "timestamp", timedelta(days=1)),
+        ("trade_outcomes", "entry_time", timedelta(weeks=1)),
+        ("model_predictions", "predicted_at", timedelta(weeks=1)),
+        ("trade_fills", "filled_at", timedelta(weeks=1)),
+    }
+
+
+async def test_retention_compression_and_refresh_jobs_exist(ts: asyncpg.Connection) -> None:
+    rows = await ts.fetch(
+        "SELECT proc_name, hypertable_name, config FROM timescaledb_information.jobs "
+        "WHERE hypertable_name IS NOT NULL")
+    jobs = {(r["proc_name"], r["hypertable_name"]): json.loads(r["config"]) for r in rows}
+    retention = {t: c["drop_after"] for (p, t), c in jobs.items() if p == "policy_retention"}
+    assert retention == {
+        "market_conditions": "2 years", "trade_outcomes": "5 years", "trade_fills": "5 years",
+        "model_predictions": "3 years", "market_daily_summary": "10 years",
+    }
+    compression = {t for (p, t) in jobs if p in ("policy_compression", "policy_columnstore")}
+    assert compression == {"market_conditions", "model_predictions", "trade_outcomes", "trade_fills"}
+    assert ("policy_refresh_continuous_aggregate", "market_daily_summary") in jobs
+
+
+async def test_continuous_aggregate_refreshes_with_hand_computed_values(
+    ts: asyncpg.Connection,
+) -> None:
+    day = utc_day(2)
+    await insert_bars(ts, three_bars("MSFT", day))
+    assert await summaries(ts) == []  # materialized only: nothing until a refresh
+    await ts.execute("CALL refresh_continuous_aggregate('market_daily_summary', NULL, NULL)")
+    [summary] = await summaries(ts)
+    assert same_numbers(summary, expected_summary("MSFT", day))
+
+    # a corrected bar reaches the summary at the next refresh
+    await ts.execute(
+        "INSERT INTO market_conditions (symbol, timestamp, open, high, low, close, volume) "
+        "VALUES ('MSFT', $1, 101.5, 104, 101, 103.75, 3000) ON CONFLICT (symbol, timestamp) "
+        "DO UPDATE SET high = EXCLUDED.high, close = EXCLUDED.close",
+        day + timedelta(hours=14, minutes=2))
+    await ts.execute("CALL refresh_continuous_aggregate('market_daily_summary', NULL, NULL)")
+    [summary] = await summaries(ts)
+    assert (summary["high"], summary["close"]) == (Decimal("104"), Decimal("103.75"))
+
+
+async def test_both_paths_summarise_a_day_identically(ts: asyncpg.Connection, plain_db: str) -> None:
+    from consumers.maintenance import maintain
+
+    bars = three_bars("MSFT", utc_day(3)) + three_bars("NVDA", utc_day(1))
+    await insert_bars(ts, bars)
+    await ts.execute("CALL refresh_continuous_aggregate('market_daily_summary', NULL, NULL)")
+    plain = await asyncpg.connect(plain_db, server_settings={"timezone": "UTC"})
+    try:
+        await insert_bars(plain, bars)
+        await maintain(plain)
+        plain_rows = await summaries(plain)
+    finally:
+        await plain.close()
+    ts_rows = await summaries(ts)
+    assert len(ts_rows) == 2
+    assert all(same_numbers(a, b) for a, b in zip(plain_rows, ts_rows, strict=True))
+
+
+async def test_on_conflict_upserts_work_on_every_hypertable(ts: asyncpg.Connection) -> None:
+    t = datetime(2026, 5, 4, 13, 0, tzinfo=UTC)
+    trade, prediction, fill = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    for _ in range(2):  # the second round must update, not duplicate
+        await ts.execute(
+            "INSERT INTO market_conditions (symbol, timestamp, open, high, low, close, volume) "
+            "VALUES ('AAPL', $1, 10, 11, 9, 10.5, 100) ON CONFLICT (symbol, timestamp) "
+            "DO UPDATE SET volume = market_conditions.volume + 1", t)
+        await ts.execute(
+            "INSERT INTO trade_outcomes (trade_id, strategy_id, model_version, symbol, direction, "
+            "entry_time, entry_price, quantity, outcome_type) VALUES ($1, 's', 'v', 'AAPL', 'LONG', "
+            "$2, 10, 5, 'OPEN') ON CONFLICT (trade_id, entry_time) DO UPDATE SET quantity = "
+            "trade_outcomes.quantity + 5", trade, t)
+        await ts.execute(
+            "INSERT INTO model_predictions (prediction_id, model_version, model_type, symbol, "
+            "predicted_at, prediction_horizon_minutes, feature_vector) VALUES ($1, 'v', "
+            "'direction', 'AAPL', $2, 5, '{}') ON CONFLICT (prediction_id, predicted_at) "
+            "DO NOTHING", prediction, t)
+        await ts.execute(
+            "INSERT INTO trade_fills (fill_id, trade_id, strategy_id, model_version, symbol, side, "
+            "quantity, price, filled_at) VALUES ($1, $2, 's', 'v', 'AAPL', 'BUY', 5, 10, $3) "
+            "ON CONFLICT (fill_id, filled_at) DO NOTHING", fill, trade, t)
+    assert await ts.fetchval("SELECT volume FROM market_conditions") == 101
+    assert await ts.fetchval("SELECT quantity FROM trade_outcomes") == 10
+    assert await ts.fetchval("SELECT count(*) FROM model_predictions") == 1
+    assert await ts.fetchval("SELECT count(*) FROM trade_fills") == 1
+
+
+async def test_retention_job_drops_only_expired_chunks(ts: asyncpg.Connection) -> None:
+    old, recent = utc_day(3 * 365), utc_day(1)
+    await insert_bars(ts, three_bars("OLD", old) + three_bars("NEW", recent))
+    await ts.execute("CALL run_job($1)", await job_id(ts, "policy_retention", "market_conditions"))
+    assert await ts.fetchval("SELECT array_agg(DISTINCT symbol) FROM market_conditions") == ["NEW"]
+
+
+async def test_compression_job_compresses_old_chunks_and_corrections_still_land(
+    ts: asyncpg.Connection,
+) -> None:
+    day = utc_day(10)
+    await insert_bars(ts, three_bars("AMD", day))
+    proc = await ts.fetchval(
+        "SELECT proc_name FROM timescaledb_information.jobs WHERE hypertable_name = "
+        "'market_conditions' AND proc_name IN ('policy_compression', 'policy_columnstore')")
+    await ts.execute("CALL run_job($1)", await job_id(ts, proc, "market_conditions"))
+    assert await ts.fetchval(
+        "SELECT bool_and(is_compressed) FROM timescaledb_information.chunks "
+        "WHERE hypertable_name = 'market_conditions'")
+    await ts.execute(
+        "INSERT INTO market_conditions (symbol, timestamp, open, high, low, close, volume) "
+        "VALUES ('AMD', $1, 100, 101, 99, 100.75, 1000) ON CONFLICT (symbol, timestamp) "
+        "DO UPDATE SET close = EXCLUDED.close", day + timedelta(hours=14))
+    assert await ts.fetchval(
+        "SELECT close FROM market_conditions WHERE symbol = 'AMD' AND timestamp = $1",
+        day + timedelta(hours=14)) == Decimal("100.75")
+    assert await ts.fetchval("SELECT count(*) FROM market_conditions") == 3
+
+
+async def test_ingest_role_creates_chunks_on_hypertables(ts: asyncpg.Connection) -> None:
+    await ts.execute("SET ROLE cie_ingest")
+    await insert_bars(ts, three_bars("TSLA", utc_day(40)))
+    assert await ts.fetchval("SELECT count(*) FROM market_conditions") == 3

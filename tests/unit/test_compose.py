@@ -1,0 +1,42 @@
+"""docker-compose.yml cannot run here (no Docker engine); it must parse and speak our settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import yaml
+
+from consumers.settings import ENVIRONMENT, Settings
+
+REPO = Path(__file__).resolve().parent.parent.parent
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
+OURS = {"migrate", "consume", "demo"}
+REQUIRED = {ENVIRONMENT[f.name] for f in msgspec.structs.fields(Settings) if f.required}
+
+
+def test_compose_has_the_whole_stack() -> None:
+    assert {"kafka", "timescaledb", "migrate", "consume", "prometheus"} <= set(COMPOSE["services"])
+
+
+def test_our_services_set_only_variables_the_code_reads_and_all_it_needs() -> None:
+    known = set(ENVIRONMENT.values())
+    for name in OURS:
+        environment = COMPOSE["services"][name]["environment"]
+        assert set(environment) <= known, (name, set(environment) - known)
+        assert set(environment) >= REQUIRED, name
+
+
+def test_our_services_run_commands_the_cli_has() -> None:
+    from consumers.cli import build_parser
+
+    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    for name in OURS:
+        assert COMPOSE["services"][name]["command"][0] in commands, name
+
+
+def test_prometheus_scrapes_the_consumer_metrics_port() -> None:
+    scrape = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
+    port = COMPOSE["services"]["consume"]["environment"]["CIE_METRICS_PORT"]
+    assert targets == [f"consume:{port}"]

@@ -1,0 +1,83 @@
+"""Settings from the environment: typed, validated, and errors that name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumers.errors import SettingsError
+from consumers.settings import ENVIRONMENT, load_settings
+
+BASE = {
+    "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092",
+    "DATABASE_URL": "postgresql://ingest:s3cret@127.0.0.1:5432/analytics",
+}
+
+
+def test_defaults_and_conversion() -> None:
+    settings = load_settings({**BASE, "CIE_BATCH_MAX_ROWS": "250", "CIE_METRICS_PORT": "9200"})
+    assert settings.batch_max_rows == 250
+    assert settings.metrics_port == 9200
+    assert settings.batch_max_latency_ms == 500
+    assert settings.consumer_group == "cie-ingest"
+    assert settings.kafka_security_protocol == "PLAINTEXT"
+
+
+def test_missing_required_variables_are_named() -> None:
+    with pytest.raises(SettingsError, match="KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL: required"):
+        load_settings({})
+
+
+def test_empty_variable_counts_as_unset() -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL: required"):
+        load_settings({**BASE, "DATABASE_URL": ""})
+
+
+@pytest.mark.parametrize(("variable", "value", "problem"), [
+    ("CIE_BATCH_MAX_ROWS", "0", "Expected `int` >= 1"),
+    ("CIE_BATCH_MAX_ROWS", "many", "Expected `int`"),
+    ("CIE_METRICS_PORT", "70000", "<= 65535"),
+    ("CIE_LOG_LEVEL", "LOUD", "Invalid enum value 'LOUD'"),
+    ("DATABASE_URL", "mysql://x", "Expected `str` matching regex"),
+    ("KAFKA_SECURITY_PROTOCOL", "TLS", "Invalid enum value 'TLS'"),
+])
+def test_bad_values_name_the_variable(variable: str, value: str, problem: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**BASE, variable: value})
+    assert str(caught.value).startswith(f"{variable}: ")
+    assert problem in str(caught.value)
+
+
+def test_sasl_needs_its_credentials() -> None:
+    with pytest.raises(SettingsError, match="KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and "
+                                            "KAFKA_SASL_PASSWORD: all required"):
+        load_settings({**BASE, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                       "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512"})
+    settings = load_settings({**BASE, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                              "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                              "KAFKA_SASL_USERNAME": "ingest", "KAFKA_SASL_PASSWORD": "hunter2"})
+    assert settings.kafka_sasl_username == "ingest"
+
+
+def test_secrets_are_never_shown() -> None:
+    settings = load_settings({**BASE, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                              "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": "ingest",
+                              "KAFKA_SASL_PASSWORD": "hunter2"})
+    assert "hunter2" not in repr(settings) and "s3cret" not in str(settings)
+    with pytest.raises(SettingsError) as caught:
+        load_settings({**BASE, "DATABASE_URL": "mysql://root:topsecret@db"})
+    assert "topsecret" not in str(caught.value)
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(BASE)
+    with pytest.raises(AttributeError):
+        settings.batch_max_rows = 5  # type: ignore[misc]
+
+
+def test_every_field_has_one_variable() -> None:
+    import msgspec
+
+    from consumers.settings import Settings
+
+    assert set(ENVIRONMENT) == {f.name for f in msgspec.structs.fields(Settings)}
+    assert len(set(ENVIRONMENT.values())) == len(ENVIRONMENT)

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import msgspec
 import structlog
+from prometheus_client import start_http_server
 
 from consumers import maintenance, migrations
-from consumers.db import connect
+from consumers.contract import contract_schema
+from consumers.db import connect, create_pool
 from consumers.errors import CieError
+from consumers.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
 from consumers.logs import configure_logging
+from consumers.pipelines import registry
+from consumers.runner import Runner
 from consumers.settings import Settings, load_settings
 
 log = structlog.get_logger(__name__)
@@ -55,6 +62,57 @@ async def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
+    pipelines = registry.build(settings, args.pipelines.split(",") if args.pipelines else None)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    pool = await create_pool(settings.database_url, list(pipelines.values()))
+    consumer = make_consumer(settings)
+    producer = make_producer(settings)
+    await producer.start()
+    await consumer.start()
+    try:
+        dead_letters = DeadLetters(producer, settings.dead_letter_suffix)
+        runner = Runner(settings, consumer, pool, dead_letters, pipelines)
+        await runner.run(stop)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await pool.close()
+    return 0
+
+
+async def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    sources = [registry.topic_of(settings, name) for name in registry.PIPELINES]
+    wanted = [*sources, *(f"{t}{settings.dead_letter_suffix}" for t in sources)]
+    created = await ensure_topics(settings, wanted, partitions=args.partitions,
+                                  replication_factor=args.replication_factor)
+    log.info("topics.ensured", created=created, existing=sorted(set(wanted) - set(created)))
+    return 0
+
+
+async def cmd_contracts(settings: Settings, args: argparse.Namespace) -> int:
+    schemas = {
+        registry.topic_of(settings, name): contract_schema(pipeline.event_type)
+        for name, pipeline in registry.PIPELINES.items()
+    }
+    sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(schemas)) + b"\n")
+    return 0
+
+
+async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.demo import run_demo
+
+    counts = await run_demo(settings, minutes=args.minutes, symbols=args.symbols.split(","),
+                            seed=args.seed)
+    log.info("demo.done", **counts)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cie",
@@ -78,6 +136,26 @@ def build_parser() -> argparse.ArgumentParser:
     maintain.add_argument("--batch-rows", type=int, default=10_000,
                           help="rows per delete or refresh batch (default 10000)")
     maintain.set_defaults(run=cmd_maintain)
+
+    consume = sub.add_parser("consume", help="run the ingest consumers until SIGTERM")
+    consume.add_argument(
+        "--pipelines", default="",
+        help=f"comma-separated subset of {','.join(registry.PIPELINES)} (default: all)")
+    consume.set_defaults(run=cmd_consume)
+
+    topics = sub.add_parser("topics", help="create the source and dead-letter topics if missing")
+    topics.add_argument("--partitions", type=int, default=6)
+    topics.add_argument("--replication-factor", type=int, default=1)
+    topics.set_defaults(run=cmd_topics)
+
+    contracts = sub.add_parser("contracts", help="print every topic's contract as JSON Schema")
+    contracts.set_defaults(run=cmd_contracts)
+
+    demo = sub.add_parser("demo", help="produce a simulated trading session")
+    demo.add_argument("--minutes", type=int, default=60, help="minutes of market data (60)")
+    demo.add_argument("--symbols", default="AAPL,MSFT,NVDA,AMZN,TSLA")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (7)")
+    demo.set_defaults(run=cmd_demo)
     return parser
 
 

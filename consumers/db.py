@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+if TYPE_CHECKING:
+    from consumers.pipelines.base import Pipeline
+
+# A plain connection or one lent by a pool: pipelines accept either.
+Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
 QUERIES_DIR = Path(__file__).resolve().parent.parent / "schema" / "queries"
 
@@ -28,6 +37,25 @@ def queries(module: str) -> dict[str, str]:
 async def connect(database_url: str) -> asyncpg.Connection:
     """One connection, UTC session time zone (date bucketing never follows a server default)."""
     conn: asyncpg.Connection = await asyncpg.connect(
-        database_url, server_settings={"timezone": "UTC", "application_name": "cie"}
+        database_url, server_settings=SERVER_SETTINGS
     )
     return conn
+
+
+SERVER_SETTINGS = {"timezone": "UTC", "application_name": "cie"}
+
+
+async def create_pool(database_url: str, pipelines: Sequence[Pipeline]) -> asyncpg.Pool:
+    """A small pool whose connections carry every pipeline's staging tables.
+
+    min_size=0: the pool starts even while the database is down (the writer retries).
+    """
+
+    async def prepare(conn: asyncpg.Connection) -> None:
+        for pipeline in pipelines:
+            await pipeline.prepare(conn)
+
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        database_url, min_size=0, max_size=4, init=prepare, server_settings=SERVER_SETTINGS,
+        command_timeout=60)
+    return pool

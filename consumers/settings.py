@@ -17,8 +17,9 @@ import msgspec
 from consumers.errors import SettingsError
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
-Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0: do not serve
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+TopicName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,200}$")]
 DatabaseUrl = Annotated[str, msgspec.Meta(pattern=r"^postgres(ql)?://")]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -40,6 +41,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kafka_ssl_certfile: str | None = None
     kafka_ssl_keyfile: str | None = None
     consumer_group: NonEmpty = "cie-ingest"
+    topic_fills: TopicName = "fills"
+    topic_predictions: TopicName = "predictions"
+    topic_bars: TopicName = "bars"
+    topic_improvements: TopicName = "improvement-events"
+    dead_letter_suffix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]+$")] = ".dlq"
     batch_max_rows: PositiveInt = 1000
     batch_max_latency_ms: PositiveInt = 500
     drain_deadline_seconds: PositiveInt = 20
@@ -71,6 +77,11 @@ ENVIRONMENT: Mapping[str, str] = {
     "kafka_ssl_certfile": "KAFKA_SSL_CERTFILE",
     "kafka_ssl_keyfile": "KAFKA_SSL_KEYFILE",
     "consumer_group": "CIE_CONSUMER_GROUP",
+    "topic_fills": "CIE_TOPIC_FILLS",
+    "topic_predictions": "CIE_TOPIC_PREDICTIONS",
+    "topic_bars": "CIE_TOPIC_BARS",
+    "topic_improvements": "CIE_TOPIC_IMPROVEMENTS",
+    "dead_letter_suffix": "CIE_DEAD_LETTER_SUFFIX",
     "batch_max_rows": "CIE_BATCH_MAX_ROWS",
     "batch_max_latency_ms": "CIE_BATCH_MAX_LATENCY_MS",
     "drain_deadline_seconds": "CIE_DRAIN_DEADLINE_SECONDS",

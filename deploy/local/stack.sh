@@ -222,6 +222,7 @@ cmd_run() {
   cmd_up
   eval "$(print_env)"
   "$venv/bin/cie" migrate
+  "$venv/bin/cie" topics --partitions 3
   if [ -f "$state/consume.pid" ] && kill -0 "$(cat "$state/consume.pid")" 2>/dev/null; then
     say "consumers already running (pid $(cat "$state/consume.pid"))"
   else

@@ -36,6 +36,7 @@ def test_empty_variable_counts_as_unset() -> None:
     ("CIE_BATCH_MAX_ROWS", "0", "Expected `int` >= 1"),
     ("CIE_BATCH_MAX_ROWS", "many", "Expected `int`"),
     ("CIE_METRICS_PORT", "70000", "<= 65535"),
+    ("CIE_METRICS_PORT", "-1", ">= 0"),
     ("CIE_LOG_LEVEL", "LOUD", "Invalid enum value 'LOUD'"),
     ("DATABASE_URL", "mysql://x", "Expected `str` matching regex"),
     ("KAFKA_SECURITY_PROTOCOL", "TLS", "Invalid enum value 'TLS'"),

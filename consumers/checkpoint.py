@@ -1,0 +1,151 @@
+"""The checkpoint: the one place where a batch becomes rows and then committed offsets.
+
+For one topic's batch of Kafka records, in this order:
+1. decode each record with its pipeline; a record that is not valid JSON or breaks the
+   contract becomes a dead letter with msgspec's reason (which names the field);
+2. write the decoded events in one transaction (consumers/sink.py), splitting the batch only
+   to isolate rows the database refuses; rejected rows become dead letters too;
+   a transient database error retries the whole batch with capped exponential backoff while
+   the consumer is paused (memory stays bounded, the group membership stays alive);
+3. produce the dead letters and wait for the broker's acknowledgement;
+4. commit, per partition, the offset after the batch's last record.
+Offsets are never committed before the rows they carry are. A crash anywhere before step 4
+replays the batch, and every write is idempotent, so a replay changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeAlias
+
+import asyncpg
+import msgspec
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+from consumers import metrics
+from consumers.kafka import DeadLetter, DeadLetters
+from consumers.pipelines.base import Pipeline
+from consumers.sink import TransientDatabaseError, write_batch
+
+log = structlog.get_logger(__name__)
+
+# aiokafka.structs.ConsumerRecord[bytes, bytes]; aiokafka ships no type hints
+Record: TypeAlias = Any
+
+BACKOFF_FIRST_SECONDS = 0.1
+BACKOFF_MAX_SECONDS = 10.0
+
+
+class Checkpoint:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        pool: asyncpg.Pool,
+        dead_letters: DeadLetters,
+        pipelines: Mapping[str, Pipeline],
+        *,
+        keep_alive: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._consumer = consumer
+        self._pool = pool
+        self._dead_letters = dead_letters
+        self._pipelines = pipelines
+        self._keep_alive = keep_alive  # called while waiting out a database outage
+        self.committed: dict[TopicPartition, int] = {}  # last offsets this process committed
+
+    async def flush(self, topic: str, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        started = time.perf_counter()
+        pipeline = self._pipelines[topic]
+        events, event_records, letters = self._decode(pipeline, records)
+        rejections = await self._write_with_retries(topic, pipeline, events) if events else []
+        letters += [
+            DeadLetter(event_records[r.index], r.error_class, r.reason) for r in rejections
+        ]
+        if letters:
+            await self._dead_letters.send(letters)
+            for letter in letters:
+                metrics.DEAD_LETTERS.labels(topic, letter.error_class).inc()
+        await self._commit(records)
+
+        written = len(events) - len(rejections)
+        elapsed = time.perf_counter() - started
+        metrics.ROWS_WRITTEN.labels(topic).inc(written)
+        metrics.FLUSHES.labels(topic).inc()
+        metrics.LAST_FLUSH.labels(topic).set_to_current_time()
+        metrics.BATCH_SIZE.labels(topic).observe(len(records))
+        metrics.FLUSH_SECONDS.labels(topic).observe(elapsed)
+        log.info(
+            "batch.flushed", topic=topic, partitions=_offset_ranges(records),
+            messages=len(records), rows=written, dead_letters=len(letters),
+            seconds=round(elapsed, 4))
+
+    def _decode(
+        self, pipeline: Pipeline, records: Sequence[Record]
+    ) -> tuple[list[Any], list[Record], list[DeadLetter]]:
+        events: list[Any] = []
+        event_records: list[Record] = []
+        letters: list[DeadLetter] = []
+        for record in records:
+            if record.value is None:
+                letters.append(DeadLetter(record, "EmptyMessage", "message has no value"))
+                continue
+            try:
+                events.append(pipeline.decode(record.value))
+                event_records.append(record)
+            except msgspec.ValidationError as exc:
+                letters.append(DeadLetter(record, "ValidationError", str(exc)))
+            except msgspec.DecodeError as exc:
+                letters.append(DeadLetter(record, "DecodeError", str(exc)))
+        return events, event_records, letters
+
+    async def _write_with_retries(
+        self, topic: str, pipeline: Pipeline, events: list[Any]
+    ) -> list[Any]:
+        delay = BACKOFF_FIRST_SECONDS
+        paused = False
+        try:
+            while True:
+                try:
+                    return await write_batch(self._pool, pipeline, events)
+                except TransientDatabaseError as exc:
+                    metrics.RETRIES.labels(topic).inc()
+                    log.warning("database.retry", topic=topic, error=str(exc),
+                                retry_in_seconds=round(delay, 2))
+                    if not paused:
+                        self._consumer.pause(*self._consumer.assignment())
+                        paused = True
+                    await self._keep_alive()
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+        finally:
+            if paused:
+                self._consumer.resume(*self._consumer.assignment())
+                log.info("database.recovered", topic=topic)
+
+    async def _commit(self, records: Sequence[Record]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+        try:
+            await self._consumer.commit(offsets)
+            self.committed.update(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group rebalanced mid-batch: the new owner replays from the last commit,
+            # and the rows just written make that replay a no-op.
+            log.warning("commit.refused_after_rebalance", error=str(exc))
+
+
+def _offset_ranges(records: Sequence[Record]) -> dict[str, str]:
+    ranges: dict[str, list[int]] = {}
+    for record in records:
+        span = ranges.setdefault(str(record.partition), [record.offset, record.offset])
+        span[0] = min(span[0], record.offset)
+        span[1] = max(span[1], record.offset)
+    return {partition: f"{low}-{high}" for partition, (low, high) in sorted(ranges.items())}

@@ -1,0 +1,84 @@
+"""Building blocks for the wire contracts: constrained aliases and exact decimal checks.
+
+Every event type is a frozen ``msgspec.Struct`` subclassing ``Contract``. Strings carry their
+column's ``VARCHAR(n)`` as ``max_length``; timestamps must carry an offset; decimals decode
+exactly (msgspec reads JSON numbers and strings into ``Decimal`` without a float in between)
+and ``Contract.__post_init__`` rejects a value that does not fit its column's ``DECIMAL(p, s)``
+instead of letting PostgreSQL round it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+
+UtcTime = Annotated[
+    datetime, msgspec.Meta(tz=True, description="RFC 3339 timestamp with an offset")
+]
+Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=10, pattern=r"^[A-Z0-9.\-/]+$")]
+StrategyId = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
+ModelVersion = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+Name30 = Annotated[str, msgspec.Meta(min_length=1, max_length=30)]
+Name50 = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0, le=2_147_483_647)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0, le=2_147_483_647)]
+JsonObject = dict[str, Any]
+
+
+def decimal_fits(value: Decimal, precision: int, scale: int) -> str | None:
+    """Why ``value`` does not fit ``DECIMAL(precision, scale)`` exactly, or None if it does."""
+    if not value.is_finite():
+        return f"{value} is not a finite number"
+    _, digits, exponent = value.normalize().as_tuple()
+    assert isinstance(exponent, int)
+    fraction_digits = max(0, -exponent)
+    if fraction_digits > scale:
+        return f"{value} has {fraction_digits} decimal places; the column keeps {scale}"
+    integer_digits = max(0, len(digits) + exponent) if value != 0 else 0
+    if integer_digits > precision - scale:
+        return (f"{value} has {integer_digits} integer digits; DECIMAL({precision}, {scale}) "
+                f"holds {precision - scale}")
+    return None
+
+
+class Contract(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """Base of every event: checks each ``Decimal`` field against its column after decoding.
+
+    Subclasses list their decimal fields in ``decimals`` as ``{field: (precision, scale)}``.
+    Unknown fields are ignored, so producers may add fields before consumers know them.
+    """
+
+    decimals: ClassVar[dict[str, tuple[int, int]]] = {}
+
+    def __post_init__(self) -> None:
+        for name, (precision, scale) in self.decimals.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            problem = decimal_fits(value, precision, scale)
+            if problem:
+                # msgspec turns ValueError raised here into a ValidationError
+                raise ValueError(f"{name}: {problem}")
+
+
+def contract_schema(event_type: Any) -> dict[str, Any]:
+    """JSON Schema of a contract, for producers in other languages.
+
+    Decimal fields accept a JSON number or a decimal string (both decode exactly); msgspec
+    alone would document only the string form.
+    """
+    schema: dict[str, Any] = msgspec.json.schema(event_type)
+    return _accept_decimal_numbers(schema)  # type: ignore[no-any-return]
+
+
+def _accept_decimal_numbers(node: Any) -> Any:
+    if isinstance(node, dict):
+        if node.get("type") == "string" and node.get("format") == "decimal":
+            return {"anyOf": [{"type": "number"}, {"type": "string", "format": "decimal"}]}
+        return {key: _accept_decimal_numbers(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_accept_decimal_numbers(item) for item in node]
+    return node

@@ -1,0 +1,221 @@
+"""`cie demo`: a simulated trading session, produced through the typed producer.
+
+For each symbol, one bar a minute from a random walk, with its indicators (EMA 20/50, RSI 14,
+ATR 14, Bollinger bands, MACD) and a regime; every five minutes a prediction per horizon
+(5, 15, 60 minutes); now and then a trade opened and closed by partial fills; a few
+improvement events (an evaluation, an A/B test, an optimization task's life); and about one
+message in a hundred deliberately malformed, to show the dead-letter topics at work.
+The session ends at the current minute, so predictions become validatable as it goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from consumers.kafka import make_producer
+from consumers.pipelines.bars import Bar, Regime
+from consumers.pipelines.fills import Fill
+from consumers.pipelines.improvements import (
+    AbTestResults,
+    AbTestStarted,
+    Improvement,
+    ModelEvaluation,
+    OptimizationCompleted,
+    OptimizationScheduled,
+    OptimizationStarted,
+)
+from consumers.pipelines.predictions import Direction, Prediction
+from consumers.producer import Contract, EventProducer
+from consumers.settings import Settings
+
+PRICE = Decimal("0.00000001")
+CENT = Decimal("0.01")
+
+
+def q(value: float, unit: Decimal = PRICE) -> Decimal:
+    return Decimal(repr(value)).quantize(unit)
+
+
+@dataclass
+class Market:
+    """Running state of one symbol's random walk and indicators."""
+
+    price: float
+    closes: list[float] = field(default_factory=list)
+    ema20: float = 0.0
+    ema50: float = 0.0
+    ema12: float = 0.0
+    ema26: float = 0.0
+    signal: float = 0.0
+    atr: float = 0.0
+
+    def step(self, rng: random.Random, symbol: str, at: datetime) -> Bar:
+        open_ = self.price
+        close = max(1.0, open_ * (1 + rng.gauss(0.0002, 0.002)))
+        high = max(open_, close) * (1 + abs(rng.gauss(0, 0.0008)))
+        low = min(open_, close) * (1 - abs(rng.gauss(0, 0.0008)))
+        self.price = close
+        self.closes = [*self.closes[-19:], close]
+        first = len(self.closes) == 1
+        self.ema20 = close if first else self.ema20 + (close - self.ema20) * 2 / 21
+        self.ema50 = close if first else self.ema50 + (close - self.ema50) * 2 / 51
+        self.ema12 = close if first else self.ema12 + (close - self.ema12) * 2 / 13
+        self.ema26 = close if first else self.ema26 + (close - self.ema26) * 2 / 27
+        macd = self.ema12 - self.ema26
+        self.signal = macd if first else self.signal + (macd - self.signal) * 2 / 10
+        self.atr = (high - low) if first else self.atr + ((high - low) - self.atr) / 14
+        mean = sum(self.closes) / len(self.closes)
+        std = (sum((c - mean) ** 2 for c in self.closes) / len(self.closes)) ** 0.5
+        gains = [max(0.0, b - a) for a, b in zip(self.closes, self.closes[1:], strict=False)]
+        losses = [max(0.0, a - b) for a, b in zip(self.closes, self.closes[1:], strict=False)]
+        rsi = 50.0 if not sum(losses) else 100 - 100 / (1 + sum(gains) / sum(losses))
+        slope = (self.ema20 - self.ema50) / self.ema50
+        regime: Regime = (
+            "volatile" if std / mean > 0.004 else "trending_up" if slope > 0.0005
+            else "trending_down" if slope < -0.0005 else "ranging")
+        return Bar(
+            symbol=symbol, timestamp=at, open=q(open_), high=q(high), low=q(low), close=q(close),
+            volume=rng.randint(1_000, 50_000), atr_14=q(self.atr), rsi_14=q(rsi, CENT),
+            ema_20=q(self.ema20), ema_50=q(self.ema50), bb_upper=q(mean + 2 * std),
+            bb_lower=q(mean - 2 * std), macd_line=q(macd), macd_signal=q(self.signal),
+            volatility_20d=q(std / mean, Decimal("0.000001")),
+            vix=q(rng.uniform(14, 24), Decimal("0.0001")), detected_regime=regime,
+            regime_confidence=q(rng.uniform(0.5, 0.99), Decimal("0.0001")),
+            spy_correlation=q(rng.uniform(-0.2, 0.95), Decimal("0.001")),
+            sector_correlation=q(rng.uniform(0.1, 0.99), Decimal("0.001")),
+        )
+
+
+Side = Literal["BUY", "SELL"]
+
+
+def trade_fills(rng: random.Random, symbol: str, bars: list[Bar], strategy: str) -> list[Fill]:
+    """A trade opened by 1-3 partial fills and, most of the time, closed by 1-2."""
+    trade_id = uuid.uuid4()
+    side: Side = "BUY" if rng.random() < 0.5 else "SELL"
+    other: Side = "SELL" if side == "BUY" else "BUY"
+    lots = [rng.randint(1, 5) * 10 for _ in range(rng.randint(1, 3))]
+    fills = []
+    for i, lot in enumerate(lots):
+        bar = bars[min(i, len(bars) - 1)]
+        fills.append(_fill(rng, trade_id, symbol, strategy, side, lot, bar))
+    if rng.random() < 0.8 and len(bars) > 4:
+        total = sum(lots)
+        first = total // 2 if rng.random() < 0.5 else total
+        for j, lot in enumerate(x for x in (first, total - first) if x):
+            fills.append(_fill(rng, trade_id, symbol, strategy, other, lot, bars[-1 - j]))
+    return fills
+
+
+def _fill(rng: random.Random, trade_id: uuid.UUID, symbol: str, strategy: str, side: Side,
+          quantity: int, bar: Bar) -> Fill:
+    intended = bar.close
+    price = (intended * Decimal(1 + rng.gauss(0, 0.0003))).quantize(PRICE)
+    filled_at = bar.timestamp + timedelta(seconds=rng.randint(1, 50))
+    return Fill(
+        fill_id=uuid.uuid4(), trade_id=trade_id, strategy_id=strategy, model_version="dir-v3.1",
+        symbol=symbol, side=side, quantity=quantity, price=price,
+        commission=Decimal("0.35") * (quantity // 10), intended_price=intended, filled_at=filled_at,
+        order_submitted_at=filled_at - timedelta(milliseconds=rng.randint(5, 400)))
+
+
+def improvement_events(rng: random.Random, now: datetime) -> list[Contract]:
+    test_id, task_id = uuid.uuid4(), uuid.uuid4()
+    return [
+        ModelEvaluation(event_id=uuid.uuid4(), model_version="dir-v3.2", model_type="direction",
+                        evaluation_date=date.today(), training_samples=120_000,
+                        testing_samples=30_000, accuracy=Decimal("0.5612"),
+                        precision=Decimal("0.5723"), recall=Decimal("0.5401"),
+                        f1_score=Decimal("0.5557"), auc_roc=Decimal("0.5934"),
+                        brier_score=Decimal("0.24311"), status="staging"),
+        AbTestStarted(event_id=uuid.uuid4(), test_id=test_id, test_name="dir-v3.1 vs dir-v3.2",
+                      control_version="dir-v3.1", treatment_version="dir-v3.2",
+                      test_type="model", control_traffic_percent=80,
+                      treatment_traffic_percent=20, started_at=now - timedelta(hours=2),
+                      success_metric="sharpe_ratio"),
+        AbTestResults(event_id=uuid.uuid4(), test_id=test_id,
+                      control_metrics={"sharpe_ratio": Decimal("1.12")},
+                      treatment_metrics={"sharpe_ratio": Decimal("1.31")},
+                      improvement_percent=Decimal("16.96")),
+        OptimizationScheduled(event_id=uuid.uuid4(), task_id=task_id, task_type="hyperparameter",
+                              component_id="dir-v3.2", frequency="daily",
+                              next_run_at=now - timedelta(minutes=30), priority=2,
+                              config={"trials": 50}),
+        OptimizationStarted(event_id=uuid.uuid4(), task_id=task_id,
+                            started_at=now - timedelta(minutes=29)),
+        OptimizationCompleted(event_id=uuid.uuid4(), task_id=task_id, completed_at=now,
+                              result={"best_lr": Decimal("0.003")},
+                              next_run_at=now + timedelta(days=1)),
+        Improvement(event_id=uuid.uuid4(), event_type="params_optimized",
+                    component_type="model", component_id="dir-v3.2",
+                    old_value={"lr": Decimal("0.01")}, new_value={"lr": Decimal("0.003")},
+                    trigger_reason="scheduled_retrain"),
+    ]
+
+
+MALFORMED: list[bytes] = [
+    b"{not json",
+    b'{"symbol": "AAPL"}',
+    b'{"symbol": "AAPL", "timestamp": "2026-01-01T10:00:00", "open": "1", "high": "1", '
+    b'"low": "1", "close": "1", "volume": 1}',
+    b'{"symbol": "AAPL", "timestamp": "2026-01-01T10:00:00Z", "open": "1.123456789", '
+    b'"high": "2", "low": "1", "close": "1", "volume": 1}',
+]
+
+
+async def run_demo(settings: Settings, *, minutes: int, symbols: list[str],
+                   seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)  # noqa: S311 - a simulation, not cryptography
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = now - timedelta(minutes=minutes)
+    markets = {s: Market(price=rng.uniform(50, 500)) for s in symbols}
+    history: dict[str, list[Bar]] = {s: [] for s in symbols}
+    events: list[Contract] = []
+    for minute in range(minutes):
+        at = start + timedelta(minutes=minute)
+        for symbol, market in markets.items():
+            bar = market.step(rng, symbol, at)
+            history[symbol].append(bar)
+            events.append(bar)
+            if minute % 5 == 0:
+                events.extend(_predictions(rng, bar, market))
+            if minute % 15 == 14:
+                events.extend(trade_fills(rng, symbol, history[symbol][-12:], "momentum"))
+    events.extend(improvement_events(rng, now))
+
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        typed = EventProducer(producer, settings)
+        futures = [await typed.send(event) for event in events]
+        malformed = [value for value in MALFORMED for _ in range(max(1, len(events) // 400))]
+        futures += [await typed.send_raw(settings.topic_bars, b"BAD", value) for value in malformed]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    kinds: dict[str, int] = {}
+    for event in events:
+        kinds[type(event).__name__] = kinds.get(type(event).__name__, 0) + 1
+    return {"events": len(events), "malformed": len(malformed), **kinds}
+
+
+def _predictions(rng: random.Random, bar: Bar, market: Market) -> list[Prediction]:
+    direction: Direction = "LONG" if market.ema20 >= market.ema50 else "SHORT"
+    return [
+        Prediction(
+            prediction_id=uuid.uuid4(), model_version="dir-v3.1", model_type="direction",
+            symbol=bar.symbol, predicted_at=bar.timestamp, prediction_horizon_minutes=horizon,
+            predicted_direction=direction if rng.random() > 0.1 else "NEUTRAL",
+            confidence_score=q(rng.uniform(0.5, 0.95), Decimal("0.0001")),
+            predicted_volatility=q(rng.uniform(0.001, 0.03), Decimal("0.000001")),
+            feature_vector={"rsi_14": bar.rsi_14, "ema_gap": q(market.ema20 - market.ema50),
+                            "atr_14": bar.atr_14},
+        )
+        for horizon in (5, 15, 60)
+    ]

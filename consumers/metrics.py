@@ -1,0 +1,28 @@
+"""Every Prometheus metric of the package, in one place. Labels are bounded: topic, table,
+reason class, partition (a topic has a fixed, small number of partitions)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_CONSUMED = Counter(
+    "cie_messages_consumed_total", "Messages fetched from Kafka", ["topic"])
+ROWS_WRITTEN = Counter(
+    "cie_rows_written_total", "Events committed to the database", ["topic"])
+DEAD_LETTERS = Counter(
+    "cie_dead_letters_total", "Messages sent to the dead-letter topic", ["topic", "reason"])
+RETRIES = Counter(
+    "cie_database_retries_total", "Batch writes retried after a transient database error",
+    ["topic"])
+FLUSHES = Counter(
+    "cie_flushes_total", "Batches flushed and committed", ["topic"])
+LAST_FLUSH = Gauge(
+    "cie_last_flush_timestamp_seconds", "Unix time of the last successful flush", ["topic"])
+BATCH_SIZE = Histogram(
+    "cie_batch_size_messages", "Messages per flushed batch", ["topic"],
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000))
+FLUSH_SECONDS = Histogram(
+    "cie_flush_duration_seconds", "Decode, write, dead-letter and commit of one batch",
+    ["topic"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+CONSUMER_LAG = Gauge(
+    "cie_consumer_lag_messages", "High watermark minus committed position", ["topic", "partition"])

@@ -1,0 +1,1 @@
+"""One module per topic: the contract, its decoder, and how its events become rows."""

@@ -1,0 +1,60 @@
+"""bars → market_conditions. A bar re-sent for the same (symbol, timestamp) is a correction and
+replaces the stored one (last write wins, in Kafka order)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+from consumers.contract import Contract, Symbol, UtcTime
+from consumers.pipelines.base import CopyUpsertPipeline
+
+Regime = Literal["trending_up", "trending_down", "ranging", "volatile"]
+Volume = Annotated[int, msgspec.Meta(ge=0, le=9_223_372_036_854_775_807)]
+PRICE = (18, 8)
+
+
+class Bar(Contract, frozen=True, kw_only=True):
+    """One bar of market data with its indicators (the market_conditions columns)."""
+
+    symbol: Symbol
+    timestamp: UtcTime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Volume
+    atr_14: Decimal | None = None
+    rsi_14: Decimal | None = None
+    ema_20: Decimal | None = None
+    ema_50: Decimal | None = None
+    bb_upper: Decimal | None = None
+    bb_lower: Decimal | None = None
+    macd_line: Decimal | None = None
+    macd_signal: Decimal | None = None
+    volatility_20d: Decimal | None = None
+    vix: Decimal | None = None
+    detected_regime: Regime | None = None
+    regime_confidence: Decimal | None = None
+    spy_correlation: Decimal | None = None
+    sector_correlation: Decimal | None = None
+
+    decimals: ClassVar[dict[str, tuple[int, int]]] = {
+        "open": PRICE, "high": PRICE, "low": PRICE, "close": PRICE, "atr_14": PRICE,
+        "rsi_14": (5, 2), "ema_20": PRICE, "ema_50": PRICE, "bb_upper": PRICE,
+        "bb_lower": PRICE, "macd_line": PRICE, "macd_signal": PRICE,
+        "volatility_20d": (10, 6), "vix": (8, 4), "regime_confidence": (5, 4),
+        "spy_correlation": (4, 3), "sector_correlation": (4, 3),
+    }
+
+
+class BarsPipeline(CopyUpsertPipeline):
+    name = "bars"
+    event_type = Bar
+    stage = "stage_market_conditions"
+    columns = tuple(Bar.__struct_fields__)
+
+    def to_row(self, event: Any) -> tuple[Any, ...]:
+        return msgspec.structs.astuple(event)

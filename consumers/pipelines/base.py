@@ -1,0 +1,82 @@
+"""What a pipeline is: decode one topic's messages and write a batch of its events.
+
+Pipelines know nothing of Kafka offsets or checkpoints; the checkpoint knows nothing of
+tables. ``write`` runs inside a transaction the caller owns and either returns (listing the
+events it refused for a business rule) or raises: a database data error makes the caller
+split the batch to find the bad rows.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import msgspec
+
+from consumers.db import Conn, queries
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An event the pipeline refused: ``index`` into the batch it was given, and why."""
+
+    index: int
+    error_class: str
+    reason: str
+
+
+class Pipeline(ABC):
+    """One topic's contract and writer."""
+
+    name: ClassVar[str]  # "bars": also the key of its named queries
+    event_type: ClassVar[Any]  # the msgspec type messages decode to (a Struct or a Union)
+
+    def __init__(self) -> None:
+        # float_hook: numbers in free-form JSON (feature vectors, metrics) stay exact, too
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
+            self.event_type, float_hook=Decimal)
+
+    def decode(self, value: bytes) -> Any:
+        """Raises msgspec.DecodeError (not JSON) or msgspec.ValidationError (not the contract)."""
+        return self._decoder.decode(value)
+
+    async def prepare(self, conn: Conn) -> None:
+        """Once per connection: create this pipeline's temporary staging tables."""
+        for statement in self.staging_ddl():
+            await conn.execute(statement)
+
+    def staging_ddl(self) -> Sequence[str]:
+        return ()
+
+    @abstractmethod
+    async def write(self, conn: Conn, events: Sequence[Any]) -> list[Rejection]:
+        """Write ``events`` (in Kafka order) inside the caller's transaction."""
+
+
+class CopyUpsertPipeline(Pipeline):
+    """Binary COPY into a staging table, then one set-based upsert into the target.
+
+    The staging table has the target's column types plus ``batch_seq`` (position in the batch),
+    so the upsert can keep the last version of a key that occurs twice in one batch.
+    """
+
+    stage: ClassVar[str]  # staging table name (temporary, rows deleted at commit)
+    columns: ClassVar[tuple[str, ...]]  # copied columns, in row order
+
+    def staging_ddl(self) -> Sequence[str]:
+        sql = queries("ingest")
+        return (sql[f"{self.name}_stage"],)
+
+    @abstractmethod
+    def to_row(self, event: Any) -> tuple[Any, ...]:
+        """The event's values in ``columns`` order."""
+
+    async def write(self, conn: Conn, events: Sequence[Any]) -> list[Rejection]:
+        records = [(*self.to_row(event), seq) for seq, event in enumerate(events)]
+        await conn.copy_records_to_table(
+            self.stage, records=records, columns=(*self.columns, "batch_seq"))
+        await conn.execute(queries("ingest")[f"{self.name}_upsert"])
+        return []

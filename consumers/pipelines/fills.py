@@ -1,0 +1,115 @@
+"""fills → trade_fills (every execution) and trade_outcomes (derived from each trade's ledger).
+
+Per batch, in the caller's transaction:
+1. lock the batch's trades (advisory locks, sorted: no deadlock between consumers) so two
+   consumers never derive one trade from different views of its ledger;
+2. read those trades' stored fills; check each new fill, in Kafka order, against the ledger
+   so far: a redelivered fill (same fill_id) is a no-op, a fill that would flip the position,
+   come after the close or disagree on the trade's strategy, model or symbol is refused;
+3. store the accepted fills and re-derive every touched trade from its whole ledger
+   (consumers/trades.py). If a late fill moved a trade's entry_time (part of the key, for
+   TimescaleDB), the row under the old key is deleted first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+from uuid import UUID
+
+import msgspec
+
+from consumers import trades
+from consumers.contract import Contract, ModelVersion, PositiveInt, StrategyId, Symbol, UtcTime
+from consumers.db import Conn, queries
+from consumers.pipelines.base import Pipeline, Rejection
+
+PRICE = (18, 8)
+MONEY = (18, 4)
+
+
+class Fill(Contract, frozen=True, kw_only=True):
+    """One execution. A trade is the set of fills sharing a trade_id."""
+
+    fill_id: UUID
+    trade_id: UUID
+    strategy_id: StrategyId
+    model_version: ModelVersion
+    symbol: Symbol
+    side: Literal["BUY", "SELL"]
+    quantity: PositiveInt
+    price: Decimal
+    commission: Decimal = Decimal(0)
+    intended_price: Decimal | None = None
+    filled_at: UtcTime
+    order_submitted_at: UtcTime | None = None
+
+    decimals: ClassVar[dict[str, tuple[int, int]]] = {
+        "price": PRICE, "commission": MONEY, "intended_price": PRICE,
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.price <= 0:
+            raise ValueError("price: must be positive")
+        if self.commission < 0:
+            raise ValueError("commission: must not be negative")
+        if self.order_submitted_at is not None and self.order_submitted_at > self.filled_at:
+            raise ValueError("order_submitted_at: after filled_at")
+
+
+FILL_COLUMNS = tuple(Fill.__struct_fields__)
+OUTCOME_COLUMNS = (
+    "trade_id", "strategy_id", "model_version", "symbol", "direction", "entry_time",
+    "exit_time", "entry_price", "exit_price", "quantity", "gross_pnl", "net_pnl", "commission",
+    "slippage", "duration_seconds", "outcome_type",
+)
+
+
+class FillsPipeline(Pipeline):
+    name = "fills"
+    event_type = Fill
+
+    def staging_ddl(self) -> Sequence[str]:
+        sql = queries("ingest")
+        return (sql["fills_stage"], sql["trade_outcomes_stage"])
+
+    async def write(self, conn: Conn, events: Sequence[Any]) -> list[Rejection]:
+        sql = queries("ingest")
+        fills: Sequence[Fill] = events
+        trade_ids = sorted({f.trade_id for f in fills})
+        await conn.execute(sql["fills_lock_trades"], trade_ids)
+        ledgers: dict[UUID, list[Fill]] = {trade_id: [] for trade_id in trade_ids}
+        for row in await conn.fetch(sql["fills_ledgers"], trade_ids):
+            stored = Fill(**dict(row))
+            ledgers[stored.trade_id].append(stored)
+
+        accepted: list[Fill] = []
+        rejections: list[Rejection] = []
+        for index, fill in enumerate(fills):
+            ledger = ledgers[fill.trade_id]
+            if any(known.fill_id == fill.fill_id for known in ledger):
+                continue  # redelivered: already in the ledger
+            try:
+                trades.derive([*ledger, fill])
+            except trades.LedgerError as exc:
+                rejections.append(Rejection(index, "LedgerError", str(exc)))
+                continue
+            ledger.append(fill)
+            accepted.append(fill)
+
+        if accepted:
+            await conn.copy_records_to_table(
+                "stage_trade_fills", records=[msgspec.structs.astuple(f) for f in accepted],
+                columns=FILL_COLUMNS)
+            await conn.execute(sql["fills_insert"])
+            touched = {f.trade_id for f in accepted}
+            outcomes = [trades.derive(ledgers[trade_id]) for trade_id in sorted(touched)]
+            await conn.copy_records_to_table(
+                "stage_trade_outcomes",
+                records=[tuple(getattr(o, c) for c in OUTCOME_COLUMNS) for o in outcomes],
+                columns=OUTCOME_COLUMNS)
+            await conn.execute(sql["trade_outcomes_rekey"])
+            await conn.execute(sql["trade_outcomes_upsert"])
+        return rejections

@@ -1,0 +1,138 @@
+"""The consume loop: fetch, buffer per topic, flush on size or age, drain on the way out.
+
+One asyncio loop per process, one consumer-group member. A topic's buffer is flushed through
+the Checkpoint when it holds ``batch_max_rows`` messages or its oldest message has waited
+``batch_max_latency_ms``. Flushes are serialised by a lock, which the rebalance listener also
+takes: partitions are only given up after what was read from them is written and committed.
+On stop (SIGTERM) fetching stops, every buffer is flushed and committed, and the consumer
+leaves the group, all within ``drain_deadline_seconds``; past that the process exits without
+committing and the unflushed messages are simply read again by the next owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from consumers import metrics
+from consumers.checkpoint import Checkpoint, Record
+from consumers.kafka import DeadLetters
+from consumers.pipelines.base import Pipeline
+from consumers.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+POLL_SECONDS_MAX = 0.1  # how long one fetch may wait: bounds the reaction to a stop request
+LAG_EVERY_SECONDS = 5.0
+
+
+class DrainTimeout(Exception):
+    """The buffered batches could not be written and committed within the drain deadline."""
+
+
+class Runner:
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: AIOKafkaConsumer,
+        pool: asyncpg.Pool,
+        dead_letters: DeadLetters,
+        pipelines: Mapping[str, Pipeline],
+    ) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._pipelines = pipelines
+        self._checkpoint = Checkpoint(
+            consumer, pool, dead_letters, pipelines, keep_alive=self._keep_alive)
+        self._buffers: dict[str, list[Record]] = {}
+        self._oldest: dict[str, float] = {}
+        self._flush_lock = asyncio.Lock()
+        self._max_rows = settings.batch_max_rows
+        self._max_age = settings.batch_max_latency_ms / 1000
+        self._lag_reported = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set, then drain. The consumer must be started already."""
+        self._consumer.subscribe(list(self._pipelines), listener=_FlushOnRevoke(self))
+        log.info("consume.started", topics=sorted(self._pipelines),
+                 group=self._settings.consumer_group)
+        while not stop.is_set():
+            fetched = await self._consumer.getmany(
+                timeout_ms=int(self._poll_seconds() * 1000), max_records=self._max_rows)
+            now = time.monotonic()
+            for tp, records in fetched.items():
+                self._buffers.setdefault(tp.topic, []).extend(records)
+                self._oldest.setdefault(tp.topic, now)
+                metrics.MESSAGES_CONSUMED.labels(tp.topic).inc(len(records))
+            for topic in self._due(now):
+                async with self._flush_lock:
+                    await self._flush(topic)
+            self._report_lag(now)
+        await self.drain()
+
+    async def drain(self) -> None:
+        try:
+            await asyncio.wait_for(self.flush_all(), self._settings.drain_deadline_seconds)
+        except TimeoutError as exc:
+            pending = sum(len(b) for b in self._buffers.values())
+            raise DrainTimeout(
+                f"{pending} buffered messages not flushed within "
+                f"{self._settings.drain_deadline_seconds}s; they will be read again") from exc
+        log.info("consume.drained")
+
+    async def flush_all(self) -> None:
+        async with self._flush_lock:
+            for topic in list(self._buffers):
+                await self._flush(topic)
+
+    async def _flush(self, topic: str) -> None:
+        records = self._buffers.pop(topic, [])
+        self._oldest.pop(topic, None)
+        await self._checkpoint.flush(topic, records)
+
+    def _due(self, now: float) -> list[str]:
+        return [
+            topic for topic, records in self._buffers.items()
+            if len(records) >= self._max_rows or now - self._oldest[topic] >= self._max_age
+        ]
+
+    def _poll_seconds(self) -> float:
+        if not self._oldest:
+            return POLL_SECONDS_MAX
+        wait = min(self._oldest.values()) + self._max_age - time.monotonic()
+        return max(0.0, min(POLL_SECONDS_MAX, wait))
+
+    async def _keep_alive(self) -> None:
+        """While a flush waits out a database outage: a poll on paused partitions, so the group
+        does not take this member for dead (max.poll.interval.ms)."""
+        await self._consumer.getmany(timeout_ms=0)
+
+    def _report_lag(self, now: float) -> None:
+        """Lag = high watermark - committed offset, per assigned partition."""
+        if now - self._lag_reported < LAG_EVERY_SECONDS:
+            return
+        self._lag_reported = now
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            committed = self._checkpoint.committed.get(tp)
+            if highwater is not None and committed is not None:
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
+                    max(0, highwater - committed))
+
+
+class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if revoked:
+            await self._runner.flush_all()  # write and commit before the partitions go
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("partitions.assigned",
+                 partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))

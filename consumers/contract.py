@@ -32,12 +32,19 @@ def decimal_fits(value: Decimal, precision: int, scale: int) -> str | None:
     """Why ``value`` does not fit ``DECIMAL(precision, scale)`` exactly, or None if it does."""
     if not value.is_finite():
         return f"{value} is not a finite number"
-    _, digits, exponent = value.normalize().as_tuple()
+    if value == 0:
+        return None
+    # as_tuple, not normalize(): normalize rounds to the context's 28 digits
+    _, digit_tuple, exponent = value.as_tuple()
     assert isinstance(exponent, int)
+    digits = list(digit_tuple)
+    while exponent < 0 and len(digits) > 1 and digits[-1] == 0:  # 1.500 has one decimal place
+        digits.pop()
+        exponent += 1
     fraction_digits = max(0, -exponent)
     if fraction_digits > scale:
         return f"{value} has {fraction_digits} decimal places; the column keeps {scale}"
-    integer_digits = max(0, len(digits) + exponent) if value != 0 else 0
+    integer_digits = max(0, len(digits) + exponent)
     if integer_digits > precision - scale:
         return (f"{value} has {integer_digits} integer digits; DECIMAL({precision}, {scale}) "
                 f"holds {precision - scale}")

@@ -1,0 +1,104 @@
+"""The wire contracts: exact decimals, offsets required, column limits enforced."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import msgspec
+import pytest
+
+from consumers.contract import contract_schema, decimal_fits
+from consumers.pipelines import registry
+from consumers.pipelines.bars import BarsPipeline
+from consumers.pipelines.improvements import ImprovementsPipeline, OptimizationFailed
+from consumers.pipelines.predictions import PredictionsPipeline, feature_hash
+
+BAR = {"symbol": "AAPL", "timestamp": "2026-03-02T14:30:00+01:00", "open": 187.12345678,
+       "high": "188", "low": 186.5, "close": "187.25", "volume": 1200}
+
+
+def decode_bar(**changes: object) -> object:
+    return BarsPipeline().decode(json.dumps({**BAR, **changes}).encode())
+
+
+@pytest.mark.parametrize(("value", "precision", "scale", "ok"), [
+    ("187.12345678", 18, 8, True),
+    ("187.123456789", 18, 8, False),
+    ("9999999999.99999999", 18, 8, True),
+    ("10000000000", 18, 8, False),
+    ("1.0000", 5, 4, True),
+    ("10.0000", 5, 4, False),
+    ("-0.999", 4, 3, True),
+    ("1E+2", 5, 2, True),
+    ("NaN", 18, 8, False),
+    ("0", 4, 3, True),
+    ("0.00000", 4, 3, True),
+    ("1.5000000000", 4, 3, True),
+])
+def test_decimal_fits(value: str, precision: int, scale: int, ok: bool) -> None:
+    assert (decimal_fits(Decimal(value), precision, scale) is None) is ok
+
+
+def test_numbers_decode_exactly_without_float() -> None:
+    # Through a float this would be 0.1 and pass; read exactly it has too many places.
+    raw = json.dumps(BAR).replace('"open": 187.12345678', '"open": 0.1000000000000000055511151231257827')
+    with pytest.raises(msgspec.ValidationError, match="open: 0.1000000000000000055511151231257827 has 34"):
+        BarsPipeline().decode(raw.encode())
+    exact = json.dumps(BAR).replace('"open": 187.12345678', '"open": 123456789.12345678')
+    assert BarsPipeline().decode(exact.encode()).open == Decimal("123456789.12345678")
+
+
+def test_prices_keep_their_digits() -> None:
+    bar = decode_bar()
+    assert bar.open == Decimal("187.12345678")  # type: ignore[attr-defined]
+    assert bar.low == Decimal("186.5")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"timestamp": "2026-03-02T14:30:00"}, "timezone"),
+    ({"open": "187.123456789"}, "open: 187.123456789 has 9 decimal places"),
+    ({"rsi_14": 1000}, "rsi_14: 1000 has 4 integer digits"),
+    ({"symbol": "TOOLONGSYMBOL"}, "length <= 10"),
+    ({"volume": -1}, ">= 0"),
+    ({"detected_regime": "sideways"}, "Invalid enum value 'sideways'"),
+    ({"close": "NaN"}, "close: NaN is not a finite number"),
+])
+def test_bad_bars_are_refused_with_a_reason(changes: dict[str, object], reason: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=reason):
+        decode_bar(**changes)
+
+
+def test_feature_hash_is_canonical() -> None:
+    a = feature_hash({"b": Decimal("1.50"), "a": [1, 2]})
+    b = feature_hash({"a": [1, 2], "b": Decimal("1.50")})
+    assert a == b and len(a) == 64
+    pipeline = PredictionsPipeline()
+    prediction = pipeline.decode(json.dumps({
+        "prediction_id": "0b6cbe0e-2f44-4c3c-8a1d-111111111111", "model_version": "v1",
+        "model_type": "direction", "symbol": "AAPL", "predicted_at": "2026-03-02T14:30:00Z",
+        "prediction_horizon_minutes": 15, "feature_vector": {"b": 1.50, "a": [1, 2]},
+    }).encode())
+    row = pipeline.to_row(prediction)
+    assert row[-1] == feature_hash({"a": [1, 2], "b": Decimal("1.5")})
+    assert json.loads(row[-2]) == {"a": [1, 2], "b": 1.5}
+
+
+def test_improvement_events_are_a_tagged_union() -> None:
+    event = ImprovementsPipeline().decode(json.dumps({
+        "type": "optimization_failed", "event_id": "0b6cbe0e-2f44-4c3c-8a1d-111111111111",
+        "task_id": "0b6cbe0e-2f44-4c3c-8a1d-222222222222", "failed_at": "2026-03-02T14:30:00Z",
+        "error": "OOM"}).encode())
+    assert isinstance(event, OptimizationFailed)
+    with pytest.raises(msgspec.ValidationError, match="Invalid value 'optimisation_failed'"):
+        ImprovementsPipeline().decode(b'{"type": "optimisation_failed"}')
+
+
+def test_every_topic_exports_a_json_schema() -> None:
+    for name, pipeline in registry.PIPELINES.items():
+        schema = json.loads(json.dumps(contract_schema(pipeline.event_type)))
+        assert "$defs" in schema, name
+    bar_schema = contract_schema(BarsPipeline.event_type)["$defs"]["Bar"]["properties"]
+    assert bar_schema["open"] == {
+        "anyOf": [{"type": "number"}, {"type": "string", "format": "decimal"}]}
+    assert bar_schema["symbol"]["maxLength"] == 10

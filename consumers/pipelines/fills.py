@@ -85,20 +85,7 @@ class FillsPipeline(Pipeline):
             stored = Fill(**dict(row))
             ledgers[stored.trade_id].append(stored)
 
-        accepted: list[Fill] = []
-        rejections: list[Rejection] = []
-        for index, fill in enumerate(fills):
-            ledger = ledgers[fill.trade_id]
-            if any(known.fill_id == fill.fill_id for known in ledger):
-                continue  # redelivered: already in the ledger
-            try:
-                trades.derive([*ledger, fill])
-            except trades.LedgerError as exc:
-                rejections.append(Rejection(index, "LedgerError", str(exc)))
-                continue
-            ledger.append(fill)
-            accepted.append(fill)
-
+        accepted, rejections = _accept(fills, ledgers)
         if accepted:
             await conn.copy_records_to_table(
                 "stage_trade_fills", records=[msgspec.structs.astuple(f) for f in accepted],
@@ -113,3 +100,42 @@ class FillsPipeline(Pipeline):
             await conn.execute(sql["trade_outcomes_rekey"])
             await conn.execute(sql["trade_outcomes_upsert"])
         return rejections
+
+
+def _accept(
+    fills: Sequence[Fill], ledgers: dict[UUID, list[Fill]]
+) -> tuple[list[Fill], list[Rejection]]:
+    """Which new fills join their trade's ledger (``ledgers`` is extended in place).
+
+    A trade whose stored ledger plus all of the batch's new fills is consistent takes them all,
+    whatever their order in the batch. Otherwise its new fills are tried one by one in Kafka
+    order and each one that would make the ledger inconsistent is refused.
+    """
+    new: dict[UUID, list[tuple[int, Fill]]] = {}
+    for index, fill in enumerate(fills):
+        known = {f.fill_id for f in ledgers[fill.trade_id]} | {
+            f.fill_id for _, f in new.get(fill.trade_id, [])}
+        if fill.fill_id not in known:  # a redelivered fill is already in the ledger
+            new.setdefault(fill.trade_id, []).append((index, fill))
+
+    accepted: list[Fill] = []
+    rejections: list[Rejection] = []
+    for trade_id, candidates in new.items():
+        ledger = ledgers[trade_id]
+        try:
+            trades.derive([*ledger, *(fill for _, fill in candidates)])
+            ledger.extend(fill for _, fill in candidates)
+            accepted.extend(fill for _, fill in candidates)
+            continue
+        except trades.LedgerError:
+            pass
+        for index, fill in candidates:
+            try:
+                trades.derive([*ledger, fill])
+            except trades.LedgerError as exc:
+                rejections.append(Rejection(index, "LedgerError", str(exc)))
+                continue
+            ledger.append(fill)
+            accepted.append(fill)
+    rejections.sort(key=lambda r: r.index)
+    return accepted, rejections

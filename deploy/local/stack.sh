@@ -252,6 +252,8 @@ case "${1:-}" in
   status) cmd_status ;;
   logs) tail -n 50 -f "$log_dir/kafka.log" "$pg_log" ;;
   env) print_env ;;
+  pg-stop) pg_down ;;    # for outage tests
+  pg-start) pg_up ;;
   run) cmd_run ;;
   test) shift; cmd_test "$@" ;;
   *) sed -n '2,14p' "$0" >&2; exit 2 ;;

@@ -1,0 +1,192 @@
+"""A consumer under test: real Runner, broker and database, its own topics and group.
+
+``Ingest`` runs ``cie consume`` in-process (or, for crash tests, as a real subprocess) against
+a test database and a fresh set of topics, produces events with the typed producer or raw
+bytes, and waits (bounded) for rows and dead letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from consumers.db import create_pool
+from consumers.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
+from consumers.pipelines import registry
+from consumers.producer import Contract, EventProducer
+from consumers.runner import Runner
+from consumers.settings import Settings, load_settings
+
+PARTITIONS = 3
+
+
+def ingest_environment(kafka: str, database_url: str, **extra: str) -> dict[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "DATABASE_URL": database_url,
+        "CIE_CONSUMER_GROUP": f"ingest-{tag}",
+        "CIE_TOPIC_FILLS": f"fills-{tag}",
+        "CIE_TOPIC_PREDICTIONS": f"predictions-{tag}",
+        "CIE_TOPIC_BARS": f"bars-{tag}",
+        "CIE_TOPIC_IMPROVEMENTS": f"improvements-{tag}",
+        "CIE_METRICS_PORT": "0",
+        "CIE_BATCH_MAX_ROWS": "500",
+        "CIE_BATCH_MAX_LATENCY_MS": "100",
+        "CIE_LOG_FORMAT": "json",
+        **extra,
+    }
+
+
+class Ingest:
+    def __init__(self, environment: dict[str, str]) -> None:
+        self.environment = environment
+        self.settings: Settings = load_settings(environment)
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._producer = make_producer(self.settings)
+        self.producer = EventProducer(self._producer, self.settings)
+
+    def topic(self, pipeline: str) -> str:
+        return registry.topic_of(self.settings, pipeline)
+
+    async def open(self) -> None:
+        sources = [self.topic(name) for name in registry.PIPELINES]
+        await ensure_topics(self.settings, sources + [f"{t}.dlq" for t in sources],
+                            partitions=PARTITIONS, replication_factor=1)
+        await self._producer.start()
+
+    async def close(self) -> None:
+        await self.stop()
+        await self._producer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
+        await admin.start()
+        try:
+            sources = [self.topic(name) for name in registry.PIPELINES]
+            await admin.delete_topics(sources + [f"{t}.dlq" for t in sources])
+        finally:
+            await admin.close()
+
+    # -- the consumer, in this process ---------------------------------------------------------
+
+    async def start(self) -> None:
+        assert self._task is None
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        pipelines = registry.build(self.settings)
+        pool = await create_pool(self.settings.database_url, list(pipelines.values()))
+        consumer = make_consumer(self.settings)
+        producer = make_producer(self.settings)
+        await producer.start()
+        await consumer.start()
+        try:
+            dead_letters = DeadLetters(producer, self.settings.dead_letter_suffix)
+            await Runner(self.settings, consumer, pool, dead_letters, pipelines).run(self._stop)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+            await pool.close()
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._stop.set()
+        task, self._task = self._task, None
+        await asyncio.wait_for(task, timeout=60)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # -- producing -------------------------------------------------------------------------------
+
+    async def send(self, events: Sequence[Contract]) -> None:
+        futures = [await self.producer.send(event) for event in events]
+        await asyncio.gather(*futures)
+
+    async def send_raw(self, pipeline: str, values: Sequence[bytes], key: bytes | None = None) -> None:
+        futures = [await self.producer.send_raw(self.topic(pipeline), key, v) for v in values]
+        await asyncio.gather(*futures)
+
+    # -- observing -------------------------------------------------------------------------------
+
+    async def dead_letters(self, pipeline: str, expected: int, timeout: float = 30) -> list[Any]:
+        """Read the pipeline's dead-letter topic until ``expected`` records (bounded)."""
+        consumer = AIOKafkaConsumer(
+            f"{self.topic(pipeline)}.dlq", bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            auto_offset_reset="earliest", group_id=None)
+        await consumer.start()
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while len(records) < expected and time.monotonic() < deadline:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(batch)
+        finally:
+            await consumer.stop()
+        return records
+
+    async def committed(self, pipeline: str) -> int:
+        """Sum of the group's committed offsets over the pipeline's topic."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            group_id=self.settings.consumer_group, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            total = 0
+            for p in range(PARTITIONS):
+                offset = await consumer.committed(TopicPartition(self.topic(pipeline), p))
+                total += offset or 0
+            return total
+        finally:
+            await consumer.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], expected: Any, timeout: float = 30) -> Any:
+    """Poll ``check`` until it returns ``expected`` or ``timeout`` passes; returns the last value."""
+    deadline = time.monotonic() + timeout
+    value = await check()
+    while value != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        value = await check()
+    return value
+
+
+def counter(database_url: str, query: str, *args: Any) -> Callable[[], Awaitable[Any]]:
+    async def count() -> Any:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchval(query, *args)
+        finally:
+            await conn.close()
+    return count
+
+
+@contextlib.asynccontextmanager
+async def consume_subprocess(
+    environment: dict[str, str], log: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``cie consume`` as a real process (for SIGKILL and outage tests); logs go to ``log``."""
+    with log.open("ab") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "consumers", "consume", env={**os.environ, **environment},
+            stdout=sink, stderr=sink)
+        try:
+            yield proc
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await asyncio.wait_for(proc.wait(), timeout=30)

@@ -1,0 +1,295 @@
+"""Every topic end to end on the real broker and database: exact values, corrections,
+redelivery, dead letters, codecs and transactional producers."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from consumers.kafka import DLQ_ERROR_CLASS, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
+from consumers.pipelines.bars import Bar
+from consumers.pipelines.fills import Fill
+from consumers.pipelines.improvements import (
+    AbTestResults,
+    AbTestStarted,
+    Improvement,
+    OptimizationFailed,
+    OptimizationScheduled,
+)
+from consumers.pipelines.predictions import Prediction, feature_hash
+from tests.conftest import Stack
+from tests.integration.harness import Ingest, counter, eventually, ingest_environment
+
+T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+async def ingest(stack: Stack, any_db: str) -> AsyncIterator[Ingest]:
+    harness = Ingest(ingest_environment(stack.kafka, any_db))
+    await harness.open()
+    await harness.start()
+    yield harness
+    await harness.close()
+
+
+def bar(symbol: str, minute: int, close: str = "100.5", high: str = "101", low: str = "99") -> Bar:
+    return Bar(symbol=symbol, timestamp=T0 + timedelta(minutes=minute), open=Decimal("100"),
+               high=Decimal(high), low=Decimal(low), close=Decimal(close), volume=1000)
+
+
+async def fetch(url: str, query: str, *args: object) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch(query, *args)
+    finally:
+        await conn.close()
+
+
+async def test_bars_land_exactly_and_a_correction_replaces_the_bar(ingest: Ingest) -> None:
+    url = ingest.settings.database_url
+    precise = Bar(symbol="AAPL", timestamp=T0, open=Decimal("187.12345678"),
+                  high=Decimal("9999999999.99999999"), low=Decimal("0.00000001"),
+                  close=Decimal("187.00000001"), volume=9_000_000_000, rsi_14=Decimal("99.99"),
+                  vix=Decimal("1234.5678"), spy_correlation=Decimal("-0.999"),
+                  detected_regime="volatile", regime_confidence=Decimal("0.1234"))
+    await ingest.send([precise])
+    # a plain JSON producer, numbers as JSON numbers, another offset
+    await ingest.send_raw("bars", [json.dumps({
+        "symbol": "MSFT", "timestamp": "2026-03-02T15:30:00+01:00", "open": 410.1, "high": 411,
+        "low": 409.99999999, "close": 410.5, "volume": 12}).encode()], key=b"MSFT")
+    assert await eventually(counter(url, "SELECT count(*) FROM market_conditions"), 2) == 2
+    rows = {r["symbol"]: r for r in await fetch(url, "SELECT * FROM market_conditions")}
+    aapl = rows["AAPL"]
+    assert (aapl["open"], aapl["high"], aapl["low"], aapl["close"]) == (
+        Decimal("187.12345678"), Decimal("9999999999.99999999"), Decimal("0.00000001"),
+        Decimal("187.00000001"))
+    assert (aapl["volume"], aapl["rsi_14"], aapl["vix"], aapl["spy_correlation"]) == (
+        9_000_000_000, Decimal("99.99"), Decimal("1234.5678"), Decimal("-0.999"))
+    assert str(rows["MSFT"]["low"]) == "409.99999999"
+    assert rows["MSFT"]["timestamp"] == T0  # 15:30+01:00 is 14:30Z
+
+    corrected = Bar(symbol="AAPL", timestamp=T0, open=Decimal("187.12345678"),
+                    high=Decimal("190"), low=Decimal("186"), close=Decimal("189.5"), volume=7)
+    await ingest.send([corrected])
+    close = counter(url, "SELECT close FROM market_conditions WHERE symbol = 'AAPL'")
+    assert await eventually(close, Decimal("189.5")) == Decimal("189.5")
+    assert await counter(url, "SELECT count(*) FROM market_conditions")() == 2
+
+
+async def test_predictions_land_once_with_their_feature_hash(ingest: Ingest) -> None:
+    url = ingest.settings.database_url
+    prediction = Prediction(
+        prediction_id=uuid.uuid4(), model_version="dir-v3", model_type="direction",
+        symbol="NVDA", predicted_at=T0, prediction_horizon_minutes=15,
+        predicted_direction="NEUTRAL", confidence_score=Decimal("0.8125"),
+        predicted_volatility=Decimal("0.012345"), feature_vector={"rsi": Decimal("55.5")})
+    await ingest.send([prediction, prediction])  # redelivered in the same batch
+    raw_id = uuid.uuid4()
+    await ingest.send_raw("predictions", [json.dumps({
+        "prediction_id": str(raw_id), "model_version": "dir-v3", "model_type": "direction",
+        "symbol": "NVDA", "predicted_at": "2026-03-02T14:35:00Z",
+        "prediction_horizon_minutes": 5, "feature_vector": {"ema_gap": -0.25},
+        "feature_hash": "a" * 64}).encode()])
+    assert await eventually(counter(url, "SELECT count(*) FROM model_predictions"), 2) == 2
+    await ingest.send([prediction])  # and redelivered later
+    rows = {r["prediction_id"]: r for r in await fetch(url, "SELECT * FROM model_predictions")}
+    assert len(rows) == 2
+    stored = rows[prediction.prediction_id]
+    assert (stored["predicted_direction"], stored["confidence_score"],
+            stored["predicted_volatility"]) == ("NEUTRAL", Decimal("0.8125"), Decimal("0.012345"))
+    assert json.loads(stored["feature_vector"]) == {"rsi": 55.5}
+    assert stored["feature_hash"] == feature_hash({"rsi": Decimal("55.5")})
+    assert rows[raw_id]["feature_hash"] == "a" * 64
+
+
+def fill(trade: uuid.UUID, side: str, quantity: int, price: str, minutes: int,
+         fill_id: uuid.UUID | None = None) -> Fill:
+    return Fill(fill_id=fill_id or uuid.uuid4(), trade_id=trade, strategy_id="momentum",
+                model_version="v1", symbol="AAPL", side=side,  # type: ignore[arg-type]
+                quantity=quantity, price=Decimal(price), commission=Decimal("0.25"),
+                filled_at=T0 + timedelta(minutes=minutes))
+
+
+async def test_partial_out_of_order_and_repeated_fills_give_one_exact_trade(ingest: Ingest) -> None:
+    url = ingest.settings.database_url
+    trade = uuid.uuid4()
+    buy1 = fill(trade, "BUY", 30, "50.10", 0)
+    buy2 = fill(trade, "BUY", 20, "50.35", 2)
+    sell1 = fill(trade, "SELL", 25, "51.00", 10)
+    sell2 = fill(trade, "SELL", 25, "50.80", 15)
+    # out of time order (the second opening fill after the first closing one), split over
+    # two batches, then everything again
+    await ingest.send([buy1, sell1])
+    await ingest.send([sell2, buy2, buy1, buy2, sell2])
+    outcome = counter(url, "SELECT outcome_type FROM trade_outcomes WHERE trade_id = $1", trade)
+    assert await eventually(outcome, "WIN") == "WIN"
+    await ingest.send([buy1, sell1])  # redelivered once more
+    assert await eventually(counter(url, "SELECT count(*) FROM trade_fills"), 4) == 4
+    [row] = await fetch(url, "SELECT * FROM trade_outcomes")
+    # entry = (30*50.10 + 20*50.35) / 50 = (1503 + 1007) / 50 = 50.2
+    # exit  = (25*51 + 25*50.80) / 50 = (1275 + 1270) / 50 = 50.9
+    # gross = 2545 - 2510 = 35; commission 4 * 0.25 = 1; net 34
+    assert (row["direction"], row["quantity"], row["entry_price"], row["exit_price"]) == (
+        "LONG", 50, Decimal("50.2"), Decimal("50.9"))
+    assert (row["gross_pnl"], row["commission"], row["net_pnl"]) == (
+        Decimal("35"), Decimal("1"), Decimal("34"))
+    assert (row["entry_time"], row["exit_time"], row["duration_seconds"]) == (
+        T0, T0 + timedelta(minutes=15), 900)
+    assert await ingest.dead_letters("fills", 1, timeout=2) == []
+
+
+async def test_an_earlier_fill_arriving_late_moves_the_trade_key(ingest: Ingest) -> None:
+    url = ingest.settings.database_url
+    trade = uuid.uuid4()
+    await ingest.send([fill(trade, "BUY", 10, "10", 5)])
+    entry = counter(url, "SELECT min(entry_time) FROM trade_outcomes WHERE trade_id = $1", trade)
+    assert await eventually(entry, T0 + timedelta(minutes=5)) == T0 + timedelta(minutes=5)
+    await ingest.send([fill(trade, "BUY", 10, "12", 1)])
+    assert await eventually(entry, T0 + timedelta(minutes=1)) == T0 + timedelta(minutes=1)
+    [row] = await fetch(url, "SELECT * FROM trade_outcomes")
+    assert (row["quantity"], row["entry_price"]) == (20, Decimal("11"))
+
+
+async def test_a_flipping_fill_goes_to_the_dead_letter_topic(ingest: Ingest) -> None:
+    url = ingest.settings.database_url
+    trade = uuid.uuid4()
+    await ingest.send([fill(trade, "SELL", 10, "20", 0), fill(trade, "BUY", 15, "19", 5)])
+    [letter] = await ingest.dead_letters("fills", 1)
+    headers = dict(letter.headers)
+    assert headers[DLQ_ERROR_CLASS] == b"LedgerError"
+    assert b"would flip" in headers[DLQ_REASON]
+    assert headers[DLQ_TOPIC] == ingest.topic("fills").encode()
+    assert letter.key == str(trade).encode()
+    row = counter(url, "SELECT outcome_type || ' ' || quantity FROM trade_outcomes")
+    assert await eventually(row, "OPEN 10") == "OPEN 10"
+    assert await counter(url, "SELECT count(*) FROM trade_fills")() == 1
+
+
+async def test_improvement_events_apply_once_and_unknown_subjects_are_refused(
+    ingest: Ingest,
+) -> None:
+    url = ingest.settings.database_url
+    task, test = uuid.uuid4(), uuid.uuid4()
+    schedule = OptimizationScheduled(
+        event_id=uuid.uuid4(), task_id=task, task_type="hyperparameter", component_id="m1",
+        frequency="daily", next_run_at=T0, config={"trials": 10})
+    failures = [OptimizationFailed(event_id=uuid.uuid4(), task_id=task, failed_at=T0,
+                                   error=f"attempt {i}") for i in range(2)]
+    improvement = Improvement(event_id=uuid.uuid4(), event_type="model_deployed",
+                              component_type="model", component_id="m1",
+                              new_value={"version": "v2"})
+    orphan = AbTestResults(event_id=uuid.uuid4(), test_id=test, control_metrics={},
+                           treatment_metrics={})
+    await ingest.send([schedule, *failures, improvement, orphan])
+    await ingest.send([schedule, *failures, improvement])  # all redelivered
+    failed = counter(url, "SELECT consecutive_failures FROM optimization_queue WHERE task_id = $1",
+                     task)
+    [letter] = await ingest.dead_letters("improvements", 1)
+    assert dict(letter.headers)[DLQ_ERROR_CLASS] == b"UnknownSubject"
+    assert await eventually(failed, 2) == 2
+    assert await counter(url, "SELECT count(*) FROM improvement_events")() == 1
+    # the refused event is not remembered: once its test exists, a replay applies it
+    started = AbTestStarted(event_id=uuid.uuid4(), test_id=test, test_name="t",
+                            control_version="v1", treatment_version="v2", test_type="model",
+                            control_traffic_percent=50, treatment_traffic_percent=50,
+                            started_at=T0, success_metric="sharpe_ratio")
+    await ingest.send([started, orphan])
+    metrics = counter(url, "SELECT control_metrics IS NOT NULL FROM ab_tests WHERE test_id = $1",
+                      test)
+    assert await eventually(metrics, True) is True
+
+
+async def test_a_poison_message_among_a_thousand(stack: Stack, plain_db: str) -> None:
+    ingest = Ingest(ingest_environment(stack.kafka, plain_db, CIE_BATCH_MAX_ROWS="1000",
+                                       CIE_BATCH_MAX_LATENCY_MS="2000"))
+    await ingest.open()
+    try:
+        bars = [bar("AMD", minute) for minute in range(1000)]
+        bars[500] = bar("AMD", 500, high="98")  # high < low: the database refuses it
+        # one key: one partition, so the poison sits in the middle of the stream
+        await ingest.send(bars)
+        await ingest.start()
+        url = plain_db
+        assert await eventually(counter(url, "SELECT count(*) FROM market_conditions"), 999) == 999
+        [letter] = await ingest.dead_letters("bars", 1)
+        headers = dict(letter.headers)
+        assert headers[DLQ_ERROR_CLASS] == b"CheckViolationError"
+        assert b"market_conditions_high_gte_low" in headers[DLQ_REASON]
+        assert int(headers[DLQ_OFFSET]) == 500 and headers[DLQ_PARTITION].isdigit()
+        assert await eventually(lambda: ingest.committed("bars"), 1000) == 1000
+    finally:
+        await ingest.close()
+
+
+async def test_undecodable_messages_are_dead_lettered_with_the_reason(ingest: Ingest) -> None:
+    await ingest.send_raw("bars", [
+        b"{not json",
+        b'{"symbol": "AAPL", "timestamp": "2026-03-02T14:30:00", "open": 1, "high": 1, '
+        b'"low": 1, "close": 1, "volume": 1}',
+    ], key=b"AAPL")
+    await ingest.send([bar("AAPL", 1)])
+    letters = await ingest.dead_letters("bars", 2)
+    reasons = sorted(dict(letter.headers)[DLQ_REASON].decode() for letter in letters)
+    assert reasons[0].startswith("Expected `datetime` with a timezone component")
+    assert reasons[1].startswith("JSON is malformed")
+    url = ingest.settings.database_url
+    assert await eventually(counter(url, "SELECT count(*) FROM market_conditions"), 1) == 1
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+async def test_compressed_batches_are_consumed(stack: Stack, plain_db: str, codec: str) -> None:
+    ingest = Ingest(ingest_environment(stack.kafka, plain_db))
+    await ingest.open()
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=stack.kafka, compression_type=codec,
+                                    linger_ms=20)
+        await producer.start()
+        try:
+            for minute in range(50):
+                await producer.send(ingest.topic("bars"), key=b"ZS", value=json.dumps({
+                    "symbol": "ZS", "timestamp": (T0 + timedelta(minutes=minute)).isoformat(),
+                    "open": "10", "high": "11", "low": "9", "close": "10.5",
+                    "volume": minute}).encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+        await ingest.start()
+        total = counter(plain_db, "SELECT sum(volume) FROM market_conditions")
+        assert await eventually(total, sum(range(50))) == sum(range(50))
+    finally:
+        await ingest.close()
+
+
+async def test_aborted_transactions_are_never_read(stack: Stack, plain_db: str) -> None:
+    ingest = Ingest(ingest_environment(stack.kafka, plain_db))
+    await ingest.open()
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=stack.kafka,
+                                    transactional_id=f"tx-{uuid.uuid4().hex[:8]}")
+        await producer.start()
+        try:
+            # same key, same partition: the aborted bar sits before the committed one
+            for symbol, commit in (("DROP", False), ("KEEP", True)):
+                await producer.begin_transaction()
+                sent = await producer.send(ingest.topic("bars"), key=b"X", value=json.dumps({
+                    "symbol": symbol, "timestamp": T0.isoformat(), "open": 1, "high": 1,
+                    "low": 1, "close": 1, "volume": 1}).encode())
+                await sent
+                if commit:
+                    await producer.commit_transaction()
+                else:
+                    await producer.abort_transaction()
+        finally:
+            await producer.stop()
+        await ingest.start()
+        symbols = counter(plain_db, "SELECT string_agg(symbol, ',') FROM market_conditions")
+        assert await eventually(symbols, "KEEP") == "KEEP"
+    finally:
+        await ingest.close()

@@ -63,7 +63,7 @@ class Runner:
                  group=self._settings.consumer_group)
         while not stop.is_set():
             fetched = await self._consumer.getmany(
-                timeout_ms=int(self._poll_seconds() * 1000), max_records=self._max_rows)
+                timeout_ms=int(self._poll_seconds() * 1000), max_records=self._room())
             now = time.monotonic()
             for tp, records in fetched.items():
                 self._buffers.setdefault(tp.topic, []).extend(records)
@@ -100,6 +100,11 @@ class Runner:
             topic for topic, records in self._buffers.items()
             if len(records) >= self._max_rows or now - self._oldest[topic] >= self._max_age
         ]
+
+    def _room(self) -> int:
+        """Fetch no more than the fullest buffer can take, so batches stay near max rows."""
+        fullest = max((len(records) for records in self._buffers.values()), default=0)
+        return max(1, self._max_rows - fullest)
 
     def _poll_seconds(self) -> float:
         if not self._oldest:

@@ -1,0 +1,338 @@
+"""End-to-end ingest benchmark, reported against raw limits measured in the same run.
+
+    deploy/local/stack.sh up
+    .venv/bin/python bench/ingest_bench.py [--bars 100000] [--fills 40000]
+
+For bars and for fills it measures, on the local stack:
+- the raw database limit: asyncpg binary COPY of the same rows into the same indexed table,
+  one transaction per batch (no staging, no upsert, no decoding);
+- the raw Kafka limit: aiokafka ``getmany`` plus msgspec decoding, no database;
+- end to end: ``cie consume`` as a real process draining the pre-produced topic, at batch sizes
+  100 / 1,000 / 10,000 (events/s from its own flush log, peak RSS from /proc);
+- latency: with a consumer running (1,000-row batches), events produced at half the measured
+  1,000-row rate for a while; event-to-commit latency = the time the flush that carried the
+  event logged its commit minus the time the event was sent.
+The machine is shared and noisy: compare the ratios, not the absolute figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaConsumer
+
+from consumers import migrations
+from consumers.kafka import ensure_topics, make_producer
+from consumers.pipelines.bars import Bar, BarsPipeline
+from consumers.pipelines.fills import FILL_COLUMNS, Fill, FillsPipeline
+from consumers.producer import EventProducer
+from consumers.settings import Settings, load_settings
+
+PARTITIONS = 3
+T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+
+
+def make_bars(n: int) -> list[Bar]:
+    rng = random.Random(1)  # noqa: S311 - benchmark data
+    symbols = [f"S{i:03d}" for i in range(50)]
+    out = []
+    for i in range(n):
+        close = Decimal(100 + rng.random()).quantize(Decimal("0.00000001"))
+        out.append(Bar(
+            symbol=symbols[i % 50], timestamp=T0 + timedelta(minutes=i // 50),
+            open=Decimal(100), high=Decimal(102), low=Decimal(99), close=close, volume=1000 + i,
+            atr_14=Decimal("1.25"), rsi_14=Decimal("55.5"), ema_20=Decimal("100.1"),
+            ema_50=Decimal("99.9"), bb_upper=Decimal(103), bb_lower=Decimal(97),
+            macd_line=Decimal("0.1"), macd_signal=Decimal("0.05"),
+            volatility_20d=Decimal("0.012"), vix=Decimal("18.5"), detected_regime="ranging",
+            regime_confidence=Decimal("0.7"), spy_correlation=Decimal("0.5"),
+            sector_correlation=Decimal("0.6")))
+    return out
+
+
+def make_fills(n: int) -> list[Fill]:
+    """Trades of four fills each: two opening, two closing."""
+    out = []
+    for t in range(n // 4):
+        trade = uuid.uuid4()
+        at = T0 + timedelta(seconds=t)
+        for k, (side, qty, price) in enumerate(
+            (("BUY", 30, "100.10"), ("BUY", 20, "100.20"), ("SELL", 25, "100.50"),
+             ("SELL", 25, "100.40"))):
+            out.append(Fill(
+                fill_id=uuid.uuid4(), trade_id=trade, strategy_id=f"strat-{t % 20}",
+                model_version="v1", symbol=f"S{t % 50:03d}", side=side,  # type: ignore[arg-type]
+                quantity=qty, price=Decimal(price), commission=Decimal("0.25"),
+                intended_price=Decimal(price), filled_at=at + timedelta(milliseconds=k)))
+    return out
+
+
+async def create_database(settings: Settings, name: str) -> str:
+    admin = await asyncpg.connect(settings.database_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = settings.database_url.rsplit("/", 1)[0] + f"/{name}"
+    conn = await asyncpg.connect(url)
+    try:
+        await migrations.migrate(conn, use_timescaledb=False)
+    finally:
+        await conn.close()
+    return url
+
+
+async def produce(settings: Settings, topic_setting: str, events: Sequence[Any]) -> str:
+    topic = f"bench-{topic_setting}-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(settings, [topic, f"{topic}.dlq"], partitions=PARTITIONS,
+                        replication_factor=1)
+    routed = msgspec.structs.replace(settings, **{topic_setting: topic})
+    producer = make_producer(routed, linger_ms=20, max_batch_size=1 << 20)
+    await producer.start()
+    try:
+        typed = EventProducer(producer, routed)
+        futures = [await typed.send(event) for event in events]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return topic
+
+
+async def kafka_limit(settings: Settings, topic: str, n: int, decoder: Any) -> float:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap_servers,
+                                group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        seen = 0
+        started = None
+        deadline = time.monotonic() + 300
+        while seen < n and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            if batches and started is None:
+                started = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    decoder.decode(record.value)
+                seen += len(records)
+        assert started is not None and seen == n, f"read {seen} of {n}"
+        return n / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def copy_limit(url: str, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]],
+                     batch: int) -> float:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"TRUNCATE {table}")
+        started = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            async with conn.transaction():
+                await conn.copy_records_to_table(table, records=rows[i:i + batch],
+                                                 columns=columns)
+        rate = len(rows) / (time.perf_counter() - started)
+        await conn.execute(f"TRUNCATE {table}")
+        return rate
+    finally:
+        await conn.close()
+
+
+async def truncate(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("TRUNCATE market_conditions, trade_fills, trade_outcomes, "
+                           "market_daily_summary_pending")
+    finally:
+        await conn.close()
+
+
+class Consumer:
+    """`cie consume` as a real process, with its JSON log in a file."""
+
+    def __init__(self, settings: Settings, url: str, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.env = {
+            **os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+            "DATABASE_URL": url, "CIE_CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
+            "CIE_METRICS_PORT": "0", "CIE_LOG_FORMAT": "json", **env}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.peak_rss_mb = 0.0
+
+    async def __aenter__(self) -> Consumer:
+        self._sink = self.log.open("wb")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "consumers", "consume", env=self.env,
+            stdout=self._sink, stderr=self._sink)
+        return self
+
+    def sample_rss(self) -> None:
+        assert self.proc is not None
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
+        except FileNotFoundError:
+            pass
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.sample_rss()
+        self.proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(self.proc.wait(), timeout=60)
+        self._sink.close()
+
+
+
+def flushes(log: Path) -> list[dict[str, Any]]:
+    """The `batch.flushed` events of a consumer's JSON log, in order."""
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [e for e in events if e.get("event") == "batch.flushed"]
+
+
+async def wait_rows(url: str, table: str, n: int, consumer: Consumer, timeout: float) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            consumer.sample_rss()
+            if await conn.fetchval(f"SELECT count(*) FROM {table}") >= n:
+                return
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"{table} did not reach {n} rows")
+    finally:
+        await conn.close()
+
+
+def stamp(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(event["timestamp"]).timestamp()
+
+
+async def end_to_end(settings: Settings, url: str, topic_env: dict[str, str], table: str,
+                     n: int, batch: int, log: Path) -> tuple[float, float]:
+    await truncate(url)
+    env = {**topic_env, "CIE_BATCH_MAX_ROWS": str(batch), "CIE_BATCH_MAX_LATENCY_MS": "1000"}
+    async with Consumer(settings, url, env, log) as consumer:
+        await wait_rows(url, table, n, consumer, timeout=600)
+    done = flushes(log)
+    started = stamp(done[0]) - done[0]["seconds"]
+    rate = sum(f["messages"] for f in done) / (stamp(done[-1]) - started)
+    return rate, consumer.peak_rss_mb
+
+
+async def latency(settings: Settings, url: str, topic_setting: str, events: Sequence[Any],
+                  rate: float, seconds: float, log: Path) -> tuple[float, float, int]:
+    """p50/p99 event-to-commit latency (ms) at ``rate`` events/s, 1,000-row batches."""
+    topic = f"bench-lat-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(settings, [topic, f"{topic}.dlq"], partitions=PARTITIONS,
+                        replication_factor=1)
+    routed = msgspec.structs.replace(settings, **{topic_setting: topic})
+    env = {topic_setting.upper().replace("TOPIC_", "CIE_TOPIC_"): topic,
+           "CIE_BATCH_MAX_ROWS": "1000", "CIE_BATCH_MAX_LATENCY_MS": "100"}
+    await truncate(url)
+    sent: dict[tuple[int, int], float] = {}
+    async with Consumer(settings, url, env, log):
+        await asyncio.sleep(3)  # let it join the group
+        producer = make_producer(routed, linger_ms=1)
+        await producer.start()
+        typed = EventProducer(producer, routed)
+        count = min(len(events), int(rate * seconds))
+        started = time.perf_counter()
+        pending = []
+        for i, event in enumerate(events[:count]):
+            due = started + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            wall = time.time()
+            future = await typed.send(event)
+            pending.append((future, wall))
+        for future, wall in pending:
+            metadata = await future
+            sent[(metadata.partition, metadata.offset)] = wall
+        await producer.stop()
+        await asyncio.sleep(3)
+    committed: dict[tuple[int, int], float] = {}
+    for flush in flushes(log):
+        for partition, span in flush["partitions"].items():
+            low, high = (int(x) for x in span.split("-"))
+            for offset in range(low, high + 1):
+                committed[(int(partition), offset)] = stamp(flush)
+    latencies = sorted((committed[key] - wall) * 1000 for key, wall in sent.items()
+                       if key in committed)
+    quantiles = statistics.quantiles(latencies, n=100)
+    return quantiles[49], quantiles[98], len(latencies)
+
+
+async def run(args: argparse.Namespace) -> None:
+    settings = load_settings()
+    url = await create_database(settings, f"cie_bench_{os.getpid()}")
+    logs = Path(tempfile.mkdtemp(prefix="cie-bench-"))
+    cases: list[tuple[str, str, str, list[Any], Any, Sequence[str], Any]] = [
+        ("bars", "topic_bars", "market_conditions", make_bars(args.bars), BarsPipeline(),
+         tuple(Bar.__struct_fields__), lambda e: msgspec.structs.astuple(e)),
+        ("fills", "topic_fills", "trade_fills", make_fills(args.fills), FillsPipeline(),
+         FILL_COLUMNS, lambda e: msgspec.structs.astuple(e)),
+    ]
+    results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "cases": {}}
+    for name, topic_setting, table, events, pipeline, columns, to_row in cases:
+        n = len(events)
+        topic = await produce(settings, topic_setting, events)
+        topic_env = {f"CIE_{topic_setting.upper()}": topic}
+        kafka = await kafka_limit(settings, topic, n, pipeline)
+        rows = [to_row(e) for e in events]
+        case: dict[str, Any] = {"events": n, "kafka_getmany_decode_per_s": round(kafka)}
+        for batch in args.batch_sizes:
+            copy = await copy_limit(url, table, columns, rows, batch)
+            rate, rss = await end_to_end(settings, url, topic_env, table, n, batch,
+                                         logs / f"{name}-{batch}.log")
+            limit = min(copy, kafka)
+            case[f"batch_{batch}"] = {
+                "end_to_end_per_s": round(rate), "raw_copy_per_s": round(copy),
+                "ratio_to_smaller_raw_limit": round(rate / limit, 3),
+                "peak_rss_mb": round(rss, 1)}
+            print(f"{name} batch={batch}: {rate:,.0f}/s end to end; raw COPY {copy:,.0f}/s, "
+                  f"Kafka+decode {kafka:,.0f}/s -> {rate / limit:.0%} of the smaller; "
+                  f"peak RSS {rss:.0f} MB", flush=True)
+        half = case["batch_1000"]["end_to_end_per_s"] / 2
+        p50, p99, measured = await latency(settings, url, topic_setting, events, half,
+                                           args.latency_seconds, logs / f"{name}-latency.log")
+        case["latency_at_half_rate"] = {"rate_per_s": round(half), "p50_ms": round(p50, 1),
+                                        "p99_ms": round(p99, 1), "events": measured}
+        print(f"{name} latency at {half:,.0f}/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms "
+              f"({measured} events)", flush=True)
+        results["cases"][name] = case
+    print(json.dumps(results, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bars", type=int, default=100_000)
+    parser.add_argument("--fills", type=int, default=40_000)
+    parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[100, 1000, 10_000])
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,15 +1,15 @@
 """The checkpoint: the one place where a batch becomes rows and then committed offsets.
 
-For one topic's batch of Kafka records, in this order:
-1. decode each record with its pipeline; a record that is not valid JSON or breaks the
-   contract becomes a dead letter with msgspec's reason (which names the field);
-2. write the decoded events in one transaction (consumers/sink.py), splitting the batch only
-   to isolate rows the database refuses; rejected rows become dead letters too;
-   a transient database error retries the whole batch with capped exponential backoff while
-   the consumer is paused (memory stays bounded, the group membership stays alive);
-3. produce the dead letters and wait for the broker's acknowledgement;
-4. commit, per partition, the offset after the batch's last record.
-Offsets are never committed before the rows they carry are. A crash anywhere before step 4
+A Batch holds one topic's records, decoded as they were fetched: a record that is not valid
+JSON or breaks its contract is already a dead letter with msgspec's reason (naming the field).
+Flushing a batch, in this order:
+1. write the decoded events in one transaction (consumers/sink.py), splitting the batch only
+   to isolate rows the database refuses; rejected rows become dead letters too; a transient
+   database error retries the whole batch with capped exponential backoff while the consumer
+   is paused (memory stays bounded, the group membership stays alive);
+2. produce the dead letters and wait for the broker's acknowledgement;
+3. commit, per partition, the offset after the batch's last record.
+Offsets are never committed before the rows they carry are. A crash anywhere before step 3
 replays the batch, and every write is idempotent, so a replay changes nothing.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -40,6 +41,30 @@ BACKOFF_FIRST_SECONDS = 0.1
 BACKOFF_MAX_SECONDS = 10.0
 
 
+@dataclass
+class Batch:
+    """One topic's records since its last flush, decoded as they arrived."""
+
+    records: list[Record] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
+    event_records: list[Record] = field(default_factory=list)  # the record of each event
+    letters: list[DeadLetter] = field(default_factory=list)
+
+    def add(self, pipeline: Pipeline, records: Sequence[Record]) -> None:
+        self.records.extend(records)
+        for record in records:
+            if record.value is None:
+                self.letters.append(DeadLetter(record, "EmptyMessage", "message has no value"))
+                continue
+            try:
+                self.events.append(pipeline.decode(record.value))
+                self.event_records.append(record)
+            except msgspec.ValidationError as exc:
+                self.letters.append(DeadLetter(record, "ValidationError", str(exc)))
+            except msgspec.DecodeError as exc:
+                self.letters.append(DeadLetter(record, "DecodeError", str(exc)))
+
+
 class Checkpoint:
     def __init__(
         self,
@@ -57,15 +82,17 @@ class Checkpoint:
         self._keep_alive = keep_alive  # called while waiting out a database outage
         self.committed: dict[TopicPartition, int] = {}  # last offsets this process committed
 
-    async def flush(self, topic: str, records: Sequence[Record]) -> None:
+    async def flush(self, topic: str, batch: Batch) -> None:
+        records = batch.records
         if not records:
             return
         started = time.perf_counter()
         pipeline = self._pipelines[topic]
-        events, event_records, letters = self._decode(pipeline, records)
+        events = batch.events
         rejections = await self._write_with_retries(topic, pipeline, events) if events else []
-        letters += [
-            DeadLetter(event_records[r.index], r.error_class, r.reason) for r in rejections
+        letters = batch.letters + [
+            DeadLetter(batch.event_records[r.index], r.error_class, r.reason)
+            for r in rejections
         ]
         if letters:
             await self._dead_letters.send(letters)
@@ -84,25 +111,6 @@ class Checkpoint:
             "batch.flushed", topic=topic, partitions=_offset_ranges(records),
             messages=len(records), rows=written, dead_letters=len(letters),
             seconds=round(elapsed, 4))
-
-    def _decode(
-        self, pipeline: Pipeline, records: Sequence[Record]
-    ) -> tuple[list[Any], list[Record], list[DeadLetter]]:
-        events: list[Any] = []
-        event_records: list[Record] = []
-        letters: list[DeadLetter] = []
-        for record in records:
-            if record.value is None:
-                letters.append(DeadLetter(record, "EmptyMessage", "message has no value"))
-                continue
-            try:
-                events.append(pipeline.decode(record.value))
-                event_records.append(record)
-            except msgspec.ValidationError as exc:
-                letters.append(DeadLetter(record, "ValidationError", str(exc)))
-            except msgspec.DecodeError as exc:
-                letters.append(DeadLetter(record, "DecodeError", str(exc)))
-        return events, event_records, letters
 
     async def _write_with_retries(
         self, topic: str, pipeline: Pipeline, events: list[Any]

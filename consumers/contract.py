@@ -10,7 +10,7 @@ instead of letting PostgreSQL round it.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar
 
 import msgspec
@@ -28,12 +28,30 @@ NonNegativeInt = Annotated[int, msgspec.Meta(ge=0, le=2_147_483_647)]
 JsonObject = dict[str, Any]
 
 
+_UNITS = [Decimal(1).scaleb(-scale) for scale in range(40)]  # 1, 0.1, 0.01, ...
+
+
 def decimal_fits(value: Decimal, precision: int, scale: int) -> str | None:
-    """Why ``value`` does not fit ``DECIMAL(precision, scale)`` exactly, or None if it does."""
+    """Why ``value`` does not fit ``DECIMAL(precision, scale)`` exactly, or None if it does.
+
+    The checks are C-level Decimal operations (this runs for every decimal of every message);
+    the digit counting for the explanation happens only when a value does not fit.
+    """
     if not value.is_finite():
         return f"{value} is not a finite number"
     if value == 0:
         return None
+    too_large = value.adjusted() >= precision - scale  # adjusted(): exponent of leading digit
+    if not too_large:
+        try:
+            if value.quantize(_UNITS[scale]) == value:
+                return None
+        except InvalidOperation:  # more digits than the context holds: certainly too many
+            pass
+    return _explain(value, precision, scale)
+
+
+def _explain(value: Decimal, precision: int, scale: int) -> str:
     # as_tuple, not normalize(): normalize rounds to the context's 28 digits
     _, digit_tuple, exponent = value.as_tuple()
     assert isinstance(exponent, int)
@@ -45,10 +63,8 @@ def decimal_fits(value: Decimal, precision: int, scale: int) -> str | None:
     if fraction_digits > scale:
         return f"{value} has {fraction_digits} decimal places; the column keeps {scale}"
     integer_digits = max(0, len(digits) + exponent)
-    if integer_digits > precision - scale:
-        return (f"{value} has {integer_digits} integer digits; DECIMAL({precision}, {scale}) "
-                f"holds {precision - scale}")
-    return None
+    return (f"{value} has {integer_digits} integer digits; DECIMAL({precision}, {scale}) "
+            f"holds {precision - scale}")
 
 
 class Contract(msgspec.Struct, frozen=True, forbid_unknown_fields=False):

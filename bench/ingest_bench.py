@@ -50,7 +50,7 @@ T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
 
 def make_bars(n: int) -> list[Bar]:
-    rng = random.Random(1)  # noqa: S311 - benchmark data
+    rng = random.Random(1)  # benchmark data, not cryptography
     symbols = [f"S{i:03d}" for i in range(50)]
     out = []
     for i in range(n):

@@ -75,13 +75,28 @@ class Contract(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     """
 
     decimals: ClassVar[dict[str, tuple[int, int]]] = {}
+    # (field, quantum, first adjusted() too large), derived once per class from ``decimals``
+    _decimal_checks: ClassVar[tuple[tuple[str, Decimal, int], ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._decimal_checks = tuple(
+            (name, _UNITS[scale], precision - scale)
+            for name, (precision, scale) in cls.decimals.items()
+        )
 
     def __post_init__(self) -> None:
-        for name, (precision, scale) in self.decimals.items():
+        # The fast path of decimal_fits, inlined: this runs for every decimal of every message.
+        for name, unit, too_large in self._decimal_checks:
             value = getattr(self, name)
             if value is None:
                 continue
-            problem = decimal_fits(value, precision, scale)
+            try:
+                if value.adjusted() < too_large and value.quantize(unit) == value:
+                    continue
+            except InvalidOperation:
+                pass
+            problem = decimal_fits(value, *self.decimals[name])
             if problem:
                 # msgspec turns ValueError raised here into a ValidationError
                 raise ValueError(f"{name}: {problem}")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -59,3 +60,39 @@ async def create_pool(database_url: str, pipelines: Sequence[Pipeline]) -> async
         database_url, min_size=0, max_size=4, init=prepare, server_settings=SERVER_SETTINGS,
         command_timeout=60)
     return pool
+
+
+def _escape(value: str) -> str:
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return (value.replace("\\", "\\\\").replace("\t", "\\t")
+                .replace("\n", "\\n").replace("\r", "\\r"))
+    return value
+
+
+# COPY text format per Python type; anything else (int, Decimal, UUID, datetime, date) is its
+# str(), which PostgreSQL reads back exactly. Decimals go as their exact decimal text.
+_TEXT: dict[type, Callable[[Any], str]] = {
+    type(None): lambda _: "\\N",
+    str: _escape,
+    bool: lambda value: "t" if value else "f",
+}
+
+
+def copy_text(rows: Iterable[Sequence[Any]]) -> bytes:
+    """Rows as COPY text format (tab-separated, \\N for NULL, escaped strings)."""
+    return "".join(
+        "\t".join([_TEXT.get(type(v), str)(v) for v in row]) + "\n" for row in rows
+    ).encode()
+
+
+async def copy_rows(
+    conn: Conn, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """COPY rows into ``table`` in text format.
+
+    Text, not binary: the client-side cost of asyncpg's binary encoding of Decimal dominated a
+    flush (about 15 us a bar against 2.6 us for text, measured with bench/), and decimal text
+    is exact. Every value has been validated by its contract before it gets here.
+    """
+    await conn.copy_to_table(
+        table, source=io.BytesIO(copy_text(rows)), columns=list(columns), format="text")

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from consumers.db import Conn, queries
+from consumers.db import Conn, copy_rows, queries
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Pipeline(ABC):
 
 
 class CopyUpsertPipeline(Pipeline):
-    """Binary COPY into a staging table, then one set-based upsert into the target.
+    """COPY into a staging table, then one set-based upsert into the target.
 
     The staging table has the target's column types plus ``batch_seq`` (position in the batch),
     so the upsert can keep the last version of a key that occurs twice in one batch.
@@ -75,8 +75,7 @@ class CopyUpsertPipeline(Pipeline):
         """The event's values in ``columns`` order."""
 
     async def write(self, conn: Conn, events: Sequence[Any]) -> list[Rejection]:
-        records = [(*self.to_row(event), seq) for seq, event in enumerate(events)]
-        await conn.copy_records_to_table(
-            self.stage, records=records, columns=(*self.columns, "batch_seq"))
+        rows = [(*self.to_row(event), seq) for seq, event in enumerate(events)]
+        await copy_rows(conn, self.stage, (*self.columns, "batch_seq"), rows)
         await conn.execute(queries("ingest")[f"{self.name}_upsert"])
         return []

@@ -22,7 +22,7 @@ import msgspec
 
 from consumers import trades
 from consumers.contract import Contract, ModelVersion, PositiveInt, StrategyId, Symbol, UtcTime
-from consumers.db import Conn, queries
+from consumers.db import Conn, copy_rows, queries
 from consumers.pipelines.base import Pipeline, Rejection
 
 PRICE = (18, 8)
@@ -87,16 +87,13 @@ class FillsPipeline(Pipeline):
 
         accepted, rejections = _accept(fills, ledgers)
         if accepted:
-            await conn.copy_records_to_table(
-                "stage_trade_fills", records=[msgspec.structs.astuple(f) for f in accepted],
-                columns=FILL_COLUMNS)
+            await copy_rows(conn, "stage_trade_fills", FILL_COLUMNS,
+                            [msgspec.structs.astuple(f) for f in accepted])
             await conn.execute(sql["fills_insert"])
             touched = {f.trade_id for f in accepted}
             outcomes = [trades.derive(ledgers[trade_id]) for trade_id in sorted(touched)]
-            await conn.copy_records_to_table(
-                "stage_trade_outcomes",
-                records=[tuple(getattr(o, c) for c in OUTCOME_COLUMNS) for o in outcomes],
-                columns=OUTCOME_COLUMNS)
+            await copy_rows(conn, "stage_trade_outcomes", OUTCOME_COLUMNS,
+                            [tuple(getattr(o, c) for c in OUTCOME_COLUMNS) for o in outcomes])
             await conn.execute(sql["trade_outcomes_rekey"])
             await conn.execute(sql["trade_outcomes_upsert"])
         return rejections

@@ -70,14 +70,14 @@ class Checkpoint:
         self,
         consumer: AIOKafkaConsumer,
         pool: asyncpg.Pool,
-        dead_letters: DeadLetters,
+        dead_letters: DeadLetters | None,
         pipelines: Mapping[str, Pipeline],
         *,
         keep_alive: Callable[[], Awaitable[None]],
     ) -> None:
         self._consumer = consumer
         self._pool = pool
-        self._dead_letters = dead_letters
+        self._dead_letters = dead_letters  # None: a reader only (the validator); skip them
         self._pipelines = pipelines
         self._keep_alive = keep_alive  # called while waiting out a database outage
         self.committed: dict[TopicPartition, int] = {}  # last offsets this process committed
@@ -94,7 +94,9 @@ class Checkpoint:
             DeadLetter(batch.event_records[r.index], r.error_class, r.reason)
             for r in rejections
         ]
-        if letters:
+        if letters and self._dead_letters is None:
+            metrics.UNDECODABLE_SKIPPED.labels(topic).inc(len(letters))
+        elif letters and self._dead_letters is not None:
             await self._dead_letters.send(letters)
             for letter in letters:
                 metrics.DEAD_LETTERS.labels(topic, letter.error_class).inc()

@@ -13,13 +13,14 @@ import msgspec
 import structlog
 from prometheus_client import start_http_server
 
-from consumers import maintenance, migrations
+from consumers import maintenance, migrations, validator
 from consumers.contract import contract_schema
 from consumers.db import connect, create_pool
 from consumers.errors import CieError
 from consumers.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
 from consumers.logs import configure_logging
 from consumers.pipelines import registry
+from consumers.pipelines.base import Pipeline
 from consumers.runner import Runner
 from consumers.settings import Settings, load_settings
 
@@ -66,10 +67,7 @@ async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
     pipelines = registry.build(settings, args.pipelines.split(",") if args.pipelines else None)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = _stop_on_signals()
     pool = await create_pool(settings.database_url, list(pipelines.values()))
     consumer = make_consumer(settings)
     producer = make_producer(settings)
@@ -84,6 +82,49 @@ async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
         await producer.stop()
         await pool.close()
     return 0
+
+
+async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
+    rules = validator.Rules.from_settings(settings)
+    if args.once:  # drain the backlog and exit (a Job, a backfill, a benchmark)
+        pool = await create_pool(settings.database_url, [])
+        try:
+            while (await validator.sweep(pool, rules, batch=settings.validator_sweep_batch)
+                   ).predictions_validated:
+                pass
+        finally:
+            await pool.close()
+        return 0
+    settings = msgspec.structs.replace(settings, consumer_group=settings.validator_group)
+    pipelines: dict[str, Pipeline] = {
+        settings.topic_bars: validator.ValidatorBarsPipeline(rules),
+        settings.topic_fills: validator.ValidatorFillsPipeline(),
+    }
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    stop = _stop_on_signals()
+    pool = await create_pool(settings.database_url, list(pipelines.values()))
+    consumer = make_consumer(settings)
+    await consumer.start()
+    sweeper = asyncio.create_task(validator.sweep_forever(
+        pool, rules, batch=settings.validator_sweep_batch,
+        every=settings.validator_sweep_seconds, stop=stop))
+    try:
+        await Runner(settings, consumer, pool, None, pipelines).run(stop)
+    finally:
+        stop.set()
+        await sweeper
+        await consumer.stop()
+        await pool.close()
+    return 0
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
 
 
 async def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
@@ -142,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--pipelines", default="",
         help=f"comma-separated subset of {','.join(registry.PIPELINES)} (default: all)")
     consume.set_defaults(run=cmd_consume)
+
+    validate = sub.add_parser(
+        "validate", help="backfill prediction outcomes and trade excursions (own group + sweep)")
+    validate.add_argument("--once", action="store_true",
+                          help="drain the backlog with the sweep, then exit (no Kafka)")
+    validate.set_defaults(run=cmd_validate)
 
     topics = sub.add_parser("topics", help="create the source and dead-letter topics if missing")
     topics.add_argument("--partitions", type=int, default=6)

@@ -26,3 +26,17 @@ FLUSH_SECONDS = Histogram(
     ["topic"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 CONSUMER_LAG = Gauge(
     "cie_consumer_lag_messages", "High watermark minus committed position", ["topic", "partition"])
+
+PREDICTIONS_VALIDATED = Counter(
+    "cie_predictions_validated_total", "Predictions whose outcome the validator (re)wrote")
+VALIDATION_BACKLOG = Gauge(
+    "cie_validation_backlog_predictions", "Predictions past their horizon, still unvalidated")
+VALIDATION_LAG = Histogram(
+    "cie_validation_lag_seconds", "From a prediction's horizon end to its validation",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400))
+TRADES_UPDATED = Counter(
+    "cie_trades_excursions_updated_total", "Trades whose excursions the validator (re)wrote")
+UNDECODABLE_SKIPPED = Counter(
+    "cie_undecodable_skipped_total",
+    "Messages a consumer without a dead-letter topic skipped (the ingest group dead-letters them)",
+    ["topic"])

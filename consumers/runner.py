@@ -46,7 +46,7 @@ class Runner:
         settings: Settings,
         consumer: AIOKafkaConsumer,
         pool: asyncpg.Pool,
-        dead_letters: DeadLetters,
+        dead_letters: DeadLetters | None,
         pipelines: Mapping[str, Pipeline],
     ) -> None:
         self._settings = settings

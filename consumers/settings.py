@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Annotated, Literal
 
 import msgspec
@@ -49,6 +50,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     batch_max_rows: PositiveInt = 1000
     batch_max_latency_ms: PositiveInt = 500
     drain_deadline_seconds: PositiveInt = 20
+    validator_group: NonEmpty = "cie-validator"
+    validator_gap_tolerance_seconds: PositiveInt = 300
+    validator_neutral_band: Decimal = Decimal("0.0005")
+    validator_max_horizon_minutes: PositiveInt = 1440
+    validator_sweep_seconds: PositiveInt = 60
+    validator_sweep_batch: PositiveInt = 50_000
+    validator_ingest_wait_seconds: Annotated[int, msgspec.Meta(ge=0)] = 30
     metrics_port: Port = 9108
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "auto"
@@ -85,6 +93,13 @@ ENVIRONMENT: Mapping[str, str] = {
     "batch_max_rows": "CIE_BATCH_MAX_ROWS",
     "batch_max_latency_ms": "CIE_BATCH_MAX_LATENCY_MS",
     "drain_deadline_seconds": "CIE_DRAIN_DEADLINE_SECONDS",
+    "validator_group": "CIE_VALIDATOR_GROUP",
+    "validator_gap_tolerance_seconds": "CIE_VALIDATOR_GAP_TOLERANCE_SECONDS",
+    "validator_neutral_band": "CIE_VALIDATOR_NEUTRAL_BAND",
+    "validator_max_horizon_minutes": "CIE_VALIDATOR_MAX_HORIZON_MINUTES",
+    "validator_sweep_seconds": "CIE_VALIDATOR_SWEEP_SECONDS",
+    "validator_sweep_batch": "CIE_VALIDATOR_SWEEP_BATCH",
+    "validator_ingest_wait_seconds": "CIE_VALIDATOR_INGEST_WAIT_SECONDS",
     "metrics_port": "CIE_METRICS_PORT",
     "log_level": "CIE_LOG_LEVEL",
     "log_format": "CIE_LOG_FORMAT",
@@ -109,6 +124,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     except msgspec.ValidationError as exc:
         raise SettingsError(_name_variable(str(exc))) from None
     _check_security(settings)
+    if not settings.validator_neutral_band.is_finite() or settings.validator_neutral_band < 0:
+        raise SettingsError("CIE_VALIDATOR_NEUTRAL_BAND: must be a decimal >= 0")
     return settings
 
 

@@ -1,0 +1,184 @@
+"""The validator: prediction outcomes and trade excursions, known only after the fact.
+
+It runs as its own consumer group on the bars and fills topics (each batch re-validates the
+predictions and trades those bars or fills can affect) plus a periodic sweep that catches
+whatever was missed, e.g. after downtime. All of it is set-based SQL over bounded batches
+(schema/queries/validator.sql); the rules are in README.md ("Validation").
+
+Several validators may run at once: the bar-driven path locks candidate rows in key order and
+waits, the sweep skips rows another validator holds, and every write is a pure function of
+the stored bars, so running twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import structlog
+
+from consumers import metrics
+from consumers.db import Conn, queries
+from consumers.pipelines.bars import Bar
+from consumers.pipelines.base import Pipeline, Rejection
+from consumers.pipelines.fills import Fill
+from consumers.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+EXCURSION_SWEEP_LOOKBACK = timedelta(days=7)
+_NO_CURSOR = (datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
+
+
+@dataclass(frozen=True)
+class Rules:
+    gap_tolerance: timedelta
+    neutral_band: Decimal
+    max_horizon: timedelta
+    ingest_wait: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Rules:
+        return cls(
+            gap_tolerance=timedelta(seconds=settings.validator_gap_tolerance_seconds),
+            neutral_band=settings.validator_neutral_band,
+            max_horizon=timedelta(minutes=settings.validator_max_horizon_minutes),
+            ingest_wait=timedelta(seconds=settings.validator_ingest_wait_seconds),
+        )
+
+
+def bar_ranges(bars: Sequence[Bar]) -> tuple[list[str], list[datetime], list[datetime]]:
+    """Per symbol, the earliest and latest bar time in the batch (as parallel arrays)."""
+    spans: dict[str, list[datetime]] = {}
+    for bar in bars:
+        span = spans.setdefault(bar.symbol, [bar.timestamp, bar.timestamp])
+        span[0] = min(span[0], bar.timestamp)
+        span[1] = max(span[1], bar.timestamp)
+    symbols = sorted(spans)
+    return symbols, [spans[s][0] for s in symbols], [spans[s][1] for s in symbols]
+
+
+async def validate(conn: Conn, rules: Rules, keys: Sequence[asyncpg.Record]) -> int:
+    """Compute and store the outcomes of the given predictions; returns how many changed."""
+    if not keys:
+        return 0
+    rows = await conn.fetch(
+        queries("validator")["validate_predictions"],
+        [k["prediction_id"] for k in keys], [k["predicted_at"] for k in keys],
+        rules.gap_tolerance, rules.neutral_band)
+    for row in rows:
+        metrics.VALIDATION_LAG.observe(max(0.0, row["lag_seconds"]))
+    metrics.PREDICTIONS_VALIDATED.inc(len(rows))
+    return len(rows)
+
+
+async def update_excursions(conn: Conn, trade_ids: Sequence[uuid.UUID]) -> int:
+    if not trade_ids:
+        return 0
+    rows = await conn.fetch(queries("validator")["update_excursions"], sorted(set(trade_ids)))
+    metrics.TRADES_UPDATED.inc(len(rows))
+    return len(rows)
+
+
+async def wait_until_ingested(conn: Conn, bars: Sequence[Bar], wait: timedelta) -> bool:
+    """True once the ingest consumer has stored these bars as they are (bounded wait)."""
+    latest = {(b.symbol, b.timestamp): b for b in bars}  # the last version of each bar
+    args = (
+        [k[0] for k in latest], [k[1] for k in latest], [b.close for b in latest.values()],
+        [b.high for b in latest.values()], [b.low for b in latest.values()])
+    deadline = time.monotonic() + wait.total_seconds()
+    while True:
+        if await conn.fetchval(queries("validator")["bars_visible"], *args) == len(latest):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.2)
+
+
+class ValidatorBarsPipeline(Pipeline):
+    """bars (validator's group): re-validate what the batch's bars can change."""
+
+    name = "validator-bars"
+    event_type = Bar
+
+    def __init__(self, rules: Rules) -> None:
+        super().__init__()
+        self.rules = rules
+
+    async def write(self, conn: Conn, events: Sequence[Any]) -> list[Rejection]:
+        bars: Sequence[Bar] = events
+        if not await wait_until_ingested(conn, bars, self.rules.ingest_wait):
+            log.warning("validator.bars_not_ingested", bars=len(bars),
+                        waited_seconds=self.rules.ingest_wait.total_seconds())
+        symbols, firsts, lasts = bar_ranges(bars)
+        sql = queries("validator")
+        keys = await conn.fetch(sql["predictions_near_bars"], symbols, firsts, lasts,
+                                self.rules.gap_tolerance, self.rules.max_horizon)
+        await validate(conn, self.rules, keys)
+        trades = await conn.fetch(sql["trades_near_bars"], symbols, firsts, lasts)
+        await update_excursions(conn, [t["trade_id"] for t in trades])
+        return []
+
+
+class ValidatorFillsPipeline(Pipeline):
+    """fills (validator's group): excursions of the trades the fills belong to."""
+
+    name = "validator-fills"
+    event_type = Fill
+
+    async def write(self, conn: Conn, events: Sequence[Any]) -> list[Rejection]:
+        await update_excursions(conn, [fill.trade_id for fill in events])
+        return []
+
+
+@dataclass
+class SweepReport:
+    predictions_validated: int = 0
+    trades_updated: int = 0
+    backlog: int = 0
+
+
+async def sweep(pool: asyncpg.Pool, rules: Rules, *, batch: int) -> SweepReport:
+    """One pass over the backlog (each batch its own transaction), then open trades."""
+    sql = queries("validator")
+    report = SweepReport()
+    cursor = _NO_CURSOR
+    while True:
+        async with pool.acquire() as conn, conn.transaction():
+            keys = await conn.fetch(sql["predictions_backlog"], *cursor, batch)
+            report.predictions_validated += await validate(conn, rules, keys)
+        if len(keys) < batch:
+            break
+        cursor = (keys[-1]["predicted_at"], keys[-1]["prediction_id"])
+    async with pool.acquire() as conn:
+        since = datetime.now(UTC) - EXCURSION_SWEEP_LOOKBACK
+        trade_ids = [r["trade_id"] for r in await conn.fetch(sql["trades_to_sweep"], since)]
+        for start in range(0, len(trade_ids), batch):
+            async with conn.transaction():
+                report.trades_updated += await update_excursions(
+                    conn, trade_ids[start:start + batch])
+        report.backlog = int(await conn.fetchval(sql["predictions_backlog_size"]))
+    metrics.VALIDATION_BACKLOG.set(report.backlog)
+    log.info("validator.swept", predictions_validated=report.predictions_validated,
+             trades_updated=report.trades_updated, backlog=report.backlog)
+    return report
+
+
+async def sweep_forever(pool: asyncpg.Pool, rules: Rules, *, batch: int, every: float,
+                        stop: asyncio.Event) -> None:
+    """The periodic sweep; a failed sweep is logged and retried at the next period."""
+    while not stop.is_set():
+        try:
+            await sweep(pool, rules, batch=batch)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("validator.sweep_failed", error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)

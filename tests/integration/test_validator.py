@@ -1,0 +1,224 @@
+"""The validator on the real database, against hand-computed outcomes and excursions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from consumers import validator
+from consumers.db import create_pool
+from consumers.pipelines.bars import Bar
+from consumers.pipelines.fills import Fill
+from consumers.pipelines.predictions import Prediction
+from tests.conftest import Stack
+from tests.integration.harness import Ingest, counter, eventually, ingest_environment
+
+T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
+RULES = validator.Rules(gap_tolerance=timedelta(minutes=2), neutral_band=Decimal("0.0005"),
+                        max_horizon=timedelta(days=1), ingest_wait=timedelta(seconds=0))
+
+
+def at(minute: int) -> datetime:
+    return T0 + timedelta(minutes=minute)
+
+
+@pytest.fixture
+async def db(any_db: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(any_db, [])
+    yield pool
+    await pool.close()
+
+
+async def add_bars(pool: asyncpg.Pool, bars: dict[int, tuple[str, str, str]],
+                   symbol: str = "AAPL") -> None:
+    """bars: minute -> (close, high, low); open = close. Upserts (a re-sent bar corrects)."""
+    async with pool.acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO market_conditions (symbol, timestamp, open, high, low, close, volume) "
+            "VALUES ($1, $2, $3, $4, $5, $3, 1) ON CONFLICT (symbol, timestamp) DO UPDATE "
+            "SET open = EXCLUDED.open, close = EXCLUDED.close, high = EXCLUDED.high, "
+            "low = EXCLUDED.low",
+            [(symbol, at(m), Decimal(c), Decimal(h), Decimal(lo)) for m, (c, h, lo) in bars.items()])
+
+
+async def add_prediction(pool: asyncpg.Pool, minute: int, horizon: int,
+                         direction: str | None, symbol: str = "AAPL") -> uuid.UUID:
+    prediction_id = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO model_predictions (prediction_id, model_version, model_type, symbol, "
+            "predicted_at, prediction_horizon_minutes, predicted_direction, feature_vector) "
+            "VALUES ($1, 'v1', 'direction', $2, $3, $4, $5, '{}')",
+            prediction_id, symbol, at(minute), horizon, direction)
+    return prediction_id
+
+
+async def outcome(pool: asyncpg.Pool, prediction_id: uuid.UUID) -> tuple[Any, ...]:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT actual_return, actual_direction, prediction_accuracy, validated_at "
+            "FROM model_predictions WHERE prediction_id = $1", prediction_id)
+    assert row is not None
+    return row["actual_return"], row["actual_direction"], row["prediction_accuracy"], (
+        row["validated_at"] is not None)
+
+
+def flat(minutes: range, close: str = "100") -> dict[int, tuple[str, str, str]]:
+    return {m: (close, close, close) for m in minutes}
+
+
+async def test_long_short_and_neutral_outcomes(db: asyncpg.Pool) -> None:
+    bars = flat(range(0, 21))
+    bars[5] = ("100.5", "100.5", "100.5")   # +0.5%
+    bars[10] = ("99", "99", "99")           # -1%
+    bars[15] = ("100.02", "100.02", "100.02")  # +0.02%: inside the 0.05% band
+    await add_bars(db, bars)
+    up = await add_prediction(db, 0, 5, "LONG")
+    down = await add_prediction(db, 0, 10, "SHORT")
+    flat_move = await add_prediction(db, 0, 15, "LONG")
+    no_direction = await add_prediction(db, 0, 10, None)
+    report = await validator.sweep(db, RULES, batch=2)  # two per batch: the cursor must move
+    assert report.predictions_validated == 4 and report.backlog == 0
+    assert await outcome(db, up) == (Decimal("0.00500000"), "LONG", True, True)
+    assert await outcome(db, down) == (Decimal("-0.01000000"), "SHORT", True, True)
+    assert await outcome(db, flat_move) == (Decimal("0.00020000"), "NEUTRAL", False, True)
+    assert await outcome(db, no_direction) == (Decimal("-0.01000000"), "SHORT", None, True)
+    assert (await validator.sweep(db, RULES, batch=2)).predictions_validated == 0
+
+
+async def test_late_horizon_bar_then_a_correction_revalidates(db: asyncpg.Pool) -> None:
+    await add_bars(db, flat(range(0, 4)))
+    prediction = await add_prediction(db, 0, 5, "LONG")
+    await validator.sweep(db, RULES, batch=100)
+    assert await outcome(db, prediction) == (None, None, None, False)  # data ends at minute 3
+
+    # the horizon bar arrives late, through the bar-driven path
+    late = {m: ("101", "101", "101") for m in (4, 5, 6)}
+    await add_bars(db, late)
+    async with db.acquire() as conn, conn.transaction():
+        await validator.ValidatorBarsPipeline(RULES).write(conn, [
+            Bar(symbol="AAPL", timestamp=at(m), open=Decimal(c), high=Decimal(h),
+                low=Decimal(lo), close=Decimal(c), volume=1) for m, (c, h, lo) in late.items()])
+    assert await outcome(db, prediction) == (Decimal("0.01000000"), "LONG", True, True)
+
+    # the horizon bar is corrected: the prediction is validated again
+    corrected = {5: ("99.5", "99.5", "99.5")}
+    await add_bars(db, corrected)
+    async with db.acquire() as conn, conn.transaction():
+        await validator.ValidatorBarsPipeline(RULES).write(conn, [
+            Bar(symbol="AAPL", timestamp=at(5), open=Decimal("99.5"), high=Decimal("99.5"),
+                low=Decimal("99.5"), close=Decimal("99.5"), volume=1)])
+    assert await outcome(db, prediction) == (Decimal("-0.00500000"), "SHORT", False, True)
+
+
+async def test_a_gap_beyond_tolerance_is_left_unvalidated(db: asyncpg.Pool) -> None:
+    bars = flat(range(0, 3))  # 0..2, then nothing until 10
+    bars.update(flat(range(10, 12), "102"))
+    await add_bars(db, bars)
+    gapped = await add_prediction(db, 0, 6, "LONG")   # last bar <= 6 is at 2: 4 min > 2 min
+    fine = await add_prediction(db, 0, 10, "LONG")    # horizon bar at 10 exists
+    report = await validator.sweep(db, RULES, batch=100)
+    assert await outcome(db, gapped) == (None, None, None, False)
+    assert await outcome(db, fine) == (Decimal("0.02000000"), "LONG", True, True)
+    assert report.backlog == 1
+
+
+async def add_trade(pool: asyncpg.Pool, direction: str, minute: int, exit_minute: int | None,
+                    price: str, quantity: int) -> uuid.UUID:
+    trade_id = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO trade_outcomes (trade_id, strategy_id, model_version, symbol, direction, "
+            "entry_time, exit_time, entry_price, quantity, outcome_type) "
+            "VALUES ($1, 's', 'v', 'AAPL', $2, $3, $4, $5, $6, $7)",
+            trade_id, direction, at(minute), at(exit_minute) if exit_minute is not None else None,
+            Decimal(price), quantity, "OPEN" if exit_minute is None else "WIN")
+    return trade_id
+
+
+async def excursions(pool: asyncpg.Pool, trade_id: uuid.UUID) -> tuple[Any, ...]:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT max_favorable_excursion, max_adverse_excursion, duration_seconds "
+            "FROM trade_outcomes WHERE trade_id = $1", trade_id)
+    assert row is not None
+    return tuple(row)
+
+
+async def test_excursions_of_long_short_and_open_trades(db: asyncpg.Pool) -> None:
+    await add_bars(db, {
+        0: ("100", "100", "100"), 1: ("101", "101", "99.5"), 2: ("102", "102.5", "98"),
+        3: ("100", "100.5", "99"), 4: ("120", "130", "90"),  # after both trades closed
+    })
+    long = await add_trade(db, "LONG", 0, 3, "100", 10)
+    short = await add_trade(db, "SHORT", 0, 3, "100", 5)
+    still_open = await add_trade(db, "LONG", 1, None, "101", 2)
+    async with db.acquire() as conn, conn.transaction():
+        await validator.update_excursions(conn, [long, short, still_open])
+    # LONG: best high 102.5 -> (102.5-100)*10 = 25; worst low 98 -> (100-98)*10 = 20
+    assert await excursions(db, long) == (Decimal("25.0000"), Decimal("20.0000"), 180)
+    # SHORT mirrors it: (100-98)*5 = 10 favourable, (102.5-100)*5 = 12.5 adverse
+    assert await excursions(db, short) == (Decimal("10.0000"), Decimal("12.5000"), 180)
+    # open since minute 1, bars up to now: high 130, low 90
+    assert await excursions(db, still_open) == (Decimal("58.0000"), Decimal("22.0000"), None)
+
+    await add_bars(db, {5: ("131", "140", "125")})  # the open trade's excursion grows
+    async with db.acquire() as conn, conn.transaction():
+        await validator.ValidatorBarsPipeline(RULES).write(conn, [
+            Bar(symbol="AAPL", timestamp=at(5), open=Decimal("131"), high=Decimal("140"),
+                low=Decimal("125"), close=Decimal("131"), volume=1)])
+    assert await excursions(db, still_open) == (Decimal("78.0000"), Decimal("22.0000"), None)
+    assert await excursions(db, long) == (Decimal("25.0000"), Decimal("20.0000"), 180)
+
+
+async def test_validator_consumes_bars_and_fills_end_to_end(
+    stack: Stack, plain_db: str, tmp_path: Path
+) -> None:
+    """Ingest and validator groups on the same topics; the validator follows the ingest."""
+    ingest = Ingest(ingest_environment(stack.kafka, plain_db))
+    await ingest.open()
+    validator_env = {**ingest.environment, "CIE_VALIDATOR_GROUP": f"val-{uuid.uuid4().hex[:6]}",
+                     "CIE_VALIDATOR_SWEEP_SECONDS": "3600"}
+    try:
+        await ingest.start()
+        prediction = Prediction(prediction_id=uuid.uuid4(), model_version="v1",
+                                model_type="direction", symbol="MSFT", predicted_at=at(0),
+                                prediction_horizon_minutes=3, predicted_direction="LONG",
+                                feature_vector={})
+        trade = uuid.uuid4()
+        fills = [Fill(fill_id=uuid.uuid4(), trade_id=trade, strategy_id="s", model_version="v1",
+                      symbol="MSFT", side=side, quantity=10, price=Decimal(price),  # type: ignore[arg-type]
+                      filled_at=at(minute) + timedelta(seconds=1))
+                 for side, price, minute in (("BUY", "400", 0), ("SELL", "404", 3))]
+        await ingest.send([prediction, *fills])
+        bars = [Bar(symbol="MSFT", timestamp=at(m), open=Decimal(400 + m),
+                    high=Decimal(401 + m), low=Decimal(399 + m), close=Decimal(400 + m),
+                    volume=1) for m in range(0, 5)]
+        await ingest.send(bars)
+        log = tmp_path / "validate.log"
+        with log.open("wb") as sink:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "consumers", "validate",
+                env={**os.environ, **validator_env}, stdout=sink, stderr=sink)
+            try:
+                validated = counter(plain_db, "SELECT actual_direction FROM model_predictions")
+                assert await eventually(validated, "LONG", timeout=60) == "LONG"
+                mfe = counter(plain_db, "SELECT max_favorable_excursion FROM trade_outcomes")
+                # bars 0..3 inside the trade: highest high 404 -> (404 - 400) * 10 = 40
+                assert await eventually(mfe, Decimal("40.0000"), timeout=60) == Decimal("40.0000")
+            finally:
+                proc.terminate()
+                await asyncio.wait_for(proc.wait(), timeout=30)
+        assert proc.returncode == 0, log.read_text()[-2000:]
+    finally:
+        await ingest.close()

@@ -1,0 +1,185 @@
+"""The validator's SQL against the plain-Python reference, on random bars, predictions and
+trades (hypothesis), and two validators at once against one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumers import validator
+from consumers.db import create_pool
+from tests import validator_reference as reference
+from tests.conftest import Stack, _admin_execute, _clone, database_url
+
+T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
+SYMBOLS = ("AAA", "BBB")
+
+
+@dataclass(frozen=True)
+class World:
+    bars: dict[str, dict[int, tuple[Decimal, Decimal, Decimal]]]  # minute -> close, high, low
+    predictions: list[tuple[str, int, int, str | None]]
+    trades: list[tuple[str, str, int, int | None, Decimal, int]]
+    gap_seconds: int
+    band: Decimal
+
+
+# a few round prices make ties and returns exactly on the band edges common
+price = st.one_of(
+    st.sampled_from([Decimal("100"), Decimal("100.05"), Decimal("99.95"), Decimal("101")]),
+    st.integers(100, 100_000).map(lambda cents: Decimal(cents) / 100))
+bar = st.tuples(price, st.integers(0, 500), st.integers(0, 500)).map(
+    lambda t: (t[0], t[0] + Decimal(t[1]) / 100, max(Decimal("0.01"), t[0] - Decimal(t[2]) / 100)))
+worlds = st.builds(
+    World,
+    bars=st.fixed_dictionaries({s: st.dictionaries(st.integers(0, 40), bar, max_size=30)
+                                for s in SYMBOLS}),
+    predictions=st.lists(st.tuples(
+        st.sampled_from(SYMBOLS), st.integers(0, 40), st.sampled_from([1, 3, 5, 15]),
+        st.sampled_from(["LONG", "SHORT", "NEUTRAL", None])), max_size=25),
+    trades=st.lists(st.tuples(
+        st.sampled_from(SYMBOLS), st.sampled_from(["LONG", "SHORT"]), st.integers(0, 30),
+        st.one_of(st.none(), st.integers(0, 10)), price, st.integers(1, 1000),
+    ).map(lambda t: (t[0], t[1], t[2], None if t[3] is None else t[2] + t[3], t[4], t[5])),
+        max_size=8),
+    gap_seconds=st.sampled_from([60, 120, 300]),
+    band=st.sampled_from([Decimal(0), Decimal("0.0005"), Decimal("0.01")]),
+)
+
+
+def at(minute: int) -> datetime:
+    return T0 + timedelta(minutes=minute)
+
+
+async def check(url: str, world: World) -> None:
+    rules = validator.Rules(gap_tolerance=timedelta(seconds=world.gap_seconds),
+                            neutral_band=world.band, max_horizon=timedelta(days=1),
+                            ingest_wait=timedelta(0))
+    pool = await create_pool(url, [])
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("TRUNCATE market_conditions, model_predictions, trade_outcomes")
+            await conn.copy_records_to_table(
+                "market_conditions", columns=("symbol", "timestamp", "open", "high", "low",
+                                              "close", "volume"),
+                records=[(s, at(m), c, h, lo, c, 1) for s, bars in world.bars.items()
+                         for m, (c, h, lo) in bars.items()])
+            ids = [uuid.uuid4() for _ in world.predictions]
+            await conn.copy_records_to_table(
+                "model_predictions", columns=("prediction_id", "model_version", "model_type",
+                                              "symbol", "predicted_at",
+                                              "prediction_horizon_minutes",
+                                              "predicted_direction", "feature_vector"),
+                records=[(i, "v", "direction", s, at(m), h, d, "{}")
+                         for i, (s, m, h, d) in zip(ids, world.predictions, strict=True)])
+            trade_ids = [uuid.uuid4() for _ in world.trades]
+            await conn.copy_records_to_table(
+                "trade_outcomes", columns=("trade_id", "strategy_id", "model_version", "symbol",
+                                           "direction", "entry_time", "exit_time",
+                                           "entry_price", "quantity"),
+                records=[(i, "s", "v", s, d, at(e), None if x is None else at(x), p, q)
+                         for i, (s, d, e, x, p, q) in zip(trade_ids, world.trades, strict=True)])
+        await validator.sweep(pool, rules, batch=7)
+        async with pool.acquire() as conn, conn.transaction():
+            await validator.update_excursions(conn, trade_ids)
+        async with pool.acquire() as conn:
+            stored = {r["prediction_id"]: r for r in await conn.fetch("SELECT * FROM model_predictions")}
+            trades = {r["trade_id"]: r for r in await conn.fetch("SELECT * FROM trade_outcomes")}
+    finally:
+        await pool.close()
+
+    for prediction_id, (symbol, minute, horizon, direction) in zip(ids, world.predictions, strict=True):
+        closes = {at(m): c for m, (c, _, _) in world.bars[symbol].items()}
+        expected = reference.outcome(closes, at(minute), horizon, direction,
+                                     timedelta(seconds=world.gap_seconds), world.band)
+        row = stored[prediction_id]
+        actual = None if row["validated_at"] is None else (
+            row["actual_return"], row["actual_direction"], row["prediction_accuracy"])
+        assert actual == expected, (symbol, minute, horizon, direction)
+
+    for trade_id, (symbol, direction, entry, exit_, entry_price, quantity) in zip(
+            trade_ids, world.trades, strict=True):
+        highs_lows = {at(m): (h, lo) for m, (_, h, lo) in world.bars[symbol].items()}
+        expected_excursions = reference.excursions(
+            highs_lows, direction, at(entry), None if exit_ is None else at(exit_),
+            entry_price, quantity)
+        row = trades[trade_id]
+        got = None if row["max_favorable_excursion"] is None else (
+            row["max_favorable_excursion"], row["max_adverse_excursion"])
+        assert got == expected_excursions, (symbol, direction, entry, exit_)
+
+
+async def test_sql_matches_the_reference_on_random_worlds(plain_db: str) -> None:
+    @settings(max_examples=60, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(worlds)
+    def run(world: World) -> None:
+        asyncio.run(check(plain_db, world))
+
+    await asyncio.to_thread(run)
+
+
+async def outcomes(url: str) -> dict[uuid.UUID, tuple[object, ...]]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT prediction_id, actual_return, actual_direction, prediction_accuracy, "
+            "validated_at IS NOT NULL AS done FROM model_predictions")
+    finally:
+        await conn.close()
+    return {r["prediction_id"]: tuple(r)[1:] for r in rows}
+
+
+async def run_once(url: str, stack: Stack) -> None:
+    env = {**os.environ, "DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
+           "CIE_VALIDATOR_SWEEP_BATCH": "500", "CIE_LOG_FORMAT": "json"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "consumers", "validate", "--once", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=300)
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+
+async def test_two_validators_at_once_give_what_one_gives(plain_db: str, stack: Stack) -> None:
+    conn = await asyncpg.connect(plain_db)
+    try:  # 20 symbols x 300 minutes of bars; 6,000 predictions with mixed horizons
+        await conn.execute("""
+            INSERT INTO market_conditions (symbol, timestamp, open, high, low, close, volume)
+            SELECT 'S' || s, $1::timestamptz + make_interval(mins => m),
+                   100 + (s * 7 + m * 13) % 50, 151, 99, 100 + (s * 7 + m * 13) % 50, 1
+            FROM generate_series(1, 20) AS s, generate_series(0, 299) AS m
+            WHERE (s + m) % 37 <> 0""", T0)
+        await conn.execute("""
+            INSERT INTO model_predictions (prediction_id, model_version, model_type, symbol,
+                predicted_at, prediction_horizon_minutes, predicted_direction, feature_vector)
+            SELECT gen_random_uuid(), 'v', 'direction', 'S' || s,
+                   $1::timestamptz + make_interval(mins => m),
+                   (ARRAY[5, 15, 60])[1 + (s + m) % 3], (ARRAY['LONG', 'SHORT'])[1 + m % 2], '{}'
+            FROM generate_series(1, 20) AS s, generate_series(0, 299) AS m""", T0)
+    finally:
+        await conn.close()
+    source = plain_db.rsplit("/", 1)[1]
+    # a template must have no sessions, and TimescaleDB's launcher keeps visiting databases
+    await _admin_execute(stack.server_url, f'ALTER DATABASE "{source}" ALLOW_CONNECTIONS false',
+                         "SELECT pg_terminate_backend(pid) FROM "
+                         f"pg_stat_activity WHERE datname = '{source}'")
+    copy = await _clone(stack, source)  # the same backlog, twice
+    copy_url = database_url(stack.server_url, copy)
+    await _admin_execute(stack.server_url, f'ALTER DATABASE "{source}" ALLOW_CONNECTIONS true')
+    try:
+        await run_once(plain_db, stack)
+        await asyncio.gather(run_once(copy_url, stack), run_once(copy_url, stack))
+        one, two = await outcomes(plain_db), await outcomes(copy_url)
+        assert len(one) == 6000 and sum(1 for o in one.values() if o[-1]) > 5000
+        assert one == two
+    finally:
+        await _admin_execute(stack.server_url, f'DROP DATABASE "{copy}" WITH (FORCE)')

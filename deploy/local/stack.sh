@@ -218,21 +218,27 @@ cmd_status() {
   return $ok
 }
 
+start_background() {  # start_background COMMAND METRICS-PORT: `cie COMMAND` in the background
+  local pidfile="$state/$1.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    say "cie $1 already running (pid $(cat "$pidfile"))"; return
+  fi
+  say "starting cie $1 in the background (log: $log_dir/$1.log)"
+  CIE_LOG_FORMAT=json CIE_METRICS_PORT=$2 setsid nohup "$venv/bin/cie" "$1" \
+    >>"$log_dir/$1.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+}
+
 cmd_run() {
   cmd_up
   eval "$(print_env)"
   "$venv/bin/cie" migrate
   "$venv/bin/cie" topics --partitions 3
-  if [ -f "$state/consume.pid" ] && kill -0 "$(cat "$state/consume.pid")" 2>/dev/null; then
-    say "consumers already running (pid $(cat "$state/consume.pid"))"
-  else
-    say "starting consumers in the background (log: $log_dir/consume.log)"
-    CIE_LOG_FORMAT=json setsid nohup "$venv/bin/cie" consume >>"$log_dir/consume.log" 2>&1 </dev/null &
-    echo $! >"$state/consume.pid"
-  fi
+  start_background consume 9108
+  start_background validate 9109
   "$venv/bin/cie" demo
   cmd_status
-  say "consumers keep running; stop them with: kill \$(cat $state/consume.pid)"
+  say "consumers and validator keep running (metrics :9108, :9109); stop them with: $0 down"
 }
 
 cmd_test() {
@@ -247,7 +253,9 @@ cmd_test() {
 case "${1:-}" in
   up) cmd_up ;;
   down)
-    if [ -f "$state/consume.pid" ]; then kill "$(cat "$state/consume.pid")" 2>/dev/null || true; rm -f "$state/consume.pid"; fi
+    for role in consume validate; do
+      if [ -f "$state/$role.pid" ]; then kill "$(cat "$state/$role.pid")" 2>/dev/null || true; rm -f "$state/$role.pid"; fi
+    done
     kafka_down; pg_down ;;
   status) cmd_status ;;
   logs) tail -n 50 -f "$log_dir/kafka.log" "$pg_log" ;;

@@ -46,7 +46,8 @@ async def build(url: str, symbols: int, minutes: int) -> None:
             SELECT 'S' || lpad(s::text, 3, '0'), $1::timestamptz + make_interval(mins => m),
                    c, c + 0.5, c - 0.5, c, 1000
             FROM generate_series(1, $2::int) AS s, generate_series(0, $3::int - 1) AS m,
-                 LATERAL (SELECT round((100 + 10 * sin(m / 50.0 + s))::numeric, 8) AS c) AS price""",
+                 LATERAL (SELECT round((100 + 10 * sin(m / 50.0 + s))::numeric, 8) AS c)
+                 AS price""",
             T0, symbols, minutes + 60)
         await conn.execute("""
             INSERT INTO model_predictions (prediction_id, model_version, model_type, symbol,

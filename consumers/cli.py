@@ -9,11 +9,12 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import asyncpg
 import msgspec
 import structlog
-from prometheus_client import start_http_server
+from aiokafka import AIOKafkaConsumer
 
-from consumers import maintenance, migrations, validator
+from consumers import health, maintenance, migrations, validator
 from consumers.contract import contract_schema
 from consumers.db import connect, create_pool
 from consumers.errors import CieError
@@ -65,11 +66,10 @@ async def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
     pipelines = registry.build(settings, args.pipelines.split(",") if args.pipelines else None)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
     stop = _stop_on_signals()
     pool = await create_pool(settings.database_url, list(pipelines.values()))
     consumer = make_consumer(settings)
+    server = await _serve_health(settings, pool, consumer)
     producer = make_producer(settings)
     await producer.start()
     await consumer.start()
@@ -80,6 +80,8 @@ async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await consumer.stop()
         await producer.stop()
+        if server:
+            server.close()
         await pool.close()
     return 0
 
@@ -100,11 +102,10 @@ async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
         settings.topic_bars: validator.ValidatorBarsPipeline(rules),
         settings.topic_fills: validator.ValidatorFillsPipeline(),
     }
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
     stop = _stop_on_signals()
     pool = await create_pool(settings.database_url, list(pipelines.values()))
     consumer = make_consumer(settings)
+    server = await _serve_health(settings, pool, consumer)
     await consumer.start()
     sweeper = asyncio.create_task(validator.sweep_forever(
         pool, rules, batch=settings.validator_sweep_batch,
@@ -115,8 +116,19 @@ async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
         stop.set()
         await sweeper
         await consumer.stop()
+        if server:
+            server.close()
         await pool.close()
     return 0
+
+
+async def _serve_health(
+    settings: Settings, pool: asyncpg.Pool, consumer: AIOKafkaConsumer
+) -> asyncio.Server | None:
+    if not settings.metrics_port:
+        return None
+    return await health.serve(health.Health(pool, consumer), settings.metrics_host,
+                              settings.metrics_port)
 
 
 def _stop_on_signals() -> asyncio.Event:

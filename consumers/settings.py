@@ -57,6 +57,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     validator_sweep_seconds: PositiveInt = 60
     validator_sweep_batch: PositiveInt = 50_000
     validator_ingest_wait_seconds: Annotated[int, msgspec.Meta(ge=0)] = 30
+    metrics_host: NonEmpty = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside
     metrics_port: Port = 9108
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "auto"
@@ -100,6 +101,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "validator_sweep_seconds": "CIE_VALIDATOR_SWEEP_SECONDS",
     "validator_sweep_batch": "CIE_VALIDATOR_SWEEP_BATCH",
     "validator_ingest_wait_seconds": "CIE_VALIDATOR_INGEST_WAIT_SECONDS",
+    "metrics_host": "CIE_METRICS_HOST",
     "metrics_port": "CIE_METRICS_PORT",
     "log_level": "CIE_LOG_LEVEL",
     "log_format": "CIE_LOG_FORMAT",

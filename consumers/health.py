@@ -1,0 +1,75 @@
+"""The metrics port: /metrics, /healthz and /readyz, served from the process's event loop.
+
+- /healthz (liveness): answered by the event loop itself, so a wedged loop fails the probe;
+  a process that is retrying a database outage is still alive.
+- /readyz (readiness): the database answers `SELECT 1` within two seconds and the Kafka
+  consumer has partitions assigned. 503 with the failing checks otherwise.
+- /metrics: Prometheus text format (every metric is in consumers/metrics.py).
+A deliberately small HTTP/1.0 responder: three GET routes need no web framework.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+READY_DB_TIMEOUT_SECONDS = 2.0
+
+
+class Health:
+    def __init__(self, pool: asyncpg.Pool, consumer: AIOKafkaConsumer | None) -> None:
+        self._pool = pool
+        self._consumer = consumer
+
+    async def checks(self) -> dict[str, bool]:
+        return {"database": await self._database(), "kafka_partitions_assigned": self._kafka()}
+
+    async def _database(self) -> bool:
+        try:
+            async with asyncio.timeout(READY_DB_TIMEOUT_SECONDS):
+                async with self._pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+            return True
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+
+    def _kafka(self) -> bool:
+        return self._consumer is None or bool(self._consumer.assignment())
+
+
+async def serve(health: Health, host: str, port: int) -> asyncio.Server:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), timeout=5)
+            parts = request.decode("latin-1").split()
+            path = parts[1] if len(parts) >= 2 else ""
+            status, content_type, body = await _respond(health, path)
+            writer.write(
+                f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port)
+
+
+async def _respond(health: Health, path: str) -> tuple[str, str, bytes]:
+    route = path.split("?", 1)[0]
+    if route == "/metrics":
+        return "200 OK", CONTENT_TYPE_LATEST, generate_latest()
+    if route == "/healthz":
+        return "200 OK", "text/plain", b"ok\n"
+    if route == "/readyz":
+        checks = await health.checks()
+        body: Any = {"ready": all(checks.values()), **checks}
+        status = "200 OK" if body["ready"] else "503 Service Unavailable"
+        return status, "application/json", json.dumps(body).encode() + b"\n"
+    return "404 Not Found", "text/plain", b"not found\n"

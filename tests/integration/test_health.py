@@ -1,0 +1,64 @@
+"""/healthz, /readyz and /metrics of a running `cie consume`, across a PostgreSQL outage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+
+from tests.conftest import Stack
+from tests.integration.harness import Ingest, consume_subprocess, eventually, ingest_environment
+from tests.integration.test_ingest_resilience import run_stack
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+    except OSError:
+        return 0, ""
+    writer.write(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+    raw = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    head, _, body = raw.decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_ready_follows_the_database_while_alive_stays_up(
+    stack: Stack, plain_db: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    environment = ingest_environment(stack.kafka, plain_db, CIE_METRICS_HOST="127.0.0.1",
+                                     CIE_METRICS_PORT=str(port))
+    ingest = Ingest(environment)
+    await ingest.open()
+    try:
+        async with consume_subprocess(environment, tmp_path / "consume.log") as proc:
+            async def ready() -> int:
+                return (await get(port, "/readyz"))[0]
+
+            assert await eventually(ready, 200, timeout=60) == 200
+            assert await get(port, "/healthz") == (200, "ok\n")
+            status, metrics = await get(port, "/metrics")
+            assert status == 200 and "cie_flush_duration_seconds" in metrics
+
+            await run_stack("pg-stop")
+            try:
+                assert await eventually(ready, 503, timeout=30) == 503
+                status, body = await get(port, "/readyz")
+                assert json.loads(body) == {
+                    "ready": False, "database": False, "kafka_partitions_assigned": True}
+                assert (await get(port, "/healthz"))[0] == 200
+                assert proc.returncode is None
+            finally:
+                await run_stack("pg-start")
+            assert await eventually(ready, 200, timeout=60) == 200
+            assert proc.returncode is None
+    finally:
+        await ingest.close()

@@ -175,6 +175,17 @@ async def module_db(request: pytest.FixtureRequest, stack: Stack, templates: Tem
 
 
 @pytest.fixture
+async def module_conn(module_db: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the module's database inside a transaction that is rolled back."""
+    conn = await asyncpg.connect(module_db)
+    transaction = conn.transaction()
+    await transaction.start()
+    yield conn
+    await transaction.rollback()
+    await conn.close()
+
+
+@pytest.fixture
 async def empty_db(stack: Stack) -> AsyncIterator[str]:
     """DATABASE_URL of a brand-new database with no schema at all."""
     name = f"cie_empty_{uuid.uuid4().hex[:12]}"

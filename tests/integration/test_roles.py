@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
 
@@ -17,13 +15,8 @@ WRITTEN_BY_INGEST = [
 
 
 @pytest.fixture
-async def db(module_db: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(module_db)
-    transaction = conn.transaction()
-    await transaction.start()
-    yield conn
-    await transaction.rollback()
-    await conn.close()
+def db(module_conn: asyncpg.Connection) -> asyncpg.Connection:
+    return module_conn
 
 
 async def denied(conn: asyncpg.Connection, statement: str) -> bool:

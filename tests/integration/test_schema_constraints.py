@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -170,14 +169,8 @@ UNIQUE_KEYS = {
 
 
 @pytest.fixture
-async def db(module_db: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection inside a transaction that is rolled back: the module shares one database."""
-    conn = await asyncpg.connect(module_db)
-    transaction = conn.transaction()
-    await transaction.start()
-    yield conn
-    await transaction.rollback()
-    await conn.close()
+def db(module_conn: asyncpg.Connection) -> asyncpg.Connection:
+    return module_conn
 
 
 async def test_the_valid_rows_are_valid(db: asyncpg.Connection) -> None:

@@ -124,7 +124,7 @@ async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _serve_health(
     settings: Settings, pool: asyncpg.Pool, consumer: AIOKafkaConsumer
-) -> asyncio.Server | None:
+) -> health.HealthServer | None:
     if not settings.metrics_port:
         return None
     return await health.serve(health.Health(pool, consumer), settings.metrics_host,

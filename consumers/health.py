@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from consumers import metrics
 
 READY_DB_TIMEOUT_SECONDS = 2.0
 
@@ -27,7 +30,15 @@ class Health:
         self._consumer = consumer
 
     async def checks(self) -> dict[str, bool]:
-        return {"database": await self._database(), "kafka_partitions_assigned": self._kafka()}
+        result = {"database": await self._database(), "kafka_partitions_assigned": self._kafka()}
+        metrics.READY.set(1 if all(result.values()) else 0)
+        return result
+
+    async def watch(self, every: float = 10.0) -> None:
+        """Keep cie_ready current for Prometheus, between probes."""
+        while True:
+            await self.checks()
+            await asyncio.sleep(every)
 
     async def _database(self) -> bool:
         try:
@@ -42,7 +53,7 @@ class Health:
         return self._consumer is None or bool(self._consumer.assignment())
 
 
-async def serve(health: Health, host: str, port: int) -> asyncio.Server:
+async def serve(health: Health, host: str, port: int) -> HealthServer:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readline(), timeout=5)
@@ -58,7 +69,18 @@ async def serve(health: Health, host: str, port: int) -> asyncio.Server:
         finally:
             writer.close()
 
-    return await asyncio.start_server(handle, host, port)
+    server = await asyncio.start_server(handle, host, port)
+    return HealthServer(server, asyncio.create_task(health.watch()))
+
+
+@dataclass
+class HealthServer:
+    server: asyncio.Server
+    watcher: asyncio.Task[None]
+
+    def close(self) -> None:
+        self.watcher.cancel()
+        self.server.close()
 
 
 async def _respond(health: Health, path: str) -> tuple[str, str, bytes]:

@@ -40,3 +40,5 @@ UNDECODABLE_SKIPPED = Counter(
     "cie_undecodable_skipped_total",
     "Messages a consumer without a dead-letter topic skipped (the ingest group dead-letters them)",
     ["topic"])
+
+READY = Gauge("cie_ready", "1 while /readyz would answer 200 (checked every 10 seconds)")

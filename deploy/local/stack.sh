@@ -194,9 +194,22 @@ print_env() {
   echo "export DATABASE_URL=postgresql://postgres@127.0.0.1:$pg_port/postgres"
 }
 
+ensure_prometheus() {  # the tests run promtool and a real Prometheus server (Debian's package)
+  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 && return
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    say "warning: prometheus/promtool missing and not installable here (apt-get install prometheus)"
+    return
+  fi
+  say "installing prometheus (promtool) with apt-get"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; } \
+    >"$log_dir/apt-prometheus.log" 2>&1 \
+    || die "apt-get install prometheus failed; see $log_dir/apt-prometheus.log"
+}
+
 cmd_up() {
   mkdir -p "$state" "$kafka_dir" "$pg_dir" "$log_dir"
   ensure_venv
+  ensure_prometheus
   kafka_up
   pg_up
   kafka_wait 90

@@ -206,10 +206,20 @@ ensure_prometheus() {  # the tests run promtool and a real Prometheus server (De
     || die "apt-get install prometheus failed; see $log_dir/apt-prometheus.log"
 }
 
+ensure_kustomize() {  # the manifest tests render with kustomize (built from the Go module proxy)
+  [ -x "$state/bin/kustomize" ] && return
+  command -v kustomize >/dev/null 2>&1 && return
+  need go "install Go (the manifest tests build kustomize with go install)"
+  say "building kustomize with go install (first run only)"
+  GOBIN="$state/bin" GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@v5.4.3 \
+    >"$log_dir/kustomize.log" 2>&1 || die "go install kustomize failed; see $log_dir/kustomize.log"
+}
+
 cmd_up() {
   mkdir -p "$state" "$kafka_dir" "$pg_dir" "$log_dir"
   ensure_venv
   ensure_prometheus
+  ensure_kustomize
   kafka_up
   pg_up
   kafka_wait 90

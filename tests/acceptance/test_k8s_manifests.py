@@ -1,0 +1,128 @@
+"""The Kubernetes manifests: both overlays render with kustomize, core objects validate
+against the Kubernetes schemas (kubernetes-validate), custom resources (KEDA, Prometheus
+Operator, CloudNativePG) carry their required fields, and every workload follows the rules
+operators rely on (probes, drain time, security context, secrets by reference)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from consumers.cli import build_parser
+from consumers.settings import ENVIRONMENT
+from tests.conftest import REPO
+
+K8S = REPO / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.30.0"
+CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "PodMonitor", "Cluster", "ScheduledBackup"}
+PARTITIONS = {"dev": 3, "prod": 12}  # the topics' partition counts in each environment
+
+
+def kustomize() -> str:
+    for candidate in (os.environ.get("KUSTOMIZE"), shutil.which("kustomize"),
+                      str(REPO / ".stack" / "bin" / "kustomize")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    pytest.fail("kustomize is not installed: deploy/local/stack.sh up installs it (go install)")
+
+
+def render(path: Path) -> list[dict[str, Any]]:
+    result = subprocess.run([kustomize(), "build", str(path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module", params=["dev", "prod"])
+def overlay(request: pytest.FixtureRequest) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, render(K8S / "overlays" / request.param)
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def pod_specs(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    specs = [o["spec"]["template"]["spec"] for o in objects if o["kind"] in ("Deployment", "Job")]
+    specs += [o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+              for o in by_kind(objects, "CronJob")]
+    return specs
+
+
+def test_core_objects_validate_against_the_kubernetes_schemas(overlay: tuple[str, list[Any]]) -> None:
+    _, objects = overlay
+    core = [o for o in objects if o["kind"] not in CUSTOM_KINDS]
+    assert {o["kind"] for o in core} >= {"Deployment", "Job", "CronJob", "ConfigMap",
+                                         "PodDisruptionBudget", "ServiceAccount"}
+    for obj in core:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_custom_resources_have_their_required_fields(overlay: tuple[str, list[Any]]) -> None:
+    name, objects = overlay
+    deployments = {d["metadata"]["name"] for d in by_kind(objects, "Deployment")}
+    [scaler] = by_kind(objects, "ScaledObject")
+    assert scaler["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaler["spec"]["scaleTargetRef"]["name"] == "cie-ingest" in deployments
+    assert scaler["spec"]["maxReplicaCount"] <= PARTITIONS[name]
+    for trigger in scaler["spec"]["triggers"]:
+        assert trigger["type"] == "kafka"
+        assert {"bootstrapServers", "consumerGroup", "topic", "lagThreshold"} <= set(trigger["metadata"])
+        if "sasl" in trigger["metadata"]:
+            auth = trigger["authenticationRef"]["name"]
+            assert auth in {t["metadata"]["name"] for t in by_kind(objects, "TriggerAuthentication")}
+    [monitor] = by_kind(objects, "PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["selector"]["matchLabels"]
+    assert all(e["port"] == "metrics" for e in monitor["spec"]["podMetricsEndpoints"])
+
+
+def test_workloads_follow_the_operating_rules(overlay: tuple[str, list[Any]]) -> None:
+    _, objects = overlay
+    [config] = by_kind(objects, "ConfigMap")
+    assert set(config["data"]) <= set(ENVIRONMENT.values())
+    drain = int(config["data"]["CIE_DRAIN_DEADLINE_SECONDS"])
+    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    for spec in pod_specs(objects):
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        for container in spec["containers"]:
+            assert container["args"][0] in commands
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"]["drop"] == ["ALL"]
+            assert {"requests", "limits"} <= set(container["resources"])
+            for env in container.get("env", []):
+                if env["name"] in ("DATABASE_URL", "KAFKA_SASL_PASSWORD"):
+                    assert "secretKeyRef" in env["valueFrom"], env["name"]
+    for deployment in by_kind(objects, "Deployment"):
+        spec = deployment["spec"]["template"]["spec"]
+        assert spec["terminationGracePeriodSeconds"] > drain
+        [container] = spec["containers"]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        pdbs = [p for p in by_kind(objects, "PodDisruptionBudget")
+                if p["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]]
+        assert len(pdbs) == 1, deployment["metadata"]["name"]
+
+
+def test_database_cluster_reference() -> None:
+    objects = render(K8S / "database")
+    [cluster] = by_kind(objects, "Cluster")
+    assert cluster["apiVersion"] == "postgresql.cnpg.io/v1"
+    spec = cluster["spec"]
+    assert spec["instances"] == 3
+    assert "timescaledb" in spec["imageName"]
+    assert "timescaledb" in spec["postgresql"]["shared_preload_libraries"]
+    store = spec["backup"]["barmanObjectStore"]
+    assert store["destinationPath"].startswith("s3://") and "s3Credentials" in store
+    [backup] = by_kind(objects, "ScheduledBackup")
+    assert backup["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
+    assert backup["spec"]["schedule"]

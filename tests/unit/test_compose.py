@@ -40,3 +40,28 @@ def test_prometheus_scrapes_the_consumer_metrics_port() -> None:
     targets = scrape["scrape_configs"][0]["static_configs"][0]["targets"]
     port = COMPOSE["services"]["consume"]["environment"]["CIE_METRICS_PORT"]
     assert targets == [f"consume:{port}"]
+
+
+def test_grafana_dashboard_queries_only_metrics_the_code_exports() -> None:
+    import json
+    import re
+
+    from prometheus_client import REGISTRY
+
+    import consumers.metrics  # noqa: F401 - registers every metric
+
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+    exported = {
+        family.name + suffix for family in REGISTRY.collect()
+        for suffix in suffixes.get(family.type, [""])
+    }
+    dashboard = json.loads((REPO / "deploy/grafana/dashboards/cie.json").read_text())
+    queried = {
+        name for panel in dashboard["panels"] for target in panel["targets"]
+        for name in re.findall(r"\b(cie_[a-z_]+)", target["expr"])
+    }
+    assert queried and queried <= exported, queried - exported
+    grafana = COMPOSE["services"]["grafana"]
+    assert any("provisioning" in volume for volume in grafana["volumes"])
+    prometheus_mounts = " ".join(COMPOSE["services"]["prometheus"]["volumes"])
+    assert "alerts.yml" in prometheus_mounts

@@ -66,60 +66,68 @@ async def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
     pipelines = registry.build(settings, args.pipelines.split(",") if args.pipelines else None)
-    stop = _stop_on_signals()
-    pool = await create_pool(settings.database_url, list(pipelines.values()))
-    consumer = make_consumer(settings)
-    server = await _serve_health(settings, pool, consumer)
     producer = make_producer(settings)
     await producer.start()
-    await consumer.start()
     try:
         dead_letters = DeadLetters(producer, settings.dead_letter_suffix)
-        runner = Runner(settings, consumer, pool, dead_letters, pipelines)
-        await runner.run(stop)
+        await _consume(settings, pipelines, dead_letters)
     finally:
-        await consumer.stop()
         await producer.stop()
-        if server:
-            server.close()
-        await pool.close()
     return 0
 
 
 async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     rules = validator.Rules.from_settings(settings)
-    if args.once:  # drain the backlog and exit (a Job, a backfill, a benchmark)
+    if args.once:  # one sweep drains the backlog (a Job, a backfill, a benchmark)
         pool = await create_pool(settings.database_url, [])
         try:
-            while (await validator.sweep(pool, rules, batch=settings.validator_sweep_batch)
-                   ).predictions_validated:
-                pass
+            await validator.sweep(pool, rules, batch=settings.validator_sweep_batch)
         finally:
             await pool.close()
         return 0
+    # The validator is a consumer of its own group, with no dead-letter topic (the ingest
+    # group dead-letters bad messages) and a periodic sweep beside it.
     settings = msgspec.structs.replace(settings, consumer_group=settings.validator_group)
     pipelines: dict[str, Pipeline] = {
         settings.topic_bars: validator.ValidatorBarsPipeline(rules),
         settings.topic_fills: validator.ValidatorFillsPipeline(),
     }
+
+    def sweeper(pool: asyncpg.Pool, stop: asyncio.Event) -> Coroutine[Any, Any, None]:
+        return validator.sweep_forever(pool, rules, batch=settings.validator_sweep_batch,
+                                       every=settings.validator_sweep_seconds, stop=stop)
+
+    await _consume(settings, pipelines, None, beside=sweeper)
+    return 0
+
+
+Beside = Callable[[asyncpg.Pool, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+async def _consume(
+    settings: Settings,
+    pipelines: dict[str, Pipeline],
+    dead_letters: DeadLetters | None,
+    *,
+    beside: Beside | None = None,
+) -> None:
+    """Run the consume loop until SIGTERM/SIGINT, with the health port and ``beside`` task."""
     stop = _stop_on_signals()
     pool = await create_pool(settings.database_url, list(pipelines.values()))
     consumer = make_consumer(settings)
     server = await _serve_health(settings, pool, consumer)
     await consumer.start()
-    sweeper = asyncio.create_task(validator.sweep_forever(
-        pool, rules, batch=settings.validator_sweep_batch,
-        every=settings.validator_sweep_seconds, stop=stop))
+    task = asyncio.create_task(beside(pool, stop)) if beside else None
     try:
-        await Runner(settings, consumer, pool, None, pipelines).run(stop)
+        await Runner(settings, consumer, pool, dead_letters, pipelines).run(stop)
     finally:
         stop.set()
-        await sweeper
+        if task:
+            await task
         await consumer.stop()
         if server:
             server.close()
         await pool.close()
-    return 0
 
 
 async def _serve_health(

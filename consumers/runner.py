@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from consumers import metrics
 from consumers.checkpoint import Batch, Checkpoint
+from consumers.errors import CieError
 from consumers.kafka import DeadLetters
 from consumers.pipelines.base import Pipeline
 from consumers.settings import Settings
@@ -36,7 +37,7 @@ POLL_SECONDS_MAX = 0.1  # how long one fetch may wait: bounds the reaction to a 
 LAG_EVERY_SECONDS = 5.0
 
 
-class DrainTimeout(Exception):
+class DrainTimeout(CieError):
     """The buffered batches could not be written and committed within the drain deadline."""
 
 

@@ -14,7 +14,7 @@ import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer
 
-from consumers import health, maintenance, migrations, validator
+from consumers import health, maintenance, migrations, rollup, validator
 from consumers.contract import contract_schema
 from consumers.db import connect, create_pool
 from consumers.errors import CieError
@@ -64,6 +64,20 @@ async def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_rollup(settings: Settings, args: argparse.Namespace) -> int:
+    conn = await connect(settings.database_url)
+    reader = (await connect(settings.database_replica_url)
+              if settings.database_replica_url else None)
+    try:
+        await rollup.rollup(conn, rollup.RollupOptions.from_settings(settings), reader=reader,
+                            full=args.full)
+    finally:
+        if reader:
+            await reader.close()
+        await conn.close()
+    return 0
+
+
 async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
     pipelines = registry.build(settings, args.pipelines.split(",") if args.pipelines else None)
     producer = make_producer(settings)
@@ -93,9 +107,14 @@ async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
         settings.topic_fills: validator.ValidatorFillsPipeline(),
     }
 
-    def sweeper(pool: asyncpg.Pool, stop: asyncio.Event) -> Coroutine[Any, Any, None]:
-        return validator.sweep_forever(pool, rules, batch=settings.validator_sweep_batch,
-                                       every=settings.validator_sweep_seconds, stop=stop)
+    async def sweeper(pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+        tasks = [validator.sweep_forever(pool, rules, batch=settings.validator_sweep_batch,
+                                         every=settings.validator_sweep_seconds, stop=stop)]
+        if settings.validator_rollup_seconds:  # optional: keep the rollups fresh from here
+            tasks.append(rollup.rollup_forever(
+                pool, rollup.RollupOptions.from_settings(settings),
+                every=settings.validator_rollup_seconds, stop=stop))
+        await asyncio.gather(*tasks)
 
     await _consume(settings, pipelines, None, beside=sweeper)
     return 0
@@ -197,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     maintain.add_argument("--batch-rows", type=int, default=10_000,
                           help="rows per delete or refresh batch (default 10000)")
     maintain.set_defaults(run=cmd_maintain)
+
+    rollup_ = sub.add_parser(
+        "rollup", help="recompute strategy_performance and model_performance where facts changed")
+    rollup_.add_argument("--full", action="store_true",
+                         help="recompute every period and model day (after changing a setting)")
+    rollup_.set_defaults(run=cmd_rollup)
 
     consume = sub.add_parser("consume", help="run the ingest consumers until SIGTERM")
     consume.add_argument(

@@ -9,6 +9,7 @@ the value, so secrets do not reach logs.
 from __future__ import annotations
 
 import os
+import zoneinfo
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -34,6 +35,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     kafka_bootstrap_servers: NonEmpty
     database_url: DatabaseUrl
+    # Optional read replica for the rollup's reads (writes always go to database_url).
+    database_replica_url: DatabaseUrl | None = None
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
     kafka_sasl_mechanism: SaslMechanism | None = None
     kafka_sasl_username: str | None = None
@@ -57,6 +60,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     validator_sweep_seconds: PositiveInt = 60
     validator_sweep_batch: PositiveInt = 50_000
     validator_ingest_wait_seconds: Annotated[int, msgspec.Meta(ge=0)] = 30
+    rollup_time_zone: NonEmpty = "UTC"
+    rollup_capital_base: Decimal = Decimal("100000")
+    rollup_periods_per_year: PositiveInt = 252
+    rollup_risk_free_rate: Decimal = Decimal(0)
+    rollup_replica_wait_seconds: PositiveInt = 30
+    validator_rollup_seconds: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: never
     metrics_host: NonEmpty = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside
     metrics_port: Port = 9108
     log_level: LogLevel = "INFO"
@@ -72,12 +81,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     __str__ = __repr__
 
 
-_SECRET_FIELDS = frozenset({"kafka_sasl_password", "database_url"})
+_SECRET_FIELDS = frozenset({"kafka_sasl_password", "database_url", "database_replica_url"})
 
 # field name -> environment variable
 ENVIRONMENT: Mapping[str, str] = {
     "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
     "database_url": "DATABASE_URL",
+    "database_replica_url": "CIE_DATABASE_REPLICA_URL",
     "kafka_security_protocol": "KAFKA_SECURITY_PROTOCOL",
     "kafka_sasl_mechanism": "KAFKA_SASL_MECHANISM",
     "kafka_sasl_username": "KAFKA_SASL_USERNAME",
@@ -101,6 +111,12 @@ ENVIRONMENT: Mapping[str, str] = {
     "validator_sweep_seconds": "CIE_VALIDATOR_SWEEP_SECONDS",
     "validator_sweep_batch": "CIE_VALIDATOR_SWEEP_BATCH",
     "validator_ingest_wait_seconds": "CIE_VALIDATOR_INGEST_WAIT_SECONDS",
+    "rollup_time_zone": "CIE_ROLLUP_TIME_ZONE",
+    "rollup_capital_base": "CIE_ROLLUP_CAPITAL_BASE",
+    "rollup_periods_per_year": "CIE_ROLLUP_PERIODS_PER_YEAR",
+    "rollup_risk_free_rate": "CIE_ROLLUP_RISK_FREE_RATE",
+    "rollup_replica_wait_seconds": "CIE_ROLLUP_REPLICA_WAIT_SECONDS",
+    "validator_rollup_seconds": "CIE_VALIDATOR_ROLLUP_SECONDS",
     "metrics_host": "CIE_METRICS_HOST",
     "metrics_port": "CIE_METRICS_PORT",
     "log_level": "CIE_LOG_LEVEL",
@@ -128,7 +144,19 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     _check_security(settings)
     if not settings.validator_neutral_band.is_finite() or settings.validator_neutral_band < 0:
         raise SettingsError("CIE_VALIDATOR_NEUTRAL_BAND: must be a decimal >= 0")
+    _check_rollup(settings)
     return settings
+
+
+def _check_rollup(settings: Settings) -> None:
+    try:
+        zoneinfo.ZoneInfo(settings.rollup_time_zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise SettingsError("CIE_ROLLUP_TIME_ZONE: not a known IANA time zone") from None
+    if not settings.rollup_capital_base.is_finite() or settings.rollup_capital_base <= 0:
+        raise SettingsError("CIE_ROLLUP_CAPITAL_BASE: must be a decimal > 0")
+    if not settings.rollup_risk_free_rate.is_finite():
+        raise SettingsError("CIE_ROLLUP_RISK_FREE_RATE: must be a finite decimal (0.04 = 4 %)")
 
 
 def _name_variable(message: str) -> str:

@@ -79,6 +79,8 @@ def valid_rows() -> dict[str, dict[str, Any]]:
         "retention_rules": dict(
             table_name="scratch", time_column="ts", keep_for=timedelta(days=1),
         ),
+        "rollup_pending": dict(kind="trade", strategy_id="momentum", model_version="v1.2",
+                               day=T0.date()),
     }
 
 
@@ -154,6 +156,8 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
     ("optimization_queue_failures_not_negative", "optimization_queue",
      {"consecutive_failures": -1}, ()),
     ("retention_rules_keep_for_positive", "retention_rules", {"keep_for": timedelta(days=-1)}, ()),
+    ("model_performance_source_check", "model_performance", {"source": "backtest"}, ()),
+    ("rollup_pending_kind_check", "rollup_pending", {"kind": "bar"}, ()),
 ]
 
 UNIQUE_KEYS = {

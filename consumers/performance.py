@@ -1,0 +1,440 @@
+"""Performance figures: pure functions, no I/O. Definitions are in README.md ("Rollups").
+
+Strategy figures are computed from per-day aggregates of closed trades (``TradeDay``); model
+figures from validated predictions (``ScoredPrediction``). Money stays ``Decimal`` throughout;
+ratios (returns, Sharpe, AUC, ...) are floats, rounded to their column's scale only when stored.
+A figure that is undefined for the input (one daily return, no losing trade, zero variance, a
+value beyond its column's range) is ``None``, and the reason is recorded in ``undefined`` so
+the caller can log it; nothing here raises on degenerate input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Literal
+
+PeriodType = Literal["DAY", "WEEK", "MONTH"]
+PERIOD_TYPES: tuple[PeriodType, ...] = ("DAY", "WEEK", "MONTH")
+REGIMES = ("trending_up", "trending_down", "ranging", "volatile")
+CALIBRATION_BINS = 10
+
+
+def period_start(day: date, period: PeriodType) -> date:
+    """The first day of ``day``'s period: itself, its Monday, or the 1st of its month."""
+    if period == "DAY":
+        return day
+    if period == "WEEK":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def period_end(start: date, period: PeriodType) -> date:
+    """The first day after the period that starts on ``start``."""
+    if period == "DAY":
+        return start + timedelta(days=1)
+    if period == "WEEK":
+        return start + timedelta(days=7)
+    return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+@dataclass(frozen=True)
+class TradeDay:
+    """Closed trades of one (strategy, model version) whose exit falls on ``day``."""
+
+    day: date
+    trades: int
+    wins: int
+    losses: int
+    breakevens: int
+    gross_profit: Decimal  # Σ net_pnl of WIN trades
+    gross_loss: Decimal  # Σ net_pnl of LOSS trades (≤ 0)
+    net_pnl: Decimal
+    commission: Decimal
+    largest_win: Decimal | None
+    largest_loss: Decimal | None
+    slippage_sum: Decimal
+    slippage_count: int
+    fill_ms_sum: Decimal
+    fill_count: int
+
+
+@dataclass(frozen=True)
+class RatioSettings:
+    capital_base: Decimal  # equity at the start of every period
+    periods_per_year: int  # annualisation of daily figures
+    risk_free_rate: Decimal  # annual; per day = annual / periods_per_year
+
+
+@dataclass
+class Undefined:
+    """Why figures came out NULL: (column, reason) pairs, for one log line per kind."""
+
+    reasons: list[tuple[str, str]] = field(default_factory=list)
+
+    def note(self, column: str, reason: str) -> None:
+        self.reasons.append((column, reason))
+
+
+@dataclass(frozen=True)
+class StrategyFigures:
+    total_trades: int
+    winning_trades: int
+    losing_trades: int
+    breakeven_trades: int
+    gross_profit: Decimal | None
+    gross_loss: Decimal | None
+    net_pnl: Decimal | None
+    total_commission: Decimal | None
+    win_rate: Decimal | None
+    profit_factor: Decimal | None
+    avg_win: Decimal | None
+    avg_loss: Decimal | None
+    avg_trade: Decimal | None
+    largest_win: Decimal | None
+    largest_loss: Decimal | None
+    max_drawdown: Decimal | None
+    max_drawdown_duration_days: int | None
+    sharpe_ratio: Decimal | None
+    sortino_ratio: Decimal | None
+    calmar_ratio: Decimal | None
+    avg_slippage: Decimal | None
+    avg_fill_time_ms: int | None
+
+
+def strategy_figures(
+    days: Sequence[TradeDay], ratios: RatioSettings, undefined: Undefined
+) -> StrategyFigures:
+    """Every strategy_performance figure for one period from its days (in any order)."""
+    days = sorted(days, key=lambda d: d.day)
+    total = sum(d.trades for d in days)
+    wins = sum(d.wins for d in days)
+    losses = sum(d.losses for d in days)
+    gross_profit = sum((d.gross_profit for d in days), Decimal(0))
+    gross_loss = sum((d.gross_loss for d in days), Decimal(0))
+    net_pnl = sum((d.net_pnl for d in days), Decimal(0))
+    slippage_count = sum(d.slippage_count for d in days)
+    fill_count = sum(d.fill_count for d in days)
+    returns = daily_returns([d.net_pnl for d in days], ratios.capital_base)
+    if returns is None:
+        undefined.note("sharpe_ratio, sortino_ratio, calmar_ratio", "capital base exhausted")
+    drawdown = max_drawdown([d.day for d in days], [d.net_pnl for d in days],
+                            ratios.capital_base)
+    daily_rf = float(ratios.risk_free_rate) / ratios.periods_per_year
+    win_pnls = [d.largest_win for d in days if d.largest_win is not None]
+    loss_pnls = [d.largest_loss for d in days if d.largest_loss is not None]
+    return StrategyFigures(
+        total_trades=total,
+        winning_trades=wins,
+        losing_trades=losses,
+        breakeven_trades=sum(d.breakevens for d in days),
+        gross_profit=money(gross_profit, "gross_profit", undefined),
+        gross_loss=money(gross_loss, "gross_loss", undefined),
+        net_pnl=money(net_pnl, "net_pnl", undefined),
+        total_commission=money(sum((d.commission for d in days), Decimal(0)),
+                               "total_commission", undefined),
+        win_rate=ratio(_div(wins, total), 5, 4, "win_rate", undefined),
+        profit_factor=ratio(_div(gross_profit, -gross_loss), 8, 4, "profit_factor", undefined,
+                            why="no losing trade"),
+        avg_win=money(_div(gross_profit, wins), "avg_win", undefined, why="no winning trade"),
+        avg_loss=money(_div(gross_loss, losses), "avg_loss", undefined, why="no losing trade"),
+        avg_trade=money(_div(net_pnl, total), "avg_trade", undefined),
+        largest_win=money(max(win_pnls, default=None), "largest_win", undefined,
+                          why="no winning trade"),
+        largest_loss=money(min(loss_pnls, default=None), "largest_loss", undefined,
+                           why="no losing trade"),
+        max_drawdown=ratio(drawdown.fraction, 8, 4, "max_drawdown", undefined),
+        max_drawdown_duration_days=drawdown.duration_days,
+        sharpe_ratio=ratio(
+            sharpe(returns, daily_rf, ratios.periods_per_year) if returns else None,
+            8, 4, "sharpe_ratio", undefined, why="fewer than two daily returns or no variance"),
+        sortino_ratio=ratio(
+            sortino(returns, daily_rf, ratios.periods_per_year) if returns else None,
+            8, 4, "sortino_ratio", undefined, why="fewer than two daily returns or no downside"),
+        calmar_ratio=ratio(
+            calmar(returns, ratios.periods_per_year) if returns else None,
+            8, 4, "calmar_ratio", undefined, why="no drawdown"),
+        avg_slippage=_quantize(_div(sum((d.slippage_sum for d in days), Decimal(0)),
+                                    slippage_count), 18, 8, "avg_slippage", undefined),
+        avg_fill_time_ms=_round_int(_div(sum((d.fill_ms_sum for d in days), Decimal(0)),
+                                         fill_count), "avg_fill_time_ms", undefined),
+    )
+
+
+def daily_returns(pnls: Sequence[Decimal], capital_base: Decimal) -> list[float] | None:
+    """Each day's net P&L over the equity it started with (capital base + earlier days' P&L).
+
+    None when equity reaches zero or below: later returns would have no meaning.
+    """
+    equity = capital_base
+    returns: list[float] = []
+    for pnl in pnls:
+        if equity <= 0:
+            return None
+        returns.append(float(pnl / equity))
+        equity += pnl
+    return returns
+
+
+@dataclass(frozen=True)
+class Drawdown:
+    fraction: float | None  # (peak - trough) / peak, ≥ 0
+    duration_days: int | None  # peak day to recovery day (or the last day if not recovered)
+
+
+def max_drawdown(days: Sequence[date], pnls: Sequence[Decimal], capital_base: Decimal) -> Drawdown:
+    """The largest fall of end-of-day equity from its running peak, as a fraction of the peak.
+
+    Equity starts at the capital base on the first day (before its trades), so a loss on the
+    first day is a drawdown from the capital base.
+    """
+    if not days or capital_base <= 0:
+        return Drawdown(None, None)
+    points = [(days[0], capital_base)]
+    for day, pnl in zip(days, pnls, strict=True):
+        points.append((day, points[-1][1] + pnl))
+    peak_i = worst_peak_i = worst_trough_i = 0
+    worst = Decimal(0)
+    for i, (_, value) in enumerate(points):
+        peak = points[peak_i][1]
+        if value >= peak:  # a new high, or back at it: the peak moves to the latest day
+            peak_i = i
+        elif (fall := (peak - value) / peak) > worst:
+            worst, worst_peak_i, worst_trough_i = fall, peak_i, i
+    if worst == 0:
+        return Drawdown(0.0, 0)
+    peak_day, peak_value = points[worst_peak_i]
+    recovered = next((day for day, value in points[worst_trough_i + 1:] if value >= peak_value),
+                     points[-1][0])
+    return Drawdown(float(worst), (recovered - peak_day).days)
+
+
+def sharpe(returns: Sequence[float], daily_rf: float, periods_per_year: int) -> float | None:
+    """Mean excess daily return over its sample standard deviation, times √periods_per_year."""
+    if len(returns) < 2:
+        return None
+    excess = [r - daily_rf for r in returns]
+    mean = math.fsum(excess) / len(excess)
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in excess) / (len(excess) - 1))
+    if std == 0 or not math.isfinite(std):
+        return None
+    return mean / std * math.sqrt(periods_per_year)
+
+
+def sortino(returns: Sequence[float], daily_rf: float, periods_per_year: int) -> float | None:
+    """Annualised mean excess return over annualised downside deviation.
+
+    Downside deviation = √(mean over all days of min(r - rf, 0)²).
+    """
+    if len(returns) < 2:
+        return None
+    excess = [r - daily_rf for r in returns]
+    downside = math.sqrt(math.fsum(min(x, 0.0) ** 2 for x in excess) / len(excess))
+    if downside == 0:
+        return None
+    return (math.fsum(excess) / len(excess) * periods_per_year) / (
+        downside * math.sqrt(periods_per_year))
+
+
+def calmar(returns: Sequence[float], periods_per_year: int) -> float | None:
+    """Compound annual growth rate over the period's max drawdown (of the same returns)."""
+    if not returns:
+        return None
+    growth = math.prod(1 + r for r in returns)
+    peak, worst, value = 1.0, 0.0, 1.0
+    for r in returns:
+        value *= 1 + r
+        peak = max(peak, value)
+        worst = max(worst, (peak - value) / peak)
+    if worst == 0 or growth <= 0:
+        return None
+    try:
+        annual = growth ** (periods_per_year / len(returns)) - 1
+    except OverflowError:
+        return None
+    return annual / worst
+
+
+# --- model figures ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoredPrediction:
+    """A validated prediction as the model rollup sees it."""
+
+    predicted: str  # LONG / SHORT / NEUTRAL
+    actual: str
+    confidence: Decimal | None
+    regime: str | None  # the symbol's regime at prediction time, if a bar was near
+
+    @property
+    def correct(self) -> bool:
+        return self.predicted == self.actual
+
+
+@dataclass(frozen=True)
+class ModelFigures:
+    samples: int
+    accuracy: Decimal | None
+    precision: Decimal | None
+    recall: Decimal | None
+    f1_score: Decimal | None
+    auc_roc: Decimal | None
+    brier_score: Decimal | None
+    expected_calibration_error: Decimal | None
+    regime_accuracy: dict[str, Decimal | None]
+
+
+def model_figures(predictions: Sequence[ScoredPrediction], undefined: Undefined) -> ModelFigures:
+    """Classification figures of validated predictions; LONG is the positive class for
+    precision/recall/F1; AUC, Brier and ECE score the confidence against correctness."""
+    scored = [(float(p.confidence), p.correct) for p in predictions if p.confidence is not None]
+    regimes = {
+        regime: ratio(accuracy([p for p in predictions if p.regime == regime]), 5, 4,
+                      f"{regime}_accuracy", undefined, why="no prediction in this regime")
+        for regime in REGIMES
+    }
+    return ModelFigures(
+        samples=len(predictions),
+        accuracy=ratio(accuracy(predictions), 5, 4, "accuracy", undefined),
+        precision=ratio(precision(predictions), 5, 4, "precision", undefined,
+                        why="no LONG prediction"),
+        recall=ratio(recall(predictions), 5, 4, "recall", undefined, why="no LONG outcome"),
+        f1_score=ratio(f1(predictions), 5, 4, "f1_score", undefined),
+        auc_roc=ratio(roc_auc(scored), 5, 4, "auc_roc", undefined,
+                      why="confidence missing or all predictions right (or all wrong)"),
+        brier_score=ratio(brier(scored), 6, 5, "brier_score", undefined,
+                          why="no confidence score"),
+        expected_calibration_error=ratio(calibration_error(scored), 6, 5,
+                                         "expected_calibration_error", undefined,
+                                         why="no confidence score"),
+        regime_accuracy=regimes,
+    )
+
+
+def accuracy(predictions: Sequence[ScoredPrediction]) -> float | None:
+    return _fdiv(sum(p.correct for p in predictions), len(predictions))
+
+
+def _confusion(predictions: Sequence[ScoredPrediction]) -> tuple[int, int, int]:
+    tp = sum(p.predicted == "LONG" and p.actual == "LONG" for p in predictions)
+    fp = sum(p.predicted == "LONG" and p.actual != "LONG" for p in predictions)
+    fn = sum(p.predicted != "LONG" and p.actual == "LONG" for p in predictions)
+    return tp, fp, fn
+
+
+def precision(predictions: Sequence[ScoredPrediction]) -> float | None:
+    tp, fp, _ = _confusion(predictions)
+    return _fdiv(tp, tp + fp)
+
+
+def recall(predictions: Sequence[ScoredPrediction]) -> float | None:
+    tp, _, fn = _confusion(predictions)
+    return _fdiv(tp, tp + fn)
+
+
+def f1(predictions: Sequence[ScoredPrediction]) -> float | None:
+    tp, fp, fn = _confusion(predictions)
+    return _fdiv(2 * tp, 2 * tp + fp + fn)
+
+
+def roc_auc(scored: Sequence[tuple[float, bool]]) -> float | None:
+    """Probability that a right call has a higher confidence than a wrong one (ties count ½):
+    the Mann-Whitney U statistic over average ranks."""
+    positives = sum(1 for _, right in scored if right)
+    negatives = len(scored) - positives
+    if positives == 0 or negatives == 0:
+        return None
+    ordered = sorted(scored, key=lambda s: s[0])
+    rank_sum, i = 0.0, 0
+    while i < len(ordered):
+        j = i
+        while j < len(ordered) and ordered[j][0] == ordered[i][0]:
+            j += 1
+        average_rank = (i + 1 + j) / 2  # ranks i+1 .. j share their mean
+        rank_sum += average_rank * sum(1 for _, right in ordered[i:j] if right)
+        i = j
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def brier(scored: Sequence[tuple[float, bool]]) -> float | None:
+    """Mean squared difference between confidence and correctness (1 right, 0 wrong)."""
+    return _fdiv(math.fsum((c - right) ** 2 for c, right in scored), len(scored))
+
+
+def calibration_error(scored: Sequence[tuple[float, bool]]) -> float | None:
+    """Expected calibration error over CALIBRATION_BINS equal-width confidence bins.
+
+    Bin k holds confidences in (k/10, (k+1)/10], the first also 0 (scikit-learn's
+    calibration_curve binning). ECE = Σ over bins of (bin size / n) · |accuracy - mean conf|.
+    """
+    if not scored:
+        return None
+    bins: dict[int, list[tuple[float, bool]]] = {}
+    for confidence, right in scored:
+        index = max(math.ceil(round(confidence * CALIBRATION_BINS, 9)) - 1, 0)
+        bins.setdefault(min(index, CALIBRATION_BINS - 1), []).append((confidence, right))
+    return math.fsum(
+        len(members) / len(scored) * abs(
+            sum(right for _, right in members) / len(members)
+            - math.fsum(c for c, _ in members) / len(members))
+        for members in bins.values()
+    )
+
+
+# --- fitting values to their columns --------------------------------------------------------
+
+
+def ratio(value: float | Decimal | None, precision: int, scale: int, column: str,
+          undefined: Undefined, *, why: str = "no data") -> Decimal | None:
+    """``value`` rounded to DECIMAL(precision, scale), or None (noted) if undefined or too big."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        undefined.note(column, why)
+        return None
+    exact = value if isinstance(value, Decimal) else Decimal(repr(value))
+    return _quantize(exact, precision, scale, column, undefined)
+
+
+def money(value: Decimal | None, column: str, undefined: Undefined,
+          *, why: str = "no data") -> Decimal | None:
+    """A DECIMAL(18, 4) money figure, or None (noted)."""
+    if value is None:
+        undefined.note(column, why)
+        return None
+    return _quantize(value, 18, 4, column, undefined)
+
+
+def _quantize(value: Decimal | None, precision: int, scale: int, column: str,
+              undefined: Undefined) -> Decimal | None:
+    if value is None:
+        return None
+    limit = Decimal(10) ** (precision - scale)
+    too_big = abs(value) >= limit  # checked first: quantize would raise
+    rounded = value if too_big else value.quantize(Decimal(1).scaleb(-scale), ROUND_HALF_EVEN)
+    if too_big or abs(rounded) >= limit:
+        undefined.note(column, f"beyond DECIMAL({precision}, {scale})")
+        return None
+    return rounded
+
+
+def _round_int(value: Decimal | None, column: str, undefined: Undefined) -> int | None:
+    if value is None:
+        return None
+    rounded = int(value.to_integral_value(rounding=ROUND_HALF_EVEN))
+    if abs(rounded) > 2**31 - 1:
+        undefined.note(column, "beyond INTEGER")
+        return None
+    return rounded
+
+
+def _div(numerator: Decimal | int, denominator: Decimal | int) -> Decimal | None:
+    if denominator == 0:
+        return None
+    return Decimal(numerator) / Decimal(denominator)
+
+
+def _fdiv(numerator: float, denominator: float) -> float | None:
+    return None if denominator == 0 else numerator / denominator

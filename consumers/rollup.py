@@ -1,0 +1,352 @@
+"""`cie rollup`: strategy_performance and model_performance from the facts, incrementally.
+
+Writers mark what they change in ``rollup_pending`` (triggers, schema/09-rollups.sql). A run
+
+1. takes a session advisory lock (runs are serialised; a second one waits, then finds little),
+2. opens a repeatable-read transaction, reads the pending marks of its snapshot,
+3. recomputes exactly the strategy periods (DAY, WEEK, MONTH of each touched exit day) and the
+   live model days those marks touch, plus the live columns of the touched versions' offline
+   evaluations, upserting only rows whose figures changed,
+4. deletes the marks it read, in the same snapshot, and commits.
+
+A mark committed after the snapshot is invisible to both the read and the delete, so it stays
+for the next run: nothing is missed, and a repeated run changes nothing. Reads of the facts can
+go to a replica once it has replayed past the primary's position at the snapshot.
+Figures and their definitions: consumers/performance.py and README.md ("Rollups").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import structlog
+
+from consumers.db import Conn, queries
+from consumers.errors import CieError
+from consumers.performance import (
+    PERIOD_TYPES,
+    REGIMES,
+    PeriodType,
+    RatioSettings,
+    ScoredPrediction,
+    StrategyFigures,
+    TradeDay,
+    Undefined,
+    model_figures,
+    money,
+    period_end,
+    period_start,
+    ratio,
+    strategy_figures,
+)
+from consumers.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+LOCK_KEY = 0x6369_6572  # pg_advisory_lock key of the rollup ("cier")
+SERIALIZATION_RETRIES = 5
+
+StrategyKey = tuple[str, str]  # (strategy_id, model_version)
+Period = tuple[PeriodType, date]
+
+
+class RollupError(CieError):
+    """The rollup could not run (replica too far behind, repeated serialization failures)."""
+
+
+@dataclass(frozen=True)
+class RollupOptions:
+    time_zone: str
+    ratios: RatioSettings
+    regime_bar_max_age: timedelta  # a prediction's regime comes from a bar at most this old
+    replica_wait_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RollupOptions:
+        return cls(
+            time_zone=settings.rollup_time_zone,
+            ratios=RatioSettings(settings.rollup_capital_base, settings.rollup_periods_per_year,
+                                 settings.rollup_risk_free_rate),
+            regime_bar_max_age=timedelta(seconds=settings.validator_gap_tolerance_seconds),
+            replica_wait_seconds=settings.rollup_replica_wait_seconds,
+        )
+
+
+@dataclass
+class RollupReport:
+    marks: int = 0
+    strategy_periods_written: int = 0
+    strategy_periods_deleted: int = 0
+    live_model_days_written: int = 0
+    live_model_days_deleted: int = 0
+    offline_rows_updated: int = 0
+
+
+async def rollup(conn: Conn, options: RollupOptions, *, reader: Conn | None = None,
+                 full: bool = False) -> RollupReport:
+    """One incremental run (``full``: everything counts as changed). ``reader``: a replica."""
+    started = time.perf_counter()
+    await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+    try:
+        for attempt in range(1, SERIALIZATION_RETRIES + 1):
+            try:
+                async with conn.transaction(isolation="repeatable_read"):
+                    report = await _run(conn, reader or conn, options, full=full)
+                break
+            except (asyncpg.SerializationError, asyncpg.DeadlockDetectedError) as exc:
+                log.warning("rollup.retry", attempt=attempt, error=str(exc))
+        else:
+            raise RollupError(f"gave up after {SERIALIZATION_RETRIES} serialization failures")
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+    log.info("rollup.done", seconds=round(time.perf_counter() - started, 3), **vars(report))
+    return report
+
+
+async def _run(conn: Conn, reader: Conn, options: RollupOptions, *, full: bool) -> RollupReport:
+    sql = queries("rollup")
+    if full:
+        await conn.execute(sql["mark_everything"])
+    last_id = await conn.fetchval(sql["last_pending_id"])
+    if last_id is None:
+        return RollupReport()
+    marks = await conn.fetch(sql["pending"], last_id)
+    if reader is not conn:
+        await _wait_for_replica(conn, reader, options.replica_wait_seconds)
+    horizons = await _horizons(conn, options.time_zone)
+    undefined: Counter[tuple[str, str]] = Counter()
+    report = RollupReport(marks=len(marks))
+
+    touched_trades = {(m["strategy_id"], m["model_version"], m["day"])
+                      for m in marks if m["kind"] == "trade"}
+    await _strategy_periods(conn, reader, options, touched_trades,
+                            horizons["trade_outcomes"], report, undefined)
+    model_days = {(m["model_version"], m["day"]) for m in marks}
+    await _model_days(conn, reader, options, model_days, horizons["model_predictions"],
+                      report, undefined)
+    await conn.execute(sql["consume_pending"], last_id)
+    for (column, reason), count in sorted(undefined.items()):
+        log.info("rollup.figure_undefined", column=column, reason=reason, rows=count)
+    return report
+
+
+async def rollup_forever(pool: asyncpg.Pool, options: RollupOptions, *, every: float,
+                         stop: asyncio.Event) -> None:
+    """Roll up every ``every`` seconds until ``stop`` (the validator's optional trigger).
+
+    A failed run is logged and retried at the next period: the marks it did not consume stay.
+    """
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every)
+        if stop.is_set():
+            return
+        try:
+            async with pool.acquire() as conn:
+                await rollup(conn, options)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RollupError) as exc:
+            log.warning("rollup.failed", error=str(exc))
+
+
+# --- strategy_performance --------------------------------------------------------------------
+
+
+async def _strategy_periods(
+    conn: Conn, reader: Conn, options: RollupOptions,
+    touched: set[tuple[str, str, date]], horizon: date,
+    report: RollupReport, undefined: Counter[tuple[str, str]],
+) -> None:
+    wanted: dict[StrategyKey, set[Period]] = defaultdict(set)
+    for strategy_id, model_version, utc_day in touched:
+        for day in local_days(utc_day, options.time_zone):
+            for period_type in PERIOD_TYPES:
+                start = period_start(day, period_type)
+                if start >= horizon:  # older periods' trades are (partly) expired: keep them
+                    wanted[(strategy_id, model_version)].add((period_type, start))
+    if not wanted:
+        return
+    ranges = [(key, first, end) for key, periods in wanted.items()
+              for first, end in merge_ranges((s, period_end(s, t)) for t, s in periods)]
+    rows = await reader.fetch(
+        queries("rollup")["strategy_days"],
+        [k[0] for k, _, _ in ranges], [k[1] for k, _, _ in ranges],
+        [first for _, first, _ in ranges], [end for _, _, end in ranges], options.time_zone)
+    buckets: dict[tuple[StrategyKey, Period], list[TradeDay]] = defaultdict(list)
+    for row in rows:
+        trade_day = _trade_day(row)
+        for period_type in PERIOD_TYPES:
+            period = (period_type, period_start(trade_day.day, period_type))
+            buckets[((row["strategy_id"], row["model_version"]), period)].append(trade_day)
+
+    upserts, deletes = [], []
+    for key, periods in wanted.items():
+        for period in sorted(periods):
+            days = buckets.get((key, period))
+            if not days:
+                deletes.append((*key, *period))
+                continue
+            notes = Undefined()
+            figures = strategy_figures(days, options.ratios, notes)
+            undefined.update(notes.reasons)
+            upserts.append((*key, *period, *_strategy_columns(figures)))
+    sql = queries("rollup")
+    if upserts:
+        await conn.executemany(sql["upsert_strategy_period"], upserts)
+    if deletes:
+        status = await conn.execute(sql["delete_strategy_periods"],
+                                    *[list(column) for column in zip(*deletes, strict=True)])
+        report.strategy_periods_deleted = int(status.split()[-1])
+    report.strategy_periods_written = len(upserts)
+
+
+def _trade_day(row: asyncpg.Record) -> TradeDay:
+    return TradeDay(
+        day=row["day"], trades=row["trades"], wins=row["wins"], losses=row["losses"],
+        breakevens=row["breakevens"], gross_profit=row["gross_profit"],
+        gross_loss=row["gross_loss"], net_pnl=row["net_pnl"], commission=row["commission"],
+        largest_win=row["largest_win"], largest_loss=row["largest_loss"],
+        slippage_sum=row["slippage_sum"], slippage_count=row["slippage_count"],
+        fill_ms_sum=row["fill_ms_sum"], fill_count=row["fill_count"])
+
+
+def _strategy_columns(f: StrategyFigures) -> tuple[object, ...]:
+    """The figures in upsert_strategy_period's column order ($5 onwards)."""
+    return (f.total_trades, f.winning_trades, f.losing_trades, f.breakeven_trades,
+            f.gross_profit, f.gross_loss, f.net_pnl, f.total_commission,
+            f.win_rate, f.profit_factor, f.avg_win, f.avg_loss, f.avg_trade,
+            f.largest_win, f.largest_loss, f.max_drawdown, f.max_drawdown_duration_days,
+            f.sharpe_ratio, f.sortino_ratio, f.calmar_ratio, f.avg_slippage,
+            f.avg_fill_time_ms)
+
+
+# --- model_performance -----------------------------------------------------------------------
+
+
+async def _model_days(
+    conn: Conn, reader: Conn, options: RollupOptions,
+    touched: set[tuple[str, date]], horizon: date,
+    report: RollupReport, undefined: Counter[tuple[str, str]],
+) -> None:
+    wanted: dict[str, set[date]] = defaultdict(set)
+    for model_version, utc_day in touched:
+        for day in local_days(utc_day, options.time_zone):
+            if day >= horizon:
+                wanted[model_version].add(day)
+    if not wanted:
+        return
+    sql = queries("rollup")
+    ranges = [(version, first, end) for version, days in wanted.items()
+              for first, end in merge_ranges((d, d + timedelta(days=1)) for d in days)]
+    arrays = ([v for v, _, _ in ranges], [f for _, f, _ in ranges], [e for _, _, e in ranges])
+    predictions: dict[tuple[str, date], list[ScoredPrediction]] = defaultdict(list)
+    for row in await reader.fetch(sql["prediction_days"], *arrays, options.time_zone,
+                                  options.regime_bar_max_age):
+        predictions[(row["model_version"], row["day"])].append(ScoredPrediction(
+            row["predicted_direction"], row["actual_direction"], row["confidence_score"],
+            row["detected_regime"]))
+    pnl = {(row["model_version"], row["day"]): row["net_pnl"]
+           for row in await reader.fetch(sql["model_trade_days"], *arrays, options.time_zone)}
+    identity = {row["model_version"]: (row["model_type"], row["status"])
+                for row in await reader.fetch(sql["model_identity"], list(wanted))}
+
+    upserts, deletes = [], []
+    for version, days in wanted.items():
+        for day in sorted(days):
+            scored = predictions.get((version, day), [])
+            day_pnl = pnl.get((version, day))
+            if not scored and day_pnl is None:
+                deletes.append((version, day))
+                continue
+            notes = Undefined()
+            figures = model_figures(scored, notes)
+            contribution = money(day_pnl if day_pnl is not None else Decimal(0),
+                                 "live_pnl_contribution", notes)
+            undefined.update(notes.reasons)
+            model_type, status = identity[version]
+            upserts.append((
+                version, model_type, day, status, figures.samples, figures.accuracy,
+                figures.precision, figures.recall, figures.f1_score, figures.auc_roc,
+                figures.brier_score, figures.expected_calibration_error,
+                *(figures.regime_accuracy[regime] for regime in REGIMES), contribution))
+    if upserts:
+        await conn.executemany(sql["upsert_live_model_day"], upserts)
+    if deletes:
+        status_line = await conn.execute(sql["delete_live_model_days"],
+                                         [v for v, _ in deletes], [d for _, d in deletes])
+        report.live_model_days_deleted = int(status_line.split()[-1])
+    report.live_model_days_written = len(upserts)
+    report.offline_rows_updated = await _offline_live_columns(
+        conn, reader, options, sorted(wanted), undefined)
+
+
+async def _offline_live_columns(conn: Conn, reader: Conn, options: RollupOptions,
+                                versions: list[str], undefined: Counter[tuple[str, str]]) -> int:
+    """live_accuracy and live_pnl_contribution of offline evaluations: since their date."""
+    sql = queries("rollup")
+    changed = []
+    for row in await reader.fetch(sql["offline_live_figures"], versions, options.time_zone):
+        notes = Undefined()
+        calls = row["calls"]
+        accuracy = ratio(Decimal(row["right_calls"]) / calls if calls else None, 5, 4,
+                         "live_accuracy", notes, why="no validated prediction since evaluation")
+        pnl = money(row["net_pnl"] if row["net_pnl"] is not None else Decimal(0),
+                    "live_pnl_contribution", notes)
+        undefined.update(notes.reasons)
+        if (accuracy, pnl) != (row["live_accuracy"], row["live_pnl_contribution"]):
+            changed.append((row["id"], accuracy, pnl))
+    if changed:
+        await conn.executemany(sql["set_offline_live_figures"], changed)
+    return len(changed)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def local_days(utc_day: date, time_zone: str) -> list[date]:
+    """The local days (in ``time_zone``) that overlap the UTC day ``utc_day``."""
+    if time_zone == "UTC":
+        return [utc_day]
+    zone = ZoneInfo(time_zone)
+    start = datetime(utc_day.year, utc_day.month, utc_day.day, tzinfo=UTC)
+    first = start.astimezone(zone).date()
+    last = (start + timedelta(days=1) - timedelta(microseconds=1)).astimezone(zone).date()
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def merge_ranges(ranges: Iterable[tuple[date, date]]) -> list[tuple[date, date]]:
+    """Half-open day ranges merged where they overlap or touch."""
+    merged: list[tuple[date, date]] = []
+    for first, end in sorted(ranges):
+        if merged and first <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((first, end))
+    return merged
+
+
+async def _horizons(conn: Conn, time_zone: str) -> dict[str, date]:
+    """Per fact table, the first local day whose facts are all still retained."""
+    first = {row["table_name"]: row["first_day"]
+             for row in await conn.fetch(queries("rollup")["horizons"], time_zone)}
+    return {table: first.get(table, date.min) for table in ("trade_outcomes", "model_predictions")}
+
+
+async def _wait_for_replica(primary: Conn, replica: Conn, seconds: float) -> None:
+    """Wait until the replica has replayed everything the primary's snapshot can see."""
+    sql = queries("rollup")
+    position = await primary.fetchval(sql["primary_lsn"])
+    deadline = time.monotonic() + seconds
+    while not await replica.fetchval(sql["replica_caught_up"], position):
+        if time.monotonic() > deadline:
+            raise RollupError(f"the read replica has not replayed WAL {position} within "
+                              f"{seconds:g} s (CIE_ROLLUP_REPLICA_WAIT_SECONDS)")
+        await asyncio.sleep(0.1)

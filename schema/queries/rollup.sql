@@ -1,0 +1,237 @@
+-- Named queries of `cie rollup` (consumers/rollup.py). Definitions are in README.md.
+-- Days are local days in the rollup's time zone ($tz parameters); a day [d, e) is the
+-- instants from local midnight of d to local midnight of e.
+
+-- name: pending
+-- What changed since the last run, as the rollup's snapshot sees it (repeatable read: the
+-- same snapshot then deletes exactly these rows with consume_pending).
+SELECT DISTINCT kind, strategy_id, model_version, day FROM rollup_pending WHERE id <= $1;
+
+-- name: last_pending_id
+SELECT max(id) FROM rollup_pending;
+
+-- name: consume_pending
+DELETE FROM rollup_pending WHERE id <= $1;
+
+-- name: mark_everything
+-- `cie rollup --full`: treat every closed trade and validated prediction as changed.
+INSERT INTO rollup_pending (kind, strategy_id, model_version, day)
+SELECT DISTINCT 'trade', strategy_id, model_version, (exit_time AT TIME ZONE 'UTC')::date
+FROM trade_outcomes WHERE exit_time IS NOT NULL
+UNION ALL
+SELECT DISTINCT 'prediction', NULL, model_version, (predicted_at AT TIME ZONE 'UTC')::date
+FROM model_predictions WHERE validated_at IS NOT NULL;
+
+-- name: horizons
+-- Per fact table, the first local day ($1 time zone) whose facts are all still retained: a
+-- period that starts earlier is not recomputed (its stored figures are the record).
+SELECT table_name, ((now() - keep_for) AT TIME ZONE $1::text)::date + 1 AS first_day
+FROM retention_rules
+WHERE table_name IN ('trade_outcomes', 'model_predictions');
+
+-- name: strategy_days
+-- Closed trades per (strategy, model version, local exit day) within the given day ranges
+-- ($1 strategy, $2 model version, $3 first day, $4 day after the last; $5 time zone),
+-- with the fill latencies of those trades' fills.
+WITH ranges AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::date[])
+        AS r(strategy_id, model_version, first_day, end_day)
+),
+closed AS (
+    SELECT t.trade_id, t.strategy_id, t.model_version, t.net_pnl, t.commission, t.slippage,
+           t.outcome_type, (t.exit_time AT TIME ZONE $5::text)::date AS day
+    FROM ranges AS r
+    JOIN trade_outcomes AS t
+      ON t.strategy_id = r.strategy_id AND t.model_version = r.model_version
+     AND t.exit_time >= (r.first_day::timestamp AT TIME ZONE $5::text)
+     AND t.exit_time < (r.end_day::timestamp AT TIME ZONE $5::text)
+    WHERE t.outcome_type IN ('WIN', 'LOSS', 'BREAKEVEN')
+),
+fill_times AS (
+    SELECT f.trade_id,
+           sum(extract(epoch FROM f.filled_at - f.order_submitted_at) * 1000) AS ms,
+           count(*) AS n
+    FROM trade_fills AS f
+    WHERE f.order_submitted_at IS NOT NULL
+      AND f.trade_id IN (SELECT trade_id FROM closed)
+    GROUP BY f.trade_id
+)
+SELECT c.strategy_id, c.model_version, c.day,
+       count(*) AS trades,
+       count(*) FILTER (WHERE c.outcome_type = 'WIN') AS wins,
+       count(*) FILTER (WHERE c.outcome_type = 'LOSS') AS losses,
+       count(*) FILTER (WHERE c.outcome_type = 'BREAKEVEN') AS breakevens,
+       coalesce(sum(c.net_pnl) FILTER (WHERE c.outcome_type = 'WIN'), 0) AS gross_profit,
+       coalesce(sum(c.net_pnl) FILTER (WHERE c.outcome_type = 'LOSS'), 0) AS gross_loss,
+       coalesce(sum(c.net_pnl), 0) AS net_pnl,
+       coalesce(sum(c.commission), 0) AS commission,
+       max(c.net_pnl) FILTER (WHERE c.outcome_type = 'WIN') AS largest_win,
+       min(c.net_pnl) FILTER (WHERE c.outcome_type = 'LOSS') AS largest_loss,
+       coalesce(sum(c.slippage), 0) AS slippage_sum,
+       count(c.slippage) AS slippage_count,
+       coalesce(sum(ft.ms), 0) AS fill_ms_sum,
+       coalesce(sum(ft.n), 0)::bigint AS fill_count
+FROM closed AS c
+LEFT JOIN fill_times AS ft ON ft.trade_id = c.trade_id
+GROUP BY c.strategy_id, c.model_version, c.day;
+
+-- name: upsert_strategy_period
+-- Rows are rewritten only when a figure changed, so a re-run leaves updated_at alone.
+INSERT INTO strategy_performance AS s (
+    strategy_id, model_version, period_type, period_start,
+    total_trades, winning_trades, losing_trades, breakeven_trades,
+    gross_profit, gross_loss, net_pnl, total_commission,
+    win_rate, profit_factor, avg_win, avg_loss, avg_trade, largest_win, largest_loss,
+    max_drawdown, max_drawdown_duration_days, sharpe_ratio, sortino_ratio, calmar_ratio,
+    avg_slippage, avg_fill_time_ms
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+          $19, $20, $21, $22, $23, $24, $25, $26)
+ON CONFLICT (strategy_id, model_version, period_type, period_start) DO UPDATE SET
+    total_trades = EXCLUDED.total_trades, winning_trades = EXCLUDED.winning_trades,
+    losing_trades = EXCLUDED.losing_trades, breakeven_trades = EXCLUDED.breakeven_trades,
+    gross_profit = EXCLUDED.gross_profit, gross_loss = EXCLUDED.gross_loss,
+    net_pnl = EXCLUDED.net_pnl, total_commission = EXCLUDED.total_commission,
+    win_rate = EXCLUDED.win_rate, profit_factor = EXCLUDED.profit_factor,
+    avg_win = EXCLUDED.avg_win, avg_loss = EXCLUDED.avg_loss, avg_trade = EXCLUDED.avg_trade,
+    largest_win = EXCLUDED.largest_win, largest_loss = EXCLUDED.largest_loss,
+    max_drawdown = EXCLUDED.max_drawdown,
+    max_drawdown_duration_days = EXCLUDED.max_drawdown_duration_days,
+    sharpe_ratio = EXCLUDED.sharpe_ratio, sortino_ratio = EXCLUDED.sortino_ratio,
+    calmar_ratio = EXCLUDED.calmar_ratio, avg_slippage = EXCLUDED.avg_slippage,
+    avg_fill_time_ms = EXCLUDED.avg_fill_time_ms, updated_at = now()
+WHERE (s.total_trades, s.winning_trades, s.losing_trades, s.breakeven_trades,
+       s.gross_profit, s.gross_loss, s.net_pnl, s.total_commission, s.win_rate,
+       s.profit_factor, s.avg_win, s.avg_loss, s.avg_trade, s.largest_win, s.largest_loss,
+       s.max_drawdown, s.max_drawdown_duration_days, s.sharpe_ratio, s.sortino_ratio,
+       s.calmar_ratio, s.avg_slippage, s.avg_fill_time_ms)
+   IS DISTINCT FROM
+      (EXCLUDED.total_trades, EXCLUDED.winning_trades, EXCLUDED.losing_trades,
+       EXCLUDED.breakeven_trades, EXCLUDED.gross_profit, EXCLUDED.gross_loss,
+       EXCLUDED.net_pnl, EXCLUDED.total_commission, EXCLUDED.win_rate,
+       EXCLUDED.profit_factor, EXCLUDED.avg_win, EXCLUDED.avg_loss, EXCLUDED.avg_trade,
+       EXCLUDED.largest_win, EXCLUDED.largest_loss, EXCLUDED.max_drawdown,
+       EXCLUDED.max_drawdown_duration_days, EXCLUDED.sharpe_ratio, EXCLUDED.sortino_ratio,
+       EXCLUDED.calmar_ratio, EXCLUDED.avg_slippage, EXCLUDED.avg_fill_time_ms);
+
+-- name: delete_strategy_periods
+-- Periods that no longer hold a closed trade (a trade re-opened or moved by a late fill).
+DELETE FROM strategy_performance AS s
+USING unnest($1::text[], $2::text[], $3::text[], $4::date[])
+    AS e(strategy_id, model_version, period_type, period_start)
+WHERE (s.strategy_id, s.model_version, s.period_type, s.period_start)
+    = (e.strategy_id, e.model_version, e.period_type, e.period_start);
+
+-- name: prediction_days
+-- Validated predictions of the given model versions in the given day ranges ($1 version,
+-- $2 first day, $3 day after the last, $4 time zone), each with the regime of its symbol's
+-- last bar at or before predicted_at, if that bar is at most $5 old.
+SELECT p.model_version, (p.predicted_at AT TIME ZONE $4::text)::date AS day,
+       p.predicted_direction, p.actual_direction, p.confidence_score, b.detected_regime
+FROM unnest($1::text[], $2::date[], $3::date[]) AS r(model_version, first_day, end_day)
+JOIN model_predictions AS p
+  ON p.model_version = r.model_version
+ AND p.predicted_at >= (r.first_day::timestamp AT TIME ZONE $4::text)
+ AND p.predicted_at < (r.end_day::timestamp AT TIME ZONE $4::text)
+LEFT JOIN LATERAL (
+    SELECT m.detected_regime FROM market_conditions AS m
+    WHERE m.symbol = p.symbol AND m.timestamp <= p.predicted_at
+      AND m.timestamp >= p.predicted_at - $5::interval
+    ORDER BY m.timestamp DESC LIMIT 1
+) AS b ON true
+WHERE p.validated_at IS NOT NULL AND p.actual_direction IS NOT NULL
+  AND p.predicted_direction IS NOT NULL;
+
+-- name: model_trade_days
+-- Net P&L of closed trades per (model version, local exit day) in the given day ranges.
+SELECT t.model_version, (t.exit_time AT TIME ZONE $4::text)::date AS day,
+       sum(t.net_pnl) AS net_pnl
+FROM unnest($1::text[], $2::date[], $3::date[]) AS r(model_version, first_day, end_day)
+JOIN trade_outcomes AS t
+  ON t.model_version = r.model_version
+ AND t.exit_time >= (r.first_day::timestamp AT TIME ZONE $4::text)
+ AND t.exit_time < (r.end_day::timestamp AT TIME ZONE $4::text)
+WHERE t.outcome_type IN ('WIN', 'LOSS', 'BREAKEVEN')
+GROUP BY 1, 2;
+
+-- name: model_identity
+-- Per model version: its type (newest prediction, else newest offline evaluation) and the
+-- status of its newest offline evaluation.
+SELECT v.model_version,
+       coalesce(
+           (SELECT p.model_type FROM model_predictions AS p
+            WHERE p.model_version = v.model_version ORDER BY p.predicted_at DESC LIMIT 1),
+           o.model_type, 'unknown') AS model_type,
+       coalesce(o.status, 'evaluating') AS status
+FROM unnest($1::text[]) AS v(model_version)
+LEFT JOIN LATERAL (
+    SELECT m.model_type, m.status FROM model_performance AS m
+    WHERE m.model_version = v.model_version AND m.source = 'offline'
+    ORDER BY m.evaluation_date DESC, m.id DESC LIMIT 1
+) AS o ON true;
+
+-- name: upsert_live_model_day
+INSERT INTO model_performance AS m (
+    source, model_version, model_type, evaluation_date, status, testing_samples,
+    accuracy, precision, recall, f1_score, auc_roc, brier_score, expected_calibration_error,
+    trending_up_accuracy, trending_down_accuracy, ranging_accuracy, volatile_accuracy,
+    live_accuracy, live_pnl_contribution
+) VALUES ('live', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+          $6, $17)
+ON CONFLICT (model_version, evaluation_date) WHERE source = 'live' DO UPDATE SET
+    model_type = EXCLUDED.model_type, status = EXCLUDED.status,
+    testing_samples = EXCLUDED.testing_samples, accuracy = EXCLUDED.accuracy,
+    precision = EXCLUDED.precision, recall = EXCLUDED.recall, f1_score = EXCLUDED.f1_score,
+    auc_roc = EXCLUDED.auc_roc, brier_score = EXCLUDED.brier_score,
+    expected_calibration_error = EXCLUDED.expected_calibration_error,
+    trending_up_accuracy = EXCLUDED.trending_up_accuracy,
+    trending_down_accuracy = EXCLUDED.trending_down_accuracy,
+    ranging_accuracy = EXCLUDED.ranging_accuracy, volatile_accuracy = EXCLUDED.volatile_accuracy,
+    live_accuracy = EXCLUDED.live_accuracy, live_pnl_contribution = EXCLUDED.live_pnl_contribution
+WHERE (m.model_type, m.status, m.testing_samples, m.accuracy, m.precision, m.recall,
+       m.f1_score, m.auc_roc, m.brier_score, m.expected_calibration_error,
+       m.trending_up_accuracy, m.trending_down_accuracy, m.ranging_accuracy,
+       m.volatile_accuracy, m.live_accuracy, m.live_pnl_contribution)
+   IS DISTINCT FROM
+      (EXCLUDED.model_type, EXCLUDED.status, EXCLUDED.testing_samples, EXCLUDED.accuracy,
+       EXCLUDED.precision, EXCLUDED.recall, EXCLUDED.f1_score, EXCLUDED.auc_roc,
+       EXCLUDED.brier_score, EXCLUDED.expected_calibration_error,
+       EXCLUDED.trending_up_accuracy, EXCLUDED.trending_down_accuracy,
+       EXCLUDED.ranging_accuracy, EXCLUDED.volatile_accuracy, EXCLUDED.live_accuracy,
+       EXCLUDED.live_pnl_contribution);
+
+-- name: delete_live_model_days
+DELETE FROM model_performance AS m
+USING unnest($1::text[], $2::date[]) AS e(model_version, evaluation_date)
+WHERE m.source = 'live'
+  AND (m.model_version, m.evaluation_date) = (e.model_version, e.evaluation_date);
+
+-- name: offline_live_figures
+-- For each offline evaluation of the given versions: right calls and validated predictions
+-- made since its evaluation date, and the net P&L of that version's trades closed since.
+SELECT o.id, o.live_accuracy, o.live_pnl_contribution,
+       (SELECT count(*) FILTER (WHERE p.predicted_direction = p.actual_direction)
+        FROM model_predictions AS p
+        WHERE p.model_version = o.model_version AND p.validated_at IS NOT NULL
+          AND p.actual_direction IS NOT NULL AND p.predicted_direction IS NOT NULL
+          AND p.predicted_at >= (o.evaluation_date::timestamp AT TIME ZONE $2::text)) AS right_calls,
+       (SELECT count(*)
+        FROM model_predictions AS p
+        WHERE p.model_version = o.model_version AND p.validated_at IS NOT NULL
+          AND p.actual_direction IS NOT NULL AND p.predicted_direction IS NOT NULL
+          AND p.predicted_at >= (o.evaluation_date::timestamp AT TIME ZONE $2::text)) AS calls,
+       (SELECT sum(t.net_pnl) FROM trade_outcomes AS t
+        WHERE t.model_version = o.model_version
+          AND t.outcome_type IN ('WIN', 'LOSS', 'BREAKEVEN')
+          AND t.exit_time >= (o.evaluation_date::timestamp AT TIME ZONE $2::text)) AS net_pnl
+FROM model_performance AS o
+WHERE o.source = 'offline' AND o.model_version = ANY($1::text[]);
+
+-- name: set_offline_live_figures
+UPDATE model_performance SET live_accuracy = $2, live_pnl_contribution = $3 WHERE id = $1;
+
+-- name: replica_caught_up
+-- On the replica: has it replayed up to the primary's WAL position $1?
+SELECT pg_last_wal_replay_lsn() IS NULL OR pg_last_wal_replay_lsn() >= $1::pg_lsn;
+
+-- name: primary_lsn
+SELECT pg_current_wal_insert_lsn()::text;

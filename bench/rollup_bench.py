@@ -1,0 +1,169 @@
+"""Rollup benchmark: one year of trades, beside a bare aggregate of the same rows in the same run.
+
+    deploy/local/stack.sh up
+    .venv/bin/python bench/rollup_bench.py [--trades 1000000] [--strategies 20] \
+        [--predictions 100000] [--timescaledb]
+
+Builds (server-side) `--trades` closed trades over 2025 across `--strategies` strategies and two
+model versions, each with two fills that carry order_submitted_at, and `--predictions`
+validated predictions with bars for their regimes. The triggers mark every row as changed,
+as live ingestion would. Then times
+- baselines: one bare GROUP BY of every trade by (strategy, model version, exit day) with count
+  and sums, and the same joined to every trade's fill latencies (the reads no rollup can avoid);
+- rollup: `cie rollup` consuming every mark (the whole year: the worst case);
+- incremental: the next run after one late trade (one day, week and month recomputed);
+- full: `cie rollup --full` with nothing changed (everything recomputed, nothing rewritten).
+Reports the times and the rollup/baseline ratio (the machine is shared: compare ratios).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+
+from consumers import migrations
+from consumers.db import connect
+from consumers.performance import RatioSettings
+from consumers.rollup import RollupOptions, rollup
+from consumers.settings import load_settings
+
+YEAR_START = datetime(2025, 1, 1, tzinfo=UTC)
+OPTIONS = RollupOptions(time_zone="UTC",
+                        ratios=RatioSettings(Decimal(1_000_000), 252, Decimal("0.04")),
+                        regime_bar_max_age=timedelta(minutes=5), replica_wait_seconds=30)
+
+BASELINE = """
+SELECT strategy_id, model_version, (exit_time AT TIME ZONE 'UTC')::date AS day, count(*),
+       sum(net_pnl), sum(commission), sum(slippage), max(net_pnl), min(net_pnl)
+FROM trade_outcomes WHERE outcome_type <> 'OPEN'
+GROUP BY 1, 2, 3
+"""
+# the same, with every trade's fill latencies (avg_fill_time_ms needs them)
+BASELINE_WITH_FILLS = """
+SELECT t.strategy_id, t.model_version, (t.exit_time AT TIME ZONE 'UTC')::date AS day, count(*),
+       sum(t.net_pnl), sum(t.commission), sum(t.slippage), max(t.net_pnl), min(t.net_pnl),
+       sum(f.ms)
+FROM trade_outcomes AS t
+LEFT JOIN (SELECT trade_id, sum(extract(epoch FROM filled_at - order_submitted_at) * 1000) AS ms
+           FROM trade_fills GROUP BY trade_id) AS f ON f.trade_id = t.trade_id
+WHERE t.outcome_type <> 'OPEN'
+GROUP BY 1, 2, 3
+"""
+
+
+async def build(conn: asyncpg.Connection, trades: int, strategies: int, predictions: int) -> None:
+    # trade n: strategy n % strategies, model version n % 2, exit spread evenly over the year
+    await conn.execute("""
+        INSERT INTO trade_outcomes (trade_id, strategy_id, model_version, symbol, direction,
+            entry_time, exit_time, entry_price, exit_price, quantity, gross_pnl, net_pnl,
+            commission, slippage, duration_seconds, outcome_type)
+        SELECT id, 'strategy-' || (n % $2), 'v' || (n / $2 % 2), 'S' || (n % 50), 'LONG',
+               exit_time - interval '1 hour', exit_time, 100, 100 + move, 10,
+               move * 10, move * 10 - 2, 2, 0.01 * (n % 3), 3600,
+               CASE WHEN move * 10 - 2 > 0 THEN 'WIN' WHEN move * 10 - 2 < 0 THEN 'LOSS'
+                    ELSE 'BREAKEVEN' END
+        FROM generate_series(1, $1::int) AS n,
+             LATERAL (SELECT md5(n::text)::uuid AS id,
+                             $3::timestamptz + (n::float8 / $1 * 364 + 0.1) * interval '1 day'
+                                 AS exit_time,
+                             round((sin(n * 1.7) * 3)::numeric, 2) + 0.2 AS move) AS t""",
+        trades, strategies, YEAR_START)
+    await conn.execute("""
+        INSERT INTO trade_fills (fill_id, trade_id, strategy_id, model_version, symbol, side,
+            quantity, price, filled_at, order_submitted_at)
+        SELECT gen_random_uuid(), t.trade_id, t.strategy_id, t.model_version, t.symbol, f.side,
+               10, 100, f.at, f.at - (40 + (hashtext(t.trade_id::text || f.side) & 255))
+                   * interval '1 millisecond'
+        FROM trade_outcomes AS t,
+             LATERAL (VALUES ('BUY', t.entry_time), ('SELL', t.exit_time)) AS f(side, at)""")
+    await conn.execute("""
+        INSERT INTO market_conditions (symbol, timestamp, open, high, low, close, volume,
+            detected_regime)
+        SELECT 'S' || s, $1::timestamptz + h * interval '1 hour', 100, 101, 99, 100, 1000,
+               (ARRAY['trending_up', 'trending_down', 'ranging', 'volatile'])[1 + (h + s) % 4]
+        FROM generate_series(0, 49) AS s, generate_series(0, 365 * 24) AS h""", YEAR_START)
+    await conn.execute("""
+        INSERT INTO model_predictions (prediction_id, model_version, model_type, symbol,
+            predicted_at, prediction_horizon_minutes, predicted_direction, confidence_score,
+            feature_vector, actual_direction, actual_return, prediction_accuracy, validated_at)
+        SELECT gen_random_uuid(), 'v' || (n % 2), 'direction', 'S' || (n % 50),
+               $2::timestamptz + (n::float8 / $1 * 364) * interval '1 day'
+                   + interval '2 minutes', 15,
+               (ARRAY['LONG', 'SHORT', 'NEUTRAL'])[1 + n % 3],
+               round((0.34 + 0.65 * abs(sin(n)))::numeric, 4), '{}',
+               (ARRAY['LONG', 'SHORT', 'NEUTRAL'])[1 + (n / 3) % 3], 0.001,
+               n % 3 = (n / 3) % 3, now()
+        FROM generate_series(1, $1::int) AS n""", predictions, YEAR_START)
+    for table in ("trade_outcomes", "trade_fills", "market_conditions", "model_predictions",
+                  "rollup_pending"):
+        await conn.execute(f"VACUUM ANALYZE {table}")
+
+
+async def timed(label: str, coroutine: object) -> float:
+    started = time.perf_counter()
+    await coroutine  # type: ignore[misc]
+    seconds = time.perf_counter() - started
+    print(f"{label:<44} {seconds:8.2f} s", flush=True)
+    return seconds
+
+
+async def run(args: argparse.Namespace) -> None:
+    server = load_settings().database_url
+    base = server.rsplit("/", 1)[0]
+    name = f"cie_rbench_{os.getpid()}"
+    admin = await asyncpg.connect(server)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    conn = await connect(f"{base}/{name}")
+    try:
+        await migrations.migrate(conn, use_timescaledb=bool(args.timescaledb))
+        started = time.perf_counter()
+        await build(conn, args.trades, args.strategies, args.predictions)
+        marks = await conn.fetchval("SELECT count(*) FROM rollup_pending")
+        print(f"built {args.trades:,} trades, {2 * args.trades:,} fills, "
+              f"{args.predictions:,} predictions ({marks:,} change marks) in "
+              f"{time.perf_counter() - started:.1f}s; TimescaleDB: {args.timescaledb}",
+              flush=True)
+        baseline = await timed("baseline: bare GROUP BY of every trade", conn.fetch(BASELINE))
+        with_fills = await timed("baseline: the same with fill latencies",
+                                 conn.fetch(BASELINE_WITH_FILLS))
+        first = await timed("rollup: every mark (the whole year)", rollup(conn, OPTIONS))
+        await conn.execute("""
+            INSERT INTO trade_outcomes (trade_id, strategy_id, model_version, symbol, direction,
+                entry_time, exit_time, entry_price, exit_price, quantity, gross_pnl, net_pnl,
+                commission, duration_seconds, outcome_type)
+            VALUES (gen_random_uuid(), 'strategy-3', 'v1', 'S1', 'LONG', $1::timestamptz,
+                    $1::timestamptz + interval '1h',
+                    100, 101, 10, 10, 8, 2, 3600, 'WIN')""",
+            datetime.combine(date(2025, 6, 10), datetime.min.time(), UTC))
+        await timed("incremental: after one late trade", rollup(conn, OPTIONS))
+        await timed("full: everything, nothing changed", rollup(conn, OPTIONS, full=True))
+        rows = await conn.fetchval("SELECT count(*) FROM strategy_performance")
+        live = await conn.fetchval("SELECT count(*) FROM model_performance")
+        print(f"strategy_performance rows: {rows:,}; model_performance live rows: {live:,}")
+        print(f"rollup / bare GROUP BY: {first / baseline:.2f}x; "
+              f"rollup / GROUP BY with fills: {first / with_fills:.2f}x")
+    finally:
+        await conn.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trades", type=int, default=1_000_000)
+    parser.add_argument("--strategies", type=int, default=20)
+    parser.add_argument("--predictions", type=int, default=100_000)
+    parser.add_argument("--timescaledb", action="store_true",
+                        help="take the TimescaleDB schema path (the extension must be installed)")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -84,9 +84,9 @@ class RollupOptions:
 @dataclass
 class RollupReport:
     marks: int = 0
-    strategy_periods_written: int = 0
+    strategy_periods_recomputed: int = 0
     strategy_periods_deleted: int = 0
-    live_model_days_written: int = 0
+    live_model_days_recomputed: int = 0
     live_model_days_deleted: int = 0
     offline_rows_updated: int = 0
 
@@ -205,7 +205,7 @@ async def _strategy_periods(
         status = await conn.execute(sql["delete_strategy_periods"],
                                     *[list(column) for column in zip(*deletes, strict=True)])
         report.strategy_periods_deleted = int(status.split()[-1])
-    report.strategy_periods_written = len(upserts)
+    report.strategy_periods_recomputed = len(upserts)
 
 
 def _trade_day(row: asyncpg.Record) -> TradeDay:
@@ -283,7 +283,7 @@ async def _model_days(
         status_line = await conn.execute(sql["delete_live_model_days"],
                                          [v for v, _ in deletes], [d for _, d in deletes])
         report.live_model_days_deleted = int(status_line.split()[-1])
-    report.live_model_days_written = len(upserts)
+    report.live_model_days_recomputed = len(upserts)
     report.offline_rows_updated = await _offline_live_columns(
         conn, reader, options, sorted(wanted), undefined)
 

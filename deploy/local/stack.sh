@@ -258,10 +258,11 @@ cmd_run() {
   "$venv/bin/cie" migrate
   "$venv/bin/cie" topics --partitions 3
   start_background consume 9108
-  start_background validate 9109
+  CIE_VALIDATOR_ROLLUP_SECONDS=30 start_background validate 9109  # it rolls up every 30 s too
   "$venv/bin/cie" demo
   cmd_status
-  say "consumers and validator keep running (metrics :9108, :9109); stop them with: $0 down"
+  say "consumers and validator keep running (metrics :9108, :9109); the validator refreshes"
+  say "strategy_performance and model_performance every 30 s; stop them with: $0 down"
 }
 
 cmd_test() {

@@ -231,7 +231,7 @@ UPDATE model_performance SET live_accuracy = $2, live_pnl_contribution = $3 WHER
 
 -- name: replica_caught_up
 -- On the replica: has it replayed up to the primary's WAL position $1?
-SELECT pg_last_wal_replay_lsn() IS NULL OR pg_last_wal_replay_lsn() >= $1::pg_lsn;
+SELECT pg_last_wal_replay_lsn() IS NULL OR pg_last_wal_replay_lsn() >= $1::text::pg_lsn;
 
 -- name: primary_lsn
 SELECT pg_current_wal_insert_lsn()::text;

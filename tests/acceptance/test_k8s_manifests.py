@@ -100,7 +100,8 @@ def test_workloads_follow_the_operating_rules(overlay: tuple[str, list[Any]]) ->
             assert security["capabilities"]["drop"] == ["ALL"]
             assert {"requests", "limits"} <= set(container["resources"])
             for env in container.get("env", []):
-                if env["name"] in ("DATABASE_URL", "KAFKA_SASL_PASSWORD"):
+                if env["name"] in ("DATABASE_URL", "CIE_DATABASE_REPLICA_URL",
+                                   "KAFKA_SASL_PASSWORD"):
                     assert "secretKeyRef" in env["valueFrom"], env["name"]
     for deployment in by_kind(objects, "Deployment"):
         spec = deployment["spec"]["template"]["spec"]
@@ -111,6 +112,19 @@ def test_workloads_follow_the_operating_rules(overlay: tuple[str, list[Any]]) ->
         pdbs = [p for p in by_kind(objects, "PodDisruptionBudget")
                 if p["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]]
         assert len(pdbs) == 1, deployment["metadata"]["name"]
+
+
+def test_scheduled_commands_run_one_at_a_time(overlay: tuple[str, list[Any]]) -> None:
+    _, objects = overlay
+    scheduled = {
+        cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][0]: cron
+        for cron in by_kind(objects, "CronJob")
+    }
+    assert set(scheduled) == {"maintain", "rollup"}
+    for cron in scheduled.values():
+        assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    rollup = scheduled["rollup"]["spec"]["jobTemplate"]["spec"]
+    assert rollup["activeDeadlineSeconds"] > 0  # a stuck run cannot hold the lock forever
 
 
 def test_database_cluster_reference() -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import statistics
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -16,9 +19,10 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from consumers.db import connect
+from consumers.db import connect, create_pool
 from consumers.performance import RatioSettings
-from consumers.rollup import RollupOptions, rollup
+from consumers.rollup import RollupOptions, rollup, rollup_forever
+from tests.conftest import Stack
 
 OPTIONS = RollupOptions(
     time_zone="UTC",
@@ -115,7 +119,7 @@ async def test_week_has_hand_computed_figures_in_every_column(db: asyncpg.Connec
     await hand_computed_trades(db)
     report = await rollup(db, OPTIONS)
     # s1/m1: 4 exit days, 2 weeks, 1 month; s1/m2: 1 day, 1 week, 1 month
-    assert report.strategy_periods_written == 4 + 2 + 1 + 3
+    assert report.strategy_periods_recomputed == 4 + 2 + 1 + 3
 
     week = await period(db, "WEEK", MONDAY)
     # equity from 10,000: Mon +200 -> 10,200; Tue -500 -> 9,700; Thu +400 -> 10,100
@@ -177,16 +181,16 @@ async def test_rerun_changes_nothing_and_late_trade_changes_only_its_periods(
               for r in await db.fetch("SELECT * FROM strategy_performance")}
 
     again = await rollup(db, OPTIONS)
-    assert again.marks == 0 and again.strategy_periods_written == 0
+    assert again.marks == 0 and again.strategy_periods_recomputed == 0
     full = await rollup(db, OPTIONS, full=True)  # recompute everything: same values
-    assert full.strategy_periods_written == len(before)
+    assert full.strategy_periods_recomputed == len(before)
     after_full = {(r["model_version"], r["period_type"], r["period_start"]): dict(r)
                   for r in await db.fetch("SELECT * FROM strategy_performance")}
     assert after_full == before  # updated_at included: identical rows are not rewritten
 
     await add_trade(db, exit_day=MONDAY + timedelta(days=8), net="-40")  # Tuesday 10 March
     report = await rollup(db, OPTIONS)
-    assert report.strategy_periods_written == 3
+    assert report.strategy_periods_recomputed == 3
     after = {(r["model_version"], r["period_type"], r["period_start"]): dict(r)
              for r in await db.fetch("SELECT * FROM strategy_performance")}
     changed = {key for key in after if after[key] != before.get(key)}
@@ -378,4 +382,45 @@ async def test_model_performance_live_row_and_offline_live_columns(
     assert trade_only is not None
     assert tuple(trade_only) == (0, None, Decimal("200.0000"))
 
-    assert (await rollup(db, OPTIONS)).live_model_days_written == 0  # nothing changed
+    assert (await rollup(db, OPTIONS)).live_model_days_recomputed == 0  # nothing changed
+
+
+# --- how it runs ----------------------------------------------------------------------------
+
+
+async def test_cli_rollup_uses_the_settings(any_db: str, stack: Stack) -> None:
+    conn = await connect(any_db)
+    try:
+        await add_trade(conn, exit_day=MONDAY, net="10")
+        await add_trade(conn, exit_day=MONDAY + timedelta(days=1), net="-5")
+        env = {**os.environ, "DATABASE_URL": any_db, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
+               "CIE_ROLLUP_CAPITAL_BASE": "1000", "CIE_LOG_FORMAT": "json"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "consumers", "rollup", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == 0, output.decode()
+        assert b'"rollup.done"' in output
+        week = await period(conn, "WEEK", MONDAY)
+        # drawdown from 1,010 to 1,005 on a capital base of 1,000 (not the default 100,000)
+        assert week["max_drawdown"] == four(5 / 1010)
+    finally:
+        await conn.close()
+
+
+async def test_validator_can_roll_up_on_its_own_period(any_db: str) -> None:
+    conn = await connect(any_db)
+    pool = await create_pool(any_db, [])
+    stop = asyncio.Event()
+    task = asyncio.create_task(rollup_forever(pool, OPTIONS, every=0.2, stop=stop))
+    try:
+        await add_trade(conn, exit_day=MONDAY, net="10")
+        deadline = time.monotonic() + 15
+        while await conn.fetchval("SELECT count(*) FROM strategy_performance") < 3:
+            assert time.monotonic() < deadline, "the periodic rollup never ran"
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+        await pool.close()
+        await conn.close()

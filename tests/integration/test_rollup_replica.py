@@ -1,0 +1,146 @@
+"""The rollup reading from a real streaming replica: it waits until the replica has replayed
+what the primary's snapshot can see, so a lagging replica never yields stale figures.
+
+A small primary and its hot standby (pg_basebackup) are started on loopback for this module,
+beside the stack's own cluster, with the same Debian PostgreSQL binaries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from consumers import migrations
+from consumers.db import connect
+from consumers.rollup import RollupError, rollup
+from tests.integration.test_rollup import MONDAY, OPTIONS, add_trade
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@dataclass(frozen=True)
+class Pair:
+    primary: str
+    replica: str
+
+
+def as_postgres(*command: str) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run(*command: str) -> None:
+    result = subprocess.run(as_postgres(*command), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def start(data: Path, port: int) -> None:
+    # no TimescaleDB here: the plain path is enough to show where reads go
+    run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(data.parent / f"{data.name}.log"),
+        "-w", "-t", "60", "-o",
+        f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+        "-c shared_preload_libraries='' -c fsync=off -c wal_level=replica", "start")
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Pair]:
+    if not (PG_BIN / "pg_basebackup").exists():
+        pytest.fail("PostgreSQL 15 binaries are missing: deploy/local/stack.sh up installs them")
+    root = Path(tempfile.mkdtemp(prefix="cie-replica-", dir="/var/tmp"))
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    primary, replica = root / "primary", root / "replica"
+    ports = free_port(), free_port()
+    started: list[Path] = []
+    try:
+        run(str(PG_BIN / "initdb"), "-D", str(primary), "-U", "postgres", "--auth=trust",
+            "-E", "UTF8", "--locale=C", "--no-sync")
+        start(primary, ports[0])
+        started.append(primary)
+        run(str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(ports[0]),
+            "-U", "postgres", "-D", str(replica), "-R", "-X", "stream", "--no-sync",
+            "-c", "fast")
+        start(replica, ports[1])
+        started.append(replica)
+        yield Pair(f"postgresql://postgres@127.0.0.1:{ports[0]}/postgres",
+                   f"postgresql://postgres@127.0.0.1:{ports[1]}/postgres")
+    finally:
+        for data in reversed(started):
+            subprocess.run(as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m",
+                                       "immediate", "-w", "stop"), capture_output=True,
+                           timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+async def conns(pair: Pair) -> AsyncIterator[tuple[asyncpg.Connection, asyncpg.Connection]]:
+    primary = await connect(pair.primary)
+    await primary.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    await primary.execute("DROP ROLE IF EXISTS cie_ingest; DROP ROLE IF EXISTS cie_analytics")
+    await migrations.migrate(primary, use_timescaledb=False)
+    replica = await connect(pair.replica)
+    yield primary, replica
+    await replica.execute("SELECT pg_wal_replay_resume()")
+    await primary.close()
+    await replica.close()
+
+
+async def week_trades(db: asyncpg.Connection) -> int | None:
+    value = await db.fetchval(
+        "SELECT total_trades FROM strategy_performance WHERE period_type = 'WEEK' "
+        "AND period_start = $1", MONDAY)
+    return int(value) if value is not None else None
+
+
+async def test_reads_wait_for_a_lagging_replica(
+    conns: tuple[asyncpg.Connection, asyncpg.Connection],
+) -> None:
+    primary, replica = conns
+    assert await replica.fetchval("SELECT pg_is_in_recovery()")
+    await add_trade(primary, exit_day=MONDAY, net="10")
+    await rollup(primary, OPTIONS, reader=replica)
+    assert await week_trades(primary) == 1
+
+    await replica.execute("SELECT pg_wal_replay_pause()")
+    await add_trade(primary, exit_day=date(2026, 3, 3), net="-5")  # the replica cannot see it
+    run_ = asyncio.create_task(rollup(primary, OPTIONS, reader=replica))
+    await asyncio.sleep(1.0)
+    assert not run_.done()  # waiting for the replica, not computing from its stale state
+    await replica.execute("SELECT pg_wal_replay_resume()")
+    report = await asyncio.wait_for(run_, timeout=30)
+    assert report.strategy_periods_recomputed == 3
+    assert await week_trades(primary) == 2
+
+
+async def test_a_replica_too_far_behind_fails_the_run_and_keeps_the_marks(
+    conns: tuple[asyncpg.Connection, asyncpg.Connection],
+) -> None:
+    primary, replica = conns
+    await replica.execute("SELECT pg_wal_replay_pause()")
+    await add_trade(primary, exit_day=MONDAY, net="10")
+    impatient = OPTIONS.__class__(**{**vars(OPTIONS), "replica_wait_seconds": 0.5})
+    started = time.monotonic()
+    with pytest.raises(RollupError, match="has not replayed"):
+        await rollup(primary, impatient, reader=replica)
+    assert time.monotonic() - started < 10
+    assert await primary.fetchval("SELECT count(*) FROM rollup_pending") > 0
+    await replica.execute("SELECT pg_wal_replay_resume()")
+    await rollup(primary, OPTIONS, reader=replica)  # the next run does the work
+    assert await week_trades(primary) == 1

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -128,11 +128,13 @@ async def _run(conn: Conn, reader: Conn, options: RollupOptions, *, full: bool) 
 
     touched_trades = {(m["strategy_id"], m["model_version"], m["day"])
                       for m in marks if m["kind"] == "trade"}
-    await _strategy_periods(conn, reader, options, touched_trades,
-                            horizons["trade_outcomes"], report, undefined)
+    with _phase("strategy_performance"):
+        await _strategy_periods(conn, reader, options, touched_trades,
+                                horizons["trade_outcomes"], report, undefined)
     model_days = {(m["model_version"], m["day"]) for m in marks}
-    await _model_days(conn, reader, options, model_days, horizons["model_predictions"],
-                      report, undefined)
+    with _phase("model_performance"):
+        await _model_days(conn, reader, options, model_days, horizons["model_predictions"],
+                          report, undefined)
     await conn.execute(sql["consume_pending"], last_id)
     for (column, reason), count in sorted(undefined.items()):
         log.info("rollup.figure_undefined", column=column, reason=reason, rows=count)
@@ -247,12 +249,17 @@ async def _model_days(
     ranges = [(version, first, end) for version, days in wanted.items()
               for first, end in merge_ranges((d, d + timedelta(days=1)) for d in days)]
     arrays = ([v for v, _, _ in ranges], [f for _, f, _ in ranges], [e for _, _, e in ranges])
-    predictions: dict[tuple[str, date], list[ScoredPrediction]] = defaultdict(list)
-    for row in await reader.fetch(sql["prediction_days"], *arrays, options.time_zone,
-                                  options.regime_bar_max_age):
-        predictions[(row["model_version"], row["day"])].append(ScoredPrediction(
-            row["predicted_direction"], row["actual_direction"], row["confidence_score"],
-            row["detected_regime"]))
+    zone = ZoneInfo(options.time_zone)
+    predictions: dict[tuple[str, date], list[ScoredPrediction]] = {}
+    for version, days in wanted.items():
+        for day in sorted(days):
+            rows = await reader.fetch(sql["prediction_day"], version, _midnight(day, zone),
+                                      _midnight(day + timedelta(days=1), zone),
+                                      options.regime_bar_max_age)
+            predictions[(version, day)] = [
+                ScoredPrediction(row["predicted_direction"], row["actual_direction"],
+                                 row["confidence_score"], row["detected_regime"])
+                for row in rows]
     pnl = {(row["model_version"], row["day"]): row["net_pnl"]
            for row in await reader.fetch(sql["model_trade_days"], *arrays, options.time_zone)}
     identity = {row["model_version"]: (row["model_type"], row["status"])
@@ -309,6 +316,17 @@ async def _offline_live_columns(conn: Conn, reader: Conn, options: RollupOptions
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _phase(name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    log.debug("rollup.phase", phase=name, seconds=round(time.perf_counter() - started, 3))
+
+
+def _midnight(day: date, zone: ZoneInfo) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=zone)
 
 
 def local_days(utc_day: date, time_zone: str) -> list[date]:

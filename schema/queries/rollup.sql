@@ -121,24 +121,23 @@ USING unnest($1::text[], $2::text[], $3::text[], $4::date[])
 WHERE (s.strategy_id, s.model_version, s.period_type, s.period_start)
     = (e.strategy_id, e.model_version, e.period_type, e.period_start);
 
--- name: prediction_days
--- Validated predictions of the given model versions in the given day ranges ($1 version,
--- $2 first day, $3 day after the last, $4 time zone), each with the regime of its symbol's
--- last bar at or before predicted_at, if that bar is at most $5 old.
-SELECT p.model_version, (p.predicted_at AT TIME ZONE $4::text)::date AS day,
-       p.predicted_direction, p.actual_direction, p.confidence_score, b.detected_regime
-FROM unnest($1::text[], $2::date[], $3::date[]) AS r(model_version, first_day, end_day)
-JOIN model_predictions AS p
-  ON p.model_version = r.model_version
- AND p.predicted_at >= (r.first_day::timestamp AT TIME ZONE $4::text)
- AND p.predicted_at < (r.end_day::timestamp AT TIME ZONE $4::text)
+-- name: prediction_day
+-- Validated predictions of model version $1 made in [$2, $3), each with the regime of its
+-- symbol's last bar at or before predicted_at, if that bar is at most $4 old. One query per
+-- day: the scalar bounds on the bars let TimescaleDB exclude chunks once per query instead of
+-- once per prediction (with a year of daily chunks that is the difference between seconds
+-- and minutes).
+SELECT p.predicted_direction, p.actual_direction, p.confidence_score, b.detected_regime
+FROM model_predictions AS p
 LEFT JOIN LATERAL (
     SELECT m.detected_regime FROM market_conditions AS m
     WHERE m.symbol = p.symbol AND m.timestamp <= p.predicted_at
-      AND m.timestamp >= p.predicted_at - $5::interval
+      AND m.timestamp >= p.predicted_at - $4::interval
+      AND m.timestamp >= $2::timestamptz - $4::interval AND m.timestamp < $3::timestamptz
     ORDER BY m.timestamp DESC LIMIT 1
 ) AS b ON true
-WHERE p.validated_at IS NOT NULL AND p.actual_direction IS NOT NULL
+WHERE p.model_version = $1 AND p.predicted_at >= $2 AND p.predicted_at < $3
+  AND p.validated_at IS NOT NULL AND p.actual_direction IS NOT NULL
   AND p.predicted_direction IS NOT NULL;
 
 -- name: model_trade_days

@@ -5,7 +5,8 @@
         [--predictions 100000] [--timescaledb]
 
 Builds (server-side) `--trades` closed trades over 2025 across `--strategies` strategies and two
-model versions, each with two fills that carry order_submitted_at, and `--predictions`
+model versions, each with two fills that carry order_submitted_at (and the trade row their
+summed latencies, as the ingest derives them), and `--predictions`
 validated predictions with bars for their regimes. The triggers mark every row as changed,
 as live ingestion would. Then times
 - baselines: one bare GROUP BY of every trade by (strategy, model version, exit day) with count
@@ -63,12 +64,15 @@ async def build(conn: asyncpg.Connection, trades: int, strategies: int, predicti
     await conn.execute("""
         INSERT INTO trade_outcomes (trade_id, strategy_id, model_version, symbol, direction,
             entry_time, exit_time, entry_price, exit_price, quantity, gross_pnl, net_pnl,
-            commission, slippage, duration_seconds, outcome_type)
+            commission, slippage, duration_seconds, outcome_type, fill_latency_us_sum,
+            fill_latency_count)
         SELECT id, 'strategy-' || (n % $2), 'v' || (n / $2 % 2), 'S' || (n % 50), 'LONG',
                exit_time - interval '1 hour', exit_time, 100, 100 + move, 10,
                move * 10, move * 10 - 2, 2, 0.01 * (n % 3), 3600,
                CASE WHEN move * 10 - 2 > 0 THEN 'WIN' WHEN move * 10 - 2 < 0 THEN 'LOSS'
-                    ELSE 'BREAKEVEN' END
+                    ELSE 'BREAKEVEN' END,
+               1000 * (80 + (hashtext(id::text || 'BUY') & 255)
+                          + (hashtext(id::text || 'SELL') & 255)), 2
         FROM generate_series(1, $1::int) AS n,
              LATERAL (SELECT md5(n::text)::uuid AS id,
                              $3::timestamptz + (n::float8 / $1 * 364 + 0.1) * interval '1 day'

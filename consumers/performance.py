@@ -58,8 +58,8 @@ class TradeDay:
     largest_loss: Decimal | None
     slippage_sum: Decimal
     slippage_count: int
-    fill_ms_sum: Decimal
-    fill_count: int
+    fill_latency_us_sum: int  # Σ(filled_at - order_submitted_at) over the trades' timed fills
+    fill_latency_count: int
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def strategy_figures(
     gross_loss = sum((d.gross_loss for d in days), Decimal(0))
     net_pnl = sum((d.net_pnl for d in days), Decimal(0))
     slippage_count = sum(d.slippage_count for d in days)
-    fill_count = sum(d.fill_count for d in days)
+    fill_count = sum(d.fill_latency_count for d in days)
     returns = daily_returns([d.net_pnl for d in days], ratios.capital_base)
     if returns is None:
         undefined.note("sharpe_ratio, sortino_ratio, calmar_ratio", "capital base exhausted")
@@ -159,8 +159,8 @@ def strategy_figures(
             8, 4, "calmar_ratio", undefined, why="no drawdown"),
         avg_slippage=_quantize(_div(sum((d.slippage_sum for d in days), Decimal(0)),
                                     slippage_count), 18, 8, "avg_slippage", undefined),
-        avg_fill_time_ms=_round_int(_div(sum((d.fill_ms_sum for d in days), Decimal(0)),
-                                         fill_count), "avg_fill_time_ms", undefined),
+        avg_fill_time_ms=_round_int(_div(sum(d.fill_latency_us_sum for d in days),
+                                         fill_count * 1000), "avg_fill_time_ms", undefined),
     )
 
 

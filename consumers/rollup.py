@@ -217,7 +217,8 @@ def _trade_day(row: asyncpg.Record) -> TradeDay:
         gross_loss=row["gross_loss"], net_pnl=row["net_pnl"], commission=row["commission"],
         largest_win=row["largest_win"], largest_loss=row["largest_loss"],
         slippage_sum=row["slippage_sum"], slippage_count=row["slippage_count"],
-        fill_ms_sum=row["fill_ms_sum"], fill_count=row["fill_count"])
+        fill_latency_us_sum=row["fill_latency_us_sum"],
+        fill_latency_count=row["fill_latency_count"])
 
 
 def _strategy_columns(f: StrategyFigures) -> tuple[object, ...]:

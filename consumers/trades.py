@@ -16,7 +16,9 @@ Rules (also in README.md):
 - slippage = Σ(q · adverse) / Σq over fills that carry intended_price, adverse = p - intended
   for buys and intended - p for sells (positive = worse than intended; per unit);
 - duration_seconds = exit_time - entry_time; outcome_type OPEN until closed, then WIN / LOSS /
-  BREAKEVEN by the sign of net_pnl.
+  BREAKEVEN by the sign of net_pnl;
+- fill_latency_us_sum / fill_latency_count = Σ(filled_at - order_submitted_at) in microseconds
+  and how many fills carry order_submitted_at (the rollups' average fill time, summable).
 Averages and P&L are computed exactly and rounded once, half-even, to the column's scale.
 """
 
@@ -56,6 +58,8 @@ class FillLike(Protocol):
     def intended_price(self) -> Decimal | None: ...
     @property
     def filled_at(self) -> datetime: ...
+    @property
+    def order_submitted_at(self) -> datetime | None: ...
 
 
 class LedgerError(ValueError):
@@ -80,6 +84,8 @@ class TradeOutcome:
     slippage: Decimal | None
     duration_seconds: int | None
     outcome_type: Literal["WIN", "LOSS", "BREAKEVEN", "OPEN"]
+    fill_latency_us_sum: int
+    fill_latency_count: int
 
 
 def in_ledger_order(fills: Iterable[FillLike]) -> list[FillLike]:
@@ -123,6 +129,7 @@ def _derive(fills: Sequence[FillLike]) -> TradeOutcome:
             exit_time = fill.filled_at
 
     direction: Literal["LONG", "SHORT"] = "LONG" if opening == "BUY" else "SHORT"
+    timed = [f for f in ordered if f.order_submitted_at is not None]
     commission = sum((f.commission for f in ordered), Decimal(0))
     gross = net = None
     outcome: Literal["WIN", "LOSS", "BREAKEVEN", "OPEN"] = "OPEN"
@@ -150,6 +157,8 @@ def _derive(fills: Sequence[FillLike]) -> TradeOutcome:
         duration_seconds=(
             int((exit_time - first.filled_at).total_seconds()) if exit_time is not None else None),
         outcome_type=outcome,
+        fill_latency_us_sum=sum(_latency_us(f) for f in timed),
+        fill_latency_count=len(timed),
     )
 
 
@@ -159,6 +168,12 @@ def _same_trade(first: FillLike, fill: FillLike) -> None:
             raise LedgerError(
                 f"fill {fill.fill_id} has {field}={getattr(fill, field)!r} but trade "
                 f"{fill.trade_id} has {getattr(first, field)!r}")
+
+
+def _latency_us(fill: FillLike) -> int:
+    assert fill.order_submitted_at is not None
+    latency = fill.filled_at - fill.order_submitted_at  # exact: timedelta counts microseconds
+    return (latency.days * 86_400 + latency.seconds) * 1_000_000 + latency.microseconds
 
 
 def _slippage(fills: Sequence[FillLike]) -> Decimal | None:

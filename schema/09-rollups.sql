@@ -10,6 +10,19 @@ ALTER TABLE model_performance ADD CONSTRAINT model_performance_source_check
 CREATE UNIQUE INDEX idx_model_performance_live
     ON model_performance (model_version, evaluation_date) WHERE source = 'live';
 
+-- A trade's fill latencies, summable (the ingest derives them from the trade's ledger like
+-- every other trade column), so the rollup's average fill time never joins the fills table.
+ALTER TABLE trade_outcomes ADD COLUMN fill_latency_us_sum BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE trade_outcomes ADD COLUMN fill_latency_count INTEGER NOT NULL DEFAULT 0;
+UPDATE trade_outcomes AS t
+SET fill_latency_us_sum = f.us, fill_latency_count = f.n
+FROM (SELECT trade_id,
+             sum(round(extract(epoch FROM filled_at - order_submitted_at) * 1000000))::bigint
+                 AS us,
+             count(*) AS n
+      FROM trade_fills WHERE order_submitted_at IS NOT NULL GROUP BY trade_id) AS f
+WHERE f.trade_id = t.trade_id;
+
 -- What changed since the last rollup: one row per change to a closed trade or to a
 -- prediction's outcome, written by the triggers below in the writer's transaction. An
 -- append-only log (no unique key), so a writer never waits on a rollup that is consuming it.
@@ -59,10 +72,12 @@ CREATE TRIGGER trade_outcomes_rollup_update
     AFTER UPDATE ON trade_outcomes
     FOR EACH ROW
     WHEN ((OLD.exit_time, OLD.net_pnl, OLD.gross_pnl, OLD.commission, OLD.slippage,
-           OLD.quantity, OLD.outcome_type, OLD.strategy_id, OLD.model_version)
+           OLD.quantity, OLD.outcome_type, OLD.strategy_id, OLD.model_version,
+           OLD.fill_latency_us_sum, OLD.fill_latency_count)
           IS DISTINCT FROM
           (NEW.exit_time, NEW.net_pnl, NEW.gross_pnl, NEW.commission, NEW.slippage,
-           NEW.quantity, NEW.outcome_type, NEW.strategy_id, NEW.model_version))
+           NEW.quantity, NEW.outcome_type, NEW.strategy_id, NEW.model_version,
+           NEW.fill_latency_us_sum, NEW.fill_latency_count))
     EXECUTE FUNCTION rollup_mark_trade();
 CREATE TRIGGER model_predictions_rollup_insert
     AFTER INSERT ON model_predictions

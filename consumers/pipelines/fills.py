@@ -63,7 +63,7 @@ FILL_COLUMNS = tuple(Fill.__struct_fields__)
 OUTCOME_COLUMNS = (
     "trade_id", "strategy_id", "model_version", "symbol", "direction", "entry_time",
     "exit_time", "entry_price", "exit_price", "quantity", "gross_pnl", "net_pnl", "commission",
-    "slippage", "duration_seconds", "outcome_type",
+    "slippage", "duration_seconds", "outcome_type", "fill_latency_us_sum", "fill_latency_count",
 )
 
 

@@ -74,7 +74,7 @@ FROM trade_fills WITH NO DATA;
 CREATE TEMP TABLE IF NOT EXISTS stage_trade_outcomes ON COMMIT DELETE ROWS AS
 SELECT trade_id, strategy_id, model_version, symbol, direction, entry_time, exit_time,
        entry_price, exit_price, quantity, gross_pnl, net_pnl, commission, slippage,
-       duration_seconds, outcome_type
+       duration_seconds, outcome_type, fill_latency_us_sum, fill_latency_count
 FROM trade_outcomes WITH NO DATA;
 
 -- name: fills_lock_trades
@@ -109,10 +109,10 @@ WHERE o.trade_id = s.trade_id AND o.entry_time <> s.entry_time;
 INSERT INTO trade_outcomes (
     trade_id, strategy_id, model_version, symbol, direction, entry_time, exit_time,
     entry_price, exit_price, quantity, gross_pnl, net_pnl, commission, slippage,
-    duration_seconds, outcome_type)
+    duration_seconds, outcome_type, fill_latency_us_sum, fill_latency_count)
 SELECT trade_id, strategy_id, model_version, symbol, direction, entry_time, exit_time,
        entry_price, exit_price, quantity, gross_pnl, net_pnl, commission, slippage,
-       duration_seconds, outcome_type
+       duration_seconds, outcome_type, fill_latency_us_sum, fill_latency_count
 FROM stage_trade_outcomes
 ON CONFLICT (trade_id, entry_time) DO UPDATE SET
     strategy_id = EXCLUDED.strategy_id, model_version = EXCLUDED.model_version,
@@ -121,7 +121,8 @@ ON CONFLICT (trade_id, entry_time) DO UPDATE SET
     quantity = EXCLUDED.quantity, gross_pnl = EXCLUDED.gross_pnl, net_pnl = EXCLUDED.net_pnl,
     commission = EXCLUDED.commission, slippage = EXCLUDED.slippage,
     duration_seconds = EXCLUDED.duration_seconds, outcome_type = EXCLUDED.outcome_type,
-    updated_at = now();
+    fill_latency_us_sum = EXCLUDED.fill_latency_us_sum,
+    fill_latency_count = EXCLUDED.fill_latency_count, updated_at = now();
 
 -- name: applied_event_record
 -- true when this event id is new (and now recorded); NULL when it was applied before.

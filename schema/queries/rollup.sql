@@ -31,49 +31,30 @@ WHERE table_name IN ('trade_outcomes', 'model_predictions');
 
 -- name: strategy_days
 -- Closed trades per (strategy, model version, local exit day) within the given day ranges
--- ($1 strategy, $2 model version, $3 first day, $4 day after the last; $5 time zone),
--- with the fill latencies of those trades' fills.
-WITH ranges AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::date[])
-        AS r(strategy_id, model_version, first_day, end_day)
-),
-closed AS (
-    SELECT t.trade_id, t.strategy_id, t.model_version, t.net_pnl, t.commission, t.slippage,
-           t.outcome_type, (t.exit_time AT TIME ZONE $5::text)::date AS day
-    FROM ranges AS r
-    JOIN trade_outcomes AS t
-      ON t.strategy_id = r.strategy_id AND t.model_version = r.model_version
-     AND t.exit_time >= (r.first_day::timestamp AT TIME ZONE $5::text)
-     AND t.exit_time < (r.end_day::timestamp AT TIME ZONE $5::text)
-    WHERE t.outcome_type IN ('WIN', 'LOSS', 'BREAKEVEN')
-),
-fill_times AS (
-    SELECT f.trade_id,
-           sum(extract(epoch FROM f.filled_at - f.order_submitted_at) * 1000) AS ms,
-           count(*) AS n
-    FROM trade_fills AS f
-    WHERE f.order_submitted_at IS NOT NULL
-      AND f.trade_id IN (SELECT trade_id FROM closed)
-    GROUP BY f.trade_id
-)
-SELECT c.strategy_id, c.model_version, c.day,
+-- ($1 strategy, $2 model version, $3 first day, $4 day after the last; $5 time zone).
+SELECT t.strategy_id, t.model_version, (t.exit_time AT TIME ZONE $5::text)::date AS day,
        count(*) AS trades,
-       count(*) FILTER (WHERE c.outcome_type = 'WIN') AS wins,
-       count(*) FILTER (WHERE c.outcome_type = 'LOSS') AS losses,
-       count(*) FILTER (WHERE c.outcome_type = 'BREAKEVEN') AS breakevens,
-       coalesce(sum(c.net_pnl) FILTER (WHERE c.outcome_type = 'WIN'), 0) AS gross_profit,
-       coalesce(sum(c.net_pnl) FILTER (WHERE c.outcome_type = 'LOSS'), 0) AS gross_loss,
-       coalesce(sum(c.net_pnl), 0) AS net_pnl,
-       coalesce(sum(c.commission), 0) AS commission,
-       max(c.net_pnl) FILTER (WHERE c.outcome_type = 'WIN') AS largest_win,
-       min(c.net_pnl) FILTER (WHERE c.outcome_type = 'LOSS') AS largest_loss,
-       coalesce(sum(c.slippage), 0) AS slippage_sum,
-       count(c.slippage) AS slippage_count,
-       coalesce(sum(ft.ms), 0) AS fill_ms_sum,
-       coalesce(sum(ft.n), 0)::bigint AS fill_count
-FROM closed AS c
-LEFT JOIN fill_times AS ft ON ft.trade_id = c.trade_id
-GROUP BY c.strategy_id, c.model_version, c.day;
+       count(*) FILTER (WHERE t.outcome_type = 'WIN') AS wins,
+       count(*) FILTER (WHERE t.outcome_type = 'LOSS') AS losses,
+       count(*) FILTER (WHERE t.outcome_type = 'BREAKEVEN') AS breakevens,
+       coalesce(sum(t.net_pnl) FILTER (WHERE t.outcome_type = 'WIN'), 0) AS gross_profit,
+       coalesce(sum(t.net_pnl) FILTER (WHERE t.outcome_type = 'LOSS'), 0) AS gross_loss,
+       coalesce(sum(t.net_pnl), 0) AS net_pnl,
+       coalesce(sum(t.commission), 0) AS commission,
+       max(t.net_pnl) FILTER (WHERE t.outcome_type = 'WIN') AS largest_win,
+       min(t.net_pnl) FILTER (WHERE t.outcome_type = 'LOSS') AS largest_loss,
+       coalesce(sum(t.slippage), 0) AS slippage_sum,
+       count(t.slippage) AS slippage_count,
+       coalesce(sum(t.fill_latency_us_sum), 0) AS fill_latency_us_sum,
+       coalesce(sum(t.fill_latency_count), 0)::bigint AS fill_latency_count
+FROM unnest($1::text[], $2::text[], $3::date[], $4::date[])
+    AS r(strategy_id, model_version, first_day, end_day)
+JOIN trade_outcomes AS t
+  ON t.strategy_id = r.strategy_id AND t.model_version = r.model_version
+ AND t.exit_time >= (r.first_day::timestamp AT TIME ZONE $5::text)
+ AND t.exit_time < (r.end_day::timestamp AT TIME ZONE $5::text)
+WHERE t.outcome_type IN ('WIN', 'LOSS', 'BREAKEVEN')
+GROUP BY 1, 2, 3;
 
 -- name: upsert_strategy_period
 -- Rows are rewritten only when a figure changed, so a re-run leaves updated_at alone.

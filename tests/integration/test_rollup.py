@@ -49,28 +49,25 @@ async def add_trade(db: asyncpg.Connection, *, exit_day: date | None, net: str,
                     commission: str = "0", strategy: str = "s1", model: str = "m1",
                     slippage: str | None = None, exit_hour: int = 15,
                     fill_latencies_ms: tuple[int | None, ...] = ()) -> uuid.UUID:
-    """A trade row as the fills pipeline would derive it, and fills carrying the latencies."""
+    """A trade row as the fills pipeline derives it (fill latencies summed per trade)."""
     trade_id = uuid.uuid4()
     net_pnl = Decimal(net)
     exit_time = at(exit_day, exit_hour) if exit_day else None
     entry_time = (exit_time or at(MONDAY)) - timedelta(hours=1)
     outcome = ("OPEN" if exit_time is None else
                "WIN" if net_pnl > 0 else "LOSS" if net_pnl < 0 else "BREAKEVEN")
+    timed = [ms for ms in fill_latencies_ms if ms is not None]
     await db.execute(
         """INSERT INTO trade_outcomes (trade_id, strategy_id, model_version, symbol, direction,
                entry_time, exit_time, entry_price, exit_price, quantity, gross_pnl, net_pnl,
-               commission, slippage, duration_seconds, outcome_type)
-           VALUES ($1, $2, $3, 'AAPL', 'LONG', $4, $5, 100, 101, 10, $6, $7, $8, $9, 3600, $10)""",
+               commission, slippage, duration_seconds, outcome_type, fill_latency_us_sum,
+               fill_latency_count)
+           VALUES ($1, $2, $3, 'AAPL', 'LONG', $4, $5, 100, 101, 10, $6, $7, $8, $9, 3600, $10,
+                   $11, $12)""",
         trade_id, strategy, model, entry_time, exit_time,
         net_pnl + Decimal(commission) if exit_time else None, net_pnl if exit_time else None,
-        Decimal(commission), Decimal(slippage) if slippage is not None else None, outcome)
-    for latency in fill_latencies_ms:
-        submitted = (entry_time - timedelta(milliseconds=latency)) if latency is not None else None
-        await db.execute(
-            """INSERT INTO trade_fills (fill_id, trade_id, strategy_id, model_version, symbol,
-                   side, quantity, price, filled_at, order_submitted_at)
-               VALUES ($1, $2, $3, $4, 'AAPL', 'BUY', 10, 100, $5, $6)""",
-            uuid.uuid4(), trade_id, strategy, model, entry_time, submitted)
+        Decimal(commission), Decimal(slippage) if slippage is not None else None, outcome,
+        sum(ms * 1000 for ms in timed), len(timed))
     return trade_id
 
 

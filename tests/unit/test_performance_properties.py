@@ -102,8 +102,8 @@ def _trade_day(day: date, pnl: Decimal) -> TradeDay:
                     breakevens=int(not (win or loss)), gross_profit=pnl if win else Decimal(0),
                     gross_loss=pnl if loss else Decimal(0), net_pnl=pnl, commission=Decimal(0),
                     largest_win=pnl if win else None, largest_loss=pnl if loss else None,
-                    slippage_sum=Decimal(0), slippage_count=0, fill_ms_sum=Decimal(0),
-                    fill_count=0)
+                    slippage_sum=Decimal(0), slippage_count=0, fill_latency_us_sum=0,
+                    fill_latency_count=0)
 
 
 directions = st.sampled_from(["LONG", "SHORT", "NEUTRAL"])

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import msgspec
 import pytest
 
 from consumers.pipelines.fills import Fill
@@ -52,6 +53,17 @@ def test_long_trade_from_partial_fills() -> None:
     assert outcome.exit_time == T0 + timedelta(minutes=12)
     assert outcome.duration_seconds == 720
     assert outcome.outcome_type == "WIN"
+
+
+def test_fill_latencies_are_summed_exactly_over_timed_fills() -> None:
+    submitted = [T0 - timedelta(milliseconds=250, microseconds=7), None,
+                 T0 + timedelta(minutes=10, milliseconds=-1500)]
+    fills = [msgspec.structs.replace(f, order_submitted_at=s)
+             for f, s in zip(LONG_FILLS, [*submitted, None], strict=True)]
+    outcome = derive(fills)
+    assert outcome.fill_latency_count == 2  # two fills say when their order was submitted
+    assert outcome.fill_latency_us_sum == 250_007 + 1_500_000
+    assert derive(LONG_FILLS).fill_latency_count == 0
 
 
 def test_any_arrival_order_gives_the_same_outcome() -> None:

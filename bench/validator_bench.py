@@ -1,7 +1,7 @@
 """Validator backlog benchmark, against a bare UPDATE of the same rows measured in the same run.
 
     deploy/local/stack.sh up
-    .venv/bin/python bench/validator_bench.py [--predictions 1000000] [--symbols 50]
+    .venv/bin/python bench/validator_bench.py [--predictions 1000000] [--symbols 50] [--timescaledb]
 
 Builds (server-side) one bar a minute per symbol and one prediction per bar with horizons of
 5, 15 and 60 minutes, all past their horizon; clones the database; then
@@ -37,10 +37,10 @@ async def admin(url: str, *statements: str) -> None:
         await conn.close()
 
 
-async def build(url: str, symbols: int, minutes: int) -> None:
+async def build(url: str, symbols: int, minutes: int, timescaledb: bool) -> None:
     conn = await asyncpg.connect(url)
     try:
-        await migrations.migrate(conn, use_timescaledb=False)
+        await migrations.migrate(conn, use_timescaledb=timescaledb)
         await conn.execute("""
             INSERT INTO market_conditions (symbol, timestamp, open, high, low, close, volume)
             SELECT 'S' || lpad(s::text, 3, '0'), $1::timestamptz + make_interval(mins => m),
@@ -72,7 +72,7 @@ async def run(args: argparse.Namespace) -> None:
     await admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
                 f'CREATE DATABASE "{name}"')
     started = time.perf_counter()
-    await build(f"{base}/{name}", args.symbols, minutes)
+    await build(f"{base}/{name}", args.symbols, minutes, args.timescaledb)
     print(f"built {args.symbols * minutes:,} predictions and their bars in "
           f"{time.perf_counter() - started:.1f}s", flush=True)
     await admin(server, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
@@ -122,6 +122,8 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--batch", type=int, default=50_000)
     parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
+    parser.add_argument("--timescaledb", action="store_true",
+                        help="take the TimescaleDB schema path (the extension must be installed)")
     asyncio.run(run(parser.parse_args()))
 
 

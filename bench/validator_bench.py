@@ -18,14 +18,19 @@ import asyncio
 import os
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from consumers import migrations
 from consumers.settings import load_settings
 
-T0 = datetime(2026, 1, 5, tzinfo=UTC)
+
+def start_of(minutes: int) -> datetime:
+    """Recent data, ending an hour ago: on TimescaleDB older chunks would be compressed
+    (bars after 7 days), which is not where the validator normally works."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    return now - timedelta(minutes=minutes + 120)
 
 
 async def admin(url: str, *statements: str) -> None:
@@ -38,6 +43,7 @@ async def admin(url: str, *statements: str) -> None:
 
 
 async def build(url: str, symbols: int, minutes: int, timescaledb: bool) -> None:
+    t0 = start_of(minutes)
     conn = await asyncpg.connect(url)
     try:
         await migrations.migrate(conn, use_timescaledb=timescaledb)
@@ -48,7 +54,7 @@ async def build(url: str, symbols: int, minutes: int, timescaledb: bool) -> None
             FROM generate_series(1, $2::int) AS s, generate_series(0, $3::int - 1) AS m,
                  LATERAL (SELECT round((100 + 10 * sin(m / 50.0 + s))::numeric, 8) AS c)
                  AS price""",
-            T0, symbols, minutes + 60)
+            t0, symbols, minutes + 60)
         await conn.execute("""
             INSERT INTO model_predictions (prediction_id, model_version, model_type, symbol,
                 predicted_at, prediction_horizon_minutes, predicted_direction, feature_vector)
@@ -56,7 +62,7 @@ async def build(url: str, symbols: int, minutes: int, timescaledb: bool) -> None
                    $1::timestamptz + make_interval(mins => m), (ARRAY[5, 15, 60])[1 + m % 3],
                    (ARRAY['LONG', 'SHORT', 'NEUTRAL'])[1 + (m + s) % 3], '{}'
             FROM generate_series(1, $2::int) AS s, generate_series(0, $3::int - 1) AS m""",
-            T0, symbols, minutes)
+            t0, symbols, minutes)
         await conn.execute("VACUUM ANALYZE market_conditions")
         await conn.execute("VACUUM ANALYZE model_predictions")
     finally:

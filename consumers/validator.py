@@ -70,14 +70,35 @@ async def validate(conn: Conn, rules: Rules, keys: Sequence[asyncpg.Record]) -> 
     """Compute and store the outcomes of the given predictions; returns how many changed."""
     if not keys:
         return 0
-    rows = await conn.fetch(
-        queries("validator")["validate_predictions"],
-        [k["prediction_id"] for k in keys], [k["predicted_at"] for k in keys],
-        rules.gap_tolerance, rules.neutral_band)
+    rows = []
+    for window in _time_windows(keys):
+        rows += await conn.fetch(
+            queries("validator")["validate_predictions"],
+            [k["prediction_id"] for k in window], [k["predicted_at"] for k in window],
+            rules.gap_tolerance, rules.neutral_band,
+            window[0]["predicted_at"], max(k["horizon_end"] for k in window))
     for row in rows:
         metrics.VALIDATION_LAG.observe(max(0.0, row["lag_seconds"]))
     metrics.PREDICTIONS_VALIDATED.inc(len(rows))
     return len(rows)
+
+
+KEY_WINDOW = timedelta(days=1)
+
+
+def _time_windows(keys: Sequence[asyncpg.Record]) -> list[list[asyncpg.Record]]:
+    """The keys in runs of predictions made within KEY_WINDOW of each other.
+
+    Each run is validated by one statement whose bar lookups are bounded to the run's time
+    span, so on TimescaleDB a statement touches a few daily chunks, not the whole backlog's.
+    """
+    windows: list[list[asyncpg.Record]] = []
+    for key in sorted(keys, key=lambda k: k["predicted_at"]):
+        if windows and key["predicted_at"] - windows[-1][0]["predicted_at"] <= KEY_WINDOW:
+            windows[-1].append(key)
+        else:
+            windows.append([key])
+    return windows
 
 
 async def update_excursions(conn: Conn, trade_ids: Sequence[uuid.UUID]) -> int:

@@ -26,11 +26,12 @@ WHERE f.trade_id = t.trade_id;
 -- What changed since the last rollup: one row per change to a closed trade or to a
 -- prediction's outcome, written by the triggers below in the writer's transaction. An
 -- append-only log (no unique key), so a writer never waits on a rollup that is consuming it.
--- day: the UTC day of exit_time (trades) or predicted_at (predictions).
+-- day: the UTC day of exit_time (trades), predicted_at (predictions) or evaluation_date (a
+-- new offline evaluation, whose live columns the next run fills).
 CREATE TABLE rollup_pending (
     id BIGSERIAL PRIMARY KEY,
     kind VARCHAR(11) NOT NULL CONSTRAINT rollup_pending_kind_check
-        CHECK (kind IN ('trade', 'prediction')),
+        CHECK (kind IN ('trade', 'prediction', 'evaluation')),
     strategy_id VARCHAR(50),
     model_version VARCHAR(20) NOT NULL,
     day DATE NOT NULL
@@ -58,6 +59,15 @@ LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO rollup_pending (kind, model_version, day)
     VALUES ('prediction', NEW.model_version, (NEW.predicted_at AT TIME ZONE 'UTC')::date);
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION rollup_mark_evaluation() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO rollup_pending (kind, model_version, day)
+    VALUES ('evaluation', NEW.model_version, NEW.evaluation_date);
     RETURN NULL;
 END
 $$;
@@ -92,6 +102,11 @@ CREATE TRIGGER model_predictions_rollup_update
           (NEW.validated_at, NEW.actual_direction, NEW.prediction_accuracy,
            NEW.confidence_score, NEW.predicted_direction))
     EXECUTE FUNCTION rollup_mark_prediction();
+
+CREATE TRIGGER model_performance_rollup_insert
+    AFTER INSERT ON model_performance
+    FOR EACH ROW WHEN (NEW.source = 'offline')
+    EXECUTE FUNCTION rollup_mark_evaluation();
 
 -- Data that was there before this migration is pending from the start.
 INSERT INTO rollup_pending (kind, strategy_id, model_version, day)

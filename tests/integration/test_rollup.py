@@ -381,6 +381,18 @@ async def test_model_performance_live_row_and_offline_live_columns(
 
     assert (await rollup(db, OPTIONS)).live_model_days_recomputed == 0  # nothing changed
 
+    # an evaluation arriving after the facts is filled in by the next run
+    await db.execute(
+        """INSERT INTO model_performance (model_version, model_type, evaluation_date, accuracy)
+           VALUES ('m1', 'gbm', $1, 0.7)""", MONDAY + timedelta(days=7))
+    assert (await rollup(db, OPTIONS)).offline_rows_updated == 1
+    late = await db.fetchrow("SELECT accuracy, live_accuracy, live_pnl_contribution "
+                             "FROM model_performance WHERE evaluation_date = $1 "
+                             "AND source = 'offline'", MONDAY + timedelta(days=7))
+    assert late is not None
+    # no validated prediction since 9 March; the 9 March trade made 200
+    assert tuple(late) == (Decimal("0.7000"), None, Decimal("200.0000"))
+
 
 # --- how it runs ----------------------------------------------------------------------------
 

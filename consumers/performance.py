@@ -155,7 +155,7 @@ def strategy_figures(
             sortino(returns, daily_rf, ratios.periods_per_year) if returns else None,
             8, 4, "sortino_ratio", undefined, why="fewer than two daily returns or no downside"),
         calmar_ratio=ratio(
-            calmar(returns, ratios.periods_per_year) if returns else None,
+            calmar(returns, drawdown.fraction, ratios.periods_per_year) if returns else None,
             8, 4, "calmar_ratio", undefined, why="no drawdown"),
         avg_slippage=_quantize(_div(sum((d.slippage_sum for d in days), Decimal(0)),
                                     slippage_count), 18, 8, "avg_slippage", undefined),
@@ -239,23 +239,17 @@ def sortino(returns: Sequence[float], daily_rf: float, periods_per_year: int) ->
         downside * math.sqrt(periods_per_year))
 
 
-def calmar(returns: Sequence[float], periods_per_year: int) -> float | None:
-    """Compound annual growth rate over the period's max drawdown (of the same returns)."""
-    if not returns:
-        return None
+def calmar(returns: Sequence[float], drawdown: float | None,
+           periods_per_year: int) -> float | None:
+    """Compound annual growth rate of ``returns`` over their max drawdown (``max_drawdown``)."""
     growth = math.prod(1 + r for r in returns)
-    peak, worst, value = 1.0, 0.0, 1.0
-    for r in returns:
-        value *= 1 + r
-        peak = max(peak, value)
-        worst = max(worst, (peak - value) / peak)
-    if worst == 0 or growth <= 0:
+    if not returns or not drawdown or growth <= 0:
         return None
     try:
         annual = growth ** (periods_per_year / len(returns)) - 1
     except OverflowError:
         return None
-    return annual / worst
+    return annual / drawdown
 
 
 # --- model figures ---------------------------------------------------------------------------

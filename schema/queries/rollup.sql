@@ -188,22 +188,20 @@ WHERE m.source = 'live'
 -- name: offline_live_figures
 -- For each offline evaluation of the given versions: right calls and validated predictions
 -- made since its evaluation date, and the net P&L of that version's trades closed since.
-SELECT o.id, o.live_accuracy, o.live_pnl_contribution,
-       (SELECT count(*) FILTER (WHERE p.predicted_direction = p.actual_direction)
-        FROM model_predictions AS p
-        WHERE p.model_version = o.model_version AND p.validated_at IS NOT NULL
-          AND p.actual_direction IS NOT NULL AND p.predicted_direction IS NOT NULL
-          AND p.predicted_at >= (o.evaluation_date::timestamp AT TIME ZONE $2::text)) AS right_calls,
-       (SELECT count(*)
-        FROM model_predictions AS p
-        WHERE p.model_version = o.model_version AND p.validated_at IS NOT NULL
-          AND p.actual_direction IS NOT NULL AND p.predicted_direction IS NOT NULL
-          AND p.predicted_at >= (o.evaluation_date::timestamp AT TIME ZONE $2::text)) AS calls,
+SELECT o.id, o.live_accuracy, o.live_pnl_contribution, c.right_calls, c.calls,
        (SELECT sum(t.net_pnl) FROM trade_outcomes AS t
         WHERE t.model_version = o.model_version
           AND t.outcome_type IN ('WIN', 'LOSS', 'BREAKEVEN')
           AND t.exit_time >= (o.evaluation_date::timestamp AT TIME ZONE $2::text)) AS net_pnl
 FROM model_performance AS o
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE p.predicted_direction = p.actual_direction) AS right_calls,
+           count(*) AS calls
+    FROM model_predictions AS p
+    WHERE p.model_version = o.model_version AND p.validated_at IS NOT NULL
+      AND p.actual_direction IS NOT NULL AND p.predicted_direction IS NOT NULL
+      AND p.predicted_at >= (o.evaluation_date::timestamp AT TIME ZONE $2::text)
+) AS c
 WHERE o.source = 'offline' AND o.model_version = ANY($1::text[]);
 
 -- name: set_offline_live_figures

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -255,7 +256,7 @@ async def test_degenerate_inputs_yield_null_and_a_log_line(db: asyncpg.Connectio
 async def test_time_zone_puts_trades_in_local_days(db: asyncpg.Connection) -> None:
     # 02:00 UTC on Tuesday is 21:00 on Monday in New York
     await add_trade(db, exit_day=MONDAY + timedelta(days=1), exit_hour=2, net="10")
-    await rollup(db, RollupOptions(**{**vars(OPTIONS), "time_zone": "America/New_York"}))
+    await rollup(db, dataclasses.replace(OPTIONS, time_zone="America/New_York"))
     days = await db.fetch("SELECT period_start FROM strategy_performance "
                           "WHERE period_type = 'DAY'")
     assert [r["period_start"] for r in days] == [MONDAY]

@@ -8,6 +8,7 @@ beside the stack's own cluster, with the same Debian PostgreSQL binaries.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import socket
@@ -135,7 +136,7 @@ async def test_a_replica_too_far_behind_fails_the_run_and_keeps_the_marks(
     primary, replica = conns
     await replica.execute("SELECT pg_wal_replay_pause()")
     await add_trade(primary, exit_day=MONDAY, net="10")
-    impatient = OPTIONS.__class__(**{**vars(OPTIONS), "replica_wait_seconds": 0.5})
+    impatient = dataclasses.replace(OPTIONS, replica_wait_seconds=0.5)
     started = time.monotonic()
     with pytest.raises(RollupError, match="has not replayed"):
         await rollup(primary, impatient, reader=replica)

@@ -64,9 +64,9 @@ def test_ratios_match_empyrical(cents: list[int], capital: Decimal, per_year: in
     assert close(perf.sortino(returns, daily_rf, per_year),
                  empyrical.sortino_ratio(series, required_return=daily_rf,
                                          annualization=per_year))
-    assert close(perf.max_drawdown(days, pnls, capital).fraction,
-                 -empyrical.max_drawdown(series))
-    assert close(perf.calmar(returns, per_year),
+    drawdown = perf.max_drawdown(days, pnls, capital).fraction
+    assert close(drawdown, -empyrical.max_drawdown(series))
+    assert close(perf.calmar(returns, drawdown, per_year),
                  empyrical.calmar_ratio(series, annualization=per_year))
 
 

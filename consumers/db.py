@@ -92,6 +92,22 @@ def copy_text(rows: Iterable[Sequence[Any]]) -> bytes:
     ).encode()
 
 
+async def copy_new_rows(
+    conn: Conn, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> bool:
+    """COPY rows straight into ``table`` if none of their keys is stored yet.
+
+    In a savepoint: on a unique violation it is rolled back and False is returned, and the
+    caller writes the rows the slow way (staging table + upsert). Other errors propagate.
+    """
+    try:
+        async with conn.transaction():
+            await copy_rows(conn, table, columns, rows)
+    except asyncpg.UniqueViolationError:
+        return False
+    return True
+
+
 async def copy_rows(
     conn: Conn, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> None:

@@ -54,6 +54,8 @@ class BarsPipeline(CopyUpsertPipeline):
     name = "bars"
     event_type = Bar
     stage = "stage_market_conditions"
+    target = "market_conditions"
+    key = ("symbol", "timestamp")
     columns = tuple(Bar.__struct_fields__)
 
     def to_row(self, event: Any) -> tuple[Any, ...]:

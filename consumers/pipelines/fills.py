@@ -22,7 +22,7 @@ import msgspec
 
 from consumers import trades
 from consumers.contract import Contract, ModelVersion, PositiveInt, StrategyId, Symbol, UtcTime
-from consumers.db import Conn, copy_rows, queries
+from consumers.db import Conn, copy_new_rows, copy_rows, queries
 from consumers.pipelines.base import Pipeline, Rejection
 
 PRICE = (18, 8)
@@ -84,43 +84,75 @@ class FillsPipeline(Pipeline):
         for row in await conn.fetch(sql["fills_ledgers"], trade_ids):
             stored = Fill(**dict(row))
             ledgers[stored.trade_id].append(stored)
+        # Fills and their trade's row are written together, so a trade without stored fills
+        # has no trade_outcomes row either.
+        stored_trades = {trade_id for trade_id, ledger in ledgers.items() if ledger}
 
-        accepted, rejections = _accept(fills, ledgers)
+        accepted, outcomes, rejections = _accept(fills, ledgers)
         if accepted:
-            await copy_rows(conn, "stage_trade_fills", FILL_COLUMNS,
-                            [msgspec.structs.astuple(f) for f in accepted])
-            await conn.execute(sql["fills_insert"])
-            touched = {f.trade_id for f in accepted}
-            outcomes = [trades.derive(ledgers[trade_id]) for trade_id in sorted(touched)]
-            await copy_rows(conn, "stage_trade_outcomes", OUTCOME_COLUMNS,
-                            [tuple(getattr(o, c) for c in OUTCOME_COLUMNS) for o in outcomes])
-            await conn.execute(sql["trade_outcomes_rekey"])
-            await conn.execute(sql["trade_outcomes_upsert"])
+            await _store_fills(conn, accepted)
+            await _store_outcomes(
+                conn,
+                new=[o for o in outcomes if o.trade_id not in stored_trades],
+                changed=[o for o in outcomes if o.trade_id in stored_trades])
         return rejections
+
+
+async def _store_fills(conn: Conn, accepted: Sequence[Fill]) -> None:
+    """The accepted fills are new to their ledgers (checked under the trades' locks), so they
+    are copied straight into trade_fills; a fill_id already stored under another trade falls
+    back to the staged insert, which skips it as before."""
+    rows = [msgspec.structs.astuple(f) for f in accepted]
+    if not await copy_new_rows(conn, "trade_fills", FILL_COLUMNS, rows):
+        await copy_rows(conn, "stage_trade_fills", FILL_COLUMNS, rows)
+        await conn.execute(queries("ingest")["fills_insert"])
+
+
+async def _store_outcomes(
+    conn: Conn, *, new: list[trades.TradeOutcome], changed: list[trades.TradeOutcome]
+) -> None:
+    """New trades are copied straight into trade_outcomes; trades already stored go through
+    staging, re-keying and the upsert (which keeps the validator's excursions)."""
+    if new and not await copy_new_rows(conn, "trade_outcomes", OUTCOME_COLUMNS, _rows(new)):
+        changed = changed + new
+    if changed:
+        sql = queries("ingest")
+        await copy_rows(conn, "stage_trade_outcomes", OUTCOME_COLUMNS, _rows(changed))
+        await conn.execute(sql["trade_outcomes_rekey"])
+        await conn.execute(sql["trade_outcomes_upsert"])
+
+
+def _rows(outcomes: Sequence[trades.TradeOutcome]) -> list[tuple[Any, ...]]:
+    return [tuple(getattr(o, c) for c in OUTCOME_COLUMNS) for o in outcomes]
 
 
 def _accept(
     fills: Sequence[Fill], ledgers: dict[UUID, list[Fill]]
-) -> tuple[list[Fill], list[Rejection]]:
-    """Which new fills join their trade's ledger (``ledgers`` is extended in place).
+) -> tuple[list[Fill], list[trades.TradeOutcome], list[Rejection]]:
+    """Which new fills join their trade's ledger (``ledgers`` is extended in place), the
+    outcome of every trade that took a fill (in trade_id order), and the refusals.
 
     A trade whose stored ledger plus all of the batch's new fills is consistent takes them all,
     whatever their order in the batch. Otherwise its new fills are tried one by one in Kafka
     order and each one that would make the ledger inconsistent is refused.
     """
     new: dict[UUID, list[tuple[int, Fill]]] = {}
+    known: dict[UUID, set[UUID]] = {}  # fill ids per trade: stored, then the batch's
     for index, fill in enumerate(fills):
-        known = {f.fill_id for f in ledgers[fill.trade_id]} | {
-            f.fill_id for _, f in new.get(fill.trade_id, [])}
-        if fill.fill_id not in known:  # a redelivered fill is already in the ledger
+        trade_known = known.get(fill.trade_id)
+        if trade_known is None:
+            trade_known = known[fill.trade_id] = {f.fill_id for f in ledgers[fill.trade_id]}
+        if fill.fill_id not in trade_known:  # a redelivered fill is already in the ledger
+            trade_known.add(fill.fill_id)
             new.setdefault(fill.trade_id, []).append((index, fill))
 
     accepted: list[Fill] = []
+    outcomes: dict[UUID, trades.TradeOutcome] = {}
     rejections: list[Rejection] = []
     for trade_id, candidates in new.items():
         ledger = ledgers[trade_id]
         try:
-            trades.derive([*ledger, *(fill for _, fill in candidates)])
+            outcomes[trade_id] = trades.derive([*ledger, *(fill for _, fill in candidates)])
             ledger.extend(fill for _, fill in candidates)
             accepted.extend(fill for _, fill in candidates)
             continue
@@ -128,11 +160,11 @@ def _accept(
             pass
         for index, fill in candidates:
             try:
-                trades.derive([*ledger, fill])
+                outcomes[trade_id] = trades.derive([*ledger, fill])
             except trades.LedgerError as exc:
                 rejections.append(Rejection(index, "LedgerError", str(exc)))
                 continue
             ledger.append(fill)
             accepted.append(fill)
     rejections.sort(key=lambda r: r.index)
-    return accepted, rejections
+    return accepted, [outcomes[trade_id] for trade_id in sorted(outcomes)], rejections

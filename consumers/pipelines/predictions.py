@@ -58,6 +58,8 @@ class PredictionsPipeline(CopyUpsertPipeline):
     name = "predictions"
     event_type = Prediction
     stage = "stage_model_predictions"
+    target = "model_predictions"
+    key = ("prediction_id", "predicted_at")
     columns = tuple(Prediction.__struct_fields__)
 
     def to_row(self, event: Any) -> tuple[Any, ...]:

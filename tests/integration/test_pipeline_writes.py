@@ -1,0 +1,130 @@
+"""The pipelines' writers on the real database: the straight COPY of new rows and its fallback.
+
+A batch of new, distinct keys is copied straight into its table; a batch that meets a stored
+key (or repeats one) must end exactly as the staged upsert would leave it: corrections win,
+redeliveries change nothing, nothing is duplicated, nothing copied before the conflict stays.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+
+from consumers.db import create_pool
+from consumers.pipelines.bars import Bar, BarsPipeline
+from consumers.pipelines.base import Pipeline
+from consumers.pipelines.fills import Fill, FillsPipeline
+from consumers.pipelines.predictions import Prediction, PredictionsPipeline
+from consumers.sink import write_batch
+
+T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+async def pool(any_db: str) -> AsyncIterator[asyncpg.Pool]:
+    pipelines: list[Pipeline] = [BarsPipeline(), PredictionsPipeline(), FillsPipeline()]
+    pool = await create_pool(any_db, pipelines)
+    yield pool
+    await pool.close()
+
+
+def bar(symbol: str, minute: int, close: str) -> Bar:
+    return Bar(symbol=symbol, timestamp=T0 + timedelta(minutes=minute), open=Decimal("100"),
+               high=Decimal("1000"), low=Decimal("1"), close=Decimal(close), volume=minute)
+
+
+async def rows(pool: asyncpg.Pool, query: str) -> list[tuple[Any, ...]]:
+    async with pool.acquire() as conn:
+        return [tuple(r) for r in await conn.fetch(query)]
+
+
+async def test_new_bars_land_and_a_stored_key_late_in_a_batch_is_corrected(
+    pool: asyncpg.Pool,
+) -> None:
+    assert await write_batch(pool, BarsPipeline(), [bar("AAPL", m, "100.1") for m in range(5)]) == []
+    # new bars first, the stored one last: the rows copied before the conflict must not stay
+    batch = [bar("MSFT", m, "300.5") for m in range(3)] + [bar("AAPL", 4, "101.25")]
+    assert await write_batch(pool, BarsPipeline(), batch) == []
+    stored = await rows(pool, "SELECT symbol, extract(minute FROM timestamp)::int - 30, close "
+                              "FROM market_conditions ORDER BY 1, 2")
+    assert stored == [
+        *[("AAPL", m, Decimal("100.1")) for m in range(4)], ("AAPL", 4, Decimal("101.25")),
+        *[("MSFT", m, Decimal("300.5")) for m in range(3)]]
+
+
+async def test_a_key_twice_in_one_batch_keeps_its_last_version(pool: asyncpg.Pool) -> None:
+    batch = [bar("AAPL", 0, "1.5"), bar("AAPL", 1, "2.5"), bar("AAPL", 0, "3.5")]
+    assert await write_batch(pool, BarsPipeline(), batch) == []
+    stored = await rows(pool, "SELECT close FROM market_conditions ORDER BY timestamp")
+    assert stored == [(Decimal("3.5"),), (Decimal("2.5"),)]
+
+
+async def test_a_bad_row_in_a_batch_of_new_bars_is_refused_alone(pool: asyncpg.Pool) -> None:
+    # high < low passes the contract's types but breaks the table's CHECK
+    bad = Bar(symbol="BAD", timestamp=T0, open=Decimal(1), high=Decimal(1), low=Decimal(2),
+              close=Decimal(1), volume=1)
+    batch = [bar("AAPL", m, "10") for m in range(6)]
+    batch.insert(3, bad)
+    rejected = await write_batch(pool, BarsPipeline(), batch)
+    assert [r.index for r in rejected] == [3]
+    assert rejected[0].error_class == "CheckViolationError"
+    assert await rows(pool, "SELECT count(*) FROM market_conditions") == [(6,)]
+
+
+def prediction(prediction_id: uuid.UUID, confidence: str) -> Prediction:
+    return Prediction(prediction_id=prediction_id, model_version="v1", model_type="xgb",
+                      symbol="AAPL", predicted_at=T0, prediction_horizon_minutes=15,
+                      predicted_direction="LONG", confidence_score=Decimal(confidence),
+                      feature_vector={"x": Decimal("1.5")})
+
+
+async def test_redelivered_predictions_among_new_ones_keep_their_first_version(
+    pool: asyncpg.Pool,
+) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    assert await write_batch(pool, PredictionsPipeline(), [prediction(first, "0.6")]) == []
+    batch = [prediction(second, "0.7"), prediction(first, "0.9")]
+    assert await write_batch(pool, PredictionsPipeline(), batch) == []
+    stored = await rows(pool, "SELECT prediction_id, confidence_score FROM model_predictions")
+    assert sorted(stored) == sorted([(first, Decimal("0.6")), (second, Decimal("0.7"))])
+
+
+def fill(trade_id: uuid.UUID, side: str, quantity: int, price: str, second: int) -> Fill:
+    return Fill(fill_id=uuid.uuid4(), trade_id=trade_id, strategy_id="s1", model_version="v1",
+                symbol="AAPL", side=side, quantity=quantity,  # type: ignore[arg-type]
+                price=Decimal(price), filled_at=T0 + timedelta(seconds=second))
+
+
+async def outcomes(pool: asyncpg.Pool) -> dict[uuid.UUID, tuple[Any, ...]]:
+    found = await rows(pool, "SELECT trade_id, quantity, gross_pnl, outcome_type "
+                             "FROM trade_outcomes")
+    return {row[0]: row[1:] for row in found}
+
+
+async def test_new_and_stored_trades_in_one_batch_are_each_derived_from_their_ledger(
+    pool: asyncpg.Pool,
+) -> None:
+    stored, fresh = uuid.uuid4(), uuid.uuid4()
+    opening = fill(stored, "BUY", 10, "100", 0)
+    assert await write_batch(pool, FillsPipeline(), [opening]) == []
+    batch: Sequence[Fill] = [
+        fill(fresh, "SELL", 5, "50", 1),
+        fill(stored, "SELL", 10, "101.5", 2),  # closes the stored trade: +15
+        opening,  # redelivered
+        fill(fresh, "BUY", 5, "49", 3),  # closes the new SHORT trade: +5
+    ]
+    assert await write_batch(pool, FillsPipeline(), batch) == []
+    assert await outcomes(pool) == {
+        stored: (10, Decimal("15.0000"), "WIN"), fresh: (5, Decimal("5.0000"), "WIN")}
+    assert await rows(pool, "SELECT count(*) FROM trade_fills") == [(4,)]
+
+    # the whole batch again (a redelivery after a crash): nothing changes
+    assert await write_batch(pool, FillsPipeline(), [opening, *batch]) == []
+    assert await rows(pool, "SELECT count(*) FROM trade_fills") == [(4,)]
+    assert len(await outcomes(pool)) == 2

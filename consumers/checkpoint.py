@@ -11,6 +11,9 @@ Flushing a batch, in this order:
 3. commit, per partition, the offset after the batch's last record.
 Offsets are never committed before the rows they carry are. A crash anywhere before step 3
 replays the batch, and every write is idempotent, so a replay changes nothing.
+Step 3 runs in the background: the broker's answer (several ms) overlaps the next batch's
+database write instead of delaying it. Commits still go out one at a time, in order: a batch's
+commit waits for the previous one, and ``settle`` waits for the last (drain, revocation).
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class Checkpoint:
         self._pipelines = pipelines
         self._keep_alive = keep_alive  # called while waiting out a database outage
         self.committed: dict[TopicPartition, int] = {}  # last offsets this process committed
+        self._committing: asyncio.Task[None] | None = None  # the last batch's offset commit
 
     async def flush(self, topic: str, batch: Batch) -> None:
         records = batch.records
@@ -100,7 +104,8 @@ class Checkpoint:
             await self._dead_letters.send(letters)
             for letter in letters:
                 metrics.DEAD_LETTERS.labels(topic, letter.error_class).inc()
-        await self._commit(records)
+        await self.settle()
+        self._committing = asyncio.create_task(self._commit(records))
 
         written = len(events) - len(rejections)
         elapsed = time.perf_counter() - started
@@ -113,6 +118,12 @@ class Checkpoint:
             "batch.flushed", topic=topic, partitions=_offset_ranges(records),
             messages=len(records), rows=written, dead_letters=len(letters),
             seconds=round(elapsed, 4))
+
+    async def settle(self) -> None:
+        """Wait for the offset commit in flight, if any; its failure is the caller's."""
+        task, self._committing = self._committing, None
+        if task is not None:
+            await task
 
     async def _write_with_retries(
         self, topic: str, pipeline: Pipeline, events: list[Any]

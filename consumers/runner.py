@@ -4,7 +4,8 @@ One asyncio loop per process, one consumer-group member. Records are decoded as 
 fetched, into their topic's Batch. A batch is flushed through the Checkpoint when it holds
 ``batch_max_rows`` messages or its oldest message has waited ``batch_max_latency_ms``.
 One flush at a time is in flight, as a task: while PostgreSQL writes it, this loop fetches and
-decodes the next batch (on two cores that overlap roughly doubles throughput). A batch that is
+decodes the next batch (on two cores that overlap roughly doubles throughput); its offset commit
+then overlaps the next flush's write (see checkpoint.py). A batch that is
 due while another is in flight waits for it, so at most two batches are held in memory, and
 flushes, with their offset commits, happen in order. Flushes are serialised by a lock, which
 the rebalance listener also takes: partitions are given up only after what was read from them
@@ -78,7 +79,9 @@ class Runner:
                 metrics.MESSAGES_CONSUMED.labels(tp.topic).inc(len(records))
             for topic in self._due(now):
                 await self._wait_in_flight()
-                self._in_flight = asyncio.create_task(self._flush_locked(topic))
+                # taken now, not when the task first runs: by then more records may have come
+                batch = self._take(topic)
+                self._in_flight = asyncio.create_task(self._flush_locked(topic, batch))
             self._report_lag(now)
         await self.drain()
 
@@ -93,10 +96,12 @@ class Runner:
         log.info("consume.drained")
 
     async def flush_all(self) -> None:
+        """Write every buffer and wait until all their offsets are committed."""
         await self._wait_in_flight()
         async with self._flush_lock:
             for topic in list(self._buffers):
                 await self._flush(topic)
+            await self._checkpoint.settle()
 
     async def _wait_in_flight(self) -> None:
         """Wait for the flush in flight, if any; its failure is this loop's failure."""
@@ -104,15 +109,17 @@ class Runner:
         if task is not None:
             await task
 
-    async def _flush_locked(self, topic: str) -> None:
+    async def _flush_locked(self, topic: str, batch: Batch) -> None:
         async with self._flush_lock:
-            await self._flush(topic)
+            await self._checkpoint.flush(topic, batch)
 
     async def _flush(self, topic: str) -> None:
-        batch = self._buffers.pop(topic, None)
+        await self._checkpoint.flush(topic, self._take(topic))
+
+    def _take(self, topic: str) -> Batch:
+        """Remove and return the topic's buffered batch."""
         self._oldest.pop(topic, None)
-        if batch is not None:
-            await self._checkpoint.flush(topic, batch)
+        return self._buffers.pop(topic, None) or Batch()
 
     def _due(self, now: float) -> list[str]:
         return [

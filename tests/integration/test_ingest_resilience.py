@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
+from prometheus_client import REGISTRY
 
 from consumers import trades
 from consumers.pipelines.bars import Bar
@@ -132,3 +133,32 @@ async def test_postgres_outage_mid_stream_loses_nothing_and_the_consumer_survive
         assert "database.retry" in log.read_text()
     finally:
         await ingest.close()
+
+
+async def test_stop_writes_what_is_buffered_and_commits_every_offset_before_returning(
+    stack: Stack, plain_db: str,
+) -> None:
+    # Ten batches flush on size while the consumer runs (each offset commit overlapping the
+    # next write); the last 50 bars wait for an age they never reach: only the drain writes them.
+    harness = Ingest(ingest_environment(stack.kafka, plain_db, CIE_BATCH_MAX_ROWS="100",
+                                        CIE_BATCH_MAX_LATENCY_MS="600000"))
+    await harness.open()
+    try:
+        await harness.start()
+        await harness.send(bars(21, range(50)))
+        consumed = REGISTRY.get_sample_value(
+            "cie_messages_consumed_total", {"topic": harness.topic("bars")})
+        deadline = asyncio.get_running_loop().time() + 30
+        while consumed != 1050 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+            consumed = REGISTRY.get_sample_value(
+                "cie_messages_consumed_total", {"topic": harness.topic("bars")})
+        assert consumed == 1050
+        rows = counter(plain_db, "SELECT count(*) FROM market_conditions")
+        assert await eventually(rows, 1000) == 1000  # the ten full batches, not the rest
+
+        await harness.stop()
+        assert await rows() == 1050
+        assert await harness.committed("bars") == 1050  # at once: no commit left in flight
+    finally:
+        await harness.close()

@@ -1,7 +1,8 @@
 """End-to-end ingest benchmark, reported against raw limits measured in the same run.
 
     deploy/local/stack.sh up
-    .venv/bin/python bench/ingest_bench.py [--bars 100000] [--fills 40000]
+    .venv/bin/python bench/ingest_bench.py [--bars 100000] [--fills 40000] [--cases bars,fills]
+        [--batch-sizes 100,1000,10000] [--timescaledb]
 
 For bars and for fills it measures, on the local stack:
 - the raw database limit: asyncpg binary COPY of the same rows into the same indexed table,
@@ -84,7 +85,7 @@ def make_fills(n: int) -> list[Fill]:
     return out
 
 
-async def create_database(settings: Settings, name: str) -> str:
+async def create_database(settings: Settings, name: str, timescaledb: bool = False) -> str:
     admin = await asyncpg.connect(settings.database_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -94,7 +95,7 @@ async def create_database(settings: Settings, name: str) -> str:
     url = settings.database_url.rsplit("/", 1)[0] + f"/{name}"
     conn = await asyncpg.connect(url)
     try:
-        await migrations.migrate(conn, use_timescaledb=False)
+        await migrations.migrate(conn, use_timescaledb=timescaledb)
     finally:
         await conn.close()
     return url
@@ -284,7 +285,7 @@ async def latency(settings: Settings, url: str, topic_setting: str, events: Sequ
 
 async def run(args: argparse.Namespace) -> None:
     settings = load_settings()
-    url = await create_database(settings, f"cie_bench_{os.getpid()}")
+    url = await create_database(settings, f"cie_bench_{os.getpid()}", args.timescaledb)
     logs = Path(tempfile.mkdtemp(prefix="cie-bench-"))
     cases: list[tuple[str, str, str, list[Any], Any, Sequence[str], Any]] = [
         ("bars", "topic_bars", "market_conditions", make_bars(args.bars), BarsPipeline(),
@@ -294,6 +295,8 @@ async def run(args: argparse.Namespace) -> None:
     ]
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "cases": {}}
     for name, topic_setting, table, events, pipeline, columns, to_row in cases:
+        if name not in args.cases:
+            continue
         n = len(events)
         topic = await produce(settings, topic_setting, events)
         topic_env = {f"CIE_{topic_setting.upper()}": topic}
@@ -331,6 +334,9 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")],
                         default=[100, 1000, 10_000])
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--cases", type=lambda s: s.split(","), default=["bars", "fills"])
+    parser.add_argument("--timescaledb", action="store_true",
+                        help="hypertables (the extension must be installed)")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -11,9 +11,11 @@ Flushing a batch, in this order:
 3. commit, per partition, the offset after the batch's last record.
 Offsets are never committed before the rows they carry are. A crash anywhere before step 3
 replays the batch, and every write is idempotent, so a replay changes nothing.
-Step 3 runs in the background: the broker's answer (several ms) overlaps the next batch's
-database write instead of delaying it. Commits still go out one at a time, in order: a batch's
-commit waits for the previous one, and ``settle`` waits for the last (drain, revocation).
+Step 3 runs in the background: the broker's answer (several ms) overlaps the next batches'
+database writes instead of delaying them. One commit is in flight at a time; offsets of batches
+written meanwhile are merged (the highest per partition) and go in the next one, so small
+batches are not held to one broker round trip each. ``settle`` waits until every written
+batch's offsets are committed (drain, revocation).
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ class Checkpoint:
         self._pipelines = pipelines
         self._keep_alive = keep_alive  # called while waiting out a database outage
         self.committed: dict[TopicPartition, int] = {}  # last offsets this process committed
-        self._committing: asyncio.Task[None] | None = None  # the last batch's offset commit
+        self._to_commit: dict[TopicPartition, int] = {}  # written, not yet sent to commit
+        self._committer: asyncio.Task[None] | None = None  # sends _to_commit until it is empty
 
     async def flush(self, topic: str, batch: Batch) -> None:
         records = batch.records
@@ -104,8 +107,7 @@ class Checkpoint:
             await self._dead_letters.send(letters)
             for letter in letters:
                 metrics.DEAD_LETTERS.labels(topic, letter.error_class).inc()
-        await self.settle()
-        self._committing = asyncio.create_task(self._commit(records))
+        self._queue_commit(records)
 
         written = len(events) - len(rejections)
         elapsed = time.perf_counter() - started
@@ -120,10 +122,26 @@ class Checkpoint:
             seconds=round(elapsed, 4))
 
     async def settle(self) -> None:
-        """Wait for the offset commit in flight, if any; its failure is the caller's."""
-        task, self._committing = self._committing, None
+        """Wait until every written batch's offsets are committed (the caller holds off new
+        flushes); a commit's failure is the caller's."""
+        task, self._committer = self._committer, None
         if task is not None:
             await task
+
+    def _queue_commit(self, records: Sequence[Record]) -> None:
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            self._to_commit[tp] = max(self._to_commit.get(tp, 0), record.offset + 1)
+        if self._committer is not None and self._committer.done():
+            finished, self._committer = self._committer, None
+            finished.result()  # a commit that failed fails this flush, not silently
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_queued())
+
+    async def _commit_queued(self) -> None:
+        while self._to_commit:
+            offsets, self._to_commit = self._to_commit, {}
+            await self._commit(offsets)
 
     async def _write_with_retries(
         self, topic: str, pipeline: Pipeline, events: list[Any]
@@ -149,11 +167,7 @@ class Checkpoint:
                 self._consumer.resume(*self._consumer.assignment())
                 log.info("database.recovered", topic=topic)
 
-    async def _commit(self, records: Sequence[Record]) -> None:
-        offsets: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             await self._consumer.commit(offsets)
             self.committed.update(offsets)

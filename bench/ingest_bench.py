@@ -190,8 +190,11 @@ async def copy_with_trades_limit(url: str, fills: list[Fill], batch: int) -> flo
 async def truncate(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("TRUNCATE market_conditions, trade_fills, trade_outcomes, "
-                           "market_daily_summary_pending")
+        # the pending-marks tables exist on one schema path or the other
+        await conn.execute("TRUNCATE market_conditions, trade_fills, trade_outcomes")
+        for marks in ("market_daily_summary_pending", "rollup_pending"):
+            if await conn.fetchval("SELECT to_regclass($1)", marks) is not None:
+                await conn.execute(f"TRUNCATE {marks}")
     finally:
         await conn.close()
 

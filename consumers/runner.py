@@ -4,10 +4,10 @@ One asyncio loop per process, one consumer-group member. Records are decoded as 
 fetched, into their topic's Batch. A batch is flushed through the Checkpoint when it holds
 ``batch_max_rows`` messages or its oldest message has waited ``batch_max_latency_ms``.
 One flush at a time is in flight, as a task: while PostgreSQL writes it, this loop fetches and
-decodes the next batch (on two cores that overlap roughly doubles throughput); its offset commit
-then overlaps the next flush's write (see checkpoint.py). A batch that is
-due while another is in flight waits for it, so at most two batches are held in memory, and
-flushes, with their offset commits, happen in order. Flushes are serialised by a lock, which
+decodes the next batch (on two cores that overlap roughly doubles throughput), and offset
+commits go on in the background (checkpoint.py). A batch that is due while another is in
+flight waits for it, so at most two batches are held in memory, and flushes, with their offset
+commits, happen in order. Flushes are serialised by a lock, which
 the rebalance listener also takes: partitions are given up only after what was read from them
 is written and committed.
 On stop (SIGTERM) fetching stops, every buffer is flushed and committed, and the consumer

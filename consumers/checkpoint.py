@@ -62,7 +62,7 @@ class Batch:
                 self.letters.append(DeadLetter(record, "EmptyMessage", "message has no value"))
                 continue
             try:
-                self.events.append(pipeline.decode(record.value))
+                self.events.append(pipeline.ready(pipeline.decode(record.value)))
                 self.event_records.append(record)
             except msgspec.ValidationError as exc:
                 self.letters.append(DeadLetter(record, "ValidationError", str(exc)))

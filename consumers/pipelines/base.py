@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from operator import attrgetter
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import msgspec
 
-from consumers.db import Conn, copy_new_rows, copy_rows, queries
+from consumers.db import Conn, copy_line, copy_lines, copy_new_lines, queries
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,11 @@ class Pipeline(ABC):
         """Raises msgspec.DecodeError (not JSON) or msgspec.ValidationError (not the contract)."""
         return self._decoder.decode(value)
 
+    def ready(self, event: Any) -> Any:
+        """What ``write`` will get for ``event``. Called as each message arrives, so work done
+        here overlaps the previous batch's write instead of lengthening this one's."""
+        return event
+
     async def prepare(self, conn: Conn) -> None:
         """Once per connection: create this pipeline's temporary staging tables."""
         for statement in self.staging_ddl():
@@ -67,6 +72,9 @@ class CopyUpsertPipeline(Pipeline):
     a stream of new events) is copied straight into the target, which halves the database's
     work; the upsert would have inserted exactly those rows. The first stored key (a
     redelivery, a corrected bar) rolls that COPY back and the batch takes the staged upsert.
+
+    Each event's row is encoded as COPY text as its message arrives (``ready``), while the
+    previous batch is being written, so a flush mostly sends bytes.
     """
 
     stage: ClassVar[str]  # staging table name (temporary, rows deleted at commit)
@@ -82,13 +90,24 @@ class CopyUpsertPipeline(Pipeline):
     def to_row(self, event: Any) -> tuple[Any, ...]:
         """The event's values in ``columns`` order."""
 
+    def ready(self, event: Any) -> Encoded:
+        return Encoded(event, copy_line(self.to_row(event)))
+
     async def write(self, conn: Conn, events: Sequence[Any]) -> list[Rejection]:
-        rows = [self.to_row(event) for event in events]
+        encoded: Sequence[Encoded] = events
         key_of = attrgetter(*self.key)
-        distinct = len({key_of(event) for event in events}) == len(events)
-        if distinct and await copy_new_rows(conn, self.target, self.columns, rows):
+        distinct = len({key_of(e.event) for e in encoded}) == len(encoded)
+        lines = [e.line for e in encoded]
+        if distinct and await copy_new_lines(conn, self.target, self.columns, lines):
             return []
-        staged = [(*row, seq) for seq, row in enumerate(rows)]
-        await copy_rows(conn, self.stage, (*self.columns, "batch_seq"), staged)
+        staged = [f"{line[:-1]}\t{seq}\n" for seq, line in enumerate(lines)]  # + batch_seq
+        await copy_lines(conn, self.stage, (*self.columns, "batch_seq"), staged)
         await conn.execute(queries("ingest")[f"{self.name}_upsert"])
         return []
+
+
+class Encoded(NamedTuple):
+    """A decoded event and its row as a line of COPY text, made as the message arrived."""
+
+    event: Any
+    line: str

@@ -22,7 +22,7 @@ import msgspec
 
 from consumers import trades
 from consumers.contract import Contract, ModelVersion, PositiveInt, StrategyId, Symbol, UtcTime
-from consumers.db import Conn, copy_new_rows, copy_rows, queries
+from consumers.db import Conn, copy_line, copy_new_lines, copy_rows, queries
 from consumers.pipelines.base import Pipeline, Rejection
 
 PRICE = (18, 8)
@@ -103,7 +103,7 @@ async def _store_fills(conn: Conn, accepted: Sequence[Fill]) -> None:
     are copied straight into trade_fills; a fill_id already stored under another trade falls
     back to the staged insert, which skips it as before."""
     rows = [msgspec.structs.astuple(f) for f in accepted]
-    if not await copy_new_rows(conn, "trade_fills", FILL_COLUMNS, rows):
+    if not await copy_new_lines(conn, "trade_fills", FILL_COLUMNS, list(map(copy_line, rows))):
         await copy_rows(conn, "stage_trade_fills", FILL_COLUMNS, rows)
         await conn.execute(queries("ingest")["fills_insert"])
 
@@ -113,7 +113,8 @@ async def _store_outcomes(
 ) -> None:
     """New trades are copied straight into trade_outcomes; trades already stored go through
     staging, re-keying and the upsert (which keeps the validator's excursions)."""
-    if new and not await copy_new_rows(conn, "trade_outcomes", OUTCOME_COLUMNS, _rows(new)):
+    new_lines = list(map(copy_line, _rows(new)))
+    if new and not await copy_new_lines(conn, "trade_outcomes", OUTCOME_COLUMNS, new_lines):
         changed = changed + new
     if changed:
         sql = queries("ingest")

@@ -18,7 +18,7 @@ import pytest
 
 from consumers.db import create_pool
 from consumers.pipelines.bars import Bar, BarsPipeline
-from consumers.pipelines.base import Pipeline
+from consumers.pipelines.base import Pipeline, Rejection
 from consumers.pipelines.fills import Fill, FillsPipeline
 from consumers.pipelines.predictions import Prediction, PredictionsPipeline
 from consumers.sink import write_batch
@@ -39,6 +39,11 @@ def bar(symbol: str, minute: int, close: str) -> Bar:
                high=Decimal("1000"), low=Decimal("1"), close=Decimal(close), volume=minute)
 
 
+async def write(pool: asyncpg.Pool, pipeline: Pipeline, events: Sequence[Any]) -> list[Rejection]:
+    """As the checkpoint does: each event made ready as it arrives, then the batch written."""
+    return await write_batch(pool, pipeline, [pipeline.ready(event) for event in events])
+
+
 async def rows(pool: asyncpg.Pool, query: str) -> list[tuple[Any, ...]]:
     async with pool.acquire() as conn:
         return [tuple(r) for r in await conn.fetch(query)]
@@ -47,10 +52,10 @@ async def rows(pool: asyncpg.Pool, query: str) -> list[tuple[Any, ...]]:
 async def test_new_bars_land_and_a_stored_key_late_in_a_batch_is_corrected(
     pool: asyncpg.Pool,
 ) -> None:
-    assert await write_batch(pool, BarsPipeline(), [bar("AAPL", m, "100.1") for m in range(5)]) == []
+    assert await write(pool, BarsPipeline(), [bar("AAPL", m, "100.1") for m in range(5)]) == []
     # new bars first, the stored one last: the rows copied before the conflict must not stay
     batch = [bar("MSFT", m, "300.5") for m in range(3)] + [bar("AAPL", 4, "101.25")]
-    assert await write_batch(pool, BarsPipeline(), batch) == []
+    assert await write(pool, BarsPipeline(), batch) == []
     stored = await rows(pool, "SELECT symbol, extract(minute FROM timestamp)::int - 30, close "
                               "FROM market_conditions ORDER BY 1, 2")
     assert stored == [
@@ -60,7 +65,7 @@ async def test_new_bars_land_and_a_stored_key_late_in_a_batch_is_corrected(
 
 async def test_a_key_twice_in_one_batch_keeps_its_last_version(pool: asyncpg.Pool) -> None:
     batch = [bar("AAPL", 0, "1.5"), bar("AAPL", 1, "2.5"), bar("AAPL", 0, "3.5")]
-    assert await write_batch(pool, BarsPipeline(), batch) == []
+    assert await write(pool, BarsPipeline(), batch) == []
     stored = await rows(pool, "SELECT close FROM market_conditions ORDER BY timestamp")
     assert stored == [(Decimal("3.5"),), (Decimal("2.5"),)]
 
@@ -71,7 +76,7 @@ async def test_a_bad_row_in_a_batch_of_new_bars_is_refused_alone(pool: asyncpg.P
               close=Decimal(1), volume=1)
     batch = [bar("AAPL", m, "10") for m in range(6)]
     batch.insert(3, bad)
-    rejected = await write_batch(pool, BarsPipeline(), batch)
+    rejected = await write(pool, BarsPipeline(), batch)
     assert [r.index for r in rejected] == [3]
     assert rejected[0].error_class == "CheckViolationError"
     assert await rows(pool, "SELECT count(*) FROM market_conditions") == [(6,)]
@@ -88,9 +93,9 @@ async def test_redelivered_predictions_among_new_ones_keep_their_first_version(
     pool: asyncpg.Pool,
 ) -> None:
     first, second = uuid.uuid4(), uuid.uuid4()
-    assert await write_batch(pool, PredictionsPipeline(), [prediction(first, "0.6")]) == []
+    assert await write(pool, PredictionsPipeline(), [prediction(first, "0.6")]) == []
     batch = [prediction(second, "0.7"), prediction(first, "0.9")]
-    assert await write_batch(pool, PredictionsPipeline(), batch) == []
+    assert await write(pool, PredictionsPipeline(), batch) == []
     stored = await rows(pool, "SELECT prediction_id, confidence_score FROM model_predictions")
     assert sorted(stored) == sorted([(first, Decimal("0.6")), (second, Decimal("0.7"))])
 
@@ -112,19 +117,19 @@ async def test_new_and_stored_trades_in_one_batch_are_each_derived_from_their_le
 ) -> None:
     stored, fresh = uuid.uuid4(), uuid.uuid4()
     opening = fill(stored, "BUY", 10, "100", 0)
-    assert await write_batch(pool, FillsPipeline(), [opening]) == []
+    assert await write(pool, FillsPipeline(), [opening]) == []
     batch: Sequence[Fill] = [
         fill(fresh, "SELL", 5, "50", 1),
         fill(stored, "SELL", 10, "101.5", 2),  # closes the stored trade: +15
         opening,  # redelivered
         fill(fresh, "BUY", 5, "49", 3),  # closes the new SHORT trade: +5
     ]
-    assert await write_batch(pool, FillsPipeline(), batch) == []
+    assert await write(pool, FillsPipeline(), batch) == []
     assert await outcomes(pool) == {
         stored: (10, Decimal("15.0000"), "WIN"), fresh: (5, Decimal("5.0000"), "WIN")}
     assert await rows(pool, "SELECT count(*) FROM trade_fills") == [(4,)]
 
     # the whole batch again (a redelivery after a crash): nothing changes
-    assert await write_batch(pool, FillsPipeline(), [opening, *batch]) == []
+    assert await write(pool, FillsPipeline(), [opening, *batch]) == []
     assert await rows(pool, "SELECT count(*) FROM trade_fills") == [(4,)]
     assert len(await outcomes(pool)) == 2

@@ -65,8 +65,17 @@ async def create_pool(database_url: str, pipelines: Sequence[Pipeline]) -> async
 
     pool: asyncpg.Pool = await asyncpg.create_pool(
         database_url, min_size=0, max_size=4, init=prepare,
-        server_settings={**SERVER_SETTINGS, **CUSTOM_PLANS}, command_timeout=60)
+        server_settings={**SERVER_SETTINGS, **CUSTOM_PLANS}, command_timeout=60,
+        reset=_keep_session)
     return pool
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Instead of asyncpg's reset on release (unlock all advisory locks, CLOSE ALL, UNLISTEN,
+    RESET ALL: one more round trip per flush, about 5 % of the rate at 100-row batches).
+    Nothing run on these pools leaves session state behind: writes take transaction-scoped
+    locks, settings are fixed at connect, and the rollup's one session lock is released in a
+    ``finally``."""
 
 
 def _escape(value: str) -> str:

@@ -22,8 +22,8 @@ import msgspec
 
 from consumers import trades
 from consumers.contract import Contract, ModelVersion, PositiveInt, StrategyId, Symbol, UtcTime
-from consumers.db import Conn, copy_line, copy_new_lines, copy_rows, queries
-from consumers.pipelines.base import Pipeline, Rejection
+from consumers.db import Conn, copy_line, copy_lines, copy_new_lines, copy_rows, queries
+from consumers.pipelines.base import Encoded, Pipeline, Rejection
 
 PRICE = (18, 8)
 MONEY = (18, 4)
@@ -75,9 +75,13 @@ class FillsPipeline(Pipeline):
         sql = queries("ingest")
         return (sql["fills_stage"], sql["trade_outcomes_stage"])
 
+    def ready(self, event: Any) -> Encoded:
+        return Encoded(event, copy_line(msgspec.structs.astuple(event)))
+
     async def write(self, conn: Conn, events: Sequence[Any]) -> list[Rejection]:
         sql = queries("ingest")
-        fills: Sequence[Fill] = events
+        encoded: Sequence[Encoded] = events
+        fills: list[Fill] = [e.event for e in encoded]
         trade_ids = sorted({f.trade_id for f in fills})
         await conn.execute(sql["fills_lock_trades"], trade_ids)
         ledgers: dict[UUID, list[Fill]] = {trade_id: [] for trade_id in trade_ids}
@@ -90,7 +94,7 @@ class FillsPipeline(Pipeline):
 
         accepted, outcomes, rejections = _accept(fills, ledgers)
         if accepted:
-            await _store_fills(conn, accepted)
+            await _store_fills(conn, [encoded[index] for index in accepted])
             await _store_outcomes(
                 conn,
                 new=[o for o in outcomes if o.trade_id not in stored_trades],
@@ -98,13 +102,13 @@ class FillsPipeline(Pipeline):
         return rejections
 
 
-async def _store_fills(conn: Conn, accepted: Sequence[Fill]) -> None:
+async def _store_fills(conn: Conn, accepted: Sequence[Encoded]) -> None:
     """The accepted fills are new to their ledgers (checked under the trades' locks), so they
     are copied straight into trade_fills; a fill_id already stored under another trade falls
     back to the staged insert, which skips it as before."""
-    rows = [msgspec.structs.astuple(f) for f in accepted]
-    if not await copy_new_lines(conn, "trade_fills", FILL_COLUMNS, list(map(copy_line, rows))):
-        await copy_rows(conn, "stage_trade_fills", FILL_COLUMNS, rows)
+    lines = [e.line for e in accepted]
+    if not await copy_new_lines(conn, "trade_fills", FILL_COLUMNS, lines):
+        await copy_lines(conn, "stage_trade_fills", FILL_COLUMNS, lines)
         await conn.execute(queries("ingest")["fills_insert"])
 
 
@@ -129,9 +133,10 @@ def _rows(outcomes: Sequence[trades.TradeOutcome]) -> list[tuple[Any, ...]]:
 
 def _accept(
     fills: Sequence[Fill], ledgers: dict[UUID, list[Fill]]
-) -> tuple[list[Fill], list[trades.TradeOutcome], list[Rejection]]:
-    """Which new fills join their trade's ledger (``ledgers`` is extended in place), the
-    outcome of every trade that took a fill (in trade_id order), and the refusals.
+) -> tuple[list[int], list[trades.TradeOutcome], list[Rejection]]:
+    """Which new fills (indexes into ``fills``) join their trade's ledger (``ledgers`` is
+    extended in place), the outcome of every trade that took a fill (in trade_id order), and
+    the refusals.
 
     A trade whose stored ledger plus all of the batch's new fills is consistent takes them all,
     whatever their order in the batch. Otherwise its new fills are tried one by one in Kafka
@@ -147,7 +152,7 @@ def _accept(
             trade_known.add(fill.fill_id)
             new.setdefault(fill.trade_id, []).append((index, fill))
 
-    accepted: list[Fill] = []
+    accepted: list[int] = []
     outcomes: dict[UUID, trades.TradeOutcome] = {}
     rejections: list[Rejection] = []
     for trade_id, candidates in new.items():
@@ -155,7 +160,7 @@ def _accept(
         try:
             outcomes[trade_id] = trades.derive([*ledger, *(fill for _, fill in candidates)])
             ledger.extend(fill for _, fill in candidates)
-            accepted.extend(fill for _, fill in candidates)
+            accepted.extend(index for index, _ in candidates)
             continue
         except trades.LedgerError:
             pass
@@ -166,6 +171,6 @@ def _accept(
                 rejections.append(Rejection(index, "LedgerError", str(exc)))
                 continue
             ledger.append(fill)
-            accepted.append(fill)
+            accepted.append(index)
     rejections.sort(key=lambda r: r.index)
     return accepted, [outcomes[trade_id] for trade_id in sorted(outcomes)], rejections

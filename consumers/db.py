@@ -99,10 +99,6 @@ def copy_line(row: Sequence[Any]) -> str:
     return "\t".join([_TEXT.get(type(v), str)(v) for v in row]) + "\n"
 
 
-def copy_text(rows: Iterable[Sequence[Any]]) -> bytes:
-    return "".join(map(copy_line, rows)).encode()
-
-
 async def copy_new_lines(
     conn: Conn, table: str, columns: Sequence[str], lines: Sequence[str]
 ) -> bool:

@@ -104,8 +104,8 @@ class FillsPipeline(Pipeline):
 
 async def _store_fills(conn: Conn, accepted: Sequence[Encoded]) -> None:
     """The accepted fills are new to their ledgers (checked under the trades' locks), so they
-    are copied straight into trade_fills; a fill_id already stored under another trade falls
-    back to the staged insert, which skips it as before."""
+    are copied straight into trade_fills. Only a key stored under another trade_id (same
+    fill_id and filled_at) conflicts: then the staged insert runs, which skips it as before."""
     lines = [e.line for e in accepted]
     if not await copy_new_lines(conn, "trade_fills", FILL_COLUMNS, lines):
         await copy_lines(conn, "stage_trade_fills", FILL_COLUMNS, lines)

@@ -8,6 +8,8 @@ For bars and for fills it measures, on the local stack:
 - the raw database limit: asyncpg binary COPY of the same rows into the same indexed table,
   one transaction per batch (no staging, no upsert, no decoding);
 - the raw Kafka limit: aiokafka ``getmany`` plus msgspec decoding, no database;
+- fills only, a second reference: COPY of the same fills and of their derived trade rows
+  (derived beforehand), one transaction per batch: the least any fills writer must store;
 - end to end: ``cie consume`` as a real process draining the pre-produced topic, at batch sizes
   100 / 1,000 / 10,000 (events/s from its own flush log, peak RSS from /proc);
 - latency: with a consumer running (1,000-row batches), events produced at half the measured

@@ -107,7 +107,8 @@ class Checkpoint:
             await self._dead_letters.send(letters)
             for letter in letters:
                 metrics.DEAD_LETTERS.labels(topic, letter.error_class).inc()
-        self._queue_commit(records)
+        spans = _offset_spans(records)
+        self._queue_commit(topic, spans)
 
         written = len(events) - len(rejections)
         elapsed = time.perf_counter() - started
@@ -117,7 +118,8 @@ class Checkpoint:
         metrics.BATCH_SIZE.labels(topic).observe(len(records))
         metrics.FLUSH_SECONDS.labels(topic).observe(elapsed)
         log.info(
-            "batch.flushed", topic=topic, partitions=_offset_ranges(records),
+            "batch.flushed", topic=topic,
+            partitions={str(p): f"{low}-{high}" for p, (low, high) in sorted(spans.items())},
             messages=len(records), rows=written, dead_letters=len(letters),
             seconds=round(elapsed, 4))
 
@@ -128,10 +130,10 @@ class Checkpoint:
         if task is not None:
             await task
 
-    def _queue_commit(self, records: Sequence[Record]) -> None:
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            self._to_commit[tp] = max(self._to_commit.get(tp, 0), record.offset + 1)
+    def _queue_commit(self, topic: str, spans: dict[int, tuple[int, int]]) -> None:
+        for partition, (_, high) in spans.items():
+            tp = TopicPartition(topic, partition)
+            self._to_commit[tp] = max(self._to_commit.get(tp, 0), high + 1)
         if self._committer is not None and self._committer.done():
             finished, self._committer = self._committer, None
             finished.result()  # a commit that failed fails this flush, not silently
@@ -177,10 +179,11 @@ class Checkpoint:
             log.warning("commit.refused_after_rebalance", error=str(exc))
 
 
-def _offset_ranges(records: Sequence[Record]) -> dict[str, str]:
-    ranges: dict[str, list[int]] = {}
+def _offset_spans(records: Sequence[Record]) -> dict[int, tuple[int, int]]:
+    """Lowest and highest offset per partition of one topic's batch: what the log reports and
+    what is committed (highest + 1)."""
+    spans: dict[int, tuple[int, int]] = {}
     for record in records:
-        span = ranges.setdefault(str(record.partition), [record.offset, record.offset])
-        span[0] = min(span[0], record.offset)
-        span[1] = max(span[1], record.offset)
-    return {partition: f"{low}-{high}" for partition, (low, high) in sorted(ranges.items())}
+        low, high = spans.get(record.partition, (record.offset, record.offset))
+        spans[record.partition] = (min(low, record.offset), max(high, record.offset))
+    return spans

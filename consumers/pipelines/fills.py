@@ -4,16 +4,19 @@ Per batch, in the caller's transaction:
 1. lock the batch's trades (advisory locks, sorted: no deadlock between consumers) so two
    consumers never derive one trade from different views of its ledger;
 2. read those trades' stored fills; check each new fill, in Kafka order, against the ledger
-   so far: a redelivered fill (same fill_id) is a no-op, a fill that would flip the position,
-   come after the close or disagree on the trade's strategy, model or symbol is refused;
-3. store the accepted fills and re-derive every touched trade from its whole ledger
-   (consumers/trades.py). If a late fill moved a trade's entry_time (part of the key, for
-   TimescaleDB), the row under the old key is deleted first.
+   so far: a redelivered fill (same fill_id, same trade) is a no-op; a fill that would flip
+   the position, come after the close, disagree on the trade's strategy, model or symbol, or
+   reuse a fill_id the batch already gave another trade is refused;
+3. copy the accepted fills into trade_fills. Their keys are new to their own ledgers, so the
+   copy only fails if a key (fill_id, filled_at) is stored under another trade: those fills
+   are refused too and the rest decided again. Then re-derive every touched trade from its
+   whole ledger (consumers/trades.py). If a late fill moved a trade's entry_time (part of the
+   key, for TimescaleDB), the row under the old key is deleted first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 from uuid import UUID
@@ -72,8 +75,7 @@ class FillsPipeline(Pipeline):
     event_type = Fill
 
     def staging_ddl(self) -> Sequence[str]:
-        sql = queries("ingest")
-        return (sql["fills_stage"], sql["trade_outcomes_stage"])
+        return (queries("ingest")["trade_outcomes_stage"],)
 
     def ready(self, event: Any) -> Encoded:
         return Encoded(event, copy_line(msgspec.structs.astuple(event)))
@@ -93,23 +95,23 @@ class FillsPipeline(Pipeline):
         stored_trades = {trade_id for trade_id, ledger in ledgers.items() if ledger}
 
         accepted, outcomes, rejections = _accept(fills, ledgers)
+        lines = [encoded[index].line for index in accepted]
+        if lines and not await copy_new_lines(conn, "trade_fills", FILL_COLUMNS, lines):
+            # Rare: a fill's key is stored under another trade. Refuse it and decide again.
+            taken = {row["fill_id"]: row["trade_id"] for row in await conn.fetch(
+                sql["fills_owners"], [fills[i].fill_id for i in accepted],
+                [fills[i].filled_at for i in accepted])}
+            accepted, outcomes, rejections = _accept(fills, ledgers, taken)
+            # a fill stored elsewhere since the read (another consumer) fails this COPY: the
+            # batch is then split and that fill dead-lettered with the unique violation
+            await copy_lines(conn, "trade_fills", FILL_COLUMNS,
+                             [encoded[index].line for index in accepted])
         if accepted:
-            await _store_fills(conn, [encoded[index] for index in accepted])
             await _store_outcomes(
                 conn,
                 new=[o for o in outcomes if o.trade_id not in stored_trades],
                 changed=[o for o in outcomes if o.trade_id in stored_trades])
         return rejections
-
-
-async def _store_fills(conn: Conn, accepted: Sequence[Encoded]) -> None:
-    """The accepted fills are new to their ledgers (checked under the trades' locks), so they
-    are copied straight into trade_fills. Only a key stored under another trade_id (same
-    fill_id and filled_at) conflicts: then the staged insert runs, which skips it as before."""
-    lines = [e.line for e in accepted]
-    if not await copy_new_lines(conn, "trade_fills", FILL_COLUMNS, lines):
-        await copy_lines(conn, "stage_trade_fills", FILL_COLUMNS, lines)
-        await conn.execute(queries("ingest")["fills_insert"])
 
 
 async def _store_outcomes(
@@ -132,34 +134,41 @@ def _rows(outcomes: Sequence[trades.TradeOutcome]) -> list[tuple[Any, ...]]:
 
 
 def _accept(
-    fills: Sequence[Fill], ledgers: dict[UUID, list[Fill]]
+    fills: Sequence[Fill], ledgers: Mapping[UUID, Sequence[Fill]],
+    taken: Mapping[UUID, UUID] | None = None,
 ) -> tuple[list[int], list[trades.TradeOutcome], list[Rejection]]:
-    """Which new fills (indexes into ``fills``) join their trade's ledger (``ledgers`` is
-    extended in place), the outcome of every trade that took a fill (in trade_id order), and
-    the refusals.
+    """Which new fills (indexes into ``fills``) join their trade's stored ledger, the outcome
+    of every trade that took a fill (in trade_id order), and the refusals. ``taken`` maps
+    fill ids stored under other trades to their trade.
 
-    A trade whose stored ledger plus all of the batch's new fills is consistent takes them all,
-    whatever their order in the batch. Otherwise its new fills are tried one by one in Kafka
-    order and each one that would make the ledger inconsistent is refused.
+    A fill_id belongs to the first trade it is seen with (stored, then in Kafka order); under
+    any other trade it is refused. A trade whose stored ledger plus all of the batch's new
+    fills is consistent takes them all, whatever their order in the batch. Otherwise its new
+    fills are tried one by one in Kafka order and each one that would make the ledger
+    inconsistent is refused.
     """
+    owners = {f.fill_id: trade_id for trade_id, ledger in ledgers.items() for f in ledger}
+    owners.update(taken or {})
     new: dict[UUID, list[tuple[int, Fill]]] = {}
-    known: dict[UUID, set[UUID]] = {}  # fill ids per trade: stored, then the batch's
+    rejections: list[Rejection] = []
     for index, fill in enumerate(fills):
-        trade_known = known.get(fill.trade_id)
-        if trade_known is None:
-            trade_known = known[fill.trade_id] = {f.fill_id for f in ledgers[fill.trade_id]}
-        if fill.fill_id not in trade_known:  # a redelivered fill is already in the ledger
-            trade_known.add(fill.fill_id)
+        owner = owners.get(fill.fill_id)
+        if owner is None:
+            owners[fill.fill_id] = fill.trade_id
             new.setdefault(fill.trade_id, []).append((index, fill))
+        elif owner != fill.trade_id:
+            rejections.append(Rejection(
+                index, "DuplicateFillId",
+                f"fill {fill.fill_id} is already recorded for trade {owner}, "
+                f"not {fill.trade_id}"))
+        # else it is already in its trade's ledger (stored, or earlier in the batch)
 
     accepted: list[int] = []
     outcomes: dict[UUID, trades.TradeOutcome] = {}
-    rejections: list[Rejection] = []
     for trade_id, candidates in new.items():
-        ledger = ledgers[trade_id]
+        ledger = list(ledgers[trade_id])
         try:
             outcomes[trade_id] = trades.derive([*ledger, *(fill for _, fill in candidates)])
-            ledger.extend(fill for _, fill in candidates)
             accepted.extend(index for index, _ in candidates)
             continue
         except trades.LedgerError:

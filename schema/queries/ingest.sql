@@ -64,12 +64,6 @@ FROM stage_model_predictions
 ORDER BY prediction_id, predicted_at, batch_seq
 ON CONFLICT (prediction_id, predicted_at) DO NOTHING;
 
--- name: fills_stage
-CREATE TEMP TABLE IF NOT EXISTS stage_trade_fills ON COMMIT DELETE ROWS AS
-SELECT fill_id, trade_id, strategy_id, model_version, symbol, side, quantity, price,
-       commission, intended_price, filled_at, order_submitted_at
-FROM trade_fills WITH NO DATA;
-
 -- name: trade_outcomes_stage
 CREATE TEMP TABLE IF NOT EXISTS stage_trade_outcomes ON COMMIT DELETE ROWS AS
 SELECT trade_id, strategy_id, model_version, symbol, direction, entry_time, exit_time,
@@ -89,14 +83,12 @@ FROM trade_fills
 WHERE trade_id = ANY($1::uuid[])
 ORDER BY trade_id, filled_at, fill_id;
 
--- name: fills_insert
-INSERT INTO trade_fills (
-    fill_id, trade_id, strategy_id, model_version, symbol, side, quantity, price, commission,
-    intended_price, filled_at, order_submitted_at)
-SELECT fill_id, trade_id, strategy_id, model_version, symbol, side, quantity, price, commission,
-       intended_price, filled_at, order_submitted_at
-FROM stage_trade_fills
-ON CONFLICT (fill_id, filled_at) DO NOTHING;
+-- name: fills_owners
+-- The stored fills with these fill ids (and, for chunk exclusion, these times): the trade
+-- each belongs to. Only read when copying a batch's fills met a key stored under another trade.
+SELECT fill_id, trade_id
+FROM trade_fills
+WHERE fill_id = ANY($1::uuid[]) AND filled_at = ANY($2::timestamptz[]);
 
 -- name: trade_outcomes_rekey
 -- A late fill earlier than the first one moves entry_time, which is part of the key.

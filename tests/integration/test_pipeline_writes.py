@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from consumers.db import create_pool
@@ -133,3 +134,38 @@ async def test_new_and_stored_trades_in_one_batch_are_each_derived_from_their_le
     assert await write(pool, FillsPipeline(), [opening, *batch]) == []
     assert await rows(pool, "SELECT count(*) FROM trade_fills") == [(4,)]
     assert len(await outcomes(pool)) == 2
+
+
+async def test_a_fill_id_stored_under_another_trade_is_refused_and_left_out_of_the_trade(
+    pool: asyncpg.Pool,
+) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    taken = fill(first, "BUY", 10, "100", 0)
+    assert await write(pool, FillsPipeline(), [taken]) == []
+    # the same execution (fill_id and filled_at) again, but under another trade, among good
+    # fills: the copy meets the stored key, so only that fill is refused
+    reused = Fill(**{**msgspec.structs.asdict(taken), "trade_id": second, "quantity": 7})
+    batch = [fill(second, "BUY", 4, "100", 1), reused, fill(second, "SELL", 4, "102", 2),
+             fill(first, "SELL", 10, "101", 3)]
+    rejected = await write(pool, FillsPipeline(), batch)
+    assert [(r.index, r.error_class) for r in rejected] == [(1, "DuplicateFillId")]
+    assert str(first) in rejected[0].reason
+    assert await outcomes(pool) == {
+        first: (10, Decimal("10.0000"), "WIN"), second: (4, Decimal("8.0000"), "WIN")}
+    assert await rows(pool, f"SELECT count(*) FROM trade_fills WHERE trade_id = '{second}'") \
+        == [(2,)]
+
+
+async def test_a_fill_id_given_to_two_trades_in_one_batch_stays_with_the_first(
+    pool: asyncpg.Pool,
+) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    shared = fill(first, "BUY", 10, "100", 0)
+    # same fill_id, another time and trade: the key differs, so only the batch can tell
+    again = Fill(**{**msgspec.structs.asdict(shared), "trade_id": second,
+                    "filled_at": T0 + timedelta(seconds=5)})
+    rejected = await write(pool, FillsPipeline(), [shared, fill(second, "BUY", 3, "90", 1),
+                                                   again])
+    assert [(r.index, r.error_class) for r in rejected] == [(2, "DuplicateFillId")]
+    assert await rows(pool, "SELECT trade_id, quantity FROM trade_fills ORDER BY filled_at") \
+        == [(first, 10), (second, 3)]

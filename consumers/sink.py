@@ -1,6 +1,8 @@
 """Writing a batch of decoded events: one transaction, bad rows isolated by splitting.
 
-``write_batch`` runs ``pipeline.write`` in one transaction. When PostgreSQL refuses the data
+``write_batch`` writes a batch as one transaction: the pipeline's fast path for all-new keys
+(``write_new``, atomic by itself) if it has one and no key turns out to be stored, otherwise
+``pipeline.write`` in a transaction. When PostgreSQL refuses the data
 (a constraint, a value out of range), the batch is split in halves and each half is written in
 its own transaction, recursively, until the refused rows stand alone; those come back as
 rejections and everything else lands. Halves are written in order, so "last write wins" still
@@ -23,6 +25,7 @@ from typing import Any, Literal
 
 import asyncpg
 
+from consumers.db import Conn
 from consumers.errors import CieError
 from consumers.pipelines.base import Pipeline, Rejection
 
@@ -75,8 +78,8 @@ async def _write_range(
     if start == stop:
         return []
     try:
-        async with pool.acquire() as conn, conn.transaction():
-            rejected = await pipeline.write(conn, events[start:stop])
+        async with pool.acquire() as conn:
+            rejected = await _write_once(conn, pipeline, events[start:stop])
         return [Rejection(start + r.index, r.error_class, r.reason) for r in rejected]
     except Exception as exc:
         kind = classify(exc)
@@ -89,3 +92,14 @@ async def _write_range(
     middle = (start + stop) // 2
     left = await _write_range(pool, pipeline, events, start, middle)
     return left + await _write_range(pool, pipeline, events, middle, stop)
+
+
+async def _write_once(conn: Conn, pipeline: Pipeline, events: Sequence[Any]) -> list[Rejection]:
+    try:
+        rejected = await pipeline.write_new(conn, events)
+    except asyncpg.UniqueViolationError:
+        rejected = None  # a key is stored already; the fast path left nothing behind
+    if rejected is None:
+        async with conn.transaction():
+            rejected = await pipeline.write(conn, events)
+    return rejected

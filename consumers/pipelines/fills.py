@@ -80,47 +80,64 @@ class FillsPipeline(Pipeline):
     def ready(self, event: Any) -> Encoded:
         return Encoded(event, copy_line(msgspec.structs.astuple(event)))
 
-    async def write(self, conn: Conn, events: Sequence[Any]) -> list[Rejection]:
-        sql = queries("ingest")
-        encoded: Sequence[Encoded] = events
-        fills: list[Fill] = [e.event for e in encoded]
-        trade_ids = sorted({f.trade_id for f in fills})
-        await conn.execute(sql["fills_lock_trades"], trade_ids)
-        ledgers: dict[UUID, list[Fill]] = {trade_id: [] for trade_id in trade_ids}
-        for row in await conn.fetch(sql["fills_ledgers"], trade_ids):
-            stored = Fill(**dict(row))
-            ledgers[stored.trade_id].append(stored)
-        # Fills and their trade's row are written together, so a trade without stored fills
-        # has no trade_outcomes row either.
-        stored_trades = {trade_id for trade_id, ledger in ledgers.items() if ledger}
+    async def write_new(self, conn: Conn, events: Sequence[Any]) -> list[Rejection] | None:
+        # Optimistic: the accepted fills and the rows of trades with no stored fills are
+        # copied without savepoints; if one of those keys is stored after all, the unique
+        # violation rolls this back and ``write`` goes again with savepoints.
+        async with conn.transaction():
+            return await _write(conn, events, careful=False)
 
-        accepted, outcomes, rejections = _accept(fills, ledgers)
-        lines = [encoded[index].line for index in accepted]
-        if lines and not await copy_new_lines(conn, "trade_fills", FILL_COLUMNS, lines):
-            # Rare: a fill's key is stored under another trade. Refuse it and decide again.
-            taken = {row["fill_id"]: row["trade_id"] for row in await conn.fetch(
-                sql["fills_owners"], [fills[i].fill_id for i in accepted],
-                [fills[i].filled_at for i in accepted])}
-            accepted, outcomes, rejections = _accept(fills, ledgers, taken)
-            # a fill stored elsewhere since the read (another consumer) fails this COPY: the
-            # batch is then split and that fill dead-lettered with the unique violation
-            await copy_lines(conn, "trade_fills", FILL_COLUMNS,
-                             [encoded[index].line for index in accepted])
-        if accepted:
-            await _store_outcomes(
-                conn,
-                new=[o for o in outcomes if o.trade_id not in stored_trades],
-                changed=[o for o in outcomes if o.trade_id in stored_trades])
-        return rejections
+    async def write(self, conn: Conn, events: Sequence[Any]) -> list[Rejection]:
+        return await _write(conn, events, careful=True)
+
+
+async def _write(conn: Conn, events: Sequence[Any], *, careful: bool) -> list[Rejection]:
+    sql = queries("ingest")
+    encoded: Sequence[Encoded] = events
+    fills: list[Fill] = [e.event for e in encoded]
+    trade_ids = sorted({f.trade_id for f in fills})
+    await conn.execute(sql["fills_lock_trades"], trade_ids)
+    ledgers: dict[UUID, list[Fill]] = {trade_id: [] for trade_id in trade_ids}
+    for row in await conn.fetch(sql["fills_ledgers"], trade_ids):
+        stored = Fill(**dict(row))
+        ledgers[stored.trade_id].append(stored)
+    # Fills and their trade's row are written together, so a trade without stored fills
+    # has no trade_outcomes row either.
+    stored_trades = {trade_id for trade_id, ledger in ledgers.items() if ledger}
+
+    accepted, outcomes, rejections = _accept(fills, ledgers)
+    lines = [encoded[index].line for index in accepted]
+    if lines and not careful:
+        await copy_lines(conn, "trade_fills", FILL_COLUMNS, lines)
+    elif lines and not await copy_new_lines(conn, "trade_fills", FILL_COLUMNS, lines):
+        # A fill's key is stored under another trade: refuse it and decide again.
+        taken = {row["fill_id"]: row["trade_id"] for row in await conn.fetch(
+            sql["fills_owners"], [fills[i].fill_id for i in accepted],
+            [fills[i].filled_at for i in accepted])}
+        accepted, outcomes, rejections = _accept(fills, ledgers, taken)
+        # a fill stored elsewhere since the read (another consumer) fails this COPY: the
+        # batch is then split and that fill dead-lettered with the unique violation
+        await copy_lines(conn, "trade_fills", FILL_COLUMNS,
+                         [encoded[index].line for index in accepted])
+    if accepted:
+        await _store_outcomes(
+            conn, careful=careful,
+            new=[o for o in outcomes if o.trade_id not in stored_trades],
+            changed=[o for o in outcomes if o.trade_id in stored_trades])
+    return rejections
 
 
 async def _store_outcomes(
-    conn: Conn, *, new: list[trades.TradeOutcome], changed: list[trades.TradeOutcome]
+    conn: Conn, *, careful: bool,
+    new: list[trades.TradeOutcome], changed: list[trades.TradeOutcome],
 ) -> None:
-    """New trades are copied straight into trade_outcomes; trades already stored go through
-    staging, re-keying and the upsert (which keeps the validator's excursions)."""
+    """New trades are copied straight into trade_outcomes (careful: in a savepoint, and if a
+    row is there after all, they join the others); trades already stored go through staging,
+    re-keying and the upsert (which keeps the validator's excursions)."""
     new_lines = list(map(copy_line, _rows(new)))
-    if new and not await copy_new_lines(conn, "trade_outcomes", OUTCOME_COLUMNS, new_lines):
+    if new and not careful:
+        await copy_lines(conn, "trade_outcomes", OUTCOME_COLUMNS, new_lines)
+    elif new and not await copy_new_lines(conn, "trade_outcomes", OUTCOME_COLUMNS, new_lines):
         changed = changed + new
     if changed:
         sql = queries("ingest")

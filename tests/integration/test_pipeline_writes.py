@@ -169,3 +169,20 @@ async def test_a_fill_id_given_to_two_trades_in_one_batch_stays_with_the_first(
     assert [(r.index, r.error_class) for r in rejected] == [(2, "DuplicateFillId")]
     assert await rows(pool, "SELECT trade_id, quantity FROM trade_fills ORDER BY filled_at") \
         == [(first, 10), (second, 3)]
+
+
+async def test_a_trade_row_stored_without_fills_is_re_derived_when_its_fills_arrive(
+    pool: asyncpg.Pool,
+) -> None:
+    # e.g. history imported from before trade_fills existed: a row but no ledger
+    imported = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO trade_outcomes (trade_id, strategy_id, model_version, symbol, direction,"
+            " entry_time, entry_price, quantity, outcome_type)"
+            " VALUES ($1, 's1', 'v1', 'AAPL', 'LONG', $2, 1, 1, 'OPEN')", imported, T0)
+    batch = [fill(imported, "BUY", 10, "100", 0), fill(imported, "SELL", 10, "99", 1),
+             fill(uuid.uuid4(), "BUY", 1, "5", 2)]
+    assert await write(pool, FillsPipeline(), batch) == []
+    assert (await outcomes(pool))[imported] == (10, Decimal("-10.0000"), "LOSS")
+    assert await rows(pool, "SELECT count(*) FROM trade_outcomes") == [(2,)]

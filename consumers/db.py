@@ -6,8 +6,10 @@ import functools
 import io
 import re
 from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
+from uuid import UUID
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -85,12 +87,15 @@ def _escape(value: str) -> str:
     return value
 
 
-# COPY text format per Python type; anything else (int, Decimal, UUID, datetime, date) is its
+# COPY text format per Python type; anything else (int, Decimal, datetime, date) is its
 # str(), which PostgreSQL reads back exactly. Decimals go as their exact decimal text.
 _TEXT: dict[type, Callable[[Any], str]] = {
     type(None): lambda _: "\\N",
     str: _escape,
     bool: lambda value: "t" if value else "f",
+    # PostgreSQL reads a UUID without hyphens too, and .hex costs a third of str() (which
+    # made a quarter of encoding a fill's row)
+    UUID: attrgetter("hex"),
 }
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import functools
-import io
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -136,5 +135,12 @@ async def copy_lines(
     flush (about 15 us a bar against 2.6 us for text, measured with bench/), and decimal text
     is exact. Every value has been validated by its contract before it gets here.
     """
+    # An async iterable is sent as it comes. A file-like source (BytesIO) is read through a
+    # thread pool, two thread hops per COPY (bars at batch 100: 79 % -> 95 % of raw COPY
+    # without them).
     await conn.copy_to_table(
-        table, source=io.BytesIO("".join(lines).encode()), columns=list(columns), format="text")
+        table, source=_once("".join(lines).encode()), columns=list(columns), format="text")
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

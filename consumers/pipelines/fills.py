@@ -1,17 +1,21 @@
 """fills → trade_fills (every execution) and trade_outcomes (derived from each trade's ledger).
 
-Per batch, in the caller's transaction:
+Per batch, in one transaction:
 1. lock the batch's trades (advisory locks, sorted: no deadlock between consumers) so two
    consumers never derive one trade from different views of its ledger;
 2. read those trades' stored fills; check each new fill, in Kafka order, against the ledger
    so far: a redelivered fill (same fill_id, same trade) is a no-op; a fill that would flip
    the position, come after the close, disagree on the trade's strategy, model or symbol, or
    reuse a fill_id the batch already gave another trade is refused;
-3. copy the accepted fills into trade_fills. Their keys are new to their own ledgers, so the
-   copy only fails if a key (fill_id, filled_at) is stored under another trade: those fills
-   are refused too and the rest decided again. Then re-derive every touched trade from its
-   whole ledger (consumers/trades.py). If a late fill moved a trade's entry_time (part of the
-   key, for TimescaleDB), the row under the old key is deleted first.
+3. copy the accepted fills into trade_fills and re-derive every touched trade from its whole
+   ledger (consumers/trades.py). If a late fill moved a trade's entry_time (part of the key,
+   for TimescaleDB), the row under the old key is deleted first.
+
+The first attempt (``write_new``) copies the accepted fills and the rows of trades with no
+stored fills without savepoints. Their keys are new to their own ledgers, so that only fails
+if a fill's key (fill_id, filled_at) is stored under another trade, or a trade row exists
+without fills (imported history). Then ``write`` goes again with a savepoint around each
+copy: such fills are refused too and the rest decided again; such trade rows are upserted.
 """
 
 from __future__ import annotations
@@ -81,9 +85,7 @@ class FillsPipeline(Pipeline):
         return Encoded(event, copy_line(msgspec.structs.astuple(event)))
 
     async def write_new(self, conn: Conn, events: Sequence[Any]) -> list[Rejection] | None:
-        # Optimistic: the accepted fills and the rows of trades with no stored fills are
-        # copied without savepoints; if one of those keys is stored after all, the unique
-        # violation rolls this back and ``write`` goes again with savepoints.
+        # a unique violation rolls all of it back, and ``write`` goes again carefully
         async with conn.transaction():
             return await _write(conn, events, careful=False)
 
@@ -102,7 +104,7 @@ async def _write(conn: Conn, events: Sequence[Any], *, careful: bool) -> list[Re
         stored = Fill(**dict(row))
         ledgers[stored.trade_id].append(stored)
     # Fills and their trade's row are written together, so a trade without stored fills
-    # has no trade_outcomes row either.
+    # has (nearly always) no trade_outcomes row either.
     stored_trades = {trade_id for trade_id, ledger in ledgers.items() if ledger}
 
     accepted, outcomes, rejections = _accept(fills, ledgers)

@@ -110,7 +110,8 @@ async def copy_new_lines(
     stored yet.
 
     In a savepoint: on a unique violation it is rolled back and False is returned, and the
-    caller writes the rows the slow way (staging table + upsert). Other errors propagate.
+    caller decides what to do with the stored keys (the fills pipeline refuses fills stored
+    under another trade and upserts trade rows). Other errors propagate.
     """
     try:
         async with conn.transaction():

@@ -30,44 +30,65 @@ import asyncpg
 import msgspec
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumers import metrics
+from consumers.faults import Backoff, FatalError, TransientError, classify, describe
 from consumers.kafka import DeadLetter, DeadLetters
 from consumers.pipelines.base import Pipeline
-from consumers.sink import TransientDatabaseError, write_batch
+from consumers.sink import write_batch
 
 log = structlog.get_logger(__name__)
 
 # aiokafka.structs.ConsumerRecord[bytes, bytes]; aiokafka ships no type hints
 Record: TypeAlias = Any
 
-BACKOFF_FIRST_SECONDS = 0.1
-BACKOFF_MAX_SECONDS = 10.0
 
 
 @dataclass
 class Batch:
-    """One topic's records since its last flush, decoded as they arrived."""
+    """One topic's records since its last flush, decoded as they arrived.
 
+    ``generation`` is the consumer's assignment generation when the records were fetched: a
+    batch from before a revocation is not written afterwards (its partitions may have moved).
+    """
+
+    generation: int = 0
+    max_value_bytes: int | None = None  # a larger value is a dead letter, never decoded
     records: list[Record] = field(default_factory=list)
     events: list[Any] = field(default_factory=list)
     event_records: list[Record] = field(default_factory=list)  # the record of each event
     letters: list[DeadLetter] = field(default_factory=list)
 
     def add(self, pipeline: Pipeline, records: Sequence[Record]) -> None:
+        """Decode each record into an event or a dead letter; never raises for its content."""
         self.records.extend(records)
         for record in records:
-            if record.value is None:
-                self.letters.append(DeadLetter(record, "EmptyMessage", "message has no value"))
+            letter = self._refuse(record)
+            if letter is not None:
+                self.letters.append(letter)
                 continue
             try:
-                self.events.append(pipeline.ready(pipeline.decode(record.value)))
+                self.events.append(pipeline.accept(record.value))
                 self.event_records.append(record)
             except msgspec.ValidationError as exc:
                 self.letters.append(DeadLetter(record, "ValidationError", str(exc)))
             except msgspec.DecodeError as exc:
                 self.letters.append(DeadLetter(record, "DecodeError", str(exc)))
+            except Exception as exc:
+                # Whatever else one message's content provokes (RecursionError on deep nesting,
+                # OverflowError, MemoryError, a bug only some inputs reach) is that message's
+                # fault: it must not stop its partition, let alone all four topics.
+                self.letters.append(DeadLetter(record, type(exc).__name__, describe(exc)))
+
+    def _refuse(self, record: Record) -> DeadLetter | None:
+        if record.value is None:
+            return DeadLetter(record, "EmptyMessage", "message has no value")
+        if self.max_value_bytes is not None and len(record.value) > self.max_value_bytes:
+            return DeadLetter(
+                record, "MessageTooLarge",
+                f"value is {len(record.value)} bytes; at most {self.max_value_bytes} are decoded")
+        return None
 
 
 class Checkpoint:
@@ -79,14 +100,17 @@ class Checkpoint:
         pipelines: Mapping[str, Pipeline],
         *,
         keep_alive: Callable[[], Awaitable[None]],
+        backoff: Backoff,
     ) -> None:
         self._consumer = consumer
         self._pool = pool
         self._dead_letters = dead_letters  # None: a reader only (the validator); skip them
         self._pipelines = pipelines
         self._keep_alive = keep_alive  # called while waiting out a database outage
+        self._backoff = backoff
         self.committed: dict[TopicPartition, int] = {}  # last offsets this process committed
         self._to_commit: dict[TopicPartition, int] = {}  # written, not yet sent to commit
+        self._letters: list[DeadLetter] = []  # to produce with the next commit
         self._committer: asyncio.Task[None] | None = None  # sends _to_commit until it is empty
 
     async def flush(self, topic: str, batch: Batch) -> None:
@@ -103,12 +127,9 @@ class Checkpoint:
         ]
         if letters and self._dead_letters is None:
             metrics.UNDECODABLE_SKIPPED.labels(topic).inc(len(letters))
-        elif letters and self._dead_letters is not None:
-            await self._dead_letters.send(letters)
-            for letter in letters:
-                metrics.DEAD_LETTERS.labels(topic, letter.error_class).inc()
+            letters = []
         spans = _offset_spans(records)
-        self._queue_commit(topic, spans)
+        self._queue_commit(topic, spans, letters)
 
         written = len(events) - len(rejections)
         elapsed = time.perf_counter() - started
@@ -130,7 +151,19 @@ class Checkpoint:
         if task is not None:
             await task
 
-    def _queue_commit(self, topic: str, spans: dict[int, tuple[int, int]]) -> None:
+    def forget_uncommitted(self) -> None:
+        """The partitions were given up before their batches could be written: commit none of
+        their offsets (the next owner replays them)."""
+        self._to_commit = {}
+        self._letters = []
+        task, self._committer = self._committer, None
+        if task is not None:
+            task.cancel()
+
+    def _queue_commit(
+        self, topic: str, spans: dict[int, tuple[int, int]], letters: list[DeadLetter]
+    ) -> None:
+        self._letters += letters
         for partition, (_, high) in spans.items():
             tp = TopicPartition(topic, partition)
             self._to_commit[tp] = max(self._to_commit.get(tp, 0), high + 1)
@@ -143,18 +176,20 @@ class Checkpoint:
     async def _commit_queued(self) -> None:
         while self._to_commit:
             offsets, self._to_commit = self._to_commit, {}
-            await self._commit(offsets)
+            letters, self._letters = self._letters, []
+            await self._commit(offsets, letters)
 
     async def _write_with_retries(
         self, topic: str, pipeline: Pipeline, events: list[Any]
     ) -> list[Any]:
-        delay = BACKOFF_FIRST_SECONDS
+        delays = self._backoff.delays()
         paused = False
         try:
             while True:
                 try:
                     return await write_batch(self._pool, pipeline, events)
-                except TransientDatabaseError as exc:
+                except TransientError as exc:
+                    delay = next(delays)
                     metrics.RETRIES.labels(topic).inc()
                     log.warning("database.retry", topic=topic, error=str(exc),
                                 retry_in_seconds=round(delay, 2))
@@ -163,20 +198,37 @@ class Checkpoint:
                         paused = True
                     await self._keep_alive()
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, BACKOFF_MAX_SECONDS)
         finally:
             if paused:
                 self._consumer.resume(*self._consumer.assignment())
                 log.info("database.recovered", topic=topic)
 
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        try:
-            await self._consumer.commit(offsets)
-            self.committed.update(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The group rebalanced mid-batch: the new owner replays from the last commit,
-            # and the rows just written make that replay a no-op.
-            log.warning("commit.refused_after_rebalance", error=str(exc))
+    async def _commit(self, offsets: dict[TopicPartition, int], letters: list[DeadLetter]) -> None:
+        """Commit ``offsets``, with ``letters`` in the same Kafka transaction if there are any;
+        transient broker errors (a restart, a moved coordinator) are retried."""
+        delays = self._backoff.delays()
+        while True:
+            try:
+                if letters and self._dead_letters is not None:
+                    await self._dead_letters.commit(letters, offsets)
+                    for letter in letters:
+                        metrics.DEAD_LETTERS.labels(letter.record.topic, letter.error_class).inc()
+                else:
+                    await self._consumer.commit(offsets)
+                self.committed.update(offsets)
+                return
+            except (CommitFailedError, IllegalStateError) as exc:
+                # The group rebalanced mid-batch: the new owner replays from the last commit,
+                # and the rows just written make that replay a no-op.
+                log.warning("commit.refused_after_rebalance", error=str(exc))
+                return
+            except KafkaError as exc:
+                if classify(exc) != "transient":
+                    raise FatalError(f"committing offsets: {describe(exc)}") from exc
+                delay = next(delays)
+                log.warning("commit.retry", error=describe(exc), retry_in_seconds=delay,
+                            dead_letters=len(letters))
+                await asyncio.sleep(delay)
 
 
 def _offset_spans(records: Sequence[Record]) -> dict[int, tuple[int, int]]:

@@ -18,12 +18,18 @@ from consumers import health, maintenance, migrations, rollup, validator
 from consumers.contract import contract_schema
 from consumers.db import connect, create_pool
 from consumers.errors import CieError
-from consumers.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
+from consumers.kafka import (
+    DeadLetters,
+    ensure_topics,
+    make_consumer,
+    make_dead_letter_producer,
+    require_dead_letter_topics,
+)
 from consumers.logs import configure_logging
 from consumers.pipelines import registry
 from consumers.pipelines.base import Pipeline
 from consumers.runner import Runner
-from consumers.settings import Settings, load_settings
+from consumers.settings import DEFAULT_METRICS_PORTS, Settings, load_settings
 
 log = structlog.get_logger(__name__)
 
@@ -80,11 +86,13 @@ async def cmd_rollup(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
     pipelines = registry.build(settings, args.pipelines.split(",") if args.pipelines else None)
-    producer = make_producer(settings)
+    await require_dead_letter_topics(settings, list(pipelines))
+    producer = make_dead_letter_producer(settings)
     await producer.start()
     try:
-        dead_letters = DeadLetters(producer, settings.dead_letter_suffix)
-        await _consume(settings, pipelines, dead_letters)
+        dead_letters = DeadLetters(producer, settings.dead_letter_suffix, settings.consumer_group)
+        await _consume(settings, pipelines, dead_letters, metrics_port=_metrics_port(
+            settings, "consume"))
     finally:
         await producer.stop()
     return 0
@@ -116,7 +124,8 @@ async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
                 every=settings.validator_rollup_seconds, stop=stop))
         await asyncio.gather(*tasks)
 
-    await _consume(settings, pipelines, None, beside=sweeper)
+    await _consume(settings, pipelines, None, beside=sweeper,
+                   metrics_port=_metrics_port(settings, "validate"))
     return 0
 
 
@@ -128,13 +137,14 @@ async def _consume(
     pipelines: dict[str, Pipeline],
     dead_letters: DeadLetters | None,
     *,
+    metrics_port: int,
     beside: Beside | None = None,
 ) -> None:
     """Run the consume loop until SIGTERM/SIGINT, with the health port and ``beside`` task."""
     stop = _stop_on_signals()
     pool = await create_pool(settings.database_url, list(pipelines.values()))
     consumer = make_consumer(settings)
-    server = await _serve_health(settings, pool, consumer)
+    server = await _serve_health(settings, pool, consumer, metrics_port)
     await consumer.start()
     task = asyncio.create_task(beside(pool, stop)) if beside else None
     try:
@@ -149,13 +159,18 @@ async def _consume(
         await pool.close()
 
 
+def _metrics_port(settings: Settings, command: str) -> int:
+    if settings.metrics_port is not None:
+        return settings.metrics_port
+    return DEFAULT_METRICS_PORTS[command]
+
+
 async def _serve_health(
-    settings: Settings, pool: asyncpg.Pool, consumer: AIOKafkaConsumer
+    settings: Settings, pool: asyncpg.Pool, consumer: AIOKafkaConsumer, port: int
 ) -> health.HealthServer | None:
-    if not settings.metrics_port:
+    if not port:
         return None
-    return await health.serve(health.Health(pool, consumer), settings.metrics_host,
-                              settings.metrics_port)
+    return await health.serve(health.Health(pool, consumer), settings.metrics_host, port)
 
 
 def _stop_on_signals() -> asyncio.Event:
@@ -223,14 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="recompute every period and model day (after changing a setting)")
     rollup_.set_defaults(run=cmd_rollup)
 
-    consume = sub.add_parser("consume", help="run the ingest consumers until SIGTERM")
+    consume = sub.add_parser(
+        "consume", help="run the ingest consumers until SIGTERM (metrics port 9108 unless "
+        "CIE_METRICS_PORT is set)")
     consume.add_argument(
         "--pipelines", default="",
         help=f"comma-separated subset of {','.join(registry.PIPELINES)} (default: all)")
     consume.set_defaults(run=cmd_consume)
 
     validate = sub.add_parser(
-        "validate", help="backfill prediction outcomes and trade excursions (own group + sweep)")
+        "validate", help="backfill prediction outcomes and trade excursions (own group + sweep; "
+        "metrics port 9109 unless CIE_METRICS_PORT is set)")
     validate.add_argument("--once", action="store_true",
                           help="drain the backlog with the sweep, then exit (no Kafka)")
     validate.set_defaults(run=cmd_validate)

@@ -4,12 +4,16 @@ producer."""
 from __future__ import annotations
 
 import ssl
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
+from consumers.faults import FatalError
 from consumers.settings import Settings
 
 # Header names on every dead letter, beside the original key, value and headers.
@@ -18,6 +22,9 @@ DLQ_PARTITION = "dlq.source.partition"
 DLQ_OFFSET = "dlq.source.offset"
 DLQ_ERROR_CLASS = "dlq.error.class"
 DLQ_REASON = "dlq.error.reason"
+DLQ_VALUE_TRUNCATED = "dlq.value.truncated"  # the original value's length; the value is cut
+DLQ_KEY_TRUNCATED = "dlq.key.truncated"
+DLQ_HEADERS_DROPPED = "dlq.headers.dropped"  # how many original headers did not fit
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -37,9 +44,6 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-FETCH_BYTES_PER_PARTITION = 4 * 1024 * 1024
-
-
 def make_consumer(settings: Settings, *, group_id: str | None = None) -> AIOKafkaConsumer:
     """Manual commits, read_committed (transactional producers), earliest on a new group."""
     return AIOKafkaConsumer(
@@ -52,7 +56,10 @@ def make_consumer(settings: Settings, *, group_id: str | None = None) -> AIOKafk
         # A partition is fetched again only once its fetched records are used up; with the
         # default 1 MiB (about 2,000 bars) draining a backlog kept waiting on fetch round trips
         # (bench: 4 runs each, median 31,600 bars/s at 1 MiB, 44,200 at 4 MiB).
-        max_partition_fetch_bytes=FETCH_BYTES_PER_PARTITION,
+        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+        # ... and all partitions together are bounded, so a member holding many partitions
+        # does not buffer 4 MiB for each (48 partitions: ~200 MB against a 384 Mi limit).
+        fetch_max_bytes=settings.fetch_max_bytes,
         # find topics created after start (e.g. by the first producer) within seconds
         metadata_max_age_ms=10_000,
     )
@@ -64,14 +71,39 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**client_options(settings), **options)
 
 
+def make_dead_letter_producer(settings: Settings) -> AIOKafkaProducer:
+    """Transactional, so dead letters and offsets commit together (DeadLetters). The id is
+    unique per process: two live members never fence each other, and a transaction left open
+    by a killed process is aborted by the broker after ``transaction_timeout_ms``."""
+    return make_producer(
+        settings, transactional_id=f"{settings.consumer_group}.dlq.{uuid.uuid4().hex}",
+        transaction_timeout_ms=15_000, linger_ms=0)
+
+
+async def require_dead_letter_topics(settings: Settings, sources: Sequence[str]) -> None:
+    """Create the dead-letter topics that are missing, or stop with their names: a dead
+    letter with nowhere to go would hold its partition up for good."""
+    wanted = [f"{topic}{settings.dead_letter_suffix}" for topic in sources]
+    try:
+        await ensure_topics(settings, wanted, partitions=1, replication_factor=None)
+    except KafkaError as exc:
+        raise FatalError(
+            f"dead-letter topics {', '.join(wanted)}: missing and could not be created "
+            f"({type(exc).__name__}); create them or allow this user to") from exc
+
+
 async def ensure_topics(
-    settings: Settings, topics: list[str], *, partitions: int, replication_factor: int
+    settings: Settings, topics: list[str], *, partitions: int, replication_factor: int | None
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the ones it created."""
+    """Create the topics that do not exist yet; returns the ones it created.
+    ``replication_factor`` None: as many replicas as there are brokers, at most three."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         missing = sorted(set(topics) - set(await admin.list_topics()))
+        if missing and replication_factor is None:
+            brokers = len((await admin.describe_cluster())["brokers"])
+            replication_factor = max(1, min(3, brokers))
         if missing:
             await admin.create_topics([
                 NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
@@ -89,30 +121,73 @@ class DeadLetter:
     reason: str
 
 
-class DeadLetters:
-    """Produces dead letters to ``<topic><suffix>`` and waits until the broker has them."""
+# What a dead letter may weigh, below the producer's max_request_size (the record batch's own
+# overhead is a few dozen bytes; the margin leaves room for it).
+DLQ_MAX_BYTES = 1_048_576 - 16 * 1024
 
-    def __init__(self, producer: AIOKafkaProducer, suffix: str) -> None:
-        self._producer = producer
+
+class DeadLetters:
+    """Dead letters to ``<topic><suffix>``, exactly once.
+
+    The letters of a batch go out in one Kafka transaction together with the batch's consumer
+    offsets (``send_offsets_to_transaction``): either both are committed or neither is. A
+    crash after the rows were written and before that transaction commits replays the batch;
+    the rows are idempotent and the letters of the aborted attempt are invisible to
+    ``read_committed`` readers, so each bad message is in its DLQ once.
+    The key, value and headers are the original's, plus the ``dlq.*`` headers; a value too
+    large for the DLQ is cut, and ``dlq.value.truncated`` says how long it was (the original
+    stays at its source coordinates until the topic's retention removes it).
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, suffix: str, group_id: str) -> None:
+        self._producer = producer  # transactional (make_dead_letter_producer)
         self._suffix = suffix
+        self._group_id = group_id
 
     def topic_for(self, source_topic: str) -> str:
         return f"{source_topic}{self._suffix}"
 
-    async def send(self, letters: list[DeadLetter]) -> None:
-        futures = []
-        for letter in letters:
-            record = letter.record
-            headers = [
-                *(record.headers or ()),
-                (DLQ_TOPIC, record.topic.encode()),
-                (DLQ_PARTITION, str(record.partition).encode()),
-                (DLQ_OFFSET, str(record.offset).encode()),
-                (DLQ_ERROR_CLASS, letter.error_class.encode()),
-                (DLQ_REASON, letter.reason.encode()[:4000]),
-            ]
-            futures.append(await self._producer.send(
-                self.topic_for(record.topic), key=record.key, value=record.value,
-                headers=headers))
-        for future in futures:
-            await future
+    async def commit(
+        self, letters: Sequence[DeadLetter], offsets: Mapping[TopicPartition, int]
+    ) -> None:
+        """Produce ``letters`` and commit ``offsets`` for the group, atomically."""
+        async with self._producer.transaction():
+            for letter in letters:
+                key, value, headers = dead_letter_message(letter)
+                await self._producer.send(
+                    self.topic_for(letter.record.topic), key=key, value=value, headers=headers)
+            await self._producer.send_offsets_to_transaction(dict(offsets), self._group_id)
+
+
+def dead_letter_message(
+    letter: DeadLetter, max_bytes: int = DLQ_MAX_BYTES
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The DLQ record's key, value and headers for ``letter``."""
+    record = letter.record
+    original = list(record.headers or ())
+    ours = [
+        (DLQ_TOPIC, record.topic.encode()),
+        (DLQ_PARTITION, str(record.partition).encode()),
+        (DLQ_OFFSET, str(record.offset).encode()),
+        (DLQ_ERROR_CLASS, letter.error_class.encode()[:200]),
+        (DLQ_REASON, letter.reason.encode(errors="replace")[:4000]),
+    ]
+    key: bytes | None = record.key
+    value: bytes | None = record.value
+
+    def size(headers: list[tuple[str, bytes]]) -> int:
+        return len(key or b"") + len(value or b"") + sum(len(k) + len(v) + 8 for k, v in headers)
+
+    if size(original + ours) > max_bytes:
+        room = max_bytes - size(original + ours) + len(value or b"") - 64
+        if room < 0:  # the original headers alone do not fit: keep ours, say so
+            ours.append((DLQ_HEADERS_DROPPED, str(len(original)).encode()))
+            original = []
+            room = max_bytes - size(ours) + len(value or b"") - 64
+        if value is not None and len(value) > room:
+            ours.append((DLQ_VALUE_TRUNCATED, str(len(value)).encode()))
+            value = value[:max(0, room)]
+        if len(key or b"") > max_bytes // 2:
+            ours.append((DLQ_KEY_TRUNCATED, str(len(key or b"")).encode()))
+            key = (key or b"")[:1024]
+    return key, value, original + ours

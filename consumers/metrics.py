@@ -24,6 +24,10 @@ BATCH_SIZE = Histogram(
 FLUSH_SECONDS = Histogram(
     "cie_flush_duration_seconds", "Decode, write, dead-letter and commit of one batch",
     ["topic"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+REVOCATIONS_UNCOMMITTED = Counter(
+    "cie_revocations_uncommitted_total",
+    "Revocations whose buffered batches could not be written within the drain deadline; "
+    "their partitions were given up uncommitted (the next owner replays them)")
 CONSUMER_LAG = Gauge(
     "cie_consumer_lag_messages", "High watermark minus committed position", ["topic", "partition"])
 

@@ -18,6 +18,7 @@ committing and the unflushed messages are simply read again by the next owner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 
@@ -55,14 +56,18 @@ class Runner:
         self._consumer = consumer
         self._pipelines = pipelines
         self._checkpoint = Checkpoint(
-            consumer, pool, dead_letters, pipelines, keep_alive=self._keep_alive)
+            consumer, pool, dead_letters, pipelines, keep_alive=self._keep_alive,
+            backoff=settings.backoff())
         self._buffers: dict[str, Batch] = {}
         self._oldest: dict[str, float] = {}
         self._flush_lock = asyncio.Lock()
-        self._in_flight: asyncio.Task[None] | None = None
+        self._in_flight: asyncio.Task[None] | None = None  # the flush this loop waits for
+        self._flushing: asyncio.Task[None] | None = None  # the last flush task started
         self._max_rows = settings.batch_max_rows
         self._max_age = settings.batch_max_latency_ms / 1000
         self._lag_reported = 0.0
+        # Bumped at every revocation: a batch fetched before it is never written after it.
+        self._generation = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain. The consumer must be started already."""
@@ -74,14 +79,15 @@ class Runner:
                 timeout_ms=int(self._poll_seconds() * 1000), max_records=self._room())
             now = time.monotonic()
             for tp, records in fetched.items():
-                self._buffers.setdefault(tp.topic, Batch()).add(self._pipelines[tp.topic], records)
+                self._buffer(tp.topic).add(self._pipelines[tp.topic], records)
                 self._oldest.setdefault(tp.topic, now)
                 metrics.MESSAGES_CONSUMED.labels(tp.topic).inc(len(records))
             for topic in self._due(now):
                 await self._wait_in_flight()
                 # taken now, not when the task first runs: by then more records may have come
                 batch = self._take(topic)
-                self._in_flight = asyncio.create_task(self._flush_locked(topic, batch))
+                self._in_flight = self._flushing = asyncio.create_task(
+                    self._flush_locked(topic, batch))
             self._report_lag(now)
         await self.drain()
 
@@ -104,14 +110,58 @@ class Runner:
             await self._checkpoint.settle()
 
     async def _wait_in_flight(self) -> None:
-        """Wait for the flush in flight, if any; its failure is this loop's failure."""
+        """Wait for the flush in flight, if any; its failure is this loop's failure (but not
+        its cancellation by a revocation that gave its partitions up)."""
         task, self._in_flight = self._in_flight, None
-        if task is not None:
+        if task is None:
+            return
+        try:
             await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not task.cancelled() or (current is not None and current.cancelling()):
+                raise
 
     async def _flush_locked(self, topic: str, batch: Batch) -> None:
         async with self._flush_lock:
+            if batch.generation != self._generation:
+                # Taken before a revocation that could not wait for it: its partitions may
+                # belong to another member now, which replays them from the last commit.
+                log.info("batch.dropped_after_revocation", topic=topic,
+                         messages=len(batch.records))
+                return
             await self._checkpoint.flush(topic, batch)
+
+    async def revoke(self, revoked: list[TopicPartition]) -> None:
+        """Before partitions go: write and commit what was read from them, within the drain
+        deadline. Past it (the database is down) give them up uncommitted: the next owner
+        replays them, and the rebalance is not held up for as long as the outage lasts."""
+        deadline = self._settings.drain_deadline_seconds
+        try:
+            await asyncio.wait_for(self.flush_all(), deadline)
+        except TimeoutError:
+            if self._flushing is not None:
+                self._flushing.cancel()
+            dropped = sum(len(b.records) for b in self._buffers.values())
+            self._buffers.clear()
+            self._oldest.clear()
+            self._checkpoint.forget_uncommitted()
+            metrics.REVOCATIONS_UNCOMMITTED.inc()
+            log.warning("partitions.revoked_uncommitted", deadline_seconds=deadline,
+                        buffered_messages_dropped=dropped,
+                        partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked))
+        finally:
+            self._generation += 1
+            for tp in revoked:
+                with contextlib.suppress(KeyError):
+                    metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+
+    def _buffer(self, topic: str) -> Batch:
+        batch = self._buffers.get(topic)
+        if batch is None:
+            batch = self._buffers[topic] = Batch(
+                generation=self._generation, max_value_bytes=self._settings.max_value_bytes)
+        return batch
 
     async def _flush(self, topic: str) -> None:
         await self._checkpoint.flush(topic, self._take(topic))
@@ -119,7 +169,7 @@ class Runner:
     def _take(self, topic: str) -> Batch:
         """Remove and return the topic's buffered batch."""
         self._oldest.pop(topic, None)
-        return self._buffers.pop(topic, None) or Batch()
+        return self._buffers.pop(topic, None) or Batch(generation=self._generation)
 
     def _due(self, now: float) -> list[str]:
         return [
@@ -162,7 +212,7 @@ class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if revoked:
-            await self._runner.flush_all()  # write and commit before the partitions go
+            await self._runner.revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         log.info("partitions.assigned",

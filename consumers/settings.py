@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from consumers.errors import SettingsError
+from consumers.faults import Backoff
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0: do not serve
@@ -53,6 +54,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     batch_max_rows: PositiveInt = 1000
     batch_max_latency_ms: PositiveInt = 500
     drain_deadline_seconds: PositiveInt = 20
+    # A value larger than this is a dead letter without being decoded (hostile producers).
+    max_value_bytes: PositiveInt = 1_048_576
+    # What all partitions' fetched, not yet consumed records may hold together (aiokafka's
+    # fetch_max_bytes); one partition gets at most max_partition_fetch_bytes of it per fetch.
+    fetch_max_bytes: PositiveInt = 32 * 1024 * 1024
+    max_partition_fetch_bytes: PositiveInt = 4 * 1024 * 1024
+    # Transient errors (database or broker outage) are retried after 0.1, 0.2, 0.4 ... seconds,
+    # at most retry_backoff_max_ms apart (consumers/faults.py).
+    retry_backoff_first_ms: PositiveInt = 100
+    retry_backoff_max_ms: PositiveInt = 10_000
+    # Two hosts' clocks disagree by a few milliseconds: an order submitted "after" its fill by
+    # at most this much is taken as submitted at the fill (latency 0), beyond it refused.
+    clock_skew_tolerance_ms: Annotated[int, msgspec.Meta(ge=0)] = 1_000
+    # An event time further than this ahead of the consumer's clock is refused.
+    future_tolerance_seconds: Annotated[int, msgspec.Meta(ge=0)] = 300
     validator_group: NonEmpty = "cie-validator"
     validator_gap_tolerance_seconds: PositiveInt = 300
     validator_neutral_band: Decimal = Decimal("0.0005")
@@ -67,9 +83,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rollup_replica_wait_seconds: PositiveInt = 30
     validator_rollup_seconds: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: never
     metrics_host: NonEmpty = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside
-    metrics_port: Port = 9108
+    # None: the command's own default (DEFAULT_METRICS_PORTS), so two commands started side by
+    # side with defaults do not fight over one port.
+    metrics_port: Port | None = None
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "auto"
+
+    def backoff(self) -> Backoff:
+        return Backoff(self.retry_backoff_first_ms / 1000, self.retry_backoff_max_ms / 1000)
 
     def __repr__(self) -> str:  # the password must never be printed
         shown = {
@@ -80,6 +101,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     __str__ = __repr__
 
+
+# The metrics port of each long-running command when CIE_METRICS_PORT is not set.
+DEFAULT_METRICS_PORTS: Mapping[str, int] = {"consume": 9108, "validate": 9109}
 
 _SECRET_FIELDS = frozenset({"kafka_sasl_password", "database_url", "database_replica_url"})
 
@@ -104,6 +128,13 @@ ENVIRONMENT: Mapping[str, str] = {
     "batch_max_rows": "CIE_BATCH_MAX_ROWS",
     "batch_max_latency_ms": "CIE_BATCH_MAX_LATENCY_MS",
     "drain_deadline_seconds": "CIE_DRAIN_DEADLINE_SECONDS",
+    "max_value_bytes": "CIE_MAX_VALUE_BYTES",
+    "fetch_max_bytes": "CIE_FETCH_MAX_BYTES",
+    "max_partition_fetch_bytes": "CIE_MAX_PARTITION_FETCH_BYTES",
+    "retry_backoff_first_ms": "CIE_RETRY_BACKOFF_FIRST_MS",
+    "retry_backoff_max_ms": "CIE_RETRY_BACKOFF_MAX_MS",
+    "clock_skew_tolerance_ms": "CIE_CLOCK_SKEW_TOLERANCE_MS",
+    "future_tolerance_seconds": "CIE_FUTURE_TOLERANCE_SECONDS",
     "validator_group": "CIE_VALIDATOR_GROUP",
     "validator_gap_tolerance_seconds": "CIE_VALIDATOR_GAP_TOLERANCE_SECONDS",
     "validator_neutral_band": "CIE_VALIDATOR_NEUTRAL_BAND",
@@ -145,6 +176,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not settings.validator_neutral_band.is_finite() or settings.validator_neutral_band < 0:
         raise SettingsError("CIE_VALIDATOR_NEUTRAL_BAND: must be a decimal >= 0")
     _check_rollup(settings)
+    if settings.retry_backoff_max_ms < settings.retry_backoff_first_ms:
+        raise SettingsError("CIE_RETRY_BACKOFF_MAX_MS: must be >= CIE_RETRY_BACKOFF_FIRST_MS")
     return settings
 
 

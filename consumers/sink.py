@@ -9,60 +9,21 @@ rejections and everything else lands. Halves are written in order, so "last writ
 follows Kafka order. A batch with one bad row in N costs about 2·log2(N) extra transactions,
 not N.
 
-Errors are sorted into three kinds (see ``classify``):
-- data errors: the rows' fault → rejection (dead letter), never retried;
-- transient errors: the database's or network's fault (connection lost, server restarting,
-  serialization failure, deadlock) → ``TransientDatabaseError``; the caller retries the batch;
-- anything else (missing table, missing privilege, a bug) → ``PermanentDatabaseError``; the
-  process stops, because retrying or dead-lettering would hide it.
+Errors are sorted by ``consumers.faults.classify``: the data's fault → rejection (dead letter),
+never retried; transient → ``TransientError``, the caller retries the batch; fatal →
+``FatalError``, the process stops, because retrying or dead-lettering would hide it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 
 from consumers.db import Conn
-from consumers.errors import CieError
+from consumers.faults import FatalError, TransientError, classify, describe
 from consumers.pipelines.base import Pipeline, Rejection
-
-
-class TransientDatabaseError(CieError):
-    """Worth retrying: nothing about the rows is wrong."""
-
-
-class PermanentDatabaseError(CieError):
-    """Not the rows' fault and not going away by itself: stop and tell a human."""
-
-
-ErrorKind = Literal["data", "transient", "permanent"]
-
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "40")  # connection, resources, shutdown, tx
-_DATA_SQLSTATE_CLASSES = ("22", "23")  # data exception, integrity constraint violation
-
-
-def classify(exc: BaseException) -> ErrorKind:
-    if isinstance(exc, asyncpg.PostgresError):
-        state = exc.sqlstate or ""
-        if state.startswith(_DATA_SQLSTATE_CLASSES):
-            return "data"
-        if state.startswith(_TRANSIENT_SQLSTATE_CLASSES):
-            return "transient"
-        return "permanent"
-    if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncio.TimeoutError)):
-        return "transient"  # connection refused/reset/closed, pool closed while restarting
-    return "permanent"
-
-
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncpg.PostgresError):
-        constraint = getattr(exc, "constraint_name", None)
-        suffix = f" (constraint {constraint})" if constraint else ""
-        return f"{exc.sqlstate} {exc}{suffix}"
-    return str(exc)
 
 
 async def write_batch(
@@ -82,11 +43,11 @@ async def _write_range(
             rejected = await _write_once(conn, pipeline, events[start:stop])
         return [Rejection(start + r.index, r.error_class, r.reason) for r in rejected]
     except Exception as exc:
-        kind = classify(exc)
-        if kind == "transient":
-            raise TransientDatabaseError(describe(exc)) from exc
-        if kind == "permanent":
-            raise PermanentDatabaseError(f"{type(exc).__name__}: {describe(exc)}") from exc
+        fault = classify(exc)
+        if fault == "transient":
+            raise TransientError(describe(exc)) from exc
+        if fault == "fatal":
+            raise FatalError(f"{type(exc).__name__}: {describe(exc)}") from exc
         if stop - start == 1:
             return [Rejection(start, type(exc).__name__, describe(exc))]
     middle = (start + stop) // 2

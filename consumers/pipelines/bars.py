@@ -53,6 +53,7 @@ class Bar(Contract, frozen=True, kw_only=True):
 class BarsPipeline(CopyUpsertPipeline):
     name = "bars"
     event_type = Bar
+    time_fields = ("timestamp",)
     stage = "stage_market_conditions"
     target = "market_conditions"
     key = ("symbol", "timestamp")

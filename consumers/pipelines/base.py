@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from operator import attrgetter
 from typing import Any, ClassVar, NamedTuple
@@ -29,20 +30,54 @@ class Rejection:
     reason: str
 
 
+class ImplausibleTime(ValueError):
+    """An event time the consumer's clock says cannot be true (too far ahead, or an order
+    submitted after its fill by more than the clock skew two hosts may have)."""
+
+
+@dataclass(frozen=True)
+class TimeRules:
+    """How far event times may disagree with the consumer's clock and with each other."""
+
+    future: timedelta = timedelta(minutes=5)  # an event time further ahead is refused
+    skew: timedelta = timedelta(seconds=1)  # tolerated disagreement between two hosts' clocks
+
+
 class Pipeline(ABC):
     """One topic's contract and writer."""
 
     name: ClassVar[str]  # "bars": also the key of its named queries
     event_type: ClassVar[Any]  # the msgspec type messages decode to (a Struct or a Union)
+    # Fields holding when the event happened: none of them may lie in the future.
+    time_fields: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self) -> None:
+    def __init__(self, times: TimeRules | None = None) -> None:
         # float_hook: numbers in free-form JSON (feature vectors, metrics) stay exact, too
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
             self.event_type, float_hook=Decimal)
+        self.times = times or TimeRules()
 
     def decode(self, value: bytes) -> Any:
         """Raises msgspec.DecodeError (not JSON) or msgspec.ValidationError (not the contract)."""
         return self._decoder.decode(value)
+
+    def accept(self, value: bytes) -> Any:
+        """A message's value as ``write`` will get it: decoded, its times checked against the
+        clock, ready. Raises for anything wrong with the message (it becomes a dead letter)."""
+        return self.ready(self.check_times(self.decode(value)))
+
+    def check_times(self, event: Any) -> Any:
+        """The event, or a corrected copy; raises ImplausibleTime."""
+        if not self.time_fields:
+            return event
+        latest = datetime.now(UTC) + self.times.future
+        for name in self.time_fields:
+            value = getattr(event, name)
+            if value is not None and value > latest:
+                raise ImplausibleTime(
+                    f"{name}: {value.isoformat()} is more than "
+                    f"{self.times.future.total_seconds():g} s ahead of the consumer's clock")
+        return event
 
     def ready(self, event: Any) -> Any:
         """What ``write`` will get for ``event``. Called as each message arrives, so work done

@@ -30,7 +30,7 @@ import msgspec
 from consumers import trades
 from consumers.contract import Contract, ModelVersion, PositiveInt, StrategyId, Symbol, UtcTime
 from consumers.db import Conn, copy_line, copy_lines, copy_new_lines, copy_rows, queries
-from consumers.pipelines.base import Encoded, Pipeline, Rejection
+from consumers.pipelines.base import Encoded, ImplausibleTime, Pipeline, Rejection
 
 PRICE = (18, 8)
 MONEY = (18, 4)
@@ -62,8 +62,6 @@ class Fill(Contract, frozen=True, kw_only=True):
             raise ValueError("price: must be positive")
         if self.commission < 0:
             raise ValueError("commission: must not be negative")
-        if self.order_submitted_at is not None and self.order_submitted_at > self.filled_at:
-            raise ValueError("order_submitted_at: after filled_at")
 
 
 FILL_COLUMNS = tuple(Fill.__struct_fields__)
@@ -77,9 +75,23 @@ OUTCOME_COLUMNS = (
 class FillsPipeline(Pipeline):
     name = "fills"
     event_type = Fill
+    time_fields = ("filled_at", "order_submitted_at")
 
     def staging_ddl(self) -> Sequence[str]:
         return (queries("ingest")["trade_outcomes_stage"],)
+
+    def check_times(self, event: Any) -> Any:
+        """An order submitted after its fill by at most the clock skew is taken as submitted
+        at the fill (latency 0): two hosts' clocks, not a fact. Beyond it, refused."""
+        fill: Fill = super().check_times(event)
+        submitted = fill.order_submitted_at
+        if submitted is None or submitted <= fill.filled_at:
+            return fill
+        if submitted - fill.filled_at > self.times.skew:
+            raise ImplausibleTime(
+                f"order_submitted_at: {(submitted - fill.filled_at).total_seconds():g} s after "
+                f"filled_at; clocks may disagree by {self.times.skew.total_seconds():g} s")
+        return msgspec.structs.replace(fill, order_submitted_at=fill.filled_at)
 
     def ready(self, event: Any) -> Encoded:
         return Encoded(event, copy_line(msgspec.structs.astuple(event)))

@@ -56,6 +56,7 @@ class Prediction(Contract, frozen=True, kw_only=True):
 
 class PredictionsPipeline(CopyUpsertPipeline):
     name = "predictions"
+    time_fields = ("predicted_at",)
     event_type = Prediction
     stage = "stage_model_predictions"
     target = "model_predictions"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 
 from consumers.pipelines.bars import BarsPipeline
-from consumers.pipelines.base import Pipeline
+from consumers.pipelines.base import Pipeline, TimeRules
 from consumers.pipelines.fills import FillsPipeline
 from consumers.pipelines.improvements import ImprovementsPipeline
 from consumers.pipelines.predictions import PredictionsPipeline
@@ -34,4 +35,6 @@ def build(settings: Settings, names: Iterable[str] | None = None) -> dict[str, P
     unknown = set(chosen) - set(PIPELINES)
     if unknown:
         raise ValueError(f"unknown pipelines {sorted(unknown)}; choose from {sorted(PIPELINES)}")
-    return {topic_of(settings, name): PIPELINES[name]() for name in chosen}
+    times = TimeRules(future=timedelta(seconds=settings.future_tolerance_seconds),
+                      skew=timedelta(milliseconds=settings.clock_skew_tolerance_ms))
+    return {topic_of(settings, name): PIPELINES[name](times) for name in chosen}

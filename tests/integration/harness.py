@@ -22,7 +22,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.db import create_pool
-from consumers.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
+from consumers.kafka import (
+    DeadLetters,
+    ensure_topics,
+    make_consumer,
+    make_dead_letter_producer,
+    make_producer,
+)
 from consumers.pipelines import registry
 from consumers.producer import Contract, EventProducer
 from consumers.runner import Runner
@@ -89,11 +95,12 @@ class Ingest:
         pipelines = registry.build(self.settings)
         pool = await create_pool(self.settings.database_url, list(pipelines.values()))
         consumer = make_consumer(self.settings)
-        producer = make_producer(self.settings)
+        producer = make_dead_letter_producer(self.settings)
         await producer.start()
         await consumer.start()
         try:
-            dead_letters = DeadLetters(producer, self.settings.dead_letter_suffix)
+            dead_letters = DeadLetters(producer, self.settings.dead_letter_suffix,
+                                       self.settings.consumer_group)
             await Runner(self.settings, consumer, pool, dead_letters, pipelines).run(self._stop)
         finally:
             await consumer.stop()
@@ -127,12 +134,35 @@ class Ingest:
         """Read the pipeline's dead-letter topic until ``expected`` records (bounded)."""
         consumer = AIOKafkaConsumer(
             f"{self.topic(pipeline)}.dlq", bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            auto_offset_reset="earliest", group_id=None)
+            auto_offset_reset="earliest", group_id=None, isolation_level="read_committed")
         await consumer.start()
         records: list[Any] = []
         deadline = time.monotonic() + timeout
         try:
             while len(records) < expected and time.monotonic() < deadline:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(batch)
+        finally:
+            await consumer.stop()
+        return records
+
+    async def all_dead_letters(self, pipeline: str, timeout: float = 30) -> list[Any]:
+        """Every committed record of the pipeline's dead-letter topic, read to its end offset
+        (as a read_committed reader sees it): an extra letter is never missed."""
+        topic = f"{self.topic(pipeline)}.dlq"
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
+            isolation_level="read_committed", enable_auto_commit=False)
+        await consumer.start()
+        records: list[Any] = []
+        try:
+            partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]  # as open() made
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            deadline = time.monotonic() + timeout
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+                assert time.monotonic() < deadline, "dead-letter topic not read to its end"
                 for batch in (await consumer.getmany(timeout_ms=200)).values():
                     records.extend(batch)
         finally:

@@ -1,0 +1,126 @@
+"""Faults that must not stop ingestion: hostile messages, oversized dead letters, missing
+dead-letter topics, batches that outlive their partitions' ownership."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from consumers.kafka import (
+    DLQ_ERROR_CLASS,
+    DLQ_OFFSET,
+    DLQ_REASON,
+    DLQ_VALUE_TRUNCATED,
+    require_dead_letter_topics,
+)
+from consumers.pipelines.bars import Bar
+from tests.conftest import Stack
+from tests.integration.harness import Ingest, counter, eventually, ingest_environment
+
+T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
+
+
+def bar(symbol: str, minute: int) -> Bar:
+    return Bar(symbol=symbol, timestamp=T0 + timedelta(minutes=minute), open=Decimal("10"),
+               high=Decimal("11"), low=Decimal("9"), close=Decimal("10.5"), volume=minute)
+
+
+def bar_json(**changes: object) -> str:
+    return json.dumps({"symbol": "EVIL", "timestamp": T0.isoformat(), "open": "10",
+                       "high": "11", "low": "9", "close": "10", "volume": 1, **changes})
+
+
+@pytest.fixture
+async def ingest(stack: Stack, any_db: str) -> AsyncIterator[Ingest]:
+    harness = Ingest(ingest_environment(stack.kafka, any_db))
+    await harness.open()
+    await harness.start()
+    yield harness
+    await harness.close()
+
+
+POISON = {
+    # nesting deeper than the decoder's recursion limit, in a field the contract ignores
+    "RecursionError": bar_json().replace("}", ', "x": ' + "[" * 1500 + "]" * 1500 + "}").encode(),
+    "DecodeError": b'{"symbol": "EVIL", "open": NaN}',
+    "ValidationError": bar_json(close="1e999999").encode(),
+    "ImplausibleTime": bar_json(timestamp=(datetime.now(UTC) + timedelta(days=2)).isoformat(),
+                                ).encode(),
+    "EmptyMessage": None,  # a tombstone
+}
+
+
+async def test_hostile_bars_become_dead_letters_and_the_stream_flows(ingest: Ingest) -> None:
+    url = ingest.settings.database_url
+    await ingest.send([bar("GOOD", m) for m in range(100)])
+    # one key, one partition: the poison sits between good bars
+    for value in POISON.values():
+        await (await ingest.producer.send_raw(ingest.topic("bars"), b"GOOD", value))  # type: ignore[arg-type]
+    await ingest.send([bar("GOOD", m) for m in range(100, 200)])
+    total = counter(url, "SELECT count(*) FROM market_conditions")
+    assert await eventually(total, 200) == 200
+    assert await eventually(lambda: ingest.committed("bars"), 205) == 205
+    letters = await ingest.all_dead_letters("bars")
+    by_class = {dict(r.headers)[DLQ_ERROR_CLASS].decode(): r for r in letters}
+    assert sorted(by_class) == sorted(POISON)  # each once, nothing else
+    assert len(letters) == len(POISON)
+    for error_class, value in POISON.items():
+        assert by_class[error_class].value == value  # the original bytes
+    assert b"recursion" in dict(by_class["RecursionError"].headers)[DLQ_REASON]
+    assert ingest.running
+
+
+async def test_rows_the_database_refuses_in_free_form_json(ingest: Ingest) -> None:
+    """A NUL character passes the contract but not PostgreSQL's text or jsonb input: the
+    message is isolated by splitting and dead-lettered; its neighbours land."""
+    url = ingest.settings.database_url
+    events = [json.dumps({"type": "improvement", "event_id": f"00000000-0000-4000-8000-{i:012d}",
+                          "event_type": "retrain", "component_type": "model",
+                          "component_id": "m1", "old_value": value}).encode()
+              for i, value in enumerate([1, "a\u0000b", 2, {"k": "\u0000"}, 3])]
+    await ingest.send_raw("improvements", events, key=b"k")
+    total = counter(url, "SELECT count(*) FROM improvement_events")
+    assert await eventually(total, 3) == 3
+    assert await eventually(lambda: ingest.committed("improvements"), 5) == 5
+    letters = await ingest.all_dead_letters("improvements")
+    assert sorted(int(dict(r.headers)[DLQ_OFFSET]) for r in letters) == [1, 3]
+    assert ingest.running
+
+
+async def test_a_dead_letter_too_large_for_the_dlq_is_cut_and_says_so(ingest: Ingest) -> None:
+    huge = b"{" + b" " * 1_040_000 + b"}"  # fits the source topic, not with the DLQ headers
+    await ingest.send_raw("bars", [huge], key=b"BIG")
+    await ingest.send([bar("BIG", 1)])
+    total = counter(ingest.settings.database_url, "SELECT count(*) FROM market_conditions")
+    assert await eventually(total, 1) == 1
+    assert await eventually(lambda: ingest.committed("bars"), 2) == 2
+    [letter] = await ingest.all_dead_letters("bars")
+    headers = dict(letter.headers)
+    assert int(headers[DLQ_VALUE_TRUNCATED]) == len(huge)
+    assert huge.startswith(letter.value) and len(letter.value) < len(huge)
+    assert headers[DLQ_ERROR_CLASS] == b"ValidationError"
+
+
+async def test_missing_dead_letter_topics_are_created_at_start(stack: Stack, plain_db: str) -> None:
+    ingest = Ingest(ingest_environment(stack.kafka, plain_db))
+    await ingest.open()
+    try:
+        dlq = f"{ingest.topic('bars')}.dlq"
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka)
+        await admin.start()
+        try:
+            await admin.delete_topics([dlq])
+            async def exists() -> bool:
+                return dlq in await admin.list_topics()
+            assert await eventually(exists, False) is False
+            await require_dead_letter_topics(ingest.settings, [ingest.topic("bars")])
+            assert await exists()
+        finally:
+            await admin.close()
+    finally:
+        await ingest.close()

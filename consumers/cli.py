@@ -12,7 +12,6 @@ from typing import Any
 import asyncpg
 import msgspec
 import structlog
-from aiokafka import AIOKafkaConsumer
 
 from consumers import health, maintenance, migrations, rollup, validator
 from consumers.contract import contract_schema
@@ -144,11 +143,13 @@ async def _consume(
     stop = _stop_on_signals()
     pool = await create_pool(settings.database_url, list(pipelines.values()))
     consumer = make_consumer(settings)
-    server = await _serve_health(settings, pool, consumer, metrics_port)
+    runner = Runner(settings, consumer, pool, dead_letters, pipelines)
+    server = await _serve_health(settings, metrics_port, health.Health(
+        pool, consumer, lambda: runner.progressed_at, settings.liveness_timeout_seconds))
     await consumer.start()
     task = asyncio.create_task(beside(pool, stop)) if beside else None
     try:
-        await Runner(settings, consumer, pool, dead_letters, pipelines).run(stop)
+        await runner.run(stop)
     finally:
         stop.set()
         if task:
@@ -166,11 +167,11 @@ def _metrics_port(settings: Settings, command: str) -> int:
 
 
 async def _serve_health(
-    settings: Settings, pool: asyncpg.Pool, consumer: AIOKafkaConsumer, port: int
+    settings: Settings, port: int, checks: health.Health
 ) -> health.HealthServer | None:
     if not port:
         return None
-    return await health.serve(health.Health(pool, consumer), settings.metrics_host, port)
+    return await health.serve(checks, settings.metrics_host, port)
 
 
 def _stop_on_signals() -> asyncio.Event:

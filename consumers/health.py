@@ -1,7 +1,9 @@
 """The metrics port: /metrics, /healthz and /readyz, served from the process's event loop.
 
-- /healthz (liveness): answered by the event loop itself, so a wedged loop fails the probe;
-  a process that is retrying a database outage is still alive.
+- /healthz (liveness): answered by the event loop itself, so a wedged loop fails the probe,
+  and 503 when the consume loop has not moved (no fetch returned, no retry attempted) for
+  ``stalled_after`` seconds: a member stuck in a rebalance makes no progress and is restarted.
+  A process that is retrying a database outage is still alive.
 - /readyz (readiness): the database answers `SELECT 1` within two seconds and the Kafka
   consumer has partitions assigned. 503 with the failing checks otherwise.
 - /metrics: Prometheus text format (every metric is in consumers/metrics.py).
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +29,22 @@ READY_DB_TIMEOUT_SECONDS = 2.0
 
 
 class Health:
-    def __init__(self, pool: asyncpg.Pool, consumer: AIOKafkaConsumer | None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        consumer: AIOKafkaConsumer | None,
+        progressed_at: Callable[[], float] | None = None,
+        stalled_after: float = 120.0,
+    ) -> None:
         self._pool = pool
         self._consumer = consumer
+        self._progressed_at = progressed_at  # time.monotonic() of the loop's last step
+        self._stalled_after = stalled_after
+
+    def alive(self) -> bool:
+        if self._progressed_at is None:
+            return True
+        return time.monotonic() - self._progressed_at() < self._stalled_after
 
     async def checks(self) -> dict[str, bool]:
         result = {"database": await self._database(), "kafka_partitions_assigned": self._kafka()}
@@ -88,7 +105,9 @@ async def _respond(health: Health, path: str) -> tuple[str, str, bytes]:
     if route == "/metrics":
         return "200 OK", CONTENT_TYPE_LATEST, generate_latest()
     if route == "/healthz":
-        return "200 OK", "text/plain", b"ok\n"
+        if health.alive():
+            return "200 OK", "text/plain", b"ok\n"
+        return "503 Service Unavailable", "text/plain", b"stalled: the consume loop has not moved\n"
     if route == "/readyz":
         checks = await health.checks()
         body: Any = {"ready": all(checks.values()), **checks}

@@ -68,6 +68,8 @@ class Runner:
         self._lag_reported = 0.0
         # Bumped at every revocation: a batch fetched before it is never written after it.
         self._generation = 0
+        # When the loop last moved: a fetch returned, or a retry was attempted (/healthz).
+        self.progressed_at = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set, then drain. The consumer must be started already."""
@@ -77,7 +79,7 @@ class Runner:
         while not stop.is_set():
             fetched = await self._consumer.getmany(
                 timeout_ms=int(self._poll_seconds() * 1000), max_records=self._room())
-            now = time.monotonic()
+            now = self.progressed_at = time.monotonic()
             for tp, records in fetched.items():
                 self._buffer(tp.topic).add(self._pipelines[tp.topic], records)
                 self._oldest.setdefault(tp.topic, now)
@@ -192,6 +194,7 @@ class Runner:
         """While a flush waits out a database outage: a poll on paused partitions, so the group
         does not take this member for dead (max.poll.interval.ms)."""
         await self._consumer.getmany(timeout_ms=0)
+        self.progressed_at = time.monotonic()
 
     def _report_lag(self, now: float) -> None:
         """Lag = high watermark - committed offset, per assigned partition."""

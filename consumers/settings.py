@@ -56,6 +56,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     drain_deadline_seconds: PositiveInt = 20
     # A value larger than this is a dead letter without being decoded (hostile producers).
     max_value_bytes: PositiveInt = 1_048_576
+    # /healthz fails when the consume loop has not moved for this long (a stuck member).
+    liveness_timeout_seconds: PositiveInt = 120
     # What all partitions' fetched, not yet consumed records may hold together (aiokafka's
     # fetch_max_bytes); one partition gets at most max_partition_fetch_bytes of it per fetch.
     fetch_max_bytes: PositiveInt = 32 * 1024 * 1024
@@ -129,6 +131,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "batch_max_latency_ms": "CIE_BATCH_MAX_LATENCY_MS",
     "drain_deadline_seconds": "CIE_DRAIN_DEADLINE_SECONDS",
     "max_value_bytes": "CIE_MAX_VALUE_BYTES",
+    "liveness_timeout_seconds": "CIE_LIVENESS_TIMEOUT_SECONDS",
     "fetch_max_bytes": "CIE_FETCH_MAX_BYTES",
     "max_partition_fetch_bytes": "CIE_MAX_PARTITION_FETCH_BYTES",
     "retry_backoff_first_ms": "CIE_RETRY_BACKOFF_FIRST_MS",

@@ -73,9 +73,11 @@ class Ingest:
                             partitions=PARTITIONS, replication_factor=1)
         await self._producer.start()
 
-    async def close(self) -> None:
+    async def close(self, *, delete_topics: bool = True) -> None:
         await self.stop()
         await self._producer.stop()
+        if not delete_topics:  # another member of the same group still uses them
+            return
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
         await admin.start()
         try:
@@ -203,6 +205,17 @@ def counter(database_url: str, query: str, *args: Any) -> Callable[[], Awaitable
         finally:
             await conn.close()
     return count
+
+
+def row_of(database_url: str, query: str, *args: Any) -> Callable[[], Awaitable[tuple[Any, ...]]]:
+    """Like ``counter``, for a query that returns one row of several values."""
+    async def fetch() -> tuple[Any, ...]:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return tuple(await conn.fetchrow(query, *args))
+        finally:
+            await conn.close()
+    return fetch
 
 
 @contextlib.asynccontextmanager

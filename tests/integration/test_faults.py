@@ -124,3 +124,46 @@ async def test_missing_dead_letter_topics_are_created_at_start(stack: Stack, pla
             await admin.close()
     finally:
         await ingest.close()
+
+
+async def test_a_batch_taken_before_a_revocation_is_not_written_after_it(
+    stack: Stack, plain_db: str
+) -> None:
+    """The loop took a batch, then the partitions were revoked (and may belong to another
+    member, which replays them and may write newer corrections): the old batch must not land
+    over them."""
+    from aiokafka.structs import ConsumerRecord
+
+    from consumers.checkpoint import Batch
+    from consumers.db import create_pool
+    from consumers.kafka import make_consumer
+    from consumers.pipelines import registry
+    from consumers.runner import Runner
+    from consumers.settings import load_settings
+
+    settings = load_settings(ingest_environment(stack.kafka, plain_db))
+    pipelines = registry.build(settings, ["bars"])
+    pool = await create_pool(plain_db, list(pipelines.values()))
+    consumer = make_consumer(settings)
+    await consumer.start()
+    try:
+        runner = Runner(settings, consumer, pool, None, pipelines)
+        topic = settings.topic_bars
+        value = bar_json(symbol="OLD").encode()
+        record = ConsumerRecord(topic=topic, partition=0, offset=0, timestamp=0,
+                                timestamp_type=0, key=None, value=value, checksum=None,
+                                serialized_key_size=0, serialized_value_size=len(value),
+                                headers=())
+        taken = Batch(generation=0)
+        taken.add(pipelines[topic], [record])
+        await runner.revoke([])  # a revocation happens before the batch's flush runs
+        await runner._flush_locked(topic, taken)
+        rows = counter(plain_db, "SELECT count(*) FROM market_conditions")
+        assert await rows() == 0
+        fresh = Batch(generation=1)
+        fresh.add(pipelines[topic], [record])
+        await runner._flush_locked(topic, fresh)  # the same record, read after: it lands
+        assert await rows() == 1
+    finally:
+        await consumer.stop()
+        await pool.close()

@@ -62,3 +62,27 @@ async def test_ready_follows_the_database_while_alive_stays_up(
             assert proc.returncode is None
     finally:
         await ingest.close()
+
+
+async def test_healthz_fails_when_the_consume_loop_stops_moving(plain_db: str) -> None:
+    import time
+
+    import asyncpg
+
+    from consumers import health
+
+    pool = await asyncpg.create_pool(plain_db, min_size=0, max_size=1)
+    last_step = [time.monotonic()]
+    server = await health.serve(
+        health.Health(pool, None, lambda: last_step[0], stalled_after=5), "127.0.0.1", 0)
+    port = server.server.sockets[0].getsockname()[1]
+    try:
+        assert await get(port, "/healthz") == (200, "ok\n")
+        last_step[0] -= 6  # the loop's last step is now six seconds old
+        status, body = await get(port, "/healthz")
+        assert status == 503 and "stalled" in body
+        last_step[0] = time.monotonic()
+        assert (await get(port, "/healthz"))[0] == 200
+    finally:
+        server.close()
+        await pool.close()

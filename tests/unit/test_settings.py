@@ -82,3 +82,17 @@ def test_every_field_has_one_variable() -> None:
 
     assert set(ENVIRONMENT) == {f.name for f in msgspec.structs.fields(Settings)}
     assert len(set(ENVIRONMENT.values())) == len(ENVIRONMENT)
+
+
+def test_consume_and_validate_default_to_different_metrics_ports() -> None:
+    """Started side by side with defaults, the second used to die on 'address in use'."""
+    from consumers.cli import _metrics_port, build_parser
+
+    base = {"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "DATABASE_URL": "postgresql://u@h/db"}
+    defaults = load_settings(base)
+    assert (_metrics_port(defaults, "consume"), _metrics_port(defaults, "validate")) == (9108, 9109)
+    chosen = load_settings({**base, "CIE_METRICS_PORT": "9200"})
+    assert _metrics_port(chosen, "validate") == 9200
+    assert _metrics_port(load_settings({**base, "CIE_METRICS_PORT": "0"}), "consume") == 0
+    help_text = build_parser().format_help()
+    assert "9108" in help_text and "9109" in help_text

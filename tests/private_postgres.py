@@ -1,0 +1,88 @@
+"""A disposable PostgreSQL cluster of a test's own (initdb into a temporary directory, its own
+port), for tests that stop and start the server: they must not take the shared stack's
+cluster down under other tests or a running ``stack.sh run``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import asyncpg
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _as_postgres(*command: str) -> list[str]:
+    # PostgreSQL refuses to run as root
+    return ["runuser", "-u", "postgres", "--", *command] if os.getuid() == 0 else list(command)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _run(*command: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *_as_postgres(*command), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{command[0]} failed: {out.decode(errors='replace')[-2000:]}")
+
+
+class PrivatePostgres:
+    def __init__(self) -> None:
+        # under /var/tmp, not pytest's tmp_path: the 'postgres' user must reach it
+        self.root = Path(tempfile.mkdtemp(prefix="cie-pg-", dir="/var/tmp"))
+        self.data = self.root / "data"
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    async def init(self) -> None:
+        if os.getuid() == 0:
+            shutil.chown(self.root, "postgres")
+        await _run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
+                   "--auth=trust", "-E", "UTF8", "--locale=C")
+        self.port = _free_port()
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+                       f"unix_socket_directories = '{self.root}'\nfsync = off\n"
+                       "synchronous_commit = off\nfull_page_writes = off\n")
+
+    async def start(self) -> None:
+        await _run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l",
+                   str(self.root / "postgres.log"), "-w", "-t", "60", "start")
+
+    async def stop(self) -> None:
+        await _run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    async def destroy(self) -> None:
+        with contextlib.suppress(RuntimeError):  # not running
+            await self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    async def migrated(self) -> str:
+        """Create a database with the plain-PostgreSQL schema; returns its URL."""
+        from consumers import migrations
+
+        conn = await asyncpg.connect(self.url)
+        try:
+            await conn.execute("CREATE DATABASE cie")
+        finally:
+            await conn.close()
+        url = self.url.rsplit("/", 1)[0] + "/cie"
+        conn = await asyncpg.connect(url)
+        try:
+            await migrations.migrate(conn, use_timescaledb=False)
+        finally:
+            await conn.close()
+        return url

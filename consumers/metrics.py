@@ -40,6 +40,10 @@ VALIDATION_LAG = Histogram(
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400))
 TRADES_UPDATED = Counter(
     "cie_trades_excursions_updated_total", "Trades whose excursions the validator (re)wrote")
+VALIDATOR_UNREPRESENTABLE = Counter(
+    "cie_validator_unrepresentable_total",
+    "Outcomes or excursions too large for their column: skipped (and logged), not written",
+    ["kind"])
 UNDECODABLE_SKIPPED = Counter(
     "cie_undecodable_skipped_total",
     "Messages a consumer without a dead-letter topic skipped (the ingest group dead-letters them)",

@@ -5,9 +5,10 @@ predictions and trades those bars or fills can affect) plus a periodic sweep tha
 whatever was missed, e.g. after downtime. All of it is set-based SQL over bounded batches
 (schema/queries/validator.sql); the rules are in README.md ("Validation").
 
-Several validators may run at once: the bar-driven path locks candidate rows in key order and
-waits, the sweep skips rows another validator holds, and every write is a pure function of
-the stored bars, so running twice changes nothing.
+Several validators may run at once: each transaction takes advisory locks on the symbols (and
+trades) it writes, in sorted order, so they serialise without deadlocks; and every write is a
+pure function of the stored bars, so running twice changes nothing. No row locks: TimescaleDB
+cannot lock tuples in compressed chunks, which still get late and corrected bars.
 """
 
 from __future__ import annotations
@@ -66,21 +67,35 @@ def bar_ranges(bars: Sequence[Bar]) -> tuple[list[str], list[datetime], list[dat
     return symbols, [spans[s][0] for s in symbols], [spans[s][1] for s in symbols]
 
 
+RETURN_LIMIT = Decimal("1e10")  # actual_return is DECIMAL(18, 8)
+EXCURSION_LIMIT = Decimal("1e14")  # the excursions are DECIMAL(18, 4)
+
+
 async def validate(conn: Conn, rules: Rules, keys: Sequence[asyncpg.Record]) -> int:
     """Compute and store the outcomes of the given predictions; returns how many changed."""
     if not keys:
         return 0
-    rows = []
+    sql = queries("validator")
+    await conn.execute(sql["lock_symbols"], sorted({k["symbol"] for k in keys}))
+    lags: list[float] = []
     for window in _time_windows(keys):
-        rows += await conn.fetch(
-            queries("validator")["validate_predictions"],
+        outcomes = await conn.fetch(
+            sql["prediction_outcomes"],
             [k["prediction_id"] for k in window], [k["predicted_at"] for k in window],
             rules.gap_tolerance, rules.neutral_band,
             window[0]["predicted_at"], max(k["horizon_end"] for k in window))
-    for row in rows:
-        metrics.VALIDATION_LAG.observe(max(0.0, row["lag_seconds"]))
-    metrics.PREDICTIONS_VALIDATED.inc(len(rows))
-    return len(rows)
+        fit = _skip_unrepresentable(
+            "prediction_return", outcomes, "prediction_id", "actual_return", RETURN_LIMIT)
+        if fit:
+            lags += [row["lag_seconds"] for row in await conn.fetch(
+                sql["write_prediction_outcomes"],
+                [o["prediction_id"] for o in fit], [o["predicted_at"] for o in fit],
+                [o["actual_return"] for o in fit], [o["actual_direction"] for o in fit],
+                min(o["predicted_at"] for o in fit), max(o["predicted_at"] for o in fit))]
+    for lag in lags:
+        metrics.VALIDATION_LAG.observe(max(0.0, lag))
+    metrics.PREDICTIONS_VALIDATED.inc(len(lags))
+    return len(lags)
 
 
 KEY_WINDOW = timedelta(days=1)
@@ -104,9 +119,39 @@ def _time_windows(keys: Sequence[asyncpg.Record]) -> list[list[asyncpg.Record]]:
 async def update_excursions(conn: Conn, trade_ids: Sequence[uuid.UUID]) -> int:
     if not trade_ids:
         return 0
-    rows = await conn.fetch(queries("validator")["update_excursions"], sorted(set(trade_ids)))
+    sql = queries("validator")
+    ids = sorted(set(trade_ids))
+    await conn.execute(sql["lock_trades"], ids)
+    excursions = await conn.fetch(sql["excursions"], ids)
+    fit = _skip_unrepresentable("trade_excursion", excursions, "trade_id", "favorable",
+                                EXCURSION_LIMIT, also="adverse")
+    if not fit:
+        return 0
+    rows = await conn.fetch(
+        sql["write_excursions"], [e["trade_id"] for e in fit], [e["entry_time"] for e in fit],
+        [e["favorable"] for e in fit], [e["adverse"] for e in fit],
+        min(e["entry_time"] for e in fit), max(e["entry_time"] for e in fit))
     metrics.TRADES_UPDATED.inc(len(rows))
     return len(rows)
+
+
+def _skip_unrepresentable(
+    kind: str, rows: Sequence[asyncpg.Record], key: str, value: str, limit: Decimal,
+    also: str | None = None,
+) -> list[asyncpg.Record]:
+    """The rows whose values their DECIMAL column can hold. The others (absurd bars: a price
+    from 1e-8 to 1e9) are skipped, counted and logged: one of them must not fail the batch."""
+    fit: list[asyncpg.Record] = []
+    skipped: list[asyncpg.Record] = []
+    for row in rows:
+        values = [row[value]] + ([row[also]] if also else [])
+        (fit if all(abs(v) < limit for v in values) else skipped).append(row)
+    if skipped:
+        metrics.VALIDATOR_UNREPRESENTABLE.labels(kind).inc(len(skipped))
+        log.warning("validator.value_out_of_range", kind=kind, count=len(skipped),
+                    ids=[str(row[key]) for row in skipped[:10]],
+                    values=[str(row[value]) for row in skipped[:10]])
+    return fit
 
 
 async def wait_until_ingested(conn: Conn, bars: Sequence[Bar], wait: timedelta) -> bool:

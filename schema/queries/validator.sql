@@ -1,14 +1,28 @@
 -- Named queries of the validator (consumers/validator.py). Definitions are in README.md.
--- Candidates are selected (and row-locked) first, then one statement per batch computes and
--- writes the outcomes of all of them. The bar-driven path locks in key order and waits (no
--- deadlock); the sweep skips rows another validator holds.
+-- Candidates are selected first, then one statement per batch computes and writes the
+-- outcomes of all of them. No row locks: TimescaleDB cannot lock tuples in compressed chunks
+-- ("locking compressed tuples is not supported"), and predictions older than the compression
+-- horizon still get late and corrected bars. Validators serialise instead on transaction
+-- advisory locks, per symbol for predictions and per trade for excursions (the key the fills
+-- consumer locks too), always taken in sorted order, so two validators never deadlock.
+
+-- name: lock_symbols
+-- $1 sorted: every validator takes the locks in one order.
+SELECT pg_advisory_xact_lock(hashtextextended('cie.validator.symbol:' || symbol, 0))
+FROM unnest($1::text[]) AS symbol;
+
+-- name: lock_trades
+-- $1 sorted. The same key as ingest.sql's fills_lock_trades: a trade's fills and its
+-- excursions are never written at the same time.
+SELECT pg_advisory_xact_lock(hashtextextended(trade_id::text, 0))
+FROM unnest($1::uuid[]) AS trade_id;
 
 -- name: predictions_near_bars
 -- Predictions whose start or horizon bar may be one of the bars in the given per-symbol time
 -- ranges ($1 symbols, $2 earliest, $3 latest bar time), within the gap tolerance ($4), or
 -- that are unvalidated and whose horizon the ranges now cover. $5: the longest horizon the
 -- bar-driven path looks back for (longer ones are left to the sweep).
-SELECT p.prediction_id, p.predicted_at,
+SELECT p.prediction_id, p.predicted_at, p.symbol,
        p.predicted_at + make_interval(mins => p.prediction_horizon_minutes) AS horizon_end
 FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS r(symbol, first_bar, last_bar)
 JOIN model_predictions AS p
@@ -19,21 +33,19 @@ WHERE (p.predicted_at BETWEEN r.first_bar AND r.last_bar + $4::interval)
        BETWEEN r.first_bar AND r.last_bar + $4::interval)
    OR (p.validated_at IS NULL
        AND p.predicted_at + make_interval(mins => p.prediction_horizon_minutes) <= r.last_bar)
-ORDER BY p.prediction_id, p.predicted_at
-FOR UPDATE OF p;
+ORDER BY p.prediction_id, p.predicted_at;
 
 -- name: predictions_backlog
 -- Unvalidated predictions past their horizon, oldest first, after the keyset cursor
--- ($1 predicted_at, $2 prediction_id), at most $3; rows another validator holds are skipped.
-SELECT prediction_id, predicted_at,
+-- ($1 predicted_at, $2 prediction_id), at most $3.
+SELECT prediction_id, predicted_at, symbol,
        predicted_at + make_interval(mins => prediction_horizon_minutes) AS horizon_end
 FROM model_predictions
 WHERE validated_at IS NULL
   AND predicted_at + make_interval(mins => prediction_horizon_minutes) <= now()
   AND (predicted_at, prediction_id) > ($1::timestamptz, $2::uuid)
 ORDER BY predicted_at, prediction_id
-LIMIT $3
-FOR UPDATE SKIP LOCKED;
+LIMIT $3;
 
 -- name: predictions_backlog_size
 SELECT count(*)
@@ -41,15 +53,17 @@ FROM model_predictions
 WHERE validated_at IS NULL
   AND predicted_at + make_interval(mins => prediction_horizon_minutes) <= now();
 
--- name: validate_predictions
+-- name: prediction_outcomes
 -- $1, $2: the candidates' keys; $3: gap tolerance; $4: neutral band; $5, $6: the earliest
 -- predicted_at and the latest horizon end among them. The bar lookups are bounded by $5 - $3
 -- and $6 as well: redundant for the result, but scalar, so TimescaleDB prunes bar chunks once
 -- per statement instead of once per lookup (with a year of daily chunks, 10x and more).
 -- start bar = the last bar at or before predicted_at, end bar = the last bar at or before
 -- predicted_at + horizon; each must be at most $3 older than its instant, and some bar must
--- exist at or after the horizon end (the data has moved past it). Only rows whose outcome
--- changes are written; returns each written row's validation lag.
+-- exist at or after the horizon end (the data has moved past it).
+-- Computing and writing are two statements (write_prediction_outcomes): on TimescaleDB an
+-- UPDATE joined to a CTE that read the same compressed chunk updated nothing the first time
+-- (2.28.3: the rows it decompressed were not visible to it); an UPDATE from parameters does.
 WITH candidates AS (
     SELECT p.prediction_id, p.predicted_at, p.symbol, p.predicted_direction,
            p.predicted_at + make_interval(mins => p.prediction_horizon_minutes) AS horizon_end
@@ -82,24 +96,32 @@ priced AS (
         ORDER BY m.timestamp DESC LIMIT 1
     ) AS e ON c.horizon_end - e.timestamp <= $3::interval
     JOIN latest_bars AS l ON l.symbol = c.symbol AND l.timestamp >= c.horizon_end
-),
-outcomes AS (
-    SELECT *,
-           CASE WHEN actual_return > $4::numeric THEN 'LONG'
-                WHEN actual_return < -$4::numeric THEN 'SHORT'
-                ELSE 'NEUTRAL' END AS actual_direction
-    FROM priced
 )
+SELECT prediction_id, predicted_at, horizon_end, actual_return,
+       CASE WHEN actual_return > $4::numeric THEN 'LONG'
+            WHEN actual_return < -$4::numeric THEN 'SHORT'
+            ELSE 'NEUTRAL' END AS actual_direction
+FROM priced;
+
+-- name: write_prediction_outcomes
+-- $1..$4: keys, returns and directions (from prediction_outcomes, each fitting its column);
+-- $5, $6: the earliest and latest predicted_at among them. Only rows whose outcome changes
+-- are written; returns each written row's validation lag.
 UPDATE model_predictions AS p
 SET actual_return = o.actual_return,
     actual_direction = o.actual_direction,
-    prediction_accuracy = (o.predicted_direction = o.actual_direction),
+    prediction_accuracy = (p.predicted_direction = o.actual_direction),
     validated_at = now()
-FROM outcomes AS o
+FROM unnest($1::uuid[], $2::timestamptz[], $3::numeric[], $4::text[])
+     AS o(prediction_id, predicted_at, actual_return, actual_direction)
 WHERE p.prediction_id = o.prediction_id AND p.predicted_at = o.predicted_at
+  -- scalar bounds on the table itself: TimescaleDB decompresses only the batches they select
+  AND p.predicted_at BETWEEN $5::timestamptz AND $6::timestamptz
   AND (p.validated_at IS NULL
        OR (p.actual_return, p.actual_direction) IS DISTINCT FROM (o.actual_return, o.actual_direction))
-RETURNING extract(epoch FROM p.validated_at - o.horizon_end)::float8 AS lag_seconds;
+RETURNING extract(epoch FROM p.validated_at
+                  - (p.predicted_at + make_interval(mins => p.prediction_horizon_minutes))
+                 )::float8 AS lag_seconds;
 
 -- name: trades_near_bars
 -- Trades of the given symbols open at some time in the given ranges ($1 symbols, $2 earliest,
@@ -117,16 +139,15 @@ UNION
 SELECT trade_id FROM trade_outcomes
 WHERE entry_time >= $1 AND max_favorable_excursion IS NULL;
 
--- name: update_excursions
+-- name: excursions
 -- $1: trade ids. Bars from entry_time to exit_time (to now while open), both inclusive.
 -- LONG: favourable = (max high - entry price) x quantity, adverse = (entry price - min low)
 -- x quantity; SHORT the mirror image. Both are amounts of money >= 0, rounded to 4 places.
+-- Written by write_excursions (two statements, as for predictions: compressed chunks).
 WITH trades AS (
-    SELECT trade_id, entry_time, symbol, exit_time
+    SELECT trade_id, entry_time, symbol, exit_time, direction, entry_price, quantity
     FROM trade_outcomes
     WHERE trade_id = ANY($1::uuid[])
-    ORDER BY trade_id, entry_time
-    FOR UPDATE
 ),
 extremes AS (
     SELECT t.trade_id, t.entry_time, max(m.high) AS highest, min(m.low) AS lowest
@@ -135,23 +156,27 @@ extremes AS (
       ON m.symbol = t.symbol AND m.timestamp >= t.entry_time
      AND (t.exit_time IS NULL OR m.timestamp <= t.exit_time)
     GROUP BY t.trade_id, t.entry_time
-),
-excursions AS (
-    SELECT o.trade_id, o.entry_time,
-           round(greatest(0, CASE WHEN o.direction = 'LONG' THEN x.highest - o.entry_price
-                                  ELSE o.entry_price - x.lowest END) * o.quantity, 4) AS favorable,
-           round(greatest(0, CASE WHEN o.direction = 'LONG' THEN o.entry_price - x.lowest
-                                  ELSE x.highest - o.entry_price END) * o.quantity, 4) AS adverse
-    FROM extremes AS x
-    JOIN trade_outcomes AS o USING (trade_id, entry_time)
 )
+SELECT t.trade_id, t.entry_time,
+       round(greatest(0, CASE WHEN t.direction = 'LONG' THEN x.highest - t.entry_price
+                              ELSE t.entry_price - x.lowest END) * t.quantity, 4) AS favorable,
+       round(greatest(0, CASE WHEN t.direction = 'LONG' THEN t.entry_price - x.lowest
+                              ELSE x.highest - t.entry_price END) * t.quantity, 4) AS adverse
+FROM extremes AS x
+JOIN trades AS t USING (trade_id, entry_time);
+
+-- name: write_excursions
+-- $1..$4: keys and excursions (from excursions, each fitting DECIMAL(18, 4)); $5, $6: the
+-- earliest and latest entry_time among them. Returns the ids of the trades it changed.
 UPDATE trade_outcomes AS o
 SET max_favorable_excursion = e.favorable,
     max_adverse_excursion = e.adverse,
     duration_seconds = COALESCE(o.duration_seconds,
                                 extract(epoch FROM o.exit_time - o.entry_time)::integer)
-FROM excursions AS e
+FROM unnest($1::uuid[], $2::timestamptz[], $3::numeric[], $4::numeric[])
+     AS e(trade_id, entry_time, favorable, adverse)
 WHERE o.trade_id = e.trade_id AND o.entry_time = e.entry_time
+  AND o.entry_time BETWEEN $5::timestamptz AND $6::timestamptz  -- as in write_prediction_outcomes
   AND ((o.max_favorable_excursion, o.max_adverse_excursion) IS DISTINCT FROM (e.favorable, e.adverse)
        OR (o.duration_seconds IS NULL AND o.exit_time IS NOT NULL))
 RETURNING o.trade_id;

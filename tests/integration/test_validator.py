@@ -121,6 +121,52 @@ async def test_late_horizon_bar_then_a_correction_revalidates(db: asyncpg.Pool) 
     assert await outcome(db, prediction) == (Decimal("-0.00500000"), "SHORT", False, True)
 
 
+@pytest.mark.timescaledb
+async def test_validation_and_excursions_in_compressed_chunks(timescale_db: str) -> None:
+    """Predictions, bars and trades older than the compression horizons still get late and
+    corrected bars: validating them must work on compressed chunks (it used to fail with
+    'locking compressed tuples is not supported' and crash-loop the validator)."""
+    pool = await create_pool(timescale_db, [])
+    try:
+        await add_bars(pool, flat(range(0, 4)))
+        prediction = await add_prediction(pool, 0, 5, "LONG")
+        trade = await add_trade(pool, "LONG", 0, None, "100", 10)
+        async with pool.acquire() as conn:
+            jobs = await conn.fetch(
+                "SELECT job_id FROM timescaledb_information.jobs "
+                "WHERE proc_name = 'policy_compression' ORDER BY job_id")
+            for job in jobs:  # the production jobs themselves, not a hand-made compression
+                await conn.execute(f"CALL run_job({job['job_id']})")
+            compressed = await conn.fetch(
+                "SELECT DISTINCT hypertable_name FROM timescaledb_information.chunks "
+                "WHERE is_compressed ORDER BY 1")
+        assert [r[0] for r in compressed] == [
+            "market_conditions", "model_predictions", "trade_outcomes"]
+
+        late = {m: ("101", "101.5", "100.5") for m in (4, 5, 6)}
+        await add_bars(pool, late)
+        async with pool.acquire() as conn, conn.transaction():
+            await validator.ValidatorBarsPipeline(RULES).write(conn, [
+                Bar(symbol="AAPL", timestamp=at(m), open=Decimal(c), high=Decimal(h),
+                    low=Decimal(lo), close=Decimal(c), volume=1)
+                for m, (c, h, lo) in late.items()])
+        assert await outcome(pool, prediction) == (Decimal("0.01000000"), "LONG", True, True)
+        assert (await excursions(pool, trade))[:2] == (Decimal("15.0000"), Decimal("0.0000"))
+
+        await add_bars(pool, {5: ("99.5", "99.5", "99.5")})  # a correction, then the sweep
+        async with pool.acquire() as conn, conn.transaction():
+            await validator.ValidatorBarsPipeline(RULES).write(conn, [
+                Bar(symbol="AAPL", timestamp=at(5), open=Decimal("99.5"), high=Decimal("99.5"),
+                    low=Decimal("99.5"), close=Decimal("99.5"), volume=1)])
+        assert await outcome(pool, prediction) == (Decimal("-0.00500000"), "SHORT", False, True)
+        other = await add_prediction(pool, 1, 4, "SHORT")  # lands in the compressed chunk
+        report = await validator.sweep(pool, RULES, batch=100)
+        assert await outcome(pool, other) == (Decimal("-0.00500000"), "SHORT", True, True)
+        assert report.backlog == 0
+    finally:
+        await pool.close()
+
+
 async def test_a_gap_beyond_tolerance_is_left_unvalidated(db: asyncpg.Pool) -> None:
     bars = flat(range(0, 3))  # 0..2, then nothing until 10
     bars.update(flat(range(10, 12), "102"))
@@ -153,6 +199,45 @@ async def excursions(pool: asyncpg.Pool, trade_id: uuid.UUID) -> tuple[Any, ...]
             "FROM trade_outcomes WHERE trade_id = $1", trade_id)
     assert row is not None
     return tuple(row)
+
+
+async def test_a_value_too_large_for_its_column_skips_its_row_not_the_sweep(
+    db: asyncpg.Pool
+) -> None:
+    """A return of 1e16 (close 0.00000001 -> 99999999) does not fit DECIMAL(18, 8), an
+    excursion of 2e18 not DECIMAL(18, 4): those rows are skipped and counted, the rest land."""
+    from prometheus_client import REGISTRY
+
+    def skipped(kind: str) -> float:
+        return REGISTRY.get_sample_value(
+            "cie_validator_unrepresentable_total", {"kind": kind}) or 0.0
+
+    await add_bars(db, {0: ("0.00000001", "0.00000001", "0.00000001"),
+                        5: ("99999999", "99999999", "99999999"),
+                        10: ("99999999", "99999999", "99999999")}, symbol="ABSURD")
+    await add_bars(db, {0: ("100", "100", "100"), 5: ("102", "102", "102"),
+                        10: ("102", "102", "102")})
+    absurd = await add_prediction(db, 0, 5, "LONG", symbol="ABSURD")
+    fine = await add_prediction(db, 0, 5, "LONG")
+    before = skipped("prediction_return"), skipped("trade_excursion")
+    report = await validator.sweep(db, RULES, batch=100)
+    assert await outcome(db, fine) == (Decimal("0.02000000"), "LONG", True, True)
+    assert await outcome(db, absurd) == (None, None, None, False)
+    assert report.predictions_validated == 1 and report.backlog == 1
+    assert skipped("prediction_return") == before[0] + 1
+
+    huge = uuid.uuid4()
+    normal = await add_trade(db, "LONG", 0, 10, "100", 10)
+    async with db.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO trade_outcomes (trade_id, strategy_id, model_version, symbol, direction, "
+            "entry_time, exit_time, entry_price, quantity, outcome_type) "
+            "VALUES ($1, 's', 'v', 'ABSURD', 'LONG', $2, $3, 0.00000001, 2000000000, 'WIN')",
+            huge, at(0), at(10))
+        assert await validator.update_excursions(conn, [huge, normal]) == 1
+    assert await excursions(db, normal) == (Decimal("20.0000"), Decimal("0.0000"), 600)
+    assert (await excursions(db, huge))[:2] == (None, None)
+    assert skipped("trade_excursion") == before[1] + 1
 
 
 async def test_excursions_of_long_short_and_open_trades(db: asyncpg.Pool) -> None:

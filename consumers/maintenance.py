@@ -63,8 +63,11 @@ async def refresh_daily_summaries(conn: asyncpg.Connection, *, batch_rows: int =
 
 async def _expire(conn: asyncpg.Connection, rule: asyncpg.Record, batch_rows: int) -> int:
     # Identifiers were quoted by PostgreSQL (quote_ident) from retention_rules, a table only
-    # migrations write; values are parameters.
+    # migrations write; values are parameters. Raw bars have their own rule: whole days, each
+    # summarised first.
     delete = (
+        queries("maintenance")["expire_market_conditions"]
+        if rule["table_name"] == "market_conditions" else
         f"DELETE FROM {rule['table_ident']} WHERE ctid = ANY(ARRAY("
         f"SELECT ctid FROM {rule['table_ident']} "
         f"WHERE {rule['column_ident']} < now() - $1::interval LIMIT $2))"

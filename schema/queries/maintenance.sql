@@ -15,8 +15,9 @@ SELECT keep_for FROM retention_rules WHERE table_name = 'market_conditions';
 
 -- name: refresh_summary_days
 -- Claims up to $1 pending (symbol, day) pairs and recomputes those days from the raw bars.
--- Days that start before the raw bars' retention horizon ($2) are dropped from the queue, not
--- recomputed: their raw rows are (partly) gone and the stored summary is the record.
+-- Days before the one holding the raw bars' retention horizon ($2) are dropped from the
+-- queue, not recomputed: retention deletes whole days only (expire_market_conditions), so
+-- their raw rows are gone and the stored summary is the record; later days are intact.
 -- Days are UTC days; "+ 24 hours" because "+ 1 day" follows the session's DST rules.
 WITH claimed AS (
     DELETE FROM market_daily_summary_pending AS p
@@ -50,7 +51,7 @@ computed AS (
       ON m.symbol = c.symbol
      AND m.timestamp >= c.day
      AND m.timestamp < c.day + INTERVAL '24 hours'
-    WHERE c.day >= now() - $2::interval
+    WHERE c.day >= date_trunc('day', now() - $2::interval, 'UTC')
     GROUP BY m.symbol, c.day
 ),
 upserted AS (
@@ -66,3 +67,16 @@ upserted AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM claimed) AS claimed, (SELECT count(*) FROM upserted) AS refreshed;
+
+-- name: expire_market_conditions
+-- Raw bars past retention ($1), up to $2 rows: whole UTC days only, and never a day whose
+-- summary is still pending (a late bar not yet summarised): every raw day is summarised
+-- before it is deleted. refresh_summary_days runs first in each `cie maintain`.
+DELETE FROM market_conditions
+WHERE ctid = ANY(ARRAY(
+    SELECT m.ctid FROM market_conditions AS m
+    WHERE m.timestamp < date_trunc('day', now() - $1::interval, 'UTC')
+      AND NOT EXISTS (
+          SELECT 1 FROM market_daily_summary_pending AS p
+          WHERE p.symbol = m.symbol AND p.day = date_trunc('day', m.timestamp, 'UTC'))
+    LIMIT $2));

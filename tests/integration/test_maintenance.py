@@ -90,6 +90,38 @@ async def test_an_expired_day_is_never_recomputed_from_partial_data(db: asyncpg.
     assert await summaries(db) == before
 
 
+async def test_a_backfill_is_summarised_before_retention_deletes_its_day(
+    db: asyncpg.Connection,
+) -> None:
+    day = utc_day(60)
+    await insert_bars(db, three_bars("BACK", day))
+    await maintain(db)
+    [summary] = await summaries(db)
+    assert same_numbers(summary, expected_summary("BACK", day))
+    await db.execute("UPDATE retention_rules SET keep_for = '50 days' "
+                     "WHERE table_name = 'market_conditions'")
+    report = await maintain(db)
+    assert report.rows_deleted["market_conditions"] == 3
+    assert await summaries(db) == [summary]
+
+
+async def test_retention_deletes_whole_days_and_never_a_pending_one(db: asyncpg.Connection) -> None:
+    """A day still waiting for its summary (a late bar written after this run's refresh) is
+    not deleted; the day holding the horizon is kept whole, so it can still be recomputed."""
+    from consumers.db import queries
+
+    await insert_bars(db, three_bars("WAIT", utc_day(60)) + three_bars("EDGE", utc_day(50)))
+    await maintain(db)
+    await db.execute("INSERT INTO market_daily_summary_pending VALUES ('WAIT', $1)", utc_day(60))
+    horizon = timedelta(days=50, hours=15)  # inside EDGE's day, after two of its bars
+    status = await db.execute(queries("maintenance")["expire_market_conditions"], horizon, 100)
+    assert status == "DELETE 0"
+    await db.execute("DELETE FROM market_daily_summary_pending")
+    status = await db.execute(queries("maintenance")["expire_market_conditions"], horizon, 100)
+    assert status == "DELETE 3"  # WAIT's day; EDGE's day holds the horizon and stays whole
+    assert await db.fetchval("SELECT array_agg(DISTINCT symbol) FROM market_conditions") == ["EDGE"]
+
+
 async def test_maintain_leaves_timescaledb_to_its_jobs(timescale_db: str) -> None:
     conn = await asyncpg.connect(timescale_db)
     try:

@@ -62,7 +62,8 @@ async def test_retention_compression_and_refresh_jobs_exist(ts: asyncpg.Connecti
     jobs = {(r["proc_name"], r["hypertable_name"]): json.loads(r["config"]) for r in rows}
     retention = {t: c["drop_after"] for (p, t), c in jobs.items() if p == "policy_retention"}
     assert retention == {
-        "market_conditions": "2 years", "trade_outcomes": "5 years", "trade_fills": "5 years",
+        "market_conditions": "2 years 1 day", "trade_outcomes": "5 years",
+        "trade_fills": "5 years",
         "model_predictions": "3 years", "market_daily_summary": "10 years",
     }
     compression = {t for (p, t) in jobs if p in ("policy_compression", "policy_columnstore")}
@@ -142,6 +143,29 @@ async def test_retention_job_drops_only_expired_chunks(ts: asyncpg.Connection) -
     await insert_bars(ts, three_bars("OLD", old) + three_bars("NEW", recent))
     await ts.execute("CALL run_job($1)", await job_id(ts, "policy_retention", "market_conditions"))
     assert await ts.fetchval("SELECT array_agg(DISTINCT symbol) FROM market_conditions") == ["NEW"]
+
+
+async def test_a_backfill_older_than_a_month_is_summarised_before_its_raw_rows_go(
+    ts: asyncpg.Connection,
+) -> None:
+    """The refresh window used to be the last 30 days: older backfills were never summarised,
+    and their raw rows went at retention, leaving no trace of the day."""
+    day = utc_day(60)
+    await insert_bars(ts, three_bars("BACK", day))
+    refresh = await job_id(ts, "policy_refresh_continuous_aggregate", "market_daily_summary")
+    await ts.execute("CALL run_job($1)", refresh)  # the production policy, as scheduled
+    [summary] = await summaries(ts)
+    assert same_numbers(summary, expected_summary("BACK", day))
+
+    # retention moves past the day: its raw rows go, its summary stays, also after a refresh
+    await ts.execute("UPDATE retention_rules SET keep_for = '50 days' "
+                     "WHERE table_name = 'market_conditions'")
+    await ts.execute("SELECT cie_schedule_market_data_jobs()")
+    await ts.execute("CALL run_job($1)", await job_id(ts, "policy_retention", "market_conditions"))
+    assert await ts.fetchval("SELECT count(*) FROM market_conditions") == 0
+    await ts.execute("CALL run_job($1)", await job_id(
+        ts, "policy_refresh_continuous_aggregate", "market_daily_summary"))
+    assert await summaries(ts) == [summary]
 
 
 async def test_compression_job_compresses_old_chunks_and_corrections_still_land(

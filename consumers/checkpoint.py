@@ -1,21 +1,24 @@
 """The checkpoint: the one place where a batch becomes rows and then committed offsets.
 
 A Batch holds one topic's records, decoded as they were fetched: a record that is not valid
-JSON or breaks its contract is already a dead letter with msgspec's reason (naming the field).
+JSON, breaks its contract, or makes the decoder raise anything at all is already a dead
+letter with its reason (naming the field where msgspec can).
 Flushing a batch, in this order:
 1. write the decoded events in one transaction (consumers/sink.py), splitting the batch only
    to isolate rows the database refuses; rejected rows become dead letters too; a transient
-   database error retries the whole batch with capped exponential backoff while the consumer
-   is paused (memory stays bounded, the group membership stays alive);
-2. produce the dead letters and wait for the broker's acknowledgement;
-3. commit, per partition, the offset after the batch's last record.
-Offsets are never committed before the rows they carry are. A crash anywhere before step 3
-replays the batch, and every write is idempotent, so a replay changes nothing.
-Step 3 runs in the background: the broker's answer (several ms) overlaps the next batches'
-database writes instead of delaying them. One commit is in flight at a time; offsets of batches
-written meanwhile are merged (the highest per partition) and go in the next one, so small
-batches are not held to one broker round trip each. ``settle`` waits until every written
-batch's offsets are committed (drain, revocation).
+   error (consumers/faults.py) retries the whole batch with capped exponential backoff while
+   the consumer is paused (memory stays bounded, the group membership stays alive);
+2. commit, per partition, the offset after the batch's last record, in one Kafka transaction
+   with the batch's dead letters (consumers/kafka.py, DeadLetters), or as a plain offset commit
+   when there are none.
+Offsets are never committed before the rows they carry are. A crash anywhere before step 2
+replays the batch, and every write is idempotent, so a replay changes nothing; the dead
+letters of an aborted attempt are invisible to read_committed readers.
+Step 2 runs in the background: the broker's answer (several ms) overlaps the next batches'
+database writes instead of delaying them. One commit is in flight at a time; offsets (and dead
+letters) of batches written meanwhile are merged (the highest offset per partition) and go in
+the next one, so small batches are not held to one broker round trip each. ``settle`` waits
+until every written batch's offsets are committed (drain, revocation).
 """
 
 from __future__ import annotations

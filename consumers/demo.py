@@ -169,11 +169,10 @@ MALFORMED: list[bytes] = [
 ]
 
 
-async def run_demo(settings: Settings, *, minutes: int, symbols: list[str],
-                   seed: int) -> dict[str, Any]:
-    rng = random.Random(seed)  # noqa: S311 - a simulation, not cryptography
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    start = now - timedelta(minutes=minutes)
+def session(rng: random.Random, *, start: datetime, minutes: int,
+            symbols: list[str]) -> list[Contract]:
+    """The events of a session of ``minutes`` from ``start``, in the order they happen (the
+    improvement events last, at the session's end)."""
     markets = {s: Market(price=rng.uniform(50, 500)) for s in symbols}
     history: dict[str, list[Bar]] = {s: [] for s in symbols}
     events: list[Contract] = []
@@ -187,7 +186,16 @@ async def run_demo(settings: Settings, *, minutes: int, symbols: list[str],
                 events.extend(_predictions(rng, bar, market))
             if minute % 15 == 14:
                 events.extend(trade_fills(rng, symbol, history[symbol][-12:], "momentum"))
-    events.extend(improvement_events(rng, now))
+    events.extend(improvement_events(rng, start + timedelta(minutes=minutes)))
+    return events
+
+
+async def run_demo(settings: Settings, *, minutes: int, symbols: list[str],
+                   seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)  # noqa: S311 - a simulation, not cryptography
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    events = session(rng, start=now - timedelta(minutes=minutes), minutes=minutes,
+                     symbols=symbols)
 
     producer = make_producer(settings)
     await producer.start()

@@ -15,14 +15,15 @@ RETRIES = Counter(
     "cie_database_retries_total", "Batch writes retried after a transient database error",
     ["topic"])
 FLUSHES = Counter(
-    "cie_flushes_total", "Batches flushed and committed", ["topic"])
+    "cie_flushes_total", "Batches written (their offsets are committed in the background)",
+    ["topic"])
 LAST_FLUSH = Gauge(
     "cie_last_flush_timestamp_seconds", "Unix time of the last successful flush", ["topic"])
 BATCH_SIZE = Histogram(
     "cie_batch_size_messages", "Messages per flushed batch", ["topic"],
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000))
 FLUSH_SECONDS = Histogram(
-    "cie_flush_duration_seconds", "Decode, write, dead-letter and commit of one batch",
+    "cie_flush_duration_seconds", "Database write of one batch, retries included",
     ["topic"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 REVOCATIONS_UNCOMMITTED = Counter(
     "cie_revocations_uncommitted_total",

@@ -1,15 +1,17 @@
-"""The consume loop: fetch, decode, buffer per topic, flush on size or age, drain at the end.
+"""The consume loop: fetch, buffer per topic, flush on size or age, drain at the end.
 
 One asyncio loop per process, one consumer-group member. Records are decoded as they are
-fetched, into their topic's Batch. A batch is flushed through the Checkpoint when it holds
-``batch_max_rows`` messages or its oldest message has waited ``batch_max_latency_ms``.
+fetched, into their topic's Batch (checkpoint.py). A batch is flushed through the Checkpoint
+when it holds ``batch_max_rows`` messages or its oldest message has waited
+``batch_max_latency_ms``.
 One flush at a time is in flight, as a task: while PostgreSQL writes it, this loop fetches and
 decodes the next batch (on two cores that overlap roughly doubles throughput), and offset
 commits go on in the background (checkpoint.py). A batch that is due while another is in
-flight waits for it, so at most two batches are held in memory, and flushes, with their offset
-commits, happen in order. Flushes are serialised by a lock, which
-the rebalance listener also takes: partitions are given up only after what was read from them
-is written and committed.
+flight waits for it, so per topic at most two batches are held in memory, and flushes, with
+their offset commits, happen in order. Flushes are serialised by a lock, which the rebalance
+listener also takes: partitions are given up only after what was read from them is written
+and committed, or, when that takes longer than the drain deadline (the database is down),
+given up uncommitted, and nothing read before the revocation is written after it.
 On stop (SIGTERM) fetching stops, every buffer is flushed and committed, and the consumer
 leaves the group, all within ``drain_deadline_seconds``; past that the process exits without
 committing and the unflushed messages are simply read again by the next owner.

@@ -37,7 +37,8 @@ async def _run(*command: str) -> None:
 
 
 class PrivatePostgres:
-    def __init__(self) -> None:
+    def __init__(self, *, timescaledb: bool = False) -> None:
+        self.timescaledb = timescaledb  # preload the extension (it must be installed)
         # under /var/tmp, not pytest's tmp_path: the 'postgres' user must reach it
         self.root = Path(tempfile.mkdtemp(prefix="cie-pg-", dir="/var/tmp"))
         self.data = self.root / "data"
@@ -56,7 +57,11 @@ class PrivatePostgres:
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
                        f"unix_socket_directories = '{self.root}'\nfsync = off\n"
-                       "synchronous_commit = off\nfull_page_writes = off\n")
+                       "synchronous_commit = off\nfull_page_writes = off\n"
+                       "max_connections = 100\n")
+            if self.timescaledb:
+                conf.write("shared_preload_libraries = 'timescaledb'\n"
+                           "timescaledb.telemetry_level = off\n")
 
     async def start(self) -> None:
         await _run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l",
@@ -70,19 +75,19 @@ class PrivatePostgres:
             await self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    async def migrated(self) -> str:
-        """Create a database with the plain-PostgreSQL schema; returns its URL."""
+    async def migrated(self, name: str = "cie") -> str:
+        """Create a database with the schema (this server's path); returns its URL."""
         from consumers import migrations
 
         conn = await asyncpg.connect(self.url)
         try:
-            await conn.execute("CREATE DATABASE cie")
+            await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
             await conn.close()
-        url = self.url.rsplit("/", 1)[0] + "/cie"
+        url = self.url.rsplit("/", 1)[0] + f"/{name}"
         conn = await asyncpg.connect(url)
         try:
-            await migrations.migrate(conn, use_timescaledb=False)
+            await migrations.migrate(conn, use_timescaledb=self.timescaledb)
         finally:
             await conn.close()
         return url

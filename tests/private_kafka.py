@@ -1,0 +1,107 @@
+"""A disposable Kafka broker of a test's own (KRaft, the local stack's jars, its own ports and
+data directory), for tests that stop, kill or restart the broker: the shared stack's broker
+serves every other test meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "deploy" / "local" / "kafka"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _libs() -> Path:
+    state = Path(os.environ.get("CIE_STACK_DIR", REPO / ".stack"))
+    libs = state / "kafka" / "libs"
+    if not any(libs.glob("kafka_*.jar")):
+        raise RuntimeError(f"no Kafka jars in {libs}: run deploy/local/stack.sh up first")
+    return libs
+
+
+class PrivateKafka:
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="cie-kafka-"))
+        self.port, self.controller_port = _free_port(), _free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._java = ["java", "-Xms64m", "-Xmx384m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                      f"-Dlog4j2.configurationFile={CONFIG / 'log4j2.yaml'}",
+                      "-cp", f"{_libs()}/*"]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _configure(self) -> Path:
+        text = (CONFIG / "server.properties").read_text()
+        text = text.replace("19092", str(self.port)).replace("19093", str(self.controller_port))
+        conf = self.root / "server.properties"
+        conf.write_text(text + f"\nlog.dirs={self.root / 'data'}\n")
+        return conf
+
+    async def start(self, timeout: float = 90) -> None:
+        conf = self.root / "server.properties"
+        if not conf.exists():
+            conf = self._configure()
+            subprocess.run(  # noqa: ASYNC221 - once, before the broker exists
+                [*self._java, "kafka.tools.StorageTool", "format", "--standalone",
+                 "-t", str(uuid.uuid4()).replace("-", "")[:22], "-c", str(conf)],
+                check=True, capture_output=True, timeout=120)
+        with (self.root / "kafka.log").open("ab") as log:  # the broker keeps its own copy
+            self._proc = subprocess.Popen(  # noqa: ASYNC220 - a long-running server
+                [*self._java, "kafka.Kafka", str(conf)], stdout=log, stderr=log,
+                start_new_session=True)
+        await self.wait_ready(timeout)
+
+    async def wait_ready(self, timeout: float) -> None:
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                assert self._proc is not None and self._proc.poll() is None, "broker exited"
+                admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
+                                            request_timeout_ms=3000)
+                try:
+                    await admin.start()
+                    await admin.list_topics()
+                    return
+                except Exception:
+                    await asyncio.sleep(0.5)
+                finally:
+                    await admin.close()
+            raise TimeoutError(f"private Kafka not ready within {timeout}s")
+        finally:
+            logging.getLogger("aiokafka").setLevel(logging.NOTSET)
+
+    async def stop(self, *, kill: bool = False) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    async def destroy(self) -> None:
+        await self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -16,11 +17,18 @@ from consumers.kafka import (
     DLQ_OFFSET,
     DLQ_REASON,
     DLQ_VALUE_TRUNCATED,
+    ensure_topics,
     require_dead_letter_topics,
 )
 from consumers.pipelines.bars import Bar
 from tests.conftest import Stack
-from tests.integration.harness import Ingest, counter, eventually, ingest_environment
+from tests.integration.harness import (
+    Ingest,
+    consume_subprocess,
+    counter,
+    eventually,
+    ingest_environment,
+)
 
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
 
@@ -167,3 +175,32 @@ async def test_a_batch_taken_before_a_revocation_is_not_written_after_it(
     finally:
         await consumer.stop()
         await pool.close()
+
+
+async def test_a_backlog_on_48_partitions_drains_in_bounded_memory(
+    stack: Stack, plain_db: str, tmp_path: Path
+) -> None:
+    """Fetched records are bounded in total (CIE_FETCH_MAX_BYTES), not only per partition: a
+    member holding many partitions of a backlog must not buffer 4 MiB for each."""
+    env = ingest_environment(stack.kafka, plain_db, CIE_BATCH_MAX_ROWS="10000",
+                             CIE_BATCH_MAX_LATENCY_MS="200")
+    ingest = Ingest(env)
+    await ensure_topics(ingest.settings, [ingest.topic("bars")], partitions=48,
+                        replication_factor=1)
+    await ingest.open()
+    try:
+        padding = "x" * 400  # an ignored field: ~600 bytes a bar, 30 MB in all
+        values = [bar_json(symbol=f"M{i % 480:03d}", timestamp=(T0 + timedelta(minutes=i // 480))
+                           .isoformat(), note=padding).encode() for i in range(48_000)]
+        for start in range(0, len(values), 4800):
+            await ingest.send_raw("bars", values[start:start + 4800])
+        async with consume_subprocess(env, tmp_path / "consume.log") as proc:
+            rows = counter(plain_db, "SELECT count(*) FROM market_conditions")
+            assert await eventually(rows, 48_000, timeout=120) == 48_000
+            status = Path(f"/proc/{proc.pid}/status").read_text()  # noqa: ASYNC240 - procfs
+            peak_kib = int(next(line.split()[1] for line in status.splitlines()
+                                if line.startswith("VmHWM:")))
+        print(f"peak RSS draining 48 partitions: {peak_kib / 1024:.0f} MiB")
+        assert peak_kib < 200 * 1024
+    finally:
+        await ingest.close()

@@ -173,7 +173,8 @@ def environment(kafka: str, url: str, group: str, **extra: str) -> dict[str, str
 def messages(plan: Plan, now: datetime) -> tuple[list[tuple[str, bytes, bytes | None]], int]:
     """(topic, key, value) in production order, and how many are poison."""
     rng = random.Random(plan.seed)
-    start = (now - timedelta(days=1)).replace(second=0, microsecond=0)
+    # the session ends a day ago: every event time is in the past, whatever its length
+    start = (now - timedelta(days=1, minutes=plan.minutes)).replace(second=0, microsecond=0)
     symbols = [f"C{i:03d}" for i in range(plan.symbols)]
     kafka = load_settings({"KAFKA_BOOTSTRAP_SERVERS": "-", "DATABASE_URL": "postgresql://-",
                            "CIE_TOPIC_IMPROVEMENTS": "improvement-events"})

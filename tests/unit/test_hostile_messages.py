@@ -154,8 +154,9 @@ def test_mutated_valid_messages(name: str, data: st.DataObject) -> None:
 
 def test_future_event_times_are_refused() -> None:
     pipeline = BarsPipeline(TimeRules(future=timedelta(minutes=5)))
-    soon = json.dumps({**VALID["bars"], "timestamp": (NOW + timedelta(minutes=4)).isoformat()})
-    late = json.dumps({**VALID["bars"], "timestamp": (NOW + timedelta(minutes=6)).isoformat()})
+    now = datetime.now(UTC)  # not NOW: the suite may have run for minutes since import
+    soon = json.dumps({**VALID["bars"], "timestamp": (now + timedelta(minutes=4)).isoformat()})
+    late = json.dumps({**VALID["bars"], "timestamp": (now + timedelta(minutes=6)).isoformat()})
     batch = assert_accounted(pipeline, [soon.encode(), late.encode()])
     [letter] = batch.letters
     assert letter.record.offset == 1 and letter.error_class == "ImplausibleTime"

@@ -27,6 +27,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -66,13 +67,15 @@ class Batch:
     def add(self, pipeline: Pipeline, records: Sequence[Record]) -> None:
         """Decode each record into an event or a dead letter; never raises for its content."""
         self.records.extend(records)
+        now = datetime.now(UTC)
         for record in records:
-            letter = self._refuse(record)
-            if letter is not None:
-                self.letters.append(letter)
+            value = record.value
+            if value is None or (
+                    self.max_value_bytes is not None and len(value) > self.max_value_bytes):
+                self.letters.append(self._refuse(record))
                 continue
             try:
-                self.events.append(pipeline.accept(record.value))
+                self.events.append(pipeline.accept(value, now))
                 self.event_records.append(record)
             except msgspec.ValidationError as exc:
                 self.letters.append(DeadLetter(record, "ValidationError", str(exc)))
@@ -84,14 +87,12 @@ class Batch:
                 # fault: it must not stop its partition, let alone all four topics.
                 self.letters.append(DeadLetter(record, type(exc).__name__, describe(exc)))
 
-    def _refuse(self, record: Record) -> DeadLetter | None:
+    def _refuse(self, record: Record) -> DeadLetter:
         if record.value is None:
             return DeadLetter(record, "EmptyMessage", "message has no value")
-        if self.max_value_bytes is not None and len(record.value) > self.max_value_bytes:
-            return DeadLetter(
-                record, "MessageTooLarge",
-                f"value is {len(record.value)} bytes; at most {self.max_value_bytes} are decoded")
-        return None
+        return DeadLetter(
+            record, "MessageTooLarge",
+            f"value is {len(record.value)} bytes; at most {self.max_value_bytes} are decoded")
 
 
 class Checkpoint:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from operator import attrgetter
 from typing import Any, ClassVar, NamedTuple
@@ -61,16 +61,17 @@ class Pipeline(ABC):
         """Raises msgspec.DecodeError (not JSON) or msgspec.ValidationError (not the contract)."""
         return self._decoder.decode(value)
 
-    def accept(self, value: bytes) -> Any:
+    def accept(self, value: bytes, now: datetime) -> Any:
         """A message's value as ``write`` will get it: decoded, its times checked against the
-        clock, ready. Raises for anything wrong with the message (it becomes a dead letter)."""
-        return self.ready(self.check_times(self.decode(value)))
+        clock (``now``, read once per fetch), ready. Raises for anything wrong with the message
+        (it becomes a dead letter)."""
+        return self.ready(self.check_times(self.decode(value), now))
 
-    def check_times(self, event: Any) -> Any:
+    def check_times(self, event: Any, now: datetime) -> Any:
         """The event, or a corrected copy; raises ImplausibleTime."""
         if not self.time_fields:
             return event
-        latest = datetime.now(UTC) + self.times.future
+        latest = now + self.times.future
         for name in self.time_fields:
             value = getattr(event, name)
             if value is not None and value > latest:

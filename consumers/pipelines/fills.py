@@ -21,6 +21,7 @@ copy: such fills are refused too and the rest decided again; such trade rows are
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 from uuid import UUID
@@ -80,10 +81,10 @@ class FillsPipeline(Pipeline):
     def staging_ddl(self) -> Sequence[str]:
         return (queries("ingest")["trade_outcomes_stage"],)
 
-    def check_times(self, event: Any) -> Any:
+    def check_times(self, event: Any, now: datetime) -> Any:
         """An order submitted after its fill by at most the clock skew is taken as submitted
         at the fill (latency 0): two hosts' clocks, not a fact. Beyond it, refused."""
-        fill: Fill = super().check_times(event)
+        fill: Fill = super().check_times(event, now)
         submitted = fill.order_submitted_at
         if submitted is None or submitted <= fill.filled_at:
             return fill

@@ -168,8 +168,8 @@ def test_clock_skew_within_tolerance_clamps_latency_to_zero() -> None:
     filled = NOW - timedelta(minutes=1)
     skewed = {**VALID["fills"], "filled_at": filled.isoformat(),
               "order_submitted_at": (filled + timedelta(milliseconds=3)).isoformat()}
-    event = pipeline.accept(json.dumps(skewed).encode()).event
+    event = pipeline.accept(json.dumps(skewed).encode(), datetime.now(UTC)).event
     assert event.order_submitted_at == event.filled_at == filled
     too_far = {**skewed, "order_submitted_at": (filled + timedelta(seconds=2)).isoformat()}
     with pytest.raises(ImplausibleTime, match="after filled_at"):
-        pipeline.accept(json.dumps(too_far).encode())
+        pipeline.accept(json.dumps(too_far).encode(), datetime.now(UTC))

@@ -41,12 +41,15 @@ import asyncpg
 import msgspec
 from aiokafka import AIOKafkaConsumer
 
-from consumers import migrations, trades
-from consumers.kafka import ensure_topics, make_producer
-from consumers.pipelines.bars import Bar, BarsPipeline
-from consumers.pipelines.fills import FILL_COLUMNS, OUTCOME_COLUMNS, Fill, FillsPipeline
+from consumers.analytics import trades
+from consumers.contracts.bars import Bar
+from consumers.contracts.fills import Fill
+from consumers.ingest.kafka import ensure_topics, make_producer
+from consumers.ingest.pipelines.bars import BarsPipeline
+from consumers.ingest.pipelines.fills import FILL_COLUMNS, OUTCOME_COLUMNS, FillsPipeline
+from consumers.platform import migrations
+from consumers.platform.settings import Settings, load_settings
 from consumers.producer import EventProducer
-from consumers.settings import Settings, load_settings
 
 PARTITIONS = 3
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
@@ -103,11 +106,11 @@ async def create_database(settings: Settings, name: str, timescaledb: bool = Fal
     return url
 
 
-async def produce(settings: Settings, topic_setting: str, events: Sequence[Any]) -> str:
-    topic = f"bench-{topic_setting}-{uuid.uuid4().hex[:8]}"
+async def produce(settings: Settings, name: str, events: Sequence[Any]) -> str:
+    topic = f"bench-{name}-{uuid.uuid4().hex[:8]}"
     await ensure_topics(settings, [topic, f"{topic}.dlq"], partitions=PARTITIONS,
                         replication_factor=1)
-    routed = msgspec.structs.replace(settings, **{topic_setting: topic})
+    routed = msgspec.structs.replace(settings, topic_names={**settings.topic_names, name: topic})
     producer = make_producer(routed, linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     try:
@@ -274,14 +277,14 @@ async def end_to_end(settings: Settings, url: str, topic_env: dict[str, str], ta
     return rate, consumer.peak_rss_mb
 
 
-async def latency(settings: Settings, url: str, topic_setting: str, events: Sequence[Any],
+async def latency(settings: Settings, url: str, name: str, events: Sequence[Any],
                   rate: float, seconds: float, log: Path) -> tuple[float, float, int]:
     """p50/p99 event-to-commit latency (ms) at ``rate`` events/s, 1,000-row batches."""
     topic = f"bench-lat-{uuid.uuid4().hex[:8]}"
     await ensure_topics(settings, [topic, f"{topic}.dlq"], partitions=PARTITIONS,
                         replication_factor=1)
-    routed = msgspec.structs.replace(settings, **{topic_setting: topic})
-    env = {topic_setting.upper().replace("TOPIC_", "CIE_TOPIC_"): topic,
+    routed = msgspec.structs.replace(settings, topic_names={**settings.topic_names, name: topic})
+    env = {f"CIE_TOPIC_{name.upper()}": topic,
            "CIE_BATCH_MAX_ROWS": "1000", "CIE_BATCH_MAX_LATENCY_MS": "100"}
     await truncate(url)
     sent: dict[tuple[int, int], float] = {}
@@ -322,19 +325,19 @@ async def run(args: argparse.Namespace) -> None:
     settings = load_settings()
     url = await create_database(settings, f"cie_bench_{os.getpid()}", args.timescaledb)
     logs = Path(tempfile.mkdtemp(prefix="cie-bench-"))
-    cases: list[tuple[str, str, str, list[Any], Any, Sequence[str], Any]] = [
-        ("bars", "topic_bars", "market_conditions", make_bars(args.bars), BarsPipeline(),
+    cases: list[tuple[str, str, list[Any], Any, Sequence[str], Any]] = [
+        ("bars", "market_conditions", make_bars(args.bars), BarsPipeline(),
          tuple(Bar.__struct_fields__), lambda e: msgspec.structs.astuple(e)),
-        ("fills", "topic_fills", "trade_fills", make_fills(args.fills), FillsPipeline(),
+        ("fills", "trade_fills", make_fills(args.fills), FillsPipeline(),
          FILL_COLUMNS, lambda e: msgspec.structs.astuple(e)),
     ]
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "cases": {}}
-    for name, topic_setting, table, events, pipeline, columns, to_row in cases:
+    for name, table, events, pipeline, columns, to_row in cases:
         if name not in args.cases:
             continue
         n = len(events)
-        topic = await produce(settings, topic_setting, events)
-        topic_env = {f"CIE_{topic_setting.upper()}": topic}
+        topic = await produce(settings, name, events)
+        topic_env = {f"CIE_TOPIC_{name.upper()}": topic}
         kafka = await kafka_limit(settings, topic, n, pipeline)
         rows = [to_row(e) for e in events]
         case: dict[str, Any] = {"events": n, "kafka_getmany_decode_per_s": round(kafka)}
@@ -357,7 +360,7 @@ async def run(args: argparse.Namespace) -> None:
                 print(f"fills batch={batch}: raw COPY of the fills and their trade rows "
                       f"{both:,.0f}/s -> {rate / both:.0%}", flush=True)
         half = case["batch_1000"]["end_to_end_per_s"] / 2
-        p50, p99, measured = await latency(settings, url, topic_setting, events, half,
+        p50, p99, measured = await latency(settings, url, name, events, half,
                                            args.latency_seconds, logs / f"{name}-latency.log")
         case["latency_at_half_rate"] = {"rate_per_s": round(half), "p50_ms": round(p50, 1),
                                         "p99_ms": round(p99, 1), "events": measured}

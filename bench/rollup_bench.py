@@ -29,11 +29,11 @@ from decimal import Decimal
 
 import asyncpg
 
-from consumers import migrations
-from consumers.db import connect
-from consumers.performance import RatioSettings
-from consumers.rollup import RollupOptions, rollup
-from consumers.settings import load_settings
+from consumers.analytics.performance import RatioSettings
+from consumers.analytics.rollup import RollupOptions, rollup
+from consumers.platform import migrations
+from consumers.platform.db import connect
+from consumers.platform.settings import load_settings
 
 YEAR_START = datetime(2025, 1, 1, tzinfo=UTC)
 OPTIONS = RollupOptions(time_zone="UTC",

@@ -22,8 +22,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from consumers import migrations
-from consumers.settings import load_settings
+from consumers.platform import migrations
+from consumers.platform.settings import load_settings
 
 
 def start_of(minutes: int) -> datetime:

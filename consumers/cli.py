@@ -13,22 +13,23 @@ import asyncpg
 import msgspec
 import structlog
 
-from consumers import health, maintenance, migrations, rollup, validator
-from consumers.contract import contract_schema
-from consumers.db import connect, create_pool
-from consumers.errors import CieError
-from consumers.kafka import (
+from consumers import topics
+from consumers.analytics import rollup, validator
+from consumers.contracts.base import contract_schema
+from consumers.errors import CieError, SettingsError
+from consumers.ingest.kafka import (
     DeadLetters,
     ensure_topics,
     make_consumer,
     make_dead_letter_producer,
     require_dead_letter_topics,
 )
-from consumers.logs import configure_logging
-from consumers.pipelines import registry
-from consumers.pipelines.base import Pipeline
-from consumers.runner import Runner
-from consumers.settings import DEFAULT_METRICS_PORTS, Settings, load_settings
+from consumers.ingest.pipelines.base import Pipeline, staging_tables
+from consumers.ingest.runner import Runner
+from consumers.platform import health, maintenance, migrations
+from consumers.platform.db import connect, create_pool
+from consumers.platform.logs import configure_logging
+from consumers.platform.settings import DEFAULT_METRICS_PORTS, Need, Settings, load_settings
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +85,7 @@ async def cmd_rollup(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
-    pipelines = registry.build(settings, args.pipelines.split(",") if args.pipelines else None)
+    pipelines = topics.pipelines(settings, args.pipelines.split(",") if args.pipelines else None)
     await require_dead_letter_topics(settings, list(pipelines))
     producer = make_dead_letter_producer(settings)
     await producer.start()
@@ -100,7 +101,7 @@ async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     rules = validator.Rules.from_settings(settings)
     if args.once:  # one sweep drains the backlog (a Job, a backfill, a benchmark)
-        pool = await create_pool(settings.database_url, [])
+        pool = await create_pool(settings.database_url)
         try:
             await validator.sweep(pool, rules, batch=settings.validator_sweep_batch)
         finally:
@@ -110,8 +111,8 @@ async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     # group dead-letters bad messages) and a periodic sweep beside it.
     settings = msgspec.structs.replace(settings, consumer_group=settings.validator_group)
     pipelines: dict[str, Pipeline] = {
-        settings.topic_bars: validator.ValidatorBarsPipeline(rules),
-        settings.topic_fills: validator.ValidatorFillsPipeline(),
+        topics.kafka_topic(settings, "bars"): validator.ValidatorBarsPipeline(rules),
+        topics.kafka_topic(settings, "fills"): validator.ValidatorFillsPipeline(),
     }
 
     async def sweeper(pool: asyncpg.Pool, stop: asyncio.Event) -> None:
@@ -141,7 +142,7 @@ async def _consume(
 ) -> None:
     """Run the consume loop until SIGTERM/SIGINT, with the health port and ``beside`` task."""
     stop = _stop_on_signals()
-    pool = await create_pool(settings.database_url, list(pipelines.values()))
+    pool = await create_pool(settings.database_url, staging_tables(list(pipelines.values())))
     consumer = make_consumer(settings)
     runner = Runner(settings, consumer, pool, dead_letters, pipelines)
     server = await _serve_health(settings, metrics_port, health.Health(
@@ -183,8 +184,8 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 async def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
-    sources = [registry.topic_of(settings, name) for name in registry.PIPELINES]
-    wanted = [*sources, *(f"{t}{settings.dead_letter_suffix}" for t in sources)]
+    wanted = [name for topic in topics.TOPICS
+              for name in (topic.kafka_name(settings), topic.dead_letter_name(settings))]
     created = await ensure_topics(settings, wanted, partitions=args.partitions,
                                   replication_factor=args.replication_factor)
     log.info("topics.ensured", created=created, existing=sorted(set(wanted) - set(created)))
@@ -193,8 +194,7 @@ async def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_contracts(settings: Settings, args: argparse.Namespace) -> int:
     schemas = {
-        registry.topic_of(settings, name): contract_schema(pipeline.event_type)
-        for name, pipeline in registry.PIPELINES.items()
+        topic.kafka_name(settings): contract_schema(topic.contract) for topic in topics.TOPICS
     }
     sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(schemas)) + b"\n")
     return 0
@@ -224,56 +224,68 @@ def build_parser() -> argparse.ArgumentParser:
         "--without-timescaledb", action="store_true",
         help="take the plain-PostgreSQL path even where TimescaleDB is available",
     )
-    migrate.set_defaults(run=cmd_migrate)
+    migrate.set_defaults(run=cmd_migrate, needs=("database",))
 
     maintain = sub.add_parser(
         "maintain", help="plain PostgreSQL: refresh daily summaries, delete expired rows"
     )
     maintain.add_argument("--batch-rows", type=int, default=10_000,
                           help="rows per delete or refresh batch (default 10000)")
-    maintain.set_defaults(run=cmd_maintain)
+    maintain.set_defaults(run=cmd_maintain, needs=("database",))
 
     rollup_ = sub.add_parser(
         "rollup", help="recompute strategy_performance and model_performance where facts changed")
     rollup_.add_argument("--full", action="store_true",
                          help="recompute every period and model day (after changing a setting)")
-    rollup_.set_defaults(run=cmd_rollup)
+    rollup_.set_defaults(run=cmd_rollup, needs=("database",))
 
     consume = sub.add_parser(
         "consume", help="run the ingest consumers until SIGTERM (metrics port 9108 unless "
         "CIE_METRICS_PORT is set)")
     consume.add_argument(
         "--pipelines", default="",
-        help=f"comma-separated subset of {','.join(registry.PIPELINES)} (default: all)")
-    consume.set_defaults(run=cmd_consume)
+        help=f"comma-separated subset of {','.join(topics.BY_NAME)} (default: all)")
+    consume.set_defaults(run=cmd_consume, needs=("kafka", "database"))
 
     validate = sub.add_parser(
         "validate", help="backfill prediction outcomes and trade excursions (own group + sweep; "
         "metrics port 9109 unless CIE_METRICS_PORT is set)")
     validate.add_argument("--once", action="store_true",
                           help="drain the backlog with the sweep, then exit (no Kafka)")
-    validate.set_defaults(run=cmd_validate)
+    validate.set_defaults(run=cmd_validate, needs=("kafka", "database"))
 
-    topics = sub.add_parser("topics", help="create the source and dead-letter topics if missing")
-    topics.add_argument("--partitions", type=int, default=6)
-    topics.add_argument("--replication-factor", type=int, default=1)
-    topics.set_defaults(run=cmd_topics)
+    topics_ = sub.add_parser("topics", help="create the source and dead-letter topics if missing")
+    topics_.add_argument("--partitions", type=int, default=6)
+    topics_.add_argument("--replication-factor", type=int, default=1)
+    topics_.set_defaults(run=cmd_topics, needs=("kafka",))
 
     contracts = sub.add_parser("contracts", help="print every topic's contract as JSON Schema")
-    contracts.set_defaults(run=cmd_contracts)
+    contracts.set_defaults(run=cmd_contracts, needs=())
 
     demo = sub.add_parser("demo", help="produce a simulated trading session")
     demo.add_argument("--minutes", type=int, default=60, help="minutes of market data (60)")
     demo.add_argument("--symbols", default="AAPL,MSFT,NVDA,AMZN,TSLA")
     demo.add_argument("--seed", type=int, default=7, help="random seed (7)")
-    demo.set_defaults(run=cmd_demo)
+    demo.set_defaults(run=cmd_demo, needs=("kafka",))
     return parser
+
+
+def _needs(args: argparse.Namespace) -> tuple[Need, ...]:
+    """What the command talks to: only those settings are required. ``validate --once`` is a
+    sweep of the database alone."""
+    if args.command == "validate" and args.once:
+        return ("database",)
+    needs: tuple[Need, ...] = args.needs
+    return needs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(needs=_needs(args))
+        if unknown := topics.unknown_names(settings):
+            known = ", ".join(topics.BY_NAME)
+            raise SettingsError(f"{' '.join(unknown)}: no such topic ({known})")
     except CieError as exc:
         print(f"cie: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -18,10 +18,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from consumers.kafka import make_producer
-from consumers.pipelines.bars import Bar, Regime
-from consumers.pipelines.fills import Fill
-from consumers.pipelines.improvements import (
+from consumers.contracts.bars import Bar, Regime
+from consumers.contracts.fills import Fill
+from consumers.contracts.improvements import (
     AbTestResults,
     AbTestStarted,
     Improvement,
@@ -30,9 +29,11 @@ from consumers.pipelines.improvements import (
     OptimizationScheduled,
     OptimizationStarted,
 )
-from consumers.pipelines.predictions import Direction, Prediction
+from consumers.contracts.predictions import Direction, Prediction
+from consumers.ingest.kafka import make_producer
+from consumers.platform.settings import Settings
 from consumers.producer import Contract, EventProducer
-from consumers.settings import Settings
+from consumers.topics import kafka_topic
 
 PRICE = Decimal("0.00000001")
 CENT = Decimal("0.01")
@@ -203,7 +204,8 @@ async def run_demo(settings: Settings, *, minutes: int, symbols: list[str],
         typed = EventProducer(producer, settings)
         futures = [await typed.send(event) for event in events]
         malformed = [value for value in MALFORMED for _ in range(max(1, len(events) // 400))]
-        futures += [await typed.send_raw(settings.topic_bars, b"BAD", value) for value in malformed]
+        bars = kafka_topic(settings, "bars")
+        futures += [await typed.send_raw(bars, b"BAD", value) for value in malformed]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

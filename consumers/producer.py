@@ -15,11 +15,12 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from consumers.pipelines.bars import Bar
-from consumers.pipelines.fills import Fill
-from consumers.pipelines.improvements import Event
-from consumers.pipelines.predictions import Prediction
-from consumers.settings import Settings
+from consumers import topics
+from consumers.contracts.bars import Bar
+from consumers.contracts.fills import Fill
+from consumers.contracts.improvements import Event
+from consumers.contracts.predictions import Prediction
+from consumers.platform.settings import Settings
 
 _encoder = msgspec.json.Encoder(decimal_format="number")  # datetime -> RFC 3339, UUID -> str
 
@@ -32,17 +33,8 @@ def encode(event: Contract) -> bytes:
 
 def route(settings: Settings, event: Contract) -> tuple[str, bytes]:
     """(topic, key) for an event."""
-    match event:
-        case Bar():
-            return settings.topic_bars, event.symbol.encode()
-        case Prediction():
-            return settings.topic_predictions, str(event.prediction_id).encode()
-        case Fill():
-            return settings.topic_fills, str(event.trade_id).encode()
-        case Event():
-            subject: Any = getattr(event, "test_id", None) or getattr(event, "task_id", None)
-            return settings.topic_improvements, str(subject or event.event_id).encode()
-    raise TypeError(f"not a contract: {type(event).__name__}")
+    topic = topics.of_event(event)
+    return topic.kafka_name(settings), topic.key(event)
 
 
 class EventProducer:

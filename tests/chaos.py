@@ -40,9 +40,15 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumers.demo import session
-from consumers.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_TOPIC, ensure_topics, make_producer
+from consumers.ingest.kafka import (
+    DLQ_OFFSET,
+    DLQ_PARTITION,
+    DLQ_TOPIC,
+    ensure_topics,
+    make_producer,
+)
+from consumers.platform.settings import load_settings
 from consumers.producer import encode, route
-from consumers.settings import load_settings
 from tests.private_kafka import PrivateKafka
 from tests.private_postgres import PrivatePostgres
 

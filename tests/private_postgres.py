@@ -77,7 +77,7 @@ class PrivatePostgres:
 
     async def migrated(self, name: str = "cie") -> str:
         """Create a database with the schema (this server's path); returns its URL."""
-        from consumers import migrations
+        from consumers.platform import migrations
 
         conn = await asyncpg.connect(self.url)
         try:

@@ -1,4 +1,4 @@
--- Named queries of the ingest pipelines (consumers/pipelines/*.py).
+-- Named queries of the ingest pipelines (consumers/ingest/pipelines/*.py).
 -- Staging tables are temporary (one set per connection) and emptied at every commit; each has
 -- its target's column types plus batch_seq, the event's position in its batch.
 

@@ -1,4 +1,4 @@
--- Named queries for `cie maintain` on plain PostgreSQL (consumers/maintenance.py).
+-- Named queries for `cie maintain` on plain PostgreSQL (consumers/platform/maintenance.py).
 -- On TimescaleDB the same work is done by its jobs (04, 05, 06 migrations).
 
 -- name: retention_rules

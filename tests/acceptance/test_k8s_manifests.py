@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from consumers.cli import build_parser
-from consumers.settings import ENVIRONMENT
+from consumers.platform.settings import ENVIRONMENT
 from tests.conftest import REPO
 
 K8S = REPO / "deploy" / "k8s"

@@ -21,18 +21,20 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from consumers.db import create_pool
-from consumers.kafka import (
+from consumers import topics
+from consumers.ingest.kafka import (
     DeadLetters,
     ensure_topics,
     make_consumer,
     make_dead_letter_producer,
     make_producer,
 )
-from consumers.pipelines import registry
+from consumers.ingest.pipelines.base import staging_tables
+from consumers.ingest.runner import Runner
+from consumers.platform.db import create_pool
+from consumers.platform.settings import Settings, load_settings
 from consumers.producer import Contract, EventProducer
-from consumers.runner import Runner
-from consumers.settings import Settings, load_settings
+from consumers.topics import BY_NAME, kafka_topic
 
 PARTITIONS = 3
 
@@ -65,10 +67,10 @@ class Ingest:
         self.producer = EventProducer(self._producer, self.settings)
 
     def topic(self, pipeline: str) -> str:
-        return registry.topic_of(self.settings, pipeline)
+        return kafka_topic(self.settings, pipeline)
 
     async def open(self) -> None:
-        sources = [self.topic(name) for name in registry.PIPELINES]
+        sources = [self.topic(name) for name in BY_NAME]
         await ensure_topics(self.settings, sources + [f"{t}.dlq" for t in sources],
                             partitions=PARTITIONS, replication_factor=1)
         await self._producer.start()
@@ -81,7 +83,7 @@ class Ingest:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
         await admin.start()
         try:
-            sources = [self.topic(name) for name in registry.PIPELINES]
+            sources = [self.topic(name) for name in BY_NAME]
             await admin.delete_topics(sources + [f"{t}.dlq" for t in sources])
         finally:
             await admin.close()
@@ -94,8 +96,8 @@ class Ingest:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        pipelines = registry.build(self.settings)
-        pool = await create_pool(self.settings.database_url, list(pipelines.values()))
+        pipelines = topics.pipelines(self.settings)
+        pool = await create_pool(self.settings.database_url, staging_tables(list(pipelines.values())))
         consumer = make_consumer(self.settings)
         producer = make_dead_letter_producer(self.settings)
         await producer.start()

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from consumers.kafka import (
+from consumers.contracts.bars import Bar
+from consumers.ingest.kafka import (
     DLQ_ERROR_CLASS,
     DLQ_OFFSET,
     DLQ_REASON,
@@ -20,7 +21,6 @@ from consumers.kafka import (
     ensure_topics,
     require_dead_letter_topics,
 )
-from consumers.pipelines.bars import Bar
 from tests.conftest import Stack
 from tests.integration.harness import (
     Ingest,
@@ -142,21 +142,22 @@ async def test_a_batch_taken_before_a_revocation_is_not_written_after_it(
     over them."""
     from aiokafka.structs import ConsumerRecord
 
-    from consumers.checkpoint import Batch
-    from consumers.db import create_pool
-    from consumers.kafka import make_consumer
-    from consumers.pipelines import registry
-    from consumers.runner import Runner
-    from consumers.settings import load_settings
+    from consumers import topics
+    from consumers.ingest.checkpoint import Batch
+    from consumers.ingest.kafka import make_consumer
+    from consumers.ingest.pipelines.base import staging_tables
+    from consumers.ingest.runner import Runner
+    from consumers.platform.db import create_pool
+    from consumers.platform.settings import load_settings
 
     settings = load_settings(ingest_environment(stack.kafka, plain_db))
-    pipelines = registry.build(settings, ["bars"])
-    pool = await create_pool(plain_db, list(pipelines.values()))
+    pipelines = topics.pipelines(settings, ["bars"])
+    pool = await create_pool(plain_db, staging_tables(list(pipelines.values())))
     consumer = make_consumer(settings)
     await consumer.start()
     try:
         runner = Runner(settings, consumer, pool, None, pipelines)
-        topic = settings.topic_bars
+        topic = topics.kafka_topic(settings, "bars")
         value = bar_json(symbol="OLD").encode()
         record = ConsumerRecord(topic=topic, partition=0, offset=0, timestamp=0,
                                 timestamp_type=0, key=None, value=value, checksum=None,

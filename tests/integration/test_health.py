@@ -69,7 +69,7 @@ async def test_healthz_fails_when_the_consume_loop_stops_moving(plain_db: str) -
 
     import asyncpg
 
-    from consumers import health
+    from consumers.platform import health
 
     pool = await asyncpg.create_pool(plain_db, min_size=0, max_size=1)
     last_step = [time.monotonic()]

@@ -13,17 +13,17 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from consumers.kafka import DLQ_ERROR_CLASS, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
-from consumers.pipelines.bars import Bar
-from consumers.pipelines.fills import Fill
-from consumers.pipelines.improvements import (
+from consumers.contracts.bars import Bar
+from consumers.contracts.fills import Fill
+from consumers.contracts.improvements import (
     AbTestResults,
     AbTestStarted,
     Improvement,
     OptimizationFailed,
     OptimizationScheduled,
 )
-from consumers.pipelines.predictions import Prediction, feature_hash
+from consumers.contracts.predictions import Prediction, feature_hash
+from consumers.ingest.kafka import DLQ_ERROR_CLASS, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from tests.conftest import Stack
 from tests.integration.harness import Ingest, counter, eventually, ingest_environment
 

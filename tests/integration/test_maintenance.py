@@ -10,7 +10,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from consumers.maintenance import maintain
+from consumers.platform.maintenance import maintain
 from tests.integration.market_data import (
     expected_summary,
     insert_bars,
@@ -108,7 +108,7 @@ async def test_a_backfill_is_summarised_before_retention_deletes_its_day(
 async def test_retention_deletes_whole_days_and_never_a_pending_one(db: asyncpg.Connection) -> None:
     """A day still waiting for its summary (a late bar written after this run's refresh) is
     not deleted; the day holding the horizon is kept whole, so it can still be recomputed."""
-    from consumers.db import queries
+    from consumers.platform.db import queries
 
     await insert_bars(db, three_bars("WAIT", utc_day(60)) + three_bars("EDGE", utc_day(50)))
     await maintain(db)

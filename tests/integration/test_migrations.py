@@ -11,8 +11,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from consumers import migrations
 from consumers.errors import MigrationError
+from consumers.platform import migrations
 from tests.conftest import Stack
 
 

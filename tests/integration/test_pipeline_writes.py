@@ -17,12 +17,15 @@ import asyncpg
 import msgspec
 import pytest
 
-from consumers.db import create_pool
-from consumers.pipelines.bars import Bar, BarsPipeline
-from consumers.pipelines.base import Pipeline, Rejection
-from consumers.pipelines.fills import Fill, FillsPipeline
-from consumers.pipelines.predictions import Prediction, PredictionsPipeline
-from consumers.sink import write_batch
+from consumers.contracts.bars import Bar
+from consumers.contracts.fills import Fill
+from consumers.contracts.predictions import Prediction
+from consumers.ingest.pipelines.bars import BarsPipeline
+from consumers.ingest.pipelines.base import Pipeline, Rejection, staging_tables
+from consumers.ingest.pipelines.fills import FillsPipeline
+from consumers.ingest.pipelines.predictions import PredictionsPipeline
+from consumers.ingest.sink import write_batch
+from consumers.platform.db import create_pool
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
@@ -30,7 +33,7 @@ T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 @pytest.fixture
 async def pool(any_db: str) -> AsyncIterator[asyncpg.Pool]:
     pipelines: list[Pipeline] = [BarsPipeline(), PredictionsPipeline(), FillsPipeline()]
-    pool = await create_pool(any_db, pipelines)
+    pool = await create_pool(any_db, staging_tables(pipelines))
     yield pool
     await pool.close()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.pipelines.bars import Bar
+from consumers.contracts.bars import Bar
 from tests.conftest import REPO, Stack
 from tests.integration.harness import Ingest, consume_subprocess, eventually, ingest_environment
 from tests.integration.test_health import free_port, get

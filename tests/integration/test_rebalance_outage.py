@@ -18,8 +18,8 @@ from decimal import Decimal
 import pytest
 from prometheus_client import REGISTRY
 
-from consumers.pipelines.bars import Bar
-from consumers.pipelines.fills import Fill
+from consumers.contracts.bars import Bar
+from consumers.contracts.fills import Fill
 from tests.conftest import Stack
 from tests.integration.harness import Ingest, counter, eventually, ingest_environment, row_of
 from tests.private_postgres import PrivatePostgres

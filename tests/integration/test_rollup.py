@@ -20,9 +20,9 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from consumers.db import connect, create_pool
-from consumers.performance import RatioSettings
-from consumers.rollup import RollupOptions, rollup, rollup_forever
+from consumers.analytics.performance import RatioSettings
+from consumers.analytics.rollup import RollupOptions, rollup, rollup_forever
+from consumers.platform.db import connect, create_pool
 from tests.conftest import Stack
 
 OPTIONS = RollupOptions(
@@ -420,7 +420,7 @@ async def test_cli_rollup_uses_the_settings(any_db: str, stack: Stack) -> None:
 
 async def test_validator_can_roll_up_on_its_own_period(any_db: str) -> None:
     conn = await connect(any_db)
-    pool = await create_pool(any_db, [])
+    pool = await create_pool(any_db)
     stop = asyncio.Event()
     task = asyncio.create_task(rollup_forever(pool, OPTIONS, every=0.2, stop=stop))
     try:

@@ -23,9 +23,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from consumers import migrations
-from consumers.db import connect
-from consumers.rollup import RollupError, rollup
+from consumers.analytics.rollup import RollupError, rollup
+from consumers.platform import migrations
+from consumers.platform.db import connect
 from tests.integration.test_rollup import MONDAY, OPTIONS, add_trade
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

@@ -93,7 +93,7 @@ async def test_continuous_aggregate_refreshes_with_hand_computed_values(
 
 
 async def test_both_paths_summarise_a_day_identically(ts: asyncpg.Connection, plain_db: str) -> None:
-    from consumers.maintenance import maintain
+    from consumers.platform.maintenance import maintain
 
     bars = three_bars("MSFT", utc_day(3)) + three_bars("NVDA", utc_day(1))
     await insert_bars(ts, bars)

@@ -15,11 +15,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from consumers import validator
-from consumers.db import create_pool
-from consumers.pipelines.bars import Bar
-from consumers.pipelines.fills import Fill
-from consumers.pipelines.predictions import Prediction
+from consumers.analytics import validator
+from consumers.contracts.bars import Bar
+from consumers.contracts.fills import Fill
+from consumers.contracts.predictions import Prediction
+from consumers.platform.db import create_pool
 from tests.conftest import Stack
 from tests.integration.harness import Ingest, counter, eventually, ingest_environment
 
@@ -34,7 +34,7 @@ def at(minute: int) -> datetime:
 
 @pytest.fixture
 async def db(any_db: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(any_db, [])
+    pool = await create_pool(any_db)
     yield pool
     await pool.close()
 
@@ -126,7 +126,7 @@ async def test_validation_and_excursions_in_compressed_chunks(timescale_db: str)
     """Predictions, bars and trades older than the compression horizons still get late and
     corrected bars: validating them must work on compressed chunks (it used to fail with
     'locking compressed tuples is not supported' and crash-loop the validator)."""
-    pool = await create_pool(timescale_db, [])
+    pool = await create_pool(timescale_db)
     try:
         await add_bars(pool, flat(range(0, 4)))
         prediction = await add_prediction(pool, 0, 5, "LONG")

@@ -15,8 +15,8 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers import validator
-from consumers.db import create_pool
+from consumers.analytics import validator
+from consumers.platform.db import create_pool
 from tests import validator_reference as reference
 from tests.conftest import Stack, _admin_execute, _clone, database_url
 
@@ -64,7 +64,7 @@ async def check(url: str, world: World) -> None:
     rules = validator.Rules(gap_tolerance=timedelta(seconds=world.gap_seconds),
                             neutral_band=world.band, max_horizon=timedelta(days=1),
                             ingest_wait=timedelta(0))
-    pool = await create_pool(url, [])
+    pool = await create_pool(url)
     try:
         async with pool.acquire() as conn:
             await conn.execute("TRUNCATE market_conditions, model_predictions, trade_outcomes")

@@ -7,7 +7,7 @@ from pathlib import Path
 import msgspec
 import yaml
 
-from consumers.settings import ENVIRONMENT, Settings
+from consumers.platform.settings import ENVIRONMENT, Settings
 
 REPO = Path(__file__).resolve().parent.parent.parent
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
@@ -48,7 +48,7 @@ def test_grafana_dashboard_queries_only_metrics_the_code_exports() -> None:
 
     from prometheus_client import REGISTRY
 
-    import consumers.metrics  # noqa: F401 - registers every metric
+    import consumers.platform.metrics  # noqa: F401 - registers every metric
 
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
     exported = {

@@ -8,11 +8,13 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from consumers.contract import contract_schema, decimal_fits
-from consumers.pipelines import registry
-from consumers.pipelines.bars import BarsPipeline
-from consumers.pipelines.improvements import ImprovementsPipeline, OptimizationFailed
-from consumers.pipelines.predictions import PredictionsPipeline, feature_hash
+from consumers.contracts.base import contract_schema, decimal_fits
+from consumers.contracts.improvements import OptimizationFailed
+from consumers.contracts.predictions import feature_hash
+from consumers.ingest.pipelines.bars import BarsPipeline
+from consumers.ingest.pipelines.improvements import ImprovementsPipeline
+from consumers.ingest.pipelines.predictions import PredictionsPipeline
+from consumers.topics import TOPICS
 
 BAR = {"symbol": "AAPL", "timestamp": "2026-03-02T14:30:00+01:00", "open": 187.12345678,
        "high": "188", "low": 186.5, "close": "187.25", "volume": 1200}
@@ -95,9 +97,9 @@ def test_improvement_events_are_a_tagged_union() -> None:
 
 
 def test_every_topic_exports_a_json_schema() -> None:
-    for name, pipeline in registry.PIPELINES.items():
-        schema = json.loads(json.dumps(contract_schema(pipeline.event_type)))
-        assert "$defs" in schema, name
+    for topic in TOPICS:
+        schema = json.loads(json.dumps(contract_schema(topic.contract)))
+        assert "$defs" in schema, topic.name
     bar_schema = contract_schema(BarsPipeline.event_type)["$defs"]["Bar"]["properties"]
     assert bar_schema["open"] == {
         "anyOf": [{"type": "number"}, {"type": "string", "format": "decimal"}]}

@@ -10,8 +10,8 @@ import pytest
 from aiokafka import errors as kafka_errors
 
 from consumers.errors import SettingsError
-from consumers.faults import Backoff, classify
-from consumers.settings import load_settings
+from consumers.platform.faults import Backoff, classify
+from consumers.platform.settings import load_settings
 
 _BY_SQLSTATE = {
     cls.sqlstate: cls

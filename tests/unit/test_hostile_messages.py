@@ -16,12 +16,12 @@ from aiokafka.structs import ConsumerRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.checkpoint import Batch
-from consumers.pipelines.bars import BarsPipeline
-from consumers.pipelines.base import ImplausibleTime, Pipeline, TimeRules
-from consumers.pipelines.fills import FillsPipeline
-from consumers.pipelines.improvements import ImprovementsPipeline
-from consumers.pipelines.predictions import PredictionsPipeline
+from consumers.ingest.checkpoint import Batch
+from consumers.ingest.pipelines.bars import BarsPipeline
+from consumers.ingest.pipelines.base import ImplausibleTime, Pipeline, TimeRules
+from consumers.ingest.pipelines.fills import FillsPipeline
+from consumers.ingest.pipelines.improvements import ImprovementsPipeline
+from consumers.ingest.pipelines.predictions import PredictionsPipeline
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

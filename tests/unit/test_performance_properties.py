@@ -26,8 +26,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from consumers import performance as perf
-from consumers.performance import RatioSettings, ScoredPrediction, TradeDay, Undefined
+from consumers.analytics import performance as perf
+from consumers.analytics.performance import RatioSettings, ScoredPrediction, TradeDay, Undefined
 
 TOLERANCE = 1e-4
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from consumers.errors import SettingsError
-from consumers.settings import ENVIRONMENT, load_settings
+from consumers.platform.settings import ENVIRONMENT, load_settings
 
 BASE = {
     "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092",
@@ -78,10 +78,24 @@ def test_settings_are_frozen() -> None:
 def test_every_field_has_one_variable() -> None:
     import msgspec
 
-    from consumers.settings import Settings
+    from consumers.platform.settings import Settings
 
-    assert set(ENVIRONMENT) == {f.name for f in msgspec.structs.fields(Settings)}
+    # topic names come from the CIE_TOPIC_<NAME> family (consumers/topics.py)
+    assert set(ENVIRONMENT) | {"topic_names"} == {f.name for f in msgspec.structs.fields(Settings)}
     assert len(set(ENVIRONMENT.values())) == len(ENVIRONMENT)
+
+
+def test_topic_names_come_from_the_topic_table_and_its_variables() -> None:
+    from consumers import topics
+
+    base = {"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "DATABASE_URL": "postgresql://u@h/db"}
+    settings = load_settings({**base, "CIE_TOPIC_BARS": "md.bars.v2"})
+    assert [t.kafka_name(settings) for t in topics.TOPICS] == [
+        "fills", "predictions", "md.bars.v2", "improvement-events"]
+    assert topics.BY_NAME["bars"].dead_letter_name(settings) == "md.bars.v2.dlq"
+    assert topics.unknown_names(load_settings({**base, "CIE_TOPIC_BRAS": "x"})) == ["CIE_TOPIC_BRAS"]
+    with pytest.raises(SettingsError, match="CIE_TOPIC_BARS"):
+        load_settings({**base, "CIE_TOPIC_BARS": "not a topic"})
 
 
 def test_consume_and_validate_default_to_different_metrics_ports() -> None:
@@ -96,3 +110,19 @@ def test_consume_and_validate_default_to_different_metrics_ports() -> None:
     assert _metrics_port(load_settings({**base, "CIE_METRICS_PORT": "0"}), "consume") == 0
     help_text = build_parser().format_help()
     assert "9108" in help_text and "9109" in help_text
+
+
+def test_each_command_asks_only_for_what_it_uses() -> None:
+    """The prod overlay's jobs (migrate, maintain, rollup) have no Kafka password: they must
+    start without one, while consume still refuses to."""
+    from consumers.cli import _needs, build_parser
+
+    db_only = {"DATABASE_URL": "postgresql://u@h/db", "KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}
+    for command in (["migrate"], ["maintain"], ["rollup"], ["validate", "--once"]):
+        load_settings(db_only, needs=_needs(build_parser().parse_args(command)))
+    with pytest.raises(SettingsError, match="KAFKA_BOOTSTRAP_SERVERS"):
+        load_settings(db_only, needs=_needs(build_parser().parse_args(["consume"])))
+    with pytest.raises(SettingsError, match="KAFKA_SASL_MECHANISM"):
+        load_settings({**db_only, "KAFKA_BOOTSTRAP_SERVERS": "k:9093"},
+                      needs=_needs(build_parser().parse_args(["validate"])))
+    assert _needs(build_parser().parse_args(["contracts"])) == ()

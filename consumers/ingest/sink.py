@@ -9,9 +9,9 @@ rejections and everything else lands. Halves are written in order, so "last writ
 follows Kafka order. A batch with one bad row in N costs about 2·log2(N) extra transactions,
 not N.
 
-Errors are sorted by ``consumers.faults.classify``: the data's fault → rejection (dead letter),
-never retried; transient → ``TransientError``, the caller retries the batch; fatal →
-``FatalError``, the process stops, because retrying or dead-lettering would hide it.
+Errors are sorted by ``consumers.platform.faults.classify``: the data's fault → rejection
+(dead letter), never retried; transient → ``TransientError``, the caller retries the batch;
+fatal → ``FatalError``, the process stops, because retrying or dead-lettering would hide it.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 
 import asyncpg
 
-from consumers.db import Conn
-from consumers.faults import FatalError, TransientError, classify, describe
-from consumers.pipelines.base import Pipeline, Rejection
+from consumers.ingest.pipelines.base import Pipeline, Rejection
+from consumers.platform.db import Conn
+from consumers.platform.faults import FatalError, TransientError, classify, describe
 
 
 async def write_batch(

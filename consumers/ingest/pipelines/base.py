@@ -18,7 +18,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import msgspec
 
-from consumers.db import Conn, copy_line, copy_lines, queries
+from consumers.platform.db import Conn, ConnectionInit, copy_line, copy_lines, queries
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,16 @@ class Pipeline(ABC):
     async def write(self, conn: Conn, events: Sequence[Any]) -> list[Rejection]:
         """Write ``events`` (in Kafka order) inside the caller's transaction, whatever is
         stored already."""
+
+
+def staging_tables(pipelines: Sequence[Pipeline]) -> ConnectionInit:
+    """The connection init of an ingest pool: every pipeline's staging tables."""
+
+    async def prepare(conn: Conn) -> None:
+        for pipeline in pipelines:
+            await pipeline.prepare(conn)
+
+    return prepare
 
 
 class CopyUpsertPipeline(Pipeline):

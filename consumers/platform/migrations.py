@@ -23,7 +23,7 @@ import asyncpg
 
 from consumers.errors import MigrationError
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
 
 # Any constant will do; it only has to be the same for every replica of this project.
 ADVISORY_LOCK_KEY = 0x43_49_45_5F_4D_49_47  # "CIE_MIG"

@@ -7,7 +7,7 @@ import sys
 
 import structlog
 
-from consumers.settings import LogFormat, LogLevel
+from consumers.platform.settings import LogFormat, LogLevel
 
 
 def configure_logging(level: LogLevel = "INFO", fmt: LogFormat = "auto") -> None:

@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from consumers.faults import FatalError
-from consumers.settings import Settings
+from consumers.platform.faults import FatalError
+from consumers.platform.settings import Settings
 
 # Header names on every dead letter, beside the original key, value and headers.
 DLQ_TOPIC = "dlq.source.topic"

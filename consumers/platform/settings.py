@@ -9,20 +9,20 @@ the value, so secrets do not reach logs.
 from __future__ import annotations
 
 import os
+import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Annotated, Literal
 
 import msgspec
 
 from consumers.errors import SettingsError
-from consumers.faults import Backoff
+from consumers.platform.faults import Backoff
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0: do not serve
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
-TopicName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,200}$")]
 DatabaseUrl = Annotated[str, msgspec.Meta(pattern=r"^postgres(ql)?://")]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -34,8 +34,9 @@ LogFormat = Literal["auto", "json", "console"]
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a process needs to know about its surroundings."""
 
-    kafka_bootstrap_servers: NonEmpty
-    database_url: DatabaseUrl
+    # Both required by the commands that use them (load_settings' ``needs``), and only by those.
+    kafka_bootstrap_servers: str = ""
+    database_url: DatabaseUrl | Literal[""] = ""
     # Optional read replica for the rollup's reads (writes always go to database_url).
     database_replica_url: DatabaseUrl | None = None
     kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
@@ -46,10 +47,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     kafka_ssl_certfile: str | None = None
     kafka_ssl_keyfile: str | None = None
     consumer_group: NonEmpty = "cie-ingest"
-    topic_fills: TopicName = "fills"
-    topic_predictions: TopicName = "predictions"
-    topic_bars: TopicName = "bars"
-    topic_improvements: TopicName = "improvement-events"
+    # CIE_TOPIC_<NAME>=<kafka topic> overrides a topic's default name (consumers/topics.py)
+    topic_names: dict[str, str] = msgspec.field(default_factory=dict)
     dead_letter_suffix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]+$")] = ".dlq"
     batch_max_rows: PositiveInt = 1000
     batch_max_latency_ms: PositiveInt = 500
@@ -63,7 +62,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     fetch_max_bytes: PositiveInt = 32 * 1024 * 1024
     max_partition_fetch_bytes: PositiveInt = 4 * 1024 * 1024
     # Transient errors (database or broker outage) are retried after 0.1, 0.2, 0.4 ... seconds,
-    # at most retry_backoff_max_ms apart (consumers/faults.py).
+    # at most retry_backoff_max_ms apart (consumers/platform/faults.py).
     retry_backoff_first_ms: PositiveInt = 100
     retry_backoff_max_ms: PositiveInt = 10_000
     # Two hosts' clocks disagree by a few milliseconds: an order submitted "after" its fill by
@@ -109,6 +108,8 @@ DEFAULT_METRICS_PORTS: Mapping[str, int] = {"consume": 9108, "validate": 9109}
 
 _SECRET_FIELDS = frozenset({"kafka_sasl_password", "database_url", "database_replica_url"})
 
+TOPIC_VARIABLE_PREFIX = "CIE_TOPIC_"  # CIE_TOPIC_BARS names the "bars" topic
+
 # field name -> environment variable
 ENVIRONMENT: Mapping[str, str] = {
     "kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
@@ -122,10 +123,6 @@ ENVIRONMENT: Mapping[str, str] = {
     "kafka_ssl_certfile": "KAFKA_SSL_CERTFILE",
     "kafka_ssl_keyfile": "KAFKA_SSL_KEYFILE",
     "consumer_group": "CIE_CONSUMER_GROUP",
-    "topic_fills": "CIE_TOPIC_FILLS",
-    "topic_predictions": "CIE_TOPIC_PREDICTIONS",
-    "topic_bars": "CIE_TOPIC_BARS",
-    "topic_improvements": "CIE_TOPIC_IMPROVEMENTS",
     "dead_letter_suffix": "CIE_DEAD_LETTER_SUFFIX",
     "batch_max_rows": "CIE_BATCH_MAX_ROWS",
     "batch_max_latency_ms": "CIE_BATCH_MAX_LATENCY_MS",
@@ -158,24 +155,35 @@ ENVIRONMENT: Mapping[str, str] = {
 }
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+Need = Literal["kafka", "database"]
+EVERYTHING: tuple[Need, ...] = ("kafka", "database")
+_NEEDED_FIELD: Mapping[Need, str] = {
+    "kafka": "kafka_bootstrap_servers", "database": "database_url"}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, *, needs: Sequence[Need] = EVERYTHING
+) -> Settings:
     """Build Settings from ``environ`` (default: the process environment).
 
+    ``needs``: what the command talks to; only those connection settings are required (and
+    Kafka's security settings checked), so `cie migrate` starts without a broker's password.
     Empty variables count as unset. Raises SettingsError naming the variable at fault.
     """
     source = os.environ if environ is None else environ
-    raw = {field: source[var] for field, var in ENVIRONMENT.items() if source.get(var, "") != ""}
-    missing = [
-        ENVIRONMENT[f.name] for f in msgspec.structs.fields(Settings)
-        if f.required and f.name not in raw
-    ]
+    raw: dict[str, object] = {
+        field: source[var] for field, var in ENVIRONMENT.items() if source.get(var, "") != ""}
+    raw["topic_names"] = _topic_names(source)
+    missing = [ENVIRONMENT[_NEEDED_FIELD[need]] for need in needs
+               if _NEEDED_FIELD[need] not in raw]
     if missing:
         raise SettingsError(f"{', '.join(missing)}: required but not set")
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(_name_variable(str(exc))) from None
-    _check_security(settings)
+    if "kafka" in needs:
+        _check_security(settings)
     if not settings.validator_neutral_band.is_finite() or settings.validator_neutral_band < 0:
         raise SettingsError("CIE_VALIDATOR_NEUTRAL_BAND: must be a decimal >= 0")
     _check_rollup(settings)
@@ -193,6 +201,19 @@ def _check_rollup(settings: Settings) -> None:
         raise SettingsError("CIE_ROLLUP_CAPITAL_BASE: must be a decimal > 0")
     if not settings.rollup_risk_free_rate.is_finite():
         raise SettingsError("CIE_ROLLUP_RISK_FREE_RATE: must be a finite decimal (0.04 = 4 %)")
+
+
+def _topic_names(source: Mapping[str, str]) -> dict[str, str]:
+    names = {}
+    for var, value in source.items():
+        if var.startswith(TOPIC_VARIABLE_PREFIX) and value != "":
+            if not _TOPIC_NAME.match(value):
+                raise SettingsError(f"{var}: not a Kafka topic name ([A-Za-z0-9._-], 1-200)")
+            names[var.removeprefix(TOPIC_VARIABLE_PREFIX).lower()] = value
+    return names
+
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
 def _name_variable(message: str) -> str:

@@ -4,12 +4,12 @@ A Batch holds one topic's records, decoded as they were fetched: a record that i
 JSON, breaks its contract, or makes the decoder raise anything at all is already a dead
 letter with its reason (naming the field where msgspec can).
 Flushing a batch, in this order:
-1. write the decoded events in one transaction (consumers/sink.py), splitting the batch only
+1. write the decoded events in one transaction (ingest/sink.py), splitting the batch only
    to isolate rows the database refuses; rejected rows become dead letters too; a transient
-   error (consumers/faults.py) retries the whole batch with capped exponential backoff while
+   error (platform/faults.py) retries the whole batch with capped exponential backoff while
    the consumer is paused (memory stays bounded, the group membership stays alive);
 2. commit, per partition, the offset after the batch's last record, in one Kafka transaction
-   with the batch's dead letters (consumers/kafka.py, DeadLetters), or as a plain offset commit
+   with the batch's dead letters (ingest/kafka.py, DeadLetters), or as a plain offset commit
    when there are none.
 Offsets are never committed before the rows they carry are. A crash anywhere before step 2
 replays the batch, and every write is idempotent, so a replay changes nothing; the dead
@@ -36,11 +36,11 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from consumers import metrics
-from consumers.faults import Backoff, FatalError, TransientError, classify, describe
-from consumers.kafka import DeadLetter, DeadLetters
-from consumers.pipelines.base import Pipeline
-from consumers.sink import write_batch
+from consumers.ingest.kafka import DeadLetter, DeadLetters
+from consumers.ingest.pipelines.base import Pipeline
+from consumers.ingest.sink import write_batch
+from consumers.platform import metrics
+from consumers.platform.faults import Backoff, FatalError, TransientError, classify, describe
 
 log = structlog.get_logger(__name__)
 

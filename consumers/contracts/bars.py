@@ -1,15 +1,13 @@
-"""bars → market_conditions. A bar re-sent for the same (symbol, timestamp) is a correction and
-replaces the stored one (last write wins, in Kafka order)."""
+"""The bars topic's message: one bar of market data with its indicators."""
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
-from consumers.contract import Contract, Symbol, UtcTime
-from consumers.pipelines.base import CopyUpsertPipeline
+from consumers.contracts.base import Contract, Symbol, UtcTime
 
 Regime = Literal["trending_up", "trending_down", "ranging", "volatile"]
 Volume = Annotated[int, msgspec.Meta(ge=0, le=9_223_372_036_854_775_807)]
@@ -48,16 +46,3 @@ class Bar(Contract, frozen=True, kw_only=True):
         "volatility_20d": (10, 6), "vix": (8, 4), "regime_confidence": (5, 4),
         "spy_correlation": (4, 3), "sector_correlation": (4, 3),
     }
-
-
-class BarsPipeline(CopyUpsertPipeline):
-    name = "bars"
-    event_type = Bar
-    time_fields = ("timestamp",)
-    stage = "stage_market_conditions"
-    target = "market_conditions"
-    key = ("symbol", "timestamp")
-    columns = tuple(Bar.__struct_fields__)
-
-    def to_row(self, event: Any) -> tuple[Any, ...]:
-        return msgspec.structs.astuple(event)

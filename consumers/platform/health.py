@@ -6,7 +6,7 @@
   A process that is retrying a database outage is still alive.
 - /readyz (readiness): the database answers `SELECT 1` within two seconds and the Kafka
   consumer has partitions assigned. 503 with the failing checks otherwise.
-- /metrics: Prometheus text format (every metric is in consumers/metrics.py).
+- /metrics: Prometheus text format (every metric is in consumers/platform/metrics.py).
 A deliberately small HTTP/1.0 responder: three GET routes need no web framework.
 """
 
@@ -23,7 +23,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from consumers import metrics
+from consumers.platform import metrics
 
 READY_DB_TIMEOUT_SECONDS = 2.0
 

@@ -26,12 +26,12 @@ from typing import Any
 import asyncpg
 import structlog
 
-from consumers import metrics
-from consumers.db import Conn, queries
-from consumers.pipelines.bars import Bar
-from consumers.pipelines.base import Pipeline, Rejection
-from consumers.pipelines.fills import Fill
-from consumers.settings import Settings
+from consumers.contracts.bars import Bar
+from consumers.contracts.fills import Fill
+from consumers.ingest.pipelines.base import Pipeline, Rejection
+from consumers.platform import metrics
+from consumers.platform.db import Conn, queries
+from consumers.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -17,8 +17,8 @@ from datetime import timedelta
 import asyncpg
 import structlog
 
-from consumers.db import queries
-from consumers.migrations import timescaledb_usable
+from consumers.platform.db import queries
+from consumers.platform.migrations import timescaledb_usable
 
 log = structlog.get_logger(__name__)
 

@@ -12,7 +12,7 @@ Writers mark what they change in ``rollup_pending`` (triggers, schema/09-rollups
 A mark committed after the snapshot is invisible to both the read and the delete, so it stays
 for the next run: nothing is missed, and a repeated run changes nothing. Reads of the facts can
 go to a replica once it has replayed past the primary's position at the snapshot.
-Figures and their definitions: consumers/performance.py and README.md ("Rollups").
+Figures and their definitions: consumers/analytics/performance.py and README.md ("Rollups").
 """
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import structlog
 
-from consumers.db import Conn, queries
-from consumers.errors import CieError
-from consumers.performance import (
+from consumers.analytics.performance import (
     PERIOD_TYPES,
     REGIMES,
     PeriodType,
@@ -48,7 +46,9 @@ from consumers.performance import (
     ratio,
     strategy_figures,
 )
-from consumers.settings import Settings
+from consumers.errors import CieError
+from consumers.platform.db import Conn, queries
+from consumers.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
 

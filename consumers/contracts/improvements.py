@@ -1,16 +1,8 @@
-"""improvement-events → improvement_events, model_performance, ab_tests, optimization_queue.
-
-One topic carries every kind of event the improvement engine emits, as a tagged union on the
-``type`` field. Each event has an ``event_id``; ``applied_events`` records the ids already
-applied, so a redelivered event changes nothing (``consecutive_failures`` is never counted
-twice). Events are applied one statement each, in Kafka order, inside the batch's transaction:
-this topic carries a handful of events a minute, and lifecycle events update state row by row.
-An event about an A/B test or task that does not exist (yet) is refused with that reason.
-"""
+"""The improvement-events topic: every kind of event the improvement engine emits, as a
+tagged union on the ``type`` field. Each event has an ``event_id``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal
@@ -18,7 +10,7 @@ from uuid import UUID
 
 import msgspec
 
-from consumers.contract import (
+from consumers.contracts.base import (
     Contract,
     JsonObject,
     ModelVersion,
@@ -28,21 +20,12 @@ from consumers.contract import (
     PositiveInt,
     UtcTime,
 )
-from consumers.db import Conn, queries
-from consumers.pipelines.base import Pipeline, Rejection
 
 Text20 = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
 Text100 = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Text200 = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
 RATIO = (5, 4)
-
-_json = msgspec.json.Encoder(decimal_format="number")
-
-
-def as_json(value: Any) -> str | None:
-    return None if value is None else _json.encode(value).decode()
-
 
 class Event(Contract, frozen=True, kw_only=True, tag_field="type"):
     event_id: UUID
@@ -173,76 +156,3 @@ ImprovementEvent = (
     Improvement | ModelEvaluation | AbTestStarted | AbTestResults | AbTestConcluded
     | OptimizationScheduled | OptimizationStarted | OptimizationCompleted | OptimizationFailed
 )
-
-
-def statement_and_args(event: Event) -> tuple[str, tuple[Any, ...]]:
-    """The named query that applies ``event`` and its parameters."""
-    match event:
-        case Improvement():
-            return "improvement_insert", (
-                event.event_id, event.event_type, event.event_timestamp, event.component_type,
-                event.component_id, as_json(event.old_value), as_json(event.new_value),
-                event.trigger_reason, as_json(event.performance_before),
-                as_json(event.performance_after), as_json(event.improvement_metrics),
-                event.automated, event.approved_by, event.approval_timestamp,
-                event.can_rollback, event.rollback_timestamp, event.discord_notified,
-                event.notification_message_id)
-        case ModelEvaluation():
-            return "model_evaluation_insert", (
-                event.model_version, event.model_type, event.evaluation_date,
-                event.training_samples, event.testing_samples, event.training_period_start,
-                event.training_period_end, event.accuracy, event.precision, event.recall,
-                event.f1_score, event.auc_roc, event.brier_score,
-                event.expected_calibration_error, event.trending_up_accuracy,
-                event.trending_down_accuracy, event.ranging_accuracy, event.volatile_accuracy,
-                as_json(event.feature_importance), event.status)
-        case AbTestStarted():
-            return "ab_test_start", (
-                event.test_id, event.test_name, event.control_version, event.treatment_version,
-                event.test_type, event.control_traffic_percent, event.treatment_traffic_percent,
-                event.started_at, event.scheduled_duration_hours, event.success_metric,
-                event.minimum_improvement_percent)
-        case AbTestResults():
-            return "ab_test_results", (
-                event.test_id, as_json(event.control_metrics), as_json(event.treatment_metrics),
-                event.improvement_percent)
-        case AbTestConcluded():
-            return "ab_test_conclude", (
-                event.test_id, event.outcome, event.ended_at, event.conclusion,
-                event.improvement_percent)
-        case OptimizationScheduled():
-            return "optimization_schedule", (
-                event.task_id, event.task_type, event.component_id, event.frequency,
-                event.next_run_at, event.priority, as_json(event.config), event.enabled)
-        case OptimizationStarted():
-            return "optimization_start", (event.task_id, event.started_at)
-        case OptimizationCompleted():
-            return "optimization_complete", (
-                event.task_id, event.completed_at, as_json(event.result), event.next_run_at)
-        case OptimizationFailed():
-            return "optimization_fail", (
-                event.task_id, event.failed_at, event.error, event.next_run_at)
-    raise TypeError(f"no statement for {type(event).__name__}")
-
-
-class ImprovementsPipeline(Pipeline):
-    name = "improvements"
-    event_type = ImprovementEvent
-
-    async def write(self, conn: Conn, events: Sequence[Any]) -> list[Rejection]:
-        sql = queries("ingest")
-        rejections = []
-        for index, event in enumerate(events):
-            kind = type(event).__struct_config__.tag
-            first_time = await conn.fetchval(sql["applied_event_record"], event.event_id, kind)
-            if not first_time:
-                continue  # redelivered
-            name, args = statement_and_args(event)
-            status = await conn.execute(sql[name], *args)
-            if status == "UPDATE 0":  # the test or task it is about is unknown
-                await conn.execute(sql["applied_event_forget"], event.event_id)
-                rejections.append(Rejection(
-                    index, "UnknownSubject",
-                    f"{kind} {event.event_id}: no such A/B test or optimization task "
-                    "(its start or scheduling event has not been applied)"))
-        return rejections

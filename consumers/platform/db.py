@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 from uuid import UUID
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-if TYPE_CHECKING:
-    from consumers.pipelines.base import Pipeline
-
 # A plain connection or one lent by a pool: pipelines accept either.
 Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
-QUERIES_DIR = Path(__file__).resolve().parent.parent / "schema" / "queries"
+QUERIES_DIR = Path(__file__).resolve().parents[2] / "schema" / "queries"
 
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
@@ -54,18 +51,17 @@ SERVER_SETTINGS = {"timezone": "UTC", "application_name": "cie"}
 CUSTOM_PLANS = {"plan_cache_mode": "force_custom_plan"}
 
 
-async def create_pool(database_url: str, pipelines: Sequence[Pipeline]) -> asyncpg.Pool:
-    """A small pool whose connections carry every pipeline's staging tables.
+ConnectionInit: TypeAlias = Callable[[asyncpg.Connection], Coroutine[Any, Any, None]]
+
+
+async def create_pool(database_url: str, init: ConnectionInit | None = None) -> asyncpg.Pool:
+    """A small pool; ``init`` runs on each new connection (the ingest pipelines create their
+    temporary staging tables there).
 
     min_size=0: the pool starts even while the database is down (the writer retries).
     """
-
-    async def prepare(conn: asyncpg.Connection) -> None:
-        for pipeline in pipelines:
-            await pipeline.prepare(conn)
-
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        database_url, min_size=0, max_size=4, init=prepare,
+        database_url, min_size=0, max_size=4, init=init,
         server_settings={**SERVER_SETTINGS, **CUSTOM_PLANS}, command_timeout=60,
         reset=_keep_session)
     return pool

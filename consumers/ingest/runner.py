@@ -28,12 +28,12 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from consumers import metrics
-from consumers.checkpoint import Batch, Checkpoint
 from consumers.errors import CieError
-from consumers.kafka import DeadLetters
-from consumers.pipelines.base import Pipeline
-from consumers.settings import Settings
+from consumers.ingest.checkpoint import Batch, Checkpoint
+from consumers.ingest.kafka import DeadLetters
+from consumers.ingest.pipelines.base import Pipeline
+from consumers.platform import metrics
+from consumers.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
 

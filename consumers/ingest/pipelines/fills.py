@@ -8,8 +8,8 @@ Per batch, in one transaction:
    the position, come after the close, disagree on the trade's strategy, model or symbol, or
    reuse a fill_id the batch already gave another trade is refused;
 3. copy the accepted fills into trade_fills and re-derive every touched trade from its whole
-   ledger (consumers/trades.py). If a late fill moved a trade's entry_time (part of the key,
-   for TimescaleDB), the row under the old key is deleted first.
+   ledger (consumers/analytics/trades.py). If a late fill moved a trade's entry_time (part of
+   the key, for TimescaleDB), the row under the old key is deleted first.
 
 The first attempt (``write_new``) copies the accepted fills and the rows of trades with no
 stored fills without savepoints. Their keys are new to their own ledgers, so that only fails
@@ -22,48 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from decimal import Decimal
-from typing import Any, ClassVar, Literal
+from typing import Any
 from uuid import UUID
 
 import msgspec
 
-from consumers import trades
-from consumers.contract import Contract, ModelVersion, PositiveInt, StrategyId, Symbol, UtcTime
-from consumers.db import Conn, copy_line, copy_lines, copy_new_lines, copy_rows, queries
-from consumers.pipelines.base import Encoded, ImplausibleTime, Pipeline, Rejection
-
-PRICE = (18, 8)
-MONEY = (18, 4)
-
-
-class Fill(Contract, frozen=True, kw_only=True):
-    """One execution. A trade is the set of fills sharing a trade_id."""
-
-    fill_id: UUID
-    trade_id: UUID
-    strategy_id: StrategyId
-    model_version: ModelVersion
-    symbol: Symbol
-    side: Literal["BUY", "SELL"]
-    quantity: PositiveInt
-    price: Decimal
-    commission: Decimal = Decimal(0)
-    intended_price: Decimal | None = None
-    filled_at: UtcTime
-    order_submitted_at: UtcTime | None = None
-
-    decimals: ClassVar[dict[str, tuple[int, int]]] = {
-        "price": PRICE, "commission": MONEY, "intended_price": PRICE,
-    }
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.price <= 0:
-            raise ValueError("price: must be positive")
-        if self.commission < 0:
-            raise ValueError("commission: must not be negative")
-
+from consumers.analytics import trades
+from consumers.contracts.fills import Fill
+from consumers.ingest.pipelines.base import Encoded, ImplausibleTime, Pipeline, Rejection
+from consumers.platform.db import Conn, copy_line, copy_lines, copy_new_lines, copy_rows, queries
 
 FILL_COLUMNS = tuple(Fill.__struct_fields__)
 OUTCOME_COLUMNS = (

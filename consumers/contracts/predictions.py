@@ -1,0 +1,51 @@
+"""The predictions topic's message: one model prediction."""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+from typing import Annotated, ClassVar, Literal
+from uuid import UUID
+
+import msgspec
+
+from consumers.contracts.base import (
+    Contract,
+    JsonObject,
+    ModelVersion,
+    Name30,
+    PositiveInt,
+    Symbol,
+    UtcTime,
+)
+
+Direction = Literal["LONG", "SHORT", "NEUTRAL"]
+FeatureHash = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+
+# Canonical JSON for hashing: keys sorted, no whitespace, numbers exactly as written.
+canonical_json = msgspec.json.Encoder(decimal_format="number", order="sorted")
+
+
+def feature_hash(feature_vector: JsonObject) -> str:
+    """SHA-256 (hex) of the feature vector's canonical JSON."""
+    return hashlib.sha256(canonical_json.encode(feature_vector)).hexdigest()
+
+
+class Prediction(Contract, frozen=True, kw_only=True):
+    """One model prediction (the model_predictions columns, less outcomes, id and created_at)."""
+
+    prediction_id: UUID
+    model_version: ModelVersion
+    model_type: Name30
+    symbol: Symbol
+    predicted_at: UtcTime
+    prediction_horizon_minutes: PositiveInt
+    predicted_direction: Direction | None = None
+    confidence_score: Decimal | None = None
+    predicted_volatility: Decimal | None = None
+    feature_vector: JsonObject
+    feature_hash: FeatureHash | None = None
+
+    decimals: ClassVar[dict[str, tuple[int, int]]] = {
+        "confidence_score": (5, 4), "predicted_volatility": (10, 6),
+    }

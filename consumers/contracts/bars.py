@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
-from consumers.contracts.base import Contract, Symbol, UtcTime
+from consumers.contracts.base import POSITIVE, Bound, Contract, Symbol, UtcTime, between
 
 Regime = Literal["trending_up", "trending_down", "ranging", "volatile"]
 Volume = Annotated[int, msgspec.Meta(ge=0, le=9_223_372_036_854_775_807)]
@@ -46,3 +46,12 @@ class Bar(Contract, frozen=True, kw_only=True):
         "volatility_20d": (10, 6), "vix": (8, 4), "regime_confidence": (5, 4),
         "spy_correlation": (4, 3), "sector_correlation": (4, 3),
     }
+    bounds: ClassVar[dict[str, Bound]] = {
+        "open": POSITIVE, "high": POSITIVE, "low": POSITIVE, "close": POSITIVE,
+        "rsi_14": between(0, 100), "regime_confidence": between(0, 1),
+        "spy_correlation": between(-1, 1), "sector_correlation": between(-1, 1),
+    }
+    rules: ClassVar[tuple[str, ...]] = (
+        "high below low, or open or close outside [low, high] (the database refuses the bar)",
+        "timestamp more than CIE_FUTURE_TOLERANCE_SECONDS ahead of the consumer's clock",
+    )

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, NamedTuple
 
 import msgspec
 
 UtcTime = Annotated[
-    datetime, msgspec.Meta(tz=True, description="RFC 3339 timestamp with an offset")
+    datetime, msgspec.Meta(tz=True, description="RFC 3339 timestamp with an offset",
+                           extra_json_schema={"pattern": "(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$"})
 ]
 Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=10, pattern=r"^[A-Z0-9.\-/]+$")]
 StrategyId = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
@@ -67,6 +68,31 @@ def _explain(value: Decimal, precision: int, scale: int) -> str:
             f"holds {precision - scale}")
 
 
+class Bound(NamedTuple):
+    """A decimal field's range beyond its column's precision (the database's CHECKs, applied
+    at decoding so the dead letter says which field, and exported in the JSON Schema)."""
+
+    low: Decimal | None = None
+    high: Decimal | None = None
+    low_exclusive: bool = False
+
+    def refuses(self, value: Decimal) -> str | None:
+        if self.low is not None and (value <= self.low if self.low_exclusive
+                                     else value < self.low):
+            return f"must be {'>' if self.low_exclusive else '>='} {self.low}"
+        if self.high is not None and value > self.high:
+            return f"must be <= {self.high}"
+        return None
+
+
+POSITIVE = Bound(low=Decimal(0), low_exclusive=True)
+NON_NEGATIVE = Bound(low=Decimal(0))
+
+
+def between(low: int, high: int) -> Bound:
+    return Bound(low=Decimal(low), high=Decimal(high))
+
+
 class Contract(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     """Base of every event: checks each ``Decimal`` field against its column after decoding.
 
@@ -75,6 +101,11 @@ class Contract(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     """
 
     decimals: ClassVar[dict[str, tuple[int, int]]] = {}
+    # decimal fields' ranges beyond their precision: POSITIVE, NON_NEGATIVE, between(a, b)
+    bounds: ClassVar[dict[str, Bound]] = {}
+    # rules JSON Schema cannot express (across fields, against the clock or stored state):
+    # named in the exported schema's description
+    rules: ClassVar[tuple[str, ...]] = ()
     # (field, quantum, first adjusted() too large), derived once per class from ``decimals``
     _decimal_checks: ClassVar[tuple[tuple[str, Decimal, int], ...]] = ()
 
@@ -100,23 +131,93 @@ class Contract(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
             if problem:
                 # msgspec turns ValueError raised here into a ValidationError
                 raise ValueError(f"{name}: {problem}")
+        for name, bound in self.bounds.items():
+            value = getattr(self, name)
+            if value is not None and (refused := bound.refuses(value)):
+                raise ValueError(f"{name}: {value} {refused}")
 
 
 def contract_schema(event_type: Any) -> dict[str, Any]:
-    """JSON Schema of a contract, for producers in other languages.
+    """JSON Schema of a contract, for producers in other languages: every rule the decoder
+    enforces that JSON Schema can say.
 
-    Decimal fields accept a JSON number or a decimal string (both decode exactly); msgspec
-    alone would document only the string form.
+    A decimal field takes a JSON number (bounded by its column's precision, a multiple of its
+    scale's unit, signed as the contract requires) or a decimal string in plain notation (a
+    pattern with the same limits; the decoder also reads a few more lenient forms, such as
+    exponent notation, which the schema does not promise). Rules the schema cannot express
+    are named in each contract's description.
     """
     schema: dict[str, Any] = msgspec.json.schema(event_type)
-    return _accept_decimal_numbers(schema)  # type: ignore[no-any-return]
+    contracts = _contract_classes()
+    for name, definition in schema.get("$defs", {}).items():
+        contract = contracts.get(name)
+        if contract is not None:
+            _describe_decimals(definition, contract)
+    return schema
 
 
-def _accept_decimal_numbers(node: Any) -> Any:
-    if isinstance(node, dict):
-        if node.get("type") == "string" and node.get("format") == "decimal":
-            return {"anyOf": [{"type": "number"}, {"type": "string", "format": "decimal"}]}
-        return {key: _accept_decimal_numbers(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_accept_decimal_numbers(item) for item in node]
-    return node
+def _contract_classes() -> dict[str, type[Contract]]:
+    found: dict[str, type[Contract]] = {}
+    pending: list[type[Contract]] = [Contract]
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def _describe_decimals(definition: dict[str, Any], contract: type[Contract]) -> None:
+    properties = definition.get("properties", {})
+    for field, (precision, scale) in contract.decimals.items():
+        property_ = properties[field]
+        exact = _decimal_schema(precision, scale, contract.bounds.get(field, Bound()))
+        if "anyOf" in property_:  # optional: the decimal or null
+            property_["anyOf"] = [
+                exact if branch.get("format") == "decimal" else branch
+                for branch in property_["anyOf"]]
+        else:
+            default = property_.get("default")
+            property_.clear()
+            property_.update(exact)
+            if default is not None:
+                property_["default"] = default
+    if contract.rules:
+        note = "Also refused, beyond this schema: " + "; ".join(contract.rules) + "."
+        description = definition.get("description")
+        definition["description"] = f"{description} {note}" if description else note
+
+
+def _decimal_schema(precision: int, scale: int, bound: Bound) -> dict[str, Any]:
+    """DECIMAL(precision, scale), within ``bound``, as a JSON number or a decimal string in
+    plain notation."""
+    integer_digits = precision - scale
+    number: dict[str, Any] = {
+        "type": "number",
+        "exclusiveMaximum": 10 ** integer_digits,
+        "exclusiveMinimum": -(10 ** integer_digits),
+        "multipleOf": float(f"1e-{scale}") if scale else 1,
+    }
+    if bound.low is not None:
+        del number["exclusiveMinimum"]
+        number["exclusiveMinimum" if bound.low_exclusive else "minimum"] = int(bound.low)
+    if bound.high is not None:
+        del number["exclusiveMaximum"]
+        number["maximum"] = int(bound.high)
+    text = {"type": "string", "pattern": _decimal_pattern(integer_digits, scale, bound),
+            "description": f"DECIMAL({precision}, {scale}) in plain notation"}
+    return {"anyOf": [number, text]}
+
+
+def _decimal_pattern(integer_digits: int, scale: int, bound: Bound) -> str:
+    fraction = rf"(?:\.[0-9]{{0,{scale}}}0*)?" if scale else r"(?:\.0*)?"
+    some_digit = r"(?=\.?[0-9])"
+    if bound.high is not None:  # [0, H] or [-H, H], H a power of ten: 1 or 100 here
+        high = int(bound.high)
+        assert str(high).strip("0") == "1" and bound.low in (0, -high), bound
+        sign = "-?" if bound.low == -high else ""
+        below = rf"0*[0-9]{{0,{len(str(high)) - 1}}}{fraction}"
+        return rf"^{sign}{some_digit}(?:0*{high}(?:\.0*)?|{below})$"
+    head = "-?"
+    if bound.low == 0:
+        head = r"(?=[0-9.]*[1-9])" if bound.low_exclusive else ""
+    return rf"^{head}{some_digit}0*[0-9]{{0,{integer_digits}}}{fraction}$"

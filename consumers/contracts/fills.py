@@ -7,6 +7,9 @@ from typing import ClassVar, Literal
 from uuid import UUID
 
 from consumers.contracts.base import (
+    NON_NEGATIVE,
+    POSITIVE,
+    Bound,
     Contract,
     ModelVersion,
     PositiveInt,
@@ -38,10 +41,14 @@ class Fill(Contract, frozen=True, kw_only=True):
     decimals: ClassVar[dict[str, tuple[int, int]]] = {
         "price": PRICE, "commission": MONEY, "intended_price": PRICE,
     }
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.price <= 0:
-            raise ValueError("price: must be positive")
-        if self.commission < 0:
-            raise ValueError("commission: must not be negative")
+    bounds: ClassVar[dict[str, Bound]] = {
+        "price": POSITIVE, "intended_price": POSITIVE, "commission": NON_NEGATIVE,
+    }
+    rules: ClassVar[tuple[str, ...]] = (
+        "order_submitted_at after filled_at by more than CIE_CLOCK_SKEW_TOLERANCE_MS "
+        "(within it, taken as submitted at the fill)",
+        "filled_at more than CIE_FUTURE_TOLERANCE_SECONDS ahead of the consumer's clock",
+        "a fill that would flip the trade's position, comes after its close, or disagrees "
+        "with its trade's strategy, model or symbol, or a fill_id already used by another "
+        "trade",
+    )

@@ -28,6 +28,9 @@ Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
 RATIO = (5, 4)
 
 class Event(Contract, frozen=True, kw_only=True, tag_field="type"):
+    rules: ClassVar[tuple[str, ...]] = (
+        "an event about an A/B test or optimization task that does not exist (yet)",
+    )
     event_id: UUID
 
 

@@ -10,6 +10,8 @@ from uuid import UUID
 import msgspec
 
 from consumers.contracts.base import (
+    NON_NEGATIVE,
+    Bound,
     Contract,
     JsonObject,
     ModelVersion,
@@ -17,6 +19,7 @@ from consumers.contracts.base import (
     PositiveInt,
     Symbol,
     UtcTime,
+    between,
 )
 
 Direction = Literal["LONG", "SHORT", "NEUTRAL"]
@@ -49,3 +52,9 @@ class Prediction(Contract, frozen=True, kw_only=True):
     decimals: ClassVar[dict[str, tuple[int, int]]] = {
         "confidence_score": (5, 4), "predicted_volatility": (10, 6),
     }
+    bounds: ClassVar[dict[str, Bound]] = {
+        "confidence_score": between(0, 1), "predicted_volatility": NON_NEGATIVE,
+    }
+    rules: ClassVar[tuple[str, ...]] = (
+        "predicted_at more than CIE_FUTURE_TOLERANCE_SECONDS ahead of the consumer's clock",
+    )

@@ -101,6 +101,8 @@ def test_every_topic_exports_a_json_schema() -> None:
         schema = json.loads(json.dumps(contract_schema(topic.contract)))
         assert "$defs" in schema, topic.name
     bar_schema = contract_schema(BarsPipeline.event_type)["$defs"]["Bar"]["properties"]
-    assert bar_schema["open"] == {
-        "anyOf": [{"type": "number"}, {"type": "string", "format": "decimal"}]}
+    number, text = bar_schema["open"]["anyOf"]
+    assert (number["type"], number["exclusiveMaximum"], number["exclusiveMinimum"]) == (
+        "number", 10_000_000_000, 0)
+    assert text["type"] == "string" and "{0,8}" in text["pattern"]
     assert bar_schema["symbol"]["maxLength"] == 10

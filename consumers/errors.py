@@ -1,9 +1,13 @@
-"""The package's exceptions: one root, so callers can catch "ours" without catching bugs."""
+"""Every exception this package raises on purpose, under one root, so callers can catch "ours"
+without catching bugs. What each kind means for a running consumer (retry, dead letter,
+stop) is decided in consumers/platform/faults.py."""
 
 
 class CieError(Exception):
     """Root of every error this package raises on purpose."""
 
+
+# -- configuration and schema: the process cannot start ------------------------------------
 
 class SettingsError(CieError):
     """The environment does not describe a usable configuration (names the variable)."""
@@ -11,3 +15,36 @@ class SettingsError(CieError):
 
 class MigrationError(CieError):
     """The schema cannot be migrated safely (edited migration, unknown directive, ...)."""
+
+
+# -- infrastructure: retried, or the process stops -----------------------------------------
+
+class TransientError(CieError):
+    """Worth retrying: the infrastructure failed, nothing about the data is wrong."""
+
+
+class FatalError(CieError):
+    """Not the data's fault and not going away by itself: stop and tell a human."""
+
+
+class DrainTimeout(CieError):
+    """The buffered batches could not be written and committed within the drain deadline."""
+
+
+class RollupError(CieError):
+    """The rollup could not run (replica too far behind, repeated serialization failures)."""
+
+
+# -- one message's fault: it becomes a dead letter -----------------------------------------
+
+class MessageError(CieError):
+    """A message that cannot be stored as it is: refused with this reason, never retried."""
+
+
+class LedgerError(MessageError):
+    """The fills cannot belong to one trade (flip, fill after close, mismatched trade fields)."""
+
+
+class ImplausibleTime(MessageError):
+    """An event time the consumer's clock says cannot be true (too far ahead, or an order
+    submitted after its fill by more than the clock skew two hosts may have)."""

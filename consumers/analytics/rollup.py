@@ -46,8 +46,9 @@ from consumers.analytics.performance import (
     ratio,
     strategy_figures,
 )
-from consumers.errors import CieError
+from consumers.errors import FatalError, RollupError
 from consumers.platform.db import Conn, queries
+from consumers.platform.faults import classify, describe
 from consumers.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -58,9 +59,6 @@ SERIALIZATION_RETRIES = 5
 StrategyKey = tuple[str, str]  # (strategy_id, model_version)
 Period = tuple[PeriodType, date]
 
-
-class RollupError(CieError):
-    """The rollup could not run (replica too far behind, repeated serialization failures)."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,7 @@ async def rollup(conn: Conn, options: RollupOptions, *, reader: Conn | None = No
                  full: bool = False) -> RollupReport:
     """One incremental run (``full``: everything counts as changed). ``reader``: a replica."""
     started = time.perf_counter()
-    await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+    await conn.execute(queries("rollup")["lock"], LOCK_KEY)
     try:
         for attempt in range(1, SERIALIZATION_RETRIES + 1):
             try:
@@ -107,7 +105,7 @@ async def rollup(conn: Conn, options: RollupOptions, *, reader: Conn | None = No
         else:
             raise RollupError(f"gave up after {SERIALIZATION_RETRIES} serialization failures")
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+        await conn.execute(queries("rollup")["unlock"], LOCK_KEY)
     log.info("rollup.done", seconds=round(time.perf_counter() - started, 3), **vars(report))
     return report
 
@@ -155,8 +153,12 @@ async def rollup_forever(pool: asyncpg.Pool, options: RollupOptions, *, every: f
         try:
             async with pool.acquire() as conn:
                 await rollup(conn, options)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, RollupError) as exc:
+        except RollupError as exc:
             log.warning("rollup.failed", error=str(exc))
+        except Exception as exc:  # one error policy: consumers/platform/faults.py
+            if classify(exc) == "fatal":
+                raise FatalError(f"rollup: {describe(exc)}") from exc
+            log.warning("rollup.failed", error=describe(exc))
 
 
 # --- strategy_performance --------------------------------------------------------------------

@@ -31,6 +31,8 @@ from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Literal, Protocol
 from uuid import UUID
 
+from consumers.errors import LedgerError
+
 PRICE = Decimal("0.00000001")  # DECIMAL(18, 8)
 MONEY = Decimal("0.0001")  # DECIMAL(18, 4)
 
@@ -61,9 +63,6 @@ class FillLike(Protocol):
     @property
     def order_submitted_at(self) -> datetime | None: ...
 
-
-class LedgerError(ValueError):
-    """The fills cannot belong to one trade (flip, fill after close, mismatched trade fields)."""
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,11 @@ import structlog
 
 from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
+from consumers.errors import FatalError
 from consumers.ingest.pipelines.base import Pipeline, Rejection
 from consumers.platform import metrics
 from consumers.platform.db import Conn, queries
+from consumers.platform.faults import classify, describe
 from consumers.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -240,11 +242,14 @@ async def sweep(pool: asyncpg.Pool, rules: Rules, *, batch: int) -> SweepReport:
 
 async def sweep_forever(pool: asyncpg.Pool, rules: Rules, *, batch: int, every: float,
                         stop: asyncio.Event) -> None:
-    """The periodic sweep; a failed sweep is logged and retried at the next period."""
+    """The periodic sweep; a failed sweep is logged and retried at the next period, unless
+    the failure is fatal (consumers/platform/faults.py: a missing table or privilege)."""
     while not stop.is_set():
         try:
             await sweep(pool, rules, batch=batch)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("validator.sweep_failed", error=str(exc))
+        except Exception as exc:
+            if classify(exc) == "fatal":
+                raise FatalError(f"validator sweep: {describe(exc)}") from exc
+            log.warning("validator.sweep_failed", error=describe(exc))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=every)

@@ -24,6 +24,7 @@ until every written batch's offsets are committed (drain, revocation).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,11 +37,12 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from consumers.errors import FatalError, TransientError
 from consumers.ingest.kafka import DeadLetter, DeadLetters
 from consumers.ingest.pipelines.base import Pipeline
 from consumers.ingest.sink import write_batch
 from consumers.platform import metrics
-from consumers.platform.faults import Backoff, FatalError, TransientError, classify, describe
+from consumers.platform.faults import Backoff, classify, describe
 
 log = structlog.get_logger(__name__)
 
@@ -116,11 +118,24 @@ class Checkpoint:
         self._to_commit: dict[TopicPartition, int] = {}  # written, not yet sent to commit
         self._letters: list[DeadLetter] = []  # to produce with the next commit
         self._committer: asyncio.Task[None] | None = None  # sends _to_commit until it is empty
+        self._flushed = 0  # batches flushed by this process: the ``batch`` of its log lines
 
     async def flush(self, topic: str, batch: Batch) -> None:
+        """Write ``batch``; every line logged meanwhile (retries, dead letters, the flush)
+        says which topic, partitions and offsets it carries."""
         records = batch.records
         if not records:
             return
+        spans = _offset_spans(records)
+        self._flushed += 1
+        with structlog.contextvars.bound_contextvars(
+            topic=topic, batch=self._flushed, messages=len(records),
+            partitions={str(p): f"{low}-{high}" for p, (low, high) in sorted(spans.items())},
+        ):
+            await self._flush(topic, batch, spans)
+
+    async def _flush(self, topic: str, batch: Batch, spans: dict[int, tuple[int, int]]) -> None:
+        records = batch.records
         started = time.perf_counter()
         pipeline = self._pipelines[topic]
         events = batch.events
@@ -132,7 +147,6 @@ class Checkpoint:
         if letters and self._dead_letters is None:
             metrics.UNDECODABLE_SKIPPED.labels(topic).inc(len(letters))
             letters = []
-        spans = _offset_spans(records)
         self._queue_commit(topic, spans, letters)
 
         written = len(events) - len(rejections)
@@ -142,11 +156,8 @@ class Checkpoint:
         metrics.LAST_FLUSH.labels(topic).set_to_current_time()
         metrics.BATCH_SIZE.labels(topic).observe(len(records))
         metrics.FLUSH_SECONDS.labels(topic).observe(elapsed)
-        log.info(
-            "batch.flushed", topic=topic,
-            partitions={str(p): f"{low}-{high}" for p, (low, high) in sorted(spans.items())},
-            messages=len(records), rows=written, dead_letters=len(letters),
-            seconds=round(elapsed, 4))
+        log.info("batch.flushed", rows=written, dead_letters=len(letters),
+                 seconds=round(elapsed, 4))
 
     async def settle(self) -> None:
         """Wait until every written batch's offsets are committed (the caller holds off new
@@ -175,7 +186,9 @@ class Checkpoint:
             finished, self._committer = self._committer, None
             finished.result()  # a commit that failed fails this flush, not silently
         if self._committer is None:
-            self._committer = asyncio.create_task(self._commit_queued())
+            # its own (empty) log context: it commits the offsets of whichever batches wait
+            self._committer = asyncio.create_task(
+                self._commit_queued(), context=contextvars.Context())
 
     async def _commit_queued(self) -> None:
         while self._to_commit:

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from consumers.platform.faults import FatalError
+from consumers.errors import FatalError
 from consumers.platform.settings import Settings
 
 # Header names on every dead letter, beside the original key, value and headers.

@@ -28,7 +28,7 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from consumers.errors import CieError
+from consumers.errors import DrainTimeout
 from consumers.ingest.checkpoint import Batch, Checkpoint
 from consumers.ingest.kafka import DeadLetters
 from consumers.ingest.pipelines.base import Pipeline
@@ -40,9 +40,6 @@ log = structlog.get_logger(__name__)
 POLL_SECONDS_MAX = 0.1  # how long one fetch may wait: bounds the reaction to a stop request
 LAG_EVERY_SECONDS = 5.0
 
-
-class DrainTimeout(CieError):
-    """The buffered batches could not be written and committed within the drain deadline."""
 
 
 class Runner:

@@ -21,9 +21,10 @@ from typing import Any
 
 import asyncpg
 
+from consumers.errors import FatalError, TransientError
 from consumers.ingest.pipelines.base import Pipeline, Rejection
 from consumers.platform.db import Conn
-from consumers.platform.faults import FatalError, TransientError, classify, describe
+from consumers.platform.faults import classify, describe
 
 
 async def write_batch(

@@ -30,7 +30,7 @@ from typing import Literal
 import asyncpg
 from aiokafka.errors import KafkaError
 
-from consumers.errors import CieError
+from consumers.errors import CieError, MessageError
 
 Fault = Literal["message", "transient", "fatal"]
 
@@ -55,12 +55,6 @@ _SQLSTATE_FAULTS: tuple[tuple[str, Fault], ...] = (
 _CONNECTION_GONE = ("connection is closed", "pool is closing", "connection was closed")
 
 
-class TransientError(CieError):
-    """Worth retrying: the infrastructure failed, nothing about the data is wrong."""
-
-
-class FatalError(CieError):
-    """Not the data's fault and not going away by itself: stop and tell a human."""
 
 
 def classify(exc: BaseException) -> Fault:
@@ -80,6 +74,8 @@ def classify(exc: BaseException) -> Fault:
         return "transient" if exc.retriable else "fatal"
     if isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError)):
         return "transient"  # connection refused or reset, a network timeout
+    if isinstance(exc, MessageError):
+        return "message"
     if isinstance(exc, (CieError, asyncio.CancelledError)):
         return "fatal"  # our own deliberate errors are handled where raised
     # Anything else came out of the project's code while handling the data: the message's.

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from consumers.platform import metrics
+from consumers.platform.db import queries
 
 READY_DB_TIMEOUT_SECONDS = 2.0
 
@@ -61,7 +62,7 @@ class Health:
         try:
             async with asyncio.timeout(READY_DB_TIMEOUT_SECONDS):
                 async with self._pool.acquire() as conn:
-                    await conn.fetchval("SELECT 1")
+                    await conn.fetchval(queries("health")["ping"])
             return True
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return False

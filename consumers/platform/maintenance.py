@@ -31,8 +31,7 @@ class MaintenanceReport:
 
 
 async def maintain(conn: asyncpg.Connection, *, batch_rows: int = 10_000) -> MaintenanceReport:
-    plain_path = await conn.fetchval(
-        "SELECT to_regclass('market_daily_summary_pending') IS NOT NULL")
+    plain_path = await conn.fetchval(queries("maintenance")["plain_path"])
     if not plain_path and await timescaledb_usable(conn):
         log.info("maintain.skipped", reason="TimescaleDB jobs own retention and summaries")
         return MaintenanceReport(timescaledb=True)
@@ -65,12 +64,10 @@ async def _expire(conn: asyncpg.Connection, rule: asyncpg.Record, batch_rows: in
     # Identifiers were quoted by PostgreSQL (quote_ident) from retention_rules, a table only
     # migrations write; values are parameters. Raw bars have their own rule: whole days, each
     # summarised first.
+    sql = queries("maintenance")
     delete = (
-        queries("maintenance")["expire_market_conditions"]
-        if rule["table_name"] == "market_conditions" else
-        f"DELETE FROM {rule['table_ident']} WHERE ctid = ANY(ARRAY("
-        f"SELECT ctid FROM {rule['table_ident']} "
-        f"WHERE {rule['column_ident']} < now() - $1::interval LIMIT $2))"
+        sql["expire_market_conditions"] if rule["table_name"] == "market_conditions"
+        else sql["expire_rows"].format(table=rule["table_ident"], column=rule["column_ident"])
     )
     total = 0
     while True:

@@ -22,6 +22,7 @@ from pathlib import Path
 import asyncpg
 
 from consumers.errors import MigrationError
+from consumers.platform.db import queries
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
 
@@ -31,14 +32,6 @@ ADVISORY_LOCK_KEY = 0x43_49_45_5F_4D_49_47  # "CIE_MIG"
 _DIRECTIVE = re.compile(r"^--\s*cie:\s*(.+?)\s*$")
 _MIGRATION_NAME = re.compile(r"^\d{2,}-[a-z0-9.-]+\.sql$")
 
-LEDGER_DDL = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    filename TEXT PRIMARY KEY,
-    checksum TEXT NOT NULL,
-    outcome TEXT NOT NULL CHECK (outcome IN ('applied', 'skipped')),
-    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-)
-"""
 
 
 class Requires(StrEnum):
@@ -112,15 +105,7 @@ def _parse_directives(filename: str, sql: str) -> tuple[Requires, bool]:
 
 async def timescaledb_usable(conn: asyncpg.Connection) -> bool:
     """True when TimescaleDB is installed in this database, or can be (available and preloaded)."""
-    row = await conn.fetchrow(
-        """
-        SELECT
-            EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') AS installed,
-            EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') AS available,
-            'timescaledb' = ANY (string_to_array(
-                replace(current_setting('shared_preload_libraries'), ' ', ''), ',')) AS preloaded
-        """
-    )
+    row = await conn.fetchrow(queries("migrations")["timescaledb_usable"])
     assert row is not None
     return bool(row["installed"] or (row["available"] and row["preloaded"]))
 
@@ -138,9 +123,10 @@ async def migrate(
     to exercise both paths on one server).
     """
     files = load_migrations() if migrations is None else migrations
-    await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+    sql = queries("migrations")
+    await conn.execute(sql["lock"], ADVISORY_LOCK_KEY)
     try:
-        await conn.execute(LEDGER_DDL)
+        await conn.execute(sql["ledger_create"])
         ledger = await _read_ledger(conn)
         _refuse_edited(files, ledger)
         timescale = await _choose_path(conn, files, ledger, use_timescaledb)
@@ -154,13 +140,13 @@ async def migrate(
                 await _run_one(conn, migration, apply)
         return steps
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+        await conn.execute(sql["unlock"], ADVISORY_LOCK_KEY)
 
 
 async def status(conn: asyncpg.Connection) -> list[Step]:
     """Every known file with its state: applied, skipped, pending or edited."""
     files = load_migrations()
-    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    exists = await conn.fetchval(queries("migrations")["ledger_exists"])
     ledger = await _read_ledger(conn) if exists else {}
     steps = []
     for migration in files:
@@ -175,7 +161,7 @@ async def status(conn: asyncpg.Connection) -> list[Step]:
 
 
 async def _read_ledger(conn: asyncpg.Connection) -> dict[str, tuple[str, str]]:
-    rows = await conn.fetch("SELECT filename, checksum, outcome FROM schema_migrations")
+    rows = await conn.fetch(queries("migrations")["ledger_read"])
     return {row["filename"]: (row["checksum"], row["outcome"]) for row in rows}
 
 
@@ -212,7 +198,7 @@ async def _choose_path(
 
 
 async def _run_one(conn: asyncpg.Connection, migration: Migration, apply: bool) -> None:
-    record = "INSERT INTO schema_migrations (filename, checksum, outcome) VALUES ($1, $2, $3)"
+    record = queries("migrations")["ledger_record"]
     outcome = "applied" if apply else "skipped"
     try:
         if migration.transactional:

@@ -10,6 +10,16 @@ JOIN pg_class AS c ON c.relname = r.table_name AND c.relkind IN ('r', 'p')
 JOIN pg_namespace AS n ON n.oid = c.relnamespace AND n.nspname = current_schema()
 ORDER BY r.table_name;
 
+-- name: plain_path
+-- The summary table's queue exists only on the plain-PostgreSQL path.
+SELECT to_regclass('market_daily_summary_pending') IS NOT NULL;
+
+-- name: expire_rows
+-- A template: {table} and {column} are identifiers quote_ident made from retention_rules (a
+-- table only migrations write), never message content. $1: keep for, $2: rows per batch.
+DELETE FROM {table} WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM {table} WHERE {column} < now() - $1::interval LIMIT $2));
+
 -- name: raw_bars_keep_for
 SELECT keep_for FROM retention_rules WHERE table_name = 'market_conditions';
 

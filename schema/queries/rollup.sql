@@ -213,3 +213,11 @@ SELECT pg_last_wal_replay_lsn() IS NULL OR pg_last_wal_replay_lsn() >= $1::text:
 
 -- name: primary_lsn
 SELECT pg_current_wal_insert_lsn()::text;
+
+-- name: lock
+-- $1: the rollup's advisory lock key: one rollup at a time (a session lock, released in a
+-- ``finally``).
+SELECT pg_advisory_lock($1);
+
+-- name: unlock
+SELECT pg_advisory_unlock($1);

@@ -205,3 +205,45 @@ async def test_a_backlog_on_48_partitions_drains_in_bounded_memory(
         assert peak_kib < 200 * 1024
     finally:
         await ingest.close()
+
+
+async def test_every_line_a_flush_logs_says_which_batch_it_is(stack: Stack, plain_db: str) -> None:
+    """Lines a flush logs carry its topic, batch number, partitions and offsets (structlog
+    contextvars), so a log search finds everything about one batch."""
+    import structlog
+    from aiokafka.structs import ConsumerRecord
+
+    from consumers import topics
+    from consumers.ingest.checkpoint import Batch
+    from consumers.ingest.kafka import make_consumer
+    from consumers.ingest.pipelines.base import staging_tables
+    from consumers.ingest.runner import Runner
+    from consumers.platform.db import create_pool
+    from consumers.platform.settings import load_settings
+
+    settings = load_settings(ingest_environment(stack.kafka, plain_db))
+    pipelines = topics.pipelines(settings, ["bars"])
+    pool = await create_pool(plain_db, staging_tables(list(pipelines.values())))
+    consumer = make_consumer(settings)
+    await consumer.start()
+    try:
+        runner = Runner(settings, consumer, pool, None, pipelines)
+        topic = topics.kafka_topic(settings, "bars")
+        value = bar_json(symbol="CTX").encode()
+        batch = Batch()
+        batch.add(pipelines[topic], [ConsumerRecord(
+            topic=topic, partition=2, offset=40 + i, timestamp=0, timestamp_type=0, key=None,
+            value=value if i else b"{", checksum=None, serialized_key_size=0,
+            serialized_value_size=len(value), headers=()) for i in range(3)])
+        with structlog.testing.capture_logs(
+                processors=[structlog.contextvars.merge_contextvars]) as lines:
+            await runner._flush_locked(topic, batch)
+        [flushed] = [line for line in lines if line["event"] == "batch.flushed"]
+        assert (flushed["topic"], flushed["partitions"], flushed["messages"]) == (
+            topic, {"2": "40-42"}, 3)
+        # two rows (one bar, twice), the bad one skipped: no dead-letter producer here
+        assert (flushed["rows"], flushed["dead_letters"], flushed["batch"]) == (2, 0, 1)
+        assert structlog.contextvars.get_contextvars() == {}  # nothing leaks to the loop
+    finally:
+        await consumer.stop()
+        await pool.close()

@@ -23,7 +23,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from consumers.analytics.rollup import RollupError, rollup
+from consumers.analytics.rollup import rollup
+from consumers.errors import RollupError
 from consumers.platform import migrations
 from consumers.platform.db import connect
 from tests.integration.test_rollup import MONDAY, OPTIONS, add_trade

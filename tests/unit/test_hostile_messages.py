@@ -16,9 +16,10 @@ from aiokafka.structs import ConsumerRecord
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from consumers.errors import ImplausibleTime
 from consumers.ingest.checkpoint import Batch
 from consumers.ingest.pipelines.bars import BarsPipeline
-from consumers.ingest.pipelines.base import ImplausibleTime, Pipeline, TimeRules
+from consumers.ingest.pipelines.base import Pipeline, TimeRules
 from consumers.ingest.pipelines.fills import FillsPipeline
 from consumers.ingest.pipelines.improvements import ImprovementsPipeline
 from consumers.ingest.pipelines.predictions import PredictionsPipeline

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import msgspec
 
+from consumers.errors import ImplausibleTime
 from consumers.platform.db import Conn, ConnectionInit, copy_line, copy_lines, queries
 
 
@@ -29,10 +30,6 @@ class Rejection:
     error_class: str
     reason: str
 
-
-class ImplausibleTime(ValueError):
-    """An event time the consumer's clock says cannot be true (too far ahead, or an order
-    submitted after its fill by more than the clock skew two hosts may have)."""
 
 
 @dataclass(frozen=True)

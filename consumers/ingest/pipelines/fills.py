@@ -29,7 +29,8 @@ import msgspec
 
 from consumers.analytics import trades
 from consumers.contracts.fills import Fill
-from consumers.ingest.pipelines.base import Encoded, ImplausibleTime, Pipeline, Rejection
+from consumers.errors import ImplausibleTime, LedgerError
+from consumers.ingest.pipelines.base import Encoded, Pipeline, Rejection
 from consumers.platform.db import Conn, copy_line, copy_lines, copy_new_lines, copy_rows, queries
 
 FILL_COLUMNS = tuple(Fill.__struct_fields__)
@@ -170,12 +171,12 @@ def _accept(
             outcomes[trade_id] = trades.derive([*ledger, *(fill for _, fill in candidates)])
             accepted.extend(index for index, _ in candidates)
             continue
-        except trades.LedgerError:
+        except LedgerError:
             pass
         for index, fill in candidates:
             try:
                 outcomes[trade_id] = trades.derive([*ledger, fill])
-            except trades.LedgerError as exc:
+            except LedgerError as exc:
                 rejections.append(Rejection(index, "LedgerError", str(exc)))
                 continue
             ledger.append(fill)

@@ -9,7 +9,7 @@ manifest tests all read this table. Adding a topic = a contract module in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -68,15 +68,18 @@ def kafka_topic(settings: Settings, name: str) -> str:
     return BY_NAME[name].kafka_name(settings)
 
 
-def pipelines(settings: Settings, names: Iterable[str] | None = None) -> dict[str, Pipeline]:
-    """``{kafka topic: pipeline}`` for the named topics (default: all of them)."""
-    chosen = list(BY_NAME) if names is None else list(names)
-    unknown = set(chosen) - set(BY_NAME)
+def pipelines(
+    settings: Settings, names: Iterable[str] | None = None, table: Sequence[Topic] = TOPICS
+) -> dict[str, Pipeline]:
+    """``{kafka topic: pipeline}`` for the named topics of ``table`` (default: all)."""
+    by_name = {topic.name: topic for topic in table}
+    chosen = list(by_name) if names is None else list(names)
+    unknown = set(chosen) - set(by_name)
     if unknown:
-        raise SettingsError(f"unknown topics {sorted(unknown)}; choose from {sorted(BY_NAME)}")
+        raise SettingsError(f"unknown topics {sorted(unknown)}; choose from {sorted(by_name)}")
     times = TimeRules(future=timedelta(seconds=settings.future_tolerance_seconds),
                       skew=timedelta(milliseconds=settings.clock_skew_tolerance_ms))
-    return {BY_NAME[name].kafka_name(settings): BY_NAME[name].pipeline(times)
+    return {by_name[name].kafka_name(settings): by_name[name].pipeline(times)
             for name in chosen}
 
 

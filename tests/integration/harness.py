@@ -34,7 +34,7 @@ from consumers.ingest.runner import Runner
 from consumers.platform.db import create_pool
 from consumers.platform.settings import Settings, load_settings
 from consumers.producer import Contract, EventProducer
-from consumers.topics import BY_NAME, kafka_topic
+from consumers.topics import TOPICS, Topic
 
 PARTITIONS = 3
 
@@ -58,8 +58,9 @@ def ingest_environment(kafka: str, database_url: str, **extra: str) -> dict[str,
 
 
 class Ingest:
-    def __init__(self, environment: dict[str, str]) -> None:
+    def __init__(self, environment: dict[str, str], table: Sequence[Topic] = TOPICS) -> None:
         self.environment = environment
+        self.table = {topic.name: topic for topic in table}  # the topics it consumes
         self.settings: Settings = load_settings(environment)
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -67,10 +68,10 @@ class Ingest:
         self.producer = EventProducer(self._producer, self.settings)
 
     def topic(self, pipeline: str) -> str:
-        return kafka_topic(self.settings, pipeline)
+        return self.table[pipeline].kafka_name(self.settings)
 
     async def open(self) -> None:
-        sources = [self.topic(name) for name in BY_NAME]
+        sources = [self.topic(name) for name in self.table]
         await ensure_topics(self.settings, sources + [f"{t}.dlq" for t in sources],
                             partitions=PARTITIONS, replication_factor=1)
         await self._producer.start()
@@ -83,7 +84,7 @@ class Ingest:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
         await admin.start()
         try:
-            sources = [self.topic(name) for name in BY_NAME]
+            sources = [self.topic(name) for name in self.table]
             await admin.delete_topics(sources + [f"{t}.dlq" for t in sources])
         finally:
             await admin.close()
@@ -96,7 +97,7 @@ class Ingest:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        pipelines = topics.pipelines(self.settings)
+        pipelines = topics.pipelines(self.settings, table=list(self.table.values()))
         pool = await create_pool(self.settings.database_url, staging_tables(list(pipelines.values())))
         consumer = make_consumer(self.settings)
         producer = make_dead_letter_producer(self.settings)

@@ -17,6 +17,7 @@ import yaml
 
 from consumers.cli import build_parser
 from consumers.platform.settings import ENVIRONMENT
+from consumers.topics import TOPICS
 from tests.conftest import REPO
 
 K8S = REPO / "deploy" / "k8s"
@@ -72,7 +73,10 @@ def test_custom_resources_have_their_required_fields(overlay: tuple[str, list[An
     assert scaler["apiVersion"] == "keda.sh/v1alpha1"
     assert scaler["spec"]["scaleTargetRef"]["name"] == "cie-ingest" in deployments
     assert scaler["spec"]["maxReplicaCount"] <= PARTITIONS[name]
-    for trigger in scaler["spec"]["triggers"]:
+    triggers = scaler["spec"]["triggers"]
+    # every topic of the topic table, and nothing else, scales the consumers
+    assert sorted(t["metadata"]["topic"] for t in triggers) == sorted(t.default for t in TOPICS)
+    for trigger in triggers:
         assert trigger["type"] == "kafka"
         assert {"bootstrapServers", "consumerGroup", "topic", "lagThreshold"} <= set(trigger["metadata"])
         if "sasl" in trigger["metadata"]:

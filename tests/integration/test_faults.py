@@ -5,22 +5,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import structlog
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
 
+from consumers import topics
 from consumers.contracts.bars import Bar
+from consumers.ingest.checkpoint import Batch
 from consumers.ingest.kafka import (
     DLQ_ERROR_CLASS,
     DLQ_OFFSET,
     DLQ_REASON,
     DLQ_VALUE_TRUNCATED,
     ensure_topics,
+    make_consumer,
     require_dead_letter_topics,
 )
+from consumers.ingest.pipelines.base import Pipeline, staging_tables
+from consumers.ingest.runner import Runner
+from consumers.platform.db import create_pool
+from consumers.platform.settings import load_settings
 from tests.conftest import Stack
 from tests.integration.harness import (
     Ingest,
@@ -41,15 +51,6 @@ def bar(symbol: str, minute: int) -> Bar:
 def bar_json(**changes: object) -> str:
     return json.dumps({"symbol": "EVIL", "timestamp": T0.isoformat(), "open": "10",
                        "high": "11", "low": "9", "close": "10", "volume": 1, **changes})
-
-
-@pytest.fixture
-async def ingest(stack: Stack, any_db: str) -> AsyncIterator[Ingest]:
-    harness = Ingest(ingest_environment(stack.kafka, any_db))
-    await harness.open()
-    await harness.start()
-    yield harness
-    await harness.close()
 
 
 POISON = {
@@ -134,48 +135,53 @@ async def test_missing_dead_letter_topics_are_created_at_start(stack: Stack, pla
         await ingest.close()
 
 
-async def test_a_batch_taken_before_a_revocation_is_not_written_after_it(
-    stack: Stack, plain_db: str
-) -> None:
-    """The loop took a batch, then the partitions were revoked (and may belong to another
-    member, which replays them and may write newer corrections): the old batch must not land
-    over them."""
-    from aiokafka.structs import ConsumerRecord
+@dataclass
+class BarsRunner:
+    """A Runner for the bars topic on a real consumer and pool, driven batch by batch."""
 
-    from consumers import topics
-    from consumers.ingest.checkpoint import Batch
-    from consumers.ingest.kafka import make_consumer
-    from consumers.ingest.pipelines.base import staging_tables
-    from consumers.ingest.runner import Runner
-    from consumers.platform.db import create_pool
-    from consumers.platform.settings import load_settings
+    runner: Runner
+    pipeline: Pipeline
+    topic: str
 
+    def record(self, offset: int, value: bytes, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
+        return ConsumerRecord(topic=self.topic, partition=partition, offset=offset, timestamp=0,
+                              timestamp_type=0, key=None, value=value, checksum=None,
+                              serialized_key_size=0, serialized_value_size=len(value),
+                              headers=())
+
+
+@pytest.fixture
+async def bars_runner(stack: Stack, plain_db: str) -> AsyncIterator[BarsRunner]:
     settings = load_settings(ingest_environment(stack.kafka, plain_db))
     pipelines = topics.pipelines(settings, ["bars"])
     pool = await create_pool(plain_db, staging_tables(list(pipelines.values())))
     consumer = make_consumer(settings)
     await consumer.start()
     try:
-        runner = Runner(settings, consumer, pool, None, pipelines)
         topic = topics.kafka_topic(settings, "bars")
-        value = bar_json(symbol="OLD").encode()
-        record = ConsumerRecord(topic=topic, partition=0, offset=0, timestamp=0,
-                                timestamp_type=0, key=None, value=value, checksum=None,
-                                serialized_key_size=0, serialized_value_size=len(value),
-                                headers=())
-        taken = Batch(generation=0)
-        taken.add(pipelines[topic], [record])
-        await runner.revoke([])  # a revocation happens before the batch's flush runs
-        await runner._flush_locked(topic, taken)
-        rows = counter(plain_db, "SELECT count(*) FROM market_conditions")
-        assert await rows() == 0
-        fresh = Batch(generation=1)
-        fresh.add(pipelines[topic], [record])
-        await runner._flush_locked(topic, fresh)  # the same record, read after: it lands
-        assert await rows() == 1
+        yield BarsRunner(Runner(settings, consumer, pool, None, pipelines), pipelines[topic], topic)
     finally:
         await consumer.stop()
         await pool.close()
+
+
+async def test_a_batch_taken_before_a_revocation_is_not_written_after_it(
+    bars_runner: BarsRunner, plain_db: str
+) -> None:
+    """The loop took a batch, then the partitions were revoked (and may belong to another
+    member, which replays them and may write newer corrections): the old batch must not land
+    over them."""
+    record = bars_runner.record(0, bar_json(symbol="OLD").encode())
+    taken = Batch(generation=0)
+    taken.add(bars_runner.pipeline, [record])
+    await bars_runner.runner.revoke([])  # a revocation happens before the batch's flush runs
+    await bars_runner.runner._flush_locked(bars_runner.topic, taken)
+    rows = counter(plain_db, "SELECT count(*) FROM market_conditions")
+    assert await rows() == 0
+    fresh = Batch(generation=1)
+    fresh.add(bars_runner.pipeline, [record])
+    await bars_runner.runner._flush_locked(bars_runner.topic, fresh)  # read after: it lands
+    assert await rows() == 1
 
 
 async def test_a_backlog_on_48_partitions_drains_in_bounded_memory(
@@ -207,43 +213,19 @@ async def test_a_backlog_on_48_partitions_drains_in_bounded_memory(
         await ingest.close()
 
 
-async def test_every_line_a_flush_logs_says_which_batch_it_is(stack: Stack, plain_db: str) -> None:
+async def test_every_line_a_flush_logs_says_which_batch_it_is(bars_runner: BarsRunner) -> None:
     """Lines a flush logs carry its topic, batch number, partitions and offsets (structlog
     contextvars), so a log search finds everything about one batch."""
-    import structlog
-    from aiokafka.structs import ConsumerRecord
-
-    from consumers import topics
-    from consumers.ingest.checkpoint import Batch
-    from consumers.ingest.kafka import make_consumer
-    from consumers.ingest.pipelines.base import staging_tables
-    from consumers.ingest.runner import Runner
-    from consumers.platform.db import create_pool
-    from consumers.platform.settings import load_settings
-
-    settings = load_settings(ingest_environment(stack.kafka, plain_db))
-    pipelines = topics.pipelines(settings, ["bars"])
-    pool = await create_pool(plain_db, staging_tables(list(pipelines.values())))
-    consumer = make_consumer(settings)
-    await consumer.start()
-    try:
-        runner = Runner(settings, consumer, pool, None, pipelines)
-        topic = topics.kafka_topic(settings, "bars")
-        value = bar_json(symbol="CTX").encode()
-        batch = Batch()
-        batch.add(pipelines[topic], [ConsumerRecord(
-            topic=topic, partition=2, offset=40 + i, timestamp=0, timestamp_type=0, key=None,
-            value=value if i else b"{", checksum=None, serialized_key_size=0,
-            serialized_value_size=len(value), headers=()) for i in range(3)])
-        with structlog.testing.capture_logs(
-                processors=[structlog.contextvars.merge_contextvars]) as lines:
-            await runner._flush_locked(topic, batch)
-        [flushed] = [line for line in lines if line["event"] == "batch.flushed"]
-        assert (flushed["topic"], flushed["partitions"], flushed["messages"]) == (
-            topic, {"2": "40-42"}, 3)
-        # two rows (one bar, twice), the bad one skipped: no dead-letter producer here
-        assert (flushed["rows"], flushed["dead_letters"], flushed["batch"]) == (2, 0, 1)
-        assert structlog.contextvars.get_contextvars() == {}  # nothing leaks to the loop
-    finally:
-        await consumer.stop()
-        await pool.close()
+    value = bar_json(symbol="CTX").encode()
+    batch = Batch()
+    batch.add(bars_runner.pipeline, [bars_runner.record(40 + i, value if i else b"{", partition=2)
+                                     for i in range(3)])
+    with structlog.testing.capture_logs(
+            processors=[structlog.contextvars.merge_contextvars]) as lines:
+        await bars_runner.runner._flush_locked(bars_runner.topic, batch)
+    [flushed] = [line for line in lines if line["event"] == "batch.flushed"]
+    assert (flushed["topic"], flushed["partitions"], flushed["messages"]) == (
+        bars_runner.topic, {"2": "40-42"}, 3)
+    # two rows (one bar, twice), the bad one skipped: no dead-letter producer here
+    assert (flushed["rows"], flushed["dead_letters"], flushed["batch"]) == (2, 0, 1)
+    assert structlog.contextvars.get_contextvars() == {}  # nothing leaks to the loop

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -28,15 +27,6 @@ from tests.conftest import Stack
 from tests.integration.harness import Ingest, counter, eventually, ingest_environment
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
-
-
-@pytest.fixture
-async def ingest(stack: Stack, any_db: str) -> AsyncIterator[Ingest]:
-    harness = Ingest(ingest_environment(stack.kafka, any_db))
-    await harness.open()
-    await harness.start()
-    yield harness
-    await harness.close()
 
 
 def bar(symbol: str, minute: int, close: str = "100.5", high: str = "101", low: str = "99") -> Bar:

@@ -1,0 +1,20 @@
+"""Fixtures shared by the integration tests (the services' fixtures are in tests/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.conftest import Stack
+from tests.integration.harness import Ingest, ingest_environment
+
+
+@pytest.fixture
+async def ingest(stack: Stack, any_db: str) -> AsyncIterator[Ingest]:
+    """`cie consume` running in this process on fresh topics, on each schema path in turn."""
+    harness = Ingest(ingest_environment(stack.kafka, any_db))
+    await harness.open()
+    await harness.start()
+    yield harness
+    await harness.close()

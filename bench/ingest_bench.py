@@ -41,9 +41,9 @@ import asyncpg
 import msgspec
 from aiokafka import AIOKafkaConsumer
 
-from consumers.analytics import trades
 from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
+from consumers.ingest import trades
 from consumers.ingest.kafka import ensure_topics, make_producer
 from consumers.ingest.pipelines.bars import BarsPipeline
 from consumers.ingest.pipelines.fills import FILL_COLUMNS, OUTCOME_COLUMNS, FillsPipeline

@@ -12,9 +12,9 @@ from pathlib import Path
 import asyncpg
 from prometheus_client import REGISTRY
 
-from consumers.analytics import trades
 from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
+from consumers.ingest import trades
 from tests.conftest import STACK, Stack
 from tests.integration.harness import (
     Ingest,

@@ -10,9 +10,9 @@ from decimal import Decimal
 import msgspec
 import pytest
 
-from consumers.analytics.trades import derive
 from consumers.contracts.fills import Fill
 from consumers.errors import LedgerError
+from consumers.ingest.trades import derive
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 TRADE = uuid.UUID("00000000-0000-0000-0000-0000000000aa")

@@ -8,7 +8,7 @@ Per batch, in one transaction:
    the position, come after the close, disagree on the trade's strategy, model or symbol, or
    reuse a fill_id the batch already gave another trade is refused;
 3. copy the accepted fills into trade_fills and re-derive every touched trade from its whole
-   ledger (consumers/analytics/trades.py). If a late fill moved a trade's entry_time (part of
+   ledger (consumers/ingest/trades.py). If a late fill moved a trade's entry_time (part of
    the key, for TimescaleDB), the row under the old key is deleted first.
 
 The first attempt (``write_new``) copies the accepted fills and the rows of trades with no
@@ -27,9 +27,9 @@ from uuid import UUID
 
 import msgspec
 
-from consumers.analytics import trades
 from consumers.contracts.fills import Fill
 from consumers.errors import ImplausibleTime, LedgerError
+from consumers.ingest import trades
 from consumers.ingest.pipelines.base import Encoded, Pipeline, Rejection
 from consumers.platform.db import Conn, copy_line, copy_lines, copy_new_lines, copy_rows, queries
 

@@ -23,7 +23,7 @@ import asyncpg
 
 from consumers.errors import FatalError, TransientError
 from consumers.ingest.pipelines.base import Pipeline, Rejection
-from consumers.platform.db import Conn
+from consumers.platform.db import Conn, acquire
 from consumers.platform.faults import classify, describe
 
 
@@ -40,7 +40,7 @@ async def _write_range(
     if start == stop:
         return []
     try:
-        async with pool.acquire() as conn:
+        async with acquire(pool) as conn:
             rejected = await _write_once(conn, pipeline, events[start:stop])
         return [Rejection(start + r.index, r.error_class, r.reason) for r in rejected]
     except Exception as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
@@ -65,6 +67,21 @@ async def create_pool(database_url: str, init: ConnectionInit | None = None) -> 
         server_settings={**SERVER_SETTINGS, **CUSTOM_PLANS}, command_timeout=60,
         reset=_keep_session)
     return pool
+
+
+@contextlib.asynccontextmanager
+async def acquire(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
+    """A pooled connection that is closed, not returned, when its work was interrupted
+    (cancelled by a revocation or drain deadline or a timeout, or the client lost track of
+    its state): a half-done operation must never reach the connection's next user, who would
+    fail with "another operation is in progress". The pool opens a fresh one instead."""
+    async with pool.acquire() as conn:
+        try:
+            yield conn
+        except (asyncio.CancelledError, asyncpg.InterfaceError):
+            with contextlib.suppress(asyncpg.InterfaceError):  # the pool already let it go
+                conn.terminate()
+            raise
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -51,8 +51,12 @@ _SQLSTATE_FAULTS: tuple[tuple[str, Fault], ...] = (
     ("54", "message"),  # program limit exceeded: a value too large for an index row
 )
 
-# Texts of asyncpg's plain InterfaceError raised when the connection went away under it.
-_CONNECTION_GONE = ("connection is closed", "pool is closing", "connection was closed")
+# Texts of asyncpg's plain InterfaceError raised when the connection went away under it. The
+# last one is what the next query on a pooled connection meets after the server closed it
+# while it was idle (seen on a PostgreSQL restart): consumers/platform/db.py's ``acquire``
+# discards such a connection, so the retry gets a fresh one.
+_CONNECTION_GONE = ("connection is closed", "pool is closing", "connection was closed",
+                    "another operation is in progress")
 
 
 
@@ -69,7 +73,7 @@ def classify(exc: BaseException) -> Fault:
     if isinstance(exc, asyncpg.InterfaceError):
         if type(exc) is asyncpg.InterfaceError and any(t in str(exc) for t in _CONNECTION_GONE):
             return "transient"
-        return "fatal"  # a misconfigured client or a misused connection: a bug
+        return "fatal"  # a misconfigured client
     if isinstance(exc, KafkaError):
         return "transient" if exc.retriable else "fatal"
     if isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError)):

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from consumers.platform import metrics
-from consumers.platform.db import queries
+from consumers.platform.db import acquire, queries
 
 READY_DB_TIMEOUT_SECONDS = 2.0
 
@@ -61,7 +61,7 @@ class Health:
     async def _database(self) -> bool:
         try:
             async with asyncio.timeout(READY_DB_TIMEOUT_SECONDS):
-                async with self._pool.acquire() as conn:
+                async with acquire(self._pool) as conn:
                     await conn.fetchval(queries("health")["ping"])
             return True
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):

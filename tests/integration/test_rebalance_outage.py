@@ -105,3 +105,40 @@ async def test_a_member_joins_during_an_outage(
         for member in (third, second):
             await member.close(delete_topics=False)
         await first.close()
+
+
+async def test_writes_while_the_server_shuts_down_are_retried_not_fatal(
+    private_postgres: PrivatePostgres,
+) -> None:
+    """While the server shuts down, a write meets every way a connection can go: refused,
+    57P03, closed under it, or (on a pooled connection the server closed while it was idle)
+    asyncpg's "another operation is in progress". Each is the infrastructure's fault: a
+    TransientError (a retry on a fresh connection), never a fatal stop of the consumer."""
+    from consumers.errors import TransientError
+    from consumers.ingest.pipelines.bars import BarsPipeline
+    from consumers.ingest.pipelines.base import staging_tables
+    from consumers.ingest.sink import write_batch
+    from consumers.platform.db import create_pool
+
+    url = await private_postgres.migrated()
+    pipeline = BarsPipeline()
+    pool = await create_pool(url, staging_tables([pipeline]))
+    seen: set[str] = set()
+    try:
+        events = [pipeline.ready(bar) for bar in bars(range(0, 3))]
+        for _ in range(3):
+            assert await write_batch(pool, pipeline, events) == []  # connections in the pool
+            stopping = asyncio.create_task(private_postgres.stop())
+            deadline = time.monotonic() + 10
+            while not stopping.done() and time.monotonic() < deadline:
+                try:
+                    await write_batch(pool, pipeline, events)
+                except TransientError as exc:
+                    seen.add(str(exc)[:40])
+                await asyncio.sleep(0.01)
+            await stopping
+            await private_postgres.start()
+        assert await write_batch(pool, pipeline, events) == []
+        assert seen  # the shutdowns were met
+    finally:
+        await pool.close()

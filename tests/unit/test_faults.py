@@ -58,8 +58,10 @@ def test_sqlstates(sqlstate: str, fault: str) -> None:
     (TimeoutError(), "transient"),
     (asyncpg.InterfaceError("cannot perform operation: connection is closed"), "transient"),
     (asyncpg.InterfaceError("pool is closing"), "transient"),
+    # what a pooled connection the server closed while it was idle says next (a restart)
     (asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
-     "fatal"),
+     "transient"),
+    (asyncpg.InterfaceError("the server expects 2 arguments, 1 was passed"), "fatal"),
     (asyncpg.exceptions.ClientConfigurationError("bad option"), "fatal"),
     (asyncpg.exceptions.DataError("invalid input for query argument $1"), "message"),
     (kafka_errors.KafkaConnectionError(), "transient"),

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -221,3 +222,36 @@ async def new_topic(stack: Stack) -> AsyncIterator[NewTopics]:
     if created:
         await admin.delete_topics(created)
     await admin.close()
+
+
+def _on_timescaledb_path(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    return ("timescale_db" in getattr(item, "fixturenames", ())
+            or "timescaledb" in (str(value) for value in params.values()))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that runs on the TimescaleDB path carries the ``timescaledb`` marker, so
+    ``pytest -m timescaledb`` selects that whole half (and ``-m 'not timescaledb'`` the rest)."""
+    for item in items:
+        if _on_timescaledb_path(item):
+            item.add_marker(pytest.mark.timescaledb)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """One line on the TimescaleDB half: how many of its tests ran, and loudly when it was
+    skipped (the extension is not installed in this PostgreSQL)."""
+    counts = {outcome: sum(1 for report in terminalreporter.stats.get(outcome, [])
+                           if "timescaledb" in report.keywords and report.when in ("call", "setup")
+                           and (outcome != "passed" or report.when == "call"))
+              for outcome in ("passed", "failed", "error", "skipped")}
+    if not any(counts.values()):
+        return
+    line = ", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n)
+    if counts["skipped"] and not counts["passed"]:
+        terminalreporter.write_line(
+            f"TimescaleDB half of the suite SKIPPED ({line}): the extension is not installed "
+            "in this PostgreSQL, so the production path was not tested", red=True, bold=True)
+    else:
+        terminalreporter.write_line(f"TimescaleDB path: {line}")

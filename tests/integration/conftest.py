@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import Stack
 from tests.integration.harness import Ingest, ingest_environment
+from tests.private_postgres import PrivatePostgres
 
 
 @pytest.fixture
@@ -18,3 +19,13 @@ async def ingest(stack: Stack, any_db: str) -> AsyncIterator[Ingest]:
     await harness.start()
     yield harness
     await harness.close()
+
+
+@pytest.fixture
+async def private_postgres() -> AsyncIterator[PrivatePostgres]:
+    """A PostgreSQL server of the test's own (plain path), for tests that stop and start it."""
+    server = PrivatePostgres()
+    await server.init()
+    await server.start()
+    yield server
+    await server.destroy()

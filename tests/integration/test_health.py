@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.conftest import Stack
 from tests.integration.harness import Ingest, consume_subprocess, eventually, ingest_environment
-from tests.integration.test_ingest_resilience import run_stack
+from tests.private_postgres import PrivatePostgres
 
 
 def free_port() -> int:
@@ -31,8 +31,9 @@ async def get(port: int, path: str) -> tuple[int, str]:
 
 
 async def test_ready_follows_the_database_while_alive_stays_up(
-    stack: Stack, plain_db: str, tmp_path: Path
+    stack: Stack, private_postgres: PrivatePostgres, tmp_path: Path
 ) -> None:
+    plain_db = await private_postgres.migrated()  # its own server: this test stops it
     port = free_port()
     environment = ingest_environment(stack.kafka, plain_db, CIE_METRICS_HOST="127.0.0.1",
                                      CIE_METRICS_PORT=str(port))
@@ -48,7 +49,7 @@ async def test_ready_follows_the_database_while_alive_stays_up(
             status, metrics = await get(port, "/metrics")
             assert status == 200 and "cie_flush_duration_seconds" in metrics
 
-            await run_stack("pg-stop")
+            await private_postgres.stop()
             try:
                 assert await eventually(ready, 503, timeout=30) == 503
                 status, body = await get(port, "/readyz")
@@ -57,7 +58,7 @@ async def test_ready_follows_the_database_while_alive_stays_up(
                 assert (await get(port, "/healthz"))[0] == 200
                 assert proc.returncode is None
             finally:
-                await run_stack("pg-start")
+                await private_postgres.start()
             assert await eventually(ready, 200, timeout=60) == 200
             assert proc.returncode is None
     finally:

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
 from consumers.ingest import trades
-from tests.conftest import STACK, Stack
+from tests.conftest import Stack
 from tests.integration.harness import (
     Ingest,
     consume_subprocess,
@@ -23,6 +23,7 @@ from tests.integration.harness import (
     eventually,
     ingest_environment,
 )
+from tests.private_postgres import PrivatePostgres
 
 T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
@@ -98,15 +99,12 @@ async def test_sigkill_mid_stream_then_restart_lands_everything_once(
         await ingest.close()
 
 
-async def run_stack(command: str) -> None:
-    proc = await asyncio.create_subprocess_exec(str(STACK), command)
-    await asyncio.wait_for(proc.wait(), timeout=120)
-    assert proc.returncode == 0, f"stack.sh {command} failed"
-
-
 async def test_postgres_outage_mid_stream_loses_nothing_and_the_consumer_survives(
-    stack: Stack, plain_db: str, tmp_path: Path
+    stack: Stack, private_postgres: PrivatePostgres, tmp_path: Path
 ) -> None:
+    # its own PostgreSQL: stopping the shared one would break every other test and a running
+    # `stack.sh run`
+    plain_db = await private_postgres.migrated()
     environment = ingest_environment(stack.kafka, plain_db, CIE_BATCH_MAX_ROWS="200",
                                      CIE_BATCH_MAX_LATENCY_MS="50")
     ingest = Ingest(environment)
@@ -118,13 +116,13 @@ async def test_postgres_outage_mid_stream_loses_nothing_and_the_consumer_survive
         async with consume_subprocess(environment, log) as proc:
             await ingest.send(bars(10, range(0, 50)) + fills[:40])
             assert await eventually(landed, 500) == 500
-            await run_stack("pg-stop")
+            await private_postgres.stop()
             try:
                 await ingest.send(bars(10, range(50, 100)) + fills[40:])
                 await asyncio.sleep(4)  # the consumer meets the outage and retries
                 assert proc.returncode is None
             finally:
-                await run_stack("pg-start")
+                await private_postgres.start()
             assert await eventually(landed, 1000, timeout=90) == 1000
             fills_landed = counter(plain_db, "SELECT count(*) FROM trade_fills")
             assert await eventually(fills_landed, len(fills), timeout=60) == len(fills)

@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import pytest
 from prometheus_client import REGISTRY
 
 from consumers.contracts.bars import Bar
@@ -25,15 +23,6 @@ from tests.integration.harness import Ingest, counter, eventually, ingest_enviro
 from tests.private_postgres import PrivatePostgres
 
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
-
-
-@pytest.fixture
-async def private_postgres() -> AsyncIterator[PrivatePostgres]:
-    server = PrivatePostgres()
-    await server.init()
-    await server.start()
-    yield server
-    await server.destroy()
 
 
 def bars(minutes: range) -> list[Bar]:

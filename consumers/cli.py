@@ -145,8 +145,9 @@ async def _consume(
     pool = await create_pool(settings.database_url, staging_tables(list(pipelines.values())))
     consumer = make_consumer(settings)
     runner = Runner(settings, consumer, pool, dead_letters, pipelines)
-    server = await _serve_health(settings, metrics_port, health.Health(
-        pool, consumer, lambda: runner.progressed_at, settings.liveness_timeout_seconds))
+    checks = health.Health(settings.database_url, consumer, lambda: runner.progressed_at,
+                           settings.liveness_timeout_seconds)
+    server = await _serve_health(settings, metrics_port, checks)
     await consumer.start()
     task = asyncio.create_task(beside(pool, stop)) if beside else None
     try:
@@ -157,7 +158,7 @@ async def _consume(
             await task
         await consumer.stop()
         if server:
-            server.close()
+            await server.close()
         await pool.close()
 
 

@@ -4,8 +4,9 @@
   and 503 when the consume loop has not moved (no fetch returned, no retry attempted) for
   ``stalled_after`` seconds: a member stuck in a rebalance makes no progress and is restarted.
   A process that is retrying a database outage is still alive.
-- /readyz (readiness): the database answers `SELECT 1` within two seconds and the Kafka
-  consumer has partitions assigned. 503 with the failing checks otherwise.
+- /readyz (readiness): the database answers `SELECT 1` within two seconds (on the health's own
+  connection, the answer reused for a second) and the Kafka consumer has partitions
+  assigned. 503 with the failing checks otherwise.
 - /metrics: Prometheus text format (every metric is in consumers/platform/metrics.py).
 A deliberately small HTTP/1.0 responder: three GET routes need no web framework.
 """
@@ -24,20 +25,32 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from consumers.platform import metrics
-from consumers.platform.db import acquire, queries
+from consumers.platform.db import connect, queries
 
 READY_DB_TIMEOUT_SECONDS = 2.0
+READY_CACHE_SECONDS = 1.0
 
 
 class Health:
+    """The checks behind /healthz and /readyz.
+
+    The database check has a connection of its own, never one of the writers' pool, and its
+    answer is reused for ``READY_CACHE_SECONDS``: probes and scrapes, however many and from
+    whomever, cost the database at most one round trip a second and never take a connection
+    a flush is waiting for.
+    """
+
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        database_url: str,
         consumer: AIOKafkaConsumer | None,
         progressed_at: Callable[[], float] | None = None,
         stalled_after: float = 120.0,
     ) -> None:
-        self._pool = pool
+        self._database_url = database_url
+        self._conn: asyncpg.Connection | None = None
+        self._database_checked: tuple[float, bool] | None = None  # (monotonic time, answer)
+        self._database_lock = asyncio.Lock()
         self._consumer = consumer
         self._progressed_at = progressed_at  # time.monotonic() of the loop's last step
         self._stalled_after = stalled_after
@@ -58,13 +71,29 @@ class Health:
             await self.checks()
             await asyncio.sleep(every)
 
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
     async def _database(self) -> bool:
+        async with self._database_lock:  # concurrent probes share one check
+            checked = self._database_checked
+            if checked is not None and time.monotonic() - checked[0] < READY_CACHE_SECONDS:
+                return checked[1]
+            answer = await self._ping()
+            self._database_checked = (time.monotonic(), answer)
+            return answer
+
+    async def _ping(self) -> bool:
         try:
             async with asyncio.timeout(READY_DB_TIMEOUT_SECONDS):
-                async with acquire(self._pool) as conn:
-                    await conn.fetchval(queries("health")["ping"])
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await connect(self._database_url)
+                await self._conn.fetchval(queries("health")["ping"])
             return True
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self.close()  # reconnect at the next check
             return False
 
     def _kafka(self) -> bool:
@@ -88,17 +117,19 @@ async def serve(health: Health, host: str, port: int) -> HealthServer:
             writer.close()
 
     server = await asyncio.start_server(handle, host, port)
-    return HealthServer(server, asyncio.create_task(health.watch()))
+    return HealthServer(server, asyncio.create_task(health.watch()), health)
 
 
 @dataclass
 class HealthServer:
     server: asyncio.Server
     watcher: asyncio.Task[None]
+    health: Health
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.watcher.cancel()
         self.server.close()
+        await self.health.close()
 
 
 async def _respond(health: Health, path: str) -> tuple[str, str, bytes]:

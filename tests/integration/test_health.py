@@ -68,14 +68,11 @@ async def test_ready_follows_the_database_while_alive_stays_up(
 async def test_healthz_fails_when_the_consume_loop_stops_moving(plain_db: str) -> None:
     import time
 
-    import asyncpg
-
     from consumers.platform import health
 
-    pool = await asyncpg.create_pool(plain_db, min_size=0, max_size=1)
     last_step = [time.monotonic()]
     server = await health.serve(
-        health.Health(pool, None, lambda: last_step[0], stalled_after=5), "127.0.0.1", 0)
+        health.Health(plain_db, None, lambda: last_step[0], stalled_after=5), "127.0.0.1", 0)
     port = server.server.sockets[0].getsockname()[1]
     try:
         assert await get(port, "/healthz") == (200, "ok\n")
@@ -85,5 +82,36 @@ async def test_healthz_fails_when_the_consume_loop_stops_moving(plain_db: str) -
         last_step[0] = time.monotonic()
         assert (await get(port, "/healthz"))[0] == 200
     finally:
-        server.close()
+        await server.close()
+
+
+async def test_readiness_never_takes_a_writer_connection(stack: Stack, plain_db: str) -> None:
+    """/readyz checks the database on a connection of its own and reuses its answer for a
+    second: with every writer connection busy it still answers at once, and a burst of
+    probes costs the database one query, not one each."""
+    from consumers.ingest.pipelines.bars import BarsPipeline
+    from consumers.ingest.pipelines.base import staging_tables
+    from consumers.platform import health
+    from consumers.platform.db import create_pool
+
+    class CountingHealth(health.Health):
+        pings = 0
+
+        async def _ping(self) -> bool:
+            CountingHealth.pings += 1
+            return await super()._ping()
+
+    pool = await create_pool(plain_db, staging_tables([BarsPipeline()]))
+    held = [await pool.acquire() for _ in range(pool.get_max_size())]  # the writers are busy
+    server = await health.serve(CountingHealth(plain_db, None), "127.0.0.1", 0)
+    port = server.server.sockets[0].getsockname()[1]
+    try:
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(get(port, "/readyz") for _ in range(50))), timeout=5)
+        assert {status for status, _ in answers} == {200}
+        assert CountingHealth.pings <= 2  # the watcher's check and the burst's one
+    finally:
+        await server.close()
+        for conn in held:
+            await pool.release(conn)
         await pool.close()

@@ -90,7 +90,7 @@ async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
     producer = make_dead_letter_producer(settings)
     await producer.start()
     try:
-        dead_letters = DeadLetters(producer, settings.dead_letter_suffix, settings.consumer_group)
+        dead_letters = DeadLetters(producer, settings)
         await _consume(settings, pipelines, dead_letters, metrics_port=_metrics_port(
             settings, "consume"))
     finally:

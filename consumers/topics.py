@@ -43,7 +43,7 @@ class Topic:
         return settings.topic_names.get(self.name, self.default)
 
     def dead_letter_name(self, settings: Settings) -> str:
-        return f"{self.kafka_name(settings)}{settings.dead_letter_suffix}"
+        return settings.dead_letter_topic(self.kafka_name(settings))
 
 
 def _improvement_key(event: Event) -> bytes:

@@ -57,8 +57,8 @@ def make_consumer(settings: Settings, *, group_id: str | None = None) -> AIOKafk
         # default 1 MiB (about 2,000 bars) draining a backlog kept waiting on fetch round trips
         # (bench: 4 runs each, median 31,600 bars/s at 1 MiB, 44,200 at 4 MiB).
         max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
-        # ... and all partitions together are bounded, so a member holding many partitions
-        # does not buffer 4 MiB for each (48 partitions: ~200 MB against a 384 Mi limit).
+        # ... and what all partitions' fetches hold together is bounded explicitly (a member
+        # holding many partitions must stay within its pod's memory limit).
         fetch_max_bytes=settings.fetch_max_bytes,
         # find topics created after start (e.g. by the first producer) within seconds
         metadata_max_age_ms=10_000,
@@ -83,7 +83,7 @@ def make_dead_letter_producer(settings: Settings) -> AIOKafkaProducer:
 async def require_dead_letter_topics(settings: Settings, sources: Sequence[str]) -> None:
     """Create the dead-letter topics that are missing, or stop with their names: a dead
     letter with nowhere to go would hold its partition up for good."""
-    wanted = [f"{topic}{settings.dead_letter_suffix}" for topic in sources]
+    wanted = [settings.dead_letter_topic(topic) for topic in sources]
     try:
         await ensure_topics(settings, wanted, partitions=1, replication_factor=None)
     except KafkaError as exc:
@@ -139,13 +139,9 @@ class DeadLetters:
     stays at its source coordinates until the topic's retention removes it).
     """
 
-    def __init__(self, producer: AIOKafkaProducer, suffix: str, group_id: str) -> None:
+    def __init__(self, producer: AIOKafkaProducer, settings: Settings) -> None:
         self._producer = producer  # transactional (make_dead_letter_producer)
-        self._suffix = suffix
-        self._group_id = group_id
-
-    def topic_for(self, source_topic: str) -> str:
-        return f"{source_topic}{self._suffix}"
+        self._settings = settings
 
     async def commit(
         self, letters: Sequence[DeadLetter], offsets: Mapping[TopicPartition, int]
@@ -155,16 +151,19 @@ class DeadLetters:
             for letter in letters:
                 key, value, headers = dead_letter_message(letter)
                 await self._producer.send(
-                    self.topic_for(letter.record.topic), key=key, value=value, headers=headers)
-            await self._producer.send_offsets_to_transaction(dict(offsets), self._group_id)
+                    self._settings.dead_letter_topic(letter.record.topic),
+                    key=key, value=value, headers=headers)
+            await self._producer.send_offsets_to_transaction(
+                dict(offsets), self._settings.consumer_group)
 
 
 def dead_letter_message(
     letter: DeadLetter, max_bytes: int = DLQ_MAX_BYTES
 ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
-    """The DLQ record's key, value and headers for ``letter``."""
+    """The DLQ record's key, value and headers for ``letter``: the original's, plus ours,
+    cut down to ``max_bytes`` (key first, then the original headers, then the value), each
+    cut said in a header."""
     record = letter.record
-    original = list(record.headers or ())
     ours = [
         (DLQ_TOPIC, record.topic.encode()),
         (DLQ_PARTITION, str(record.partition).encode()),
@@ -174,20 +173,21 @@ def dead_letter_message(
     ]
     key: bytes | None = record.key
     value: bytes | None = record.value
-
-    def size(headers: list[tuple[str, bytes]]) -> int:
-        return len(key or b"") + len(value or b"") + sum(len(k) + len(v) + 8 for k, v in headers)
-
-    if size(original + ours) > max_bytes:
-        room = max_bytes - size(original + ours) + len(value or b"") - 64
-        if room < 0:  # the original headers alone do not fit: keep ours, say so
-            ours.append((DLQ_HEADERS_DROPPED, str(len(original)).encode()))
-            original = []
-            room = max_bytes - size(ours) + len(value or b"") - 64
-        if value is not None and len(value) > room:
-            ours.append((DLQ_VALUE_TRUNCATED, str(len(value)).encode()))
-            value = value[:max(0, room)]
-        if len(key or b"") > max_bytes // 2:
-            ours.append((DLQ_KEY_TRUNCATED, str(len(key or b"")).encode()))
-            key = (key or b"")[:1024]
+    original = list(record.headers or ())
+    room = max_bytes - _header_bytes(ours) - 256  # 256: the headers saying what was cut
+    if key is not None and len(key) > room // 2:
+        ours.append((DLQ_KEY_TRUNCATED, str(len(key)).encode()))
+        key = key[:1024]
+    room -= len(key or b"")
+    if _header_bytes(original) > room:
+        ours.append((DLQ_HEADERS_DROPPED, str(len(original)).encode()))
+        original = []
+    room -= _header_bytes(original)
+    if value is not None and len(value) > room:
+        ours.append((DLQ_VALUE_TRUNCATED, str(len(value)).encode()))
+        value = value[:max(0, room)]
     return key, value, original + ours
+
+
+def _header_bytes(headers: list[tuple[str, bytes]]) -> int:
+    return sum(len(name) + len(value) + 8 for name, value in headers)  # 8: their framing

@@ -90,6 +90,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: LogLevel = "INFO"
     log_format: LogFormat = "auto"
 
+    def dead_letter_topic(self, topic: str) -> str:
+        """Where the dead letters of the Kafka topic ``topic`` go."""
+        return f"{topic}{self.dead_letter_suffix}"
+
     def backoff(self) -> Backoff:
         return Backoff(self.retry_backoff_first_ms / 1000, self.retry_backoff_max_ms / 1000)
 

@@ -104,8 +104,7 @@ class Ingest:
         await producer.start()
         await consumer.start()
         try:
-            dead_letters = DeadLetters(producer, self.settings.dead_letter_suffix,
-                                       self.settings.consumer_group)
+            dead_letters = DeadLetters(producer, self.settings)
             await Runner(self.settings, consumer, pool, dead_letters, pipelines).run(self._stop)
         finally:
             await consumer.stop()

@@ -174,3 +174,26 @@ def test_clock_skew_within_tolerance_clamps_latency_to_zero() -> None:
     too_far = {**skewed, "order_submitted_at": (filled + timedelta(seconds=2)).isoformat()}
     with pytest.raises(ImplausibleTime, match="after filled_at"):
         pipeline.accept(json.dumps(too_far).encode(), datetime.now(UTC))
+
+
+def test_a_dead_letter_is_cut_to_fit_and_says_what_was_cut() -> None:
+    from consumers.ingest.kafka import (
+        DLQ_HEADERS_DROPPED,
+        DLQ_KEY_TRUNCATED,
+        DLQ_VALUE_TRUNCATED,
+        DeadLetter,
+        dead_letter_message,
+    )
+
+    big = ConsumerRecord(topic="t", partition=1, offset=7, timestamp=0, timestamp_type=0,
+                         key=b"k" * 5000, value=b"v" * 50_000, checksum=None,
+                         serialized_key_size=5000, serialized_value_size=50_000,
+                         headers=[("trace", b"h" * 9000)])
+    key, value, headers = dead_letter_message(DeadLetter(big, "DecodeError", "bad"), 10_000)
+    named = dict(headers)
+    assert (named[DLQ_KEY_TRUNCATED], named[DLQ_HEADERS_DROPPED]) == (b"5000", b"1")
+    assert named[DLQ_VALUE_TRUNCATED] == b"50000" and "trace" not in named
+    assert key == b"k" * 1024 and value is not None and b"v" * 100 in value
+    assert len(key) + len(value) + sum(len(n) + len(v) + 8 for n, v in headers) <= 10_000
+    small = dead_letter_message(DeadLetter(record(b"{", 3), "DecodeError", "bad"), 10_000)
+    assert small[1] == b"{" and DLQ_VALUE_TRUNCATED not in dict(small[2])

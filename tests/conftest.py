@@ -82,12 +82,22 @@ async def _admin_execute(server_url: str, *statements: str) -> None:
         await conn.close()
 
 
+# TimescaleDB's scheduler would run the policies in every test database whenever it liked:
+# compress a chunk or drop old rows in the middle of a test, by chance. The jobs stay defined
+# (tests check them) but unscheduled; a test that wants one runs it: CALL run_job(id).
+UNSCHEDULE_JOBS = """
+    SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs
+    WHERE job_id >= 1000"""  # below 1000: the extension's own jobs (telemetry and such)
+
+
 async def _make_template(stack: Stack, name: str, timescale: bool) -> str:
     await _admin_execute(stack.server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
                          f'CREATE DATABASE "{name}"')
     conn = await asyncpg.connect(database_url(stack.server_url, name))
     try:
         await migrations.migrate(conn, use_timescaledb=timescale)
+        if timescale:
+            await conn.execute(UNSCHEDULE_JOBS)
     finally:
         await conn.close()
     # No connections to a template while it is cloned: TimescaleDB's scheduler would hold one.

@@ -128,27 +128,13 @@ class Ingest:
         futures = [await self.producer.send(event) for event in events]
         await asyncio.gather(*futures)
 
-    async def send_raw(self, pipeline: str, values: Sequence[bytes], key: bytes | None = None) -> None:
-        futures = [await self.producer.send_raw(self.topic(pipeline), key, v) for v in values]
+    async def send_raw(self, pipeline: str, values: Sequence[bytes], key: bytes | None = None,
+                       headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        futures = [await self._producer.send(self.topic(pipeline), key=key, value=v,
+                                             headers=list(headers) or None) for v in values]
         await asyncio.gather(*futures)
 
     # -- observing -------------------------------------------------------------------------------
-
-    async def dead_letters(self, pipeline: str, expected: int, timeout: float = 30) -> list[Any]:
-        """Read the pipeline's dead-letter topic until ``expected`` records (bounded)."""
-        consumer = AIOKafkaConsumer(
-            f"{self.topic(pipeline)}.dlq", bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            auto_offset_reset="earliest", group_id=None, isolation_level="read_committed")
-        await consumer.start()
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout
-        try:
-            while len(records) < expected and time.monotonic() < deadline:
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    records.extend(batch)
-        finally:
-            await consumer.stop()
-        return records
 
     async def all_dead_letters(self, pipeline: str, timeout: float = 30) -> list[Any]:
         """Every committed record of the pipeline's dead-letter topic, read to its end offset
@@ -187,6 +173,13 @@ class Ingest:
             return total
         finally:
             await consumer.stop()
+
+    async def drained(self, pipeline: str, sent: int, timeout: float = 30) -> None:
+        """Wait (bounded) until the group has committed all ``sent`` messages of the pipeline's
+        topic: every message, redelivered ones included, has been consumed and its rows (or dead
+        letter) committed. Only then can "nothing doubled" or "no dead letter" be asserted."""
+        committed = await eventually(lambda: self.committed(pipeline), sent, timeout)
+        assert committed == sent, f"{pipeline}: {committed} of {sent} messages committed"
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], expected: Any, timeout: float = 30) -> Any:

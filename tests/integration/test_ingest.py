@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -23,10 +23,10 @@ from consumers.contracts.improvements import (
 )
 from consumers.contracts.predictions import Prediction, feature_hash
 from consumers.ingest.kafka import DLQ_ERROR_CLASS, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
+from consumers.producer import encode
+from tests.clock import T0
 from tests.conftest import Stack
 from tests.integration.harness import Ingest, counter, eventually, ingest_environment
-
-T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
 
 def bar(symbol: str, minute: int, close: str = "100.5", high: str = "101", low: str = "99") -> Bar:
@@ -52,7 +52,7 @@ async def test_bars_land_exactly_and_a_correction_replaces_the_bar(ingest: Inges
     await ingest.send([precise])
     # a plain JSON producer, numbers as JSON numbers, another offset
     await ingest.send_raw("bars", [json.dumps({
-        "symbol": "MSFT", "timestamp": "2026-03-02T15:30:00+01:00", "open": 410.1, "high": 411,
+        "symbol": "MSFT", "timestamp": (T0 + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S+01:00"), "open": 410.1, "high": 411,
         "low": 409.99999999, "close": 410.5, "volume": 12}).encode()], key=b"MSFT")
     assert await eventually(counter(url, "SELECT count(*) FROM market_conditions"), 2) == 2
     rows = {r["symbol"]: r for r in await fetch(url, "SELECT * FROM market_conditions")}
@@ -84,11 +84,12 @@ async def test_predictions_land_once_with_their_feature_hash(ingest: Ingest) -> 
     raw_id = uuid.uuid4()
     await ingest.send_raw("predictions", [json.dumps({
         "prediction_id": str(raw_id), "model_version": "dir-v3", "model_type": "direction",
-        "symbol": "NVDA", "predicted_at": "2026-03-02T14:35:00Z",
+        "symbol": "NVDA", "predicted_at": (T0 + timedelta(minutes=5)).isoformat(),
         "prediction_horizon_minutes": 5, "feature_vector": {"ema_gap": -0.25},
         "feature_hash": "a" * 64}).encode()])
     assert await eventually(counter(url, "SELECT count(*) FROM model_predictions"), 2) == 2
     await ingest.send([prediction])  # and redelivered later
+    await ingest.drained("predictions", 4)
     rows = {r["prediction_id"]: r for r in await fetch(url, "SELECT * FROM model_predictions")}
     assert len(rows) == 2
     stored = rows[prediction.prediction_id]
@@ -121,7 +122,8 @@ async def test_partial_out_of_order_and_repeated_fills_give_one_exact_trade(inge
     outcome = counter(url, "SELECT outcome_type FROM trade_outcomes WHERE trade_id = $1", trade)
     assert await eventually(outcome, "WIN") == "WIN"
     await ingest.send([buy1, sell1])  # redelivered once more
-    assert await eventually(counter(url, "SELECT count(*) FROM trade_fills"), 4) == 4
+    await ingest.drained("fills", 9)
+    assert await counter(url, "SELECT count(*) FROM trade_fills")() == 4
     [row] = await fetch(url, "SELECT * FROM trade_outcomes")
     # entry = (30*50.10 + 20*50.35) / 50 = (1503 + 1007) / 50 = 50.2
     # exit  = (25*51 + 25*50.80) / 50 = (1275 + 1270) / 50 = 50.9
@@ -132,7 +134,7 @@ async def test_partial_out_of_order_and_repeated_fills_give_one_exact_trade(inge
         Decimal("35"), Decimal("1"), Decimal("34"))
     assert (row["entry_time"], row["exit_time"], row["duration_seconds"]) == (
         T0, T0 + timedelta(minutes=15), 900)
-    assert await ingest.dead_letters("fills", 1, timeout=2) == []
+    assert await ingest.all_dead_letters("fills") == []
 
 
 async def test_an_earlier_fill_arriving_late_moves_the_trade_key(ingest: Ingest) -> None:
@@ -150,15 +152,22 @@ async def test_an_earlier_fill_arriving_late_moves_the_trade_key(ingest: Ingest)
 async def test_a_flipping_fill_goes_to_the_dead_letter_topic(ingest: Ingest) -> None:
     url = ingest.settings.database_url
     trade = uuid.uuid4()
-    await ingest.send([fill(trade, "SELL", 10, "20", 0), fill(trade, "BUY", 15, "19", 5)])
-    [letter] = await ingest.dead_letters("fills", 1)
+    opening, flipping = fill(trade, "SELL", 10, "20", 0), fill(trade, "BUY", 15, "19", 5)
+    await ingest.send([opening])
+    flipping_value = encode(flipping)
+    await ingest.send_raw("fills", [flipping_value], key=str(trade).encode(),
+                          headers=[("traceparent", b"00-abc-01"), ("source", b"oms-7")])
+    await ingest.drained("fills", 2)
+    [letter] = await ingest.all_dead_letters("fills")
     headers = dict(letter.headers)
     assert headers[DLQ_ERROR_CLASS] == b"LedgerError"
     assert b"would flip" in headers[DLQ_REASON]
     assert headers[DLQ_TOPIC] == ingest.topic("fills").encode()
     assert letter.key == str(trade).encode()
+    assert letter.value == flipping_value  # the message as sent, byte for byte
+    assert (headers["traceparent"], headers["source"]) == (b"00-abc-01", b"oms-7")
     row = counter(url, "SELECT outcome_type || ' ' || quantity FROM trade_outcomes")
-    assert await eventually(row, "OPEN 10") == "OPEN 10"
+    assert await row() == "OPEN 10"
     assert await counter(url, "SELECT count(*) FROM trade_fills")() == 1
 
 
@@ -179,11 +188,13 @@ async def test_improvement_events_apply_once_and_unknown_subjects_are_refused(
                            treatment_metrics={})
     await ingest.send([schedule, *failures, improvement, orphan])
     await ingest.send([schedule, *failures, improvement])  # all redelivered
+    await ingest.drained("improvements", 9)
     failed = counter(url, "SELECT consecutive_failures FROM optimization_queue WHERE task_id = $1",
                      task)
-    [letter] = await ingest.dead_letters("improvements", 1)
+    [letter] = await ingest.all_dead_letters("improvements")
     assert dict(letter.headers)[DLQ_ERROR_CLASS] == b"UnknownSubject"
-    assert await eventually(failed, 2) == 2
+    assert letter.value == encode(orphan)
+    assert await failed() == 2
     assert await counter(url, "SELECT count(*) FROM improvement_events")() == 1
     # the refused event is not remembered: once its test exists, a replay applies it
     started = AbTestStarted(event_id=uuid.uuid4(), test_id=test, test_name="t",
@@ -207,13 +218,14 @@ async def test_a_poison_message_among_a_thousand(stack: Stack, plain_db: str) ->
         await ingest.send(bars)
         await ingest.start()
         url = plain_db
-        assert await eventually(counter(url, "SELECT count(*) FROM market_conditions"), 999) == 999
-        [letter] = await ingest.dead_letters("bars", 1)
+        await ingest.drained("bars", 1000)
+        assert await counter(url, "SELECT count(*) FROM market_conditions")() == 999
+        [letter] = await ingest.all_dead_letters("bars")
         headers = dict(letter.headers)
         assert headers[DLQ_ERROR_CLASS] == b"CheckViolationError"
         assert b"market_conditions_high_gte_low" in headers[DLQ_REASON]
         assert int(headers[DLQ_OFFSET]) == 500 and headers[DLQ_PARTITION].isdigit()
-        assert await eventually(lambda: ingest.committed("bars"), 1000) == 1000
+        assert letter.value == encode(bars[500])
     finally:
         await ingest.close()
 
@@ -225,12 +237,13 @@ async def test_undecodable_messages_are_dead_lettered_with_the_reason(ingest: In
         b'"low": 1, "close": 1, "volume": 1}',
     ], key=b"AAPL")
     await ingest.send([bar("AAPL", 1)])
-    letters = await ingest.dead_letters("bars", 2)
+    await ingest.drained("bars", 3)
+    letters = await ingest.all_dead_letters("bars")
     reasons = sorted(dict(letter.headers)[DLQ_REASON].decode() for letter in letters)
     assert reasons[0].startswith("Expected `datetime` with a timezone component")
     assert reasons[1].startswith("JSON is malformed")
     url = ingest.settings.database_url
-    assert await eventually(counter(url, "SELECT count(*) FROM market_conditions"), 1) == 1
+    assert await counter(url, "SELECT count(*) FROM market_conditions")() == 1
 
 
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])

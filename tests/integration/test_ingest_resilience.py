@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
 from consumers.ingest import trades
+from tests.clock import T0
 from tests.conftest import Stack
 from tests.integration.harness import (
     Ingest,
@@ -24,8 +25,6 @@ from tests.integration.harness import (
     ingest_environment,
 )
 from tests.private_postgres import PrivatePostgres
-
-T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
 
 def bars(symbols: int, minutes: range) -> list[Bar]:

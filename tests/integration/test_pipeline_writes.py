@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -26,8 +26,7 @@ from consumers.ingest.pipelines.fills import FillsPipeline
 from consumers.ingest.pipelines.predictions import PredictionsPipeline
 from consumers.ingest.sink import write_batch
 from consumers.platform.db import create_pool
-
-T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+from tests.clock import T0
 
 
 @pytest.fixture

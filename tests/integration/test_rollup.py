@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 from consumers.analytics.performance import RatioSettings
 from consumers.analytics.rollup import RollupOptions, rollup, rollup_forever
 from consumers.platform.db import connect, create_pool
+from tests.clock import MONDAY
 from tests.conftest import Stack
 
 OPTIONS = RollupOptions(
@@ -32,7 +33,6 @@ OPTIONS = RollupOptions(
     regime_bar_max_age=timedelta(minutes=5),
     replica_wait_seconds=5,
 )
-MONDAY = date(2026, 3, 2)
 
 
 def at(day: date, hour: int = 15, minute: int = 0) -> datetime:
@@ -73,7 +73,7 @@ async def add_trade(db: asyncpg.Connection, *, exit_day: date | None, net: str,
 
 
 async def hand_computed_trades(db: asyncpg.Connection) -> None:
-    """Week of Monday 2 March 2026 (model m1, strategy s1), then Monday 9 March."""
+    """Week of MONDAY (model m1, strategy s1), then the Monday after."""
     tue, thu, next_mon = (MONDAY + timedelta(days=n) for n in (1, 3, 7))
     await add_trade(db, exit_day=MONDAY, net="300", commission="10", slippage="0.01",
                     fill_latencies_ms=(100, 300))
@@ -145,9 +145,9 @@ async def test_week_has_hand_computed_figures_in_every_column(db: asyncpg.Connec
 async def test_month_day_and_other_model_version(db: asyncpg.Connection) -> None:
     await hand_computed_trades(db)
     await rollup(db, OPTIONS)
-    month = await period(db, "MONTH", date(2026, 3, 1))
+    month = await period(db, "MONTH", MONDAY.replace(day=1))
     assert (month["total_trades"], month["net_pnl"]) == (6, Decimal("300.0000"))
-    # equity 10,000 -> 10,200 -> 9,700 -> 10,100 -> 10,300: recovered on 9 March
+    # equity 10,000 -> 10,200 -> 9,700 -> 10,100 -> 10,300: recovered on the Monday after
     assert month["max_drawdown_duration_days"] == 7
     returns = [200 / 10_000, -500 / 10_200, 400 / 9_700, 200 / 10_100]
     assert month["sharpe_ratio"] == four(sharpe(returns))
@@ -186,15 +186,16 @@ async def test_rerun_changes_nothing_and_late_trade_changes_only_its_periods(
                   for r in await db.fetch("SELECT * FROM strategy_performance")}
     assert after_full == before  # updated_at included: identical rows are not rewritten
 
-    await add_trade(db, exit_day=MONDAY + timedelta(days=8), net="-40")  # Tuesday 10 March
+    await add_trade(db, exit_day=MONDAY + timedelta(days=8), net="-40")  # the Tuesday after
     report = await rollup(db, OPTIONS)
     assert report.strategy_periods_recomputed == 3
     after = {(r["model_version"], r["period_type"], r["period_start"]): dict(r)
              for r in await db.fetch("SELECT * FROM strategy_performance")}
     changed = {key for key in after if after[key] != before.get(key)}
-    assert changed == {("m1", "DAY", date(2026, 3, 10)), ("m1", "WEEK", date(2026, 3, 9)),
-                       ("m1", "MONTH", date(2026, 3, 1))}
-    assert after[("m1", "MONTH", date(2026, 3, 1))]["net_pnl"] == Decimal("260.0000")
+    month = MONDAY.replace(day=1)  # MONDAY is in its month's first week: same month
+    assert changed == {("m1", "DAY", MONDAY + timedelta(days=8)),
+                       ("m1", "WEEK", MONDAY + timedelta(days=7)), ("m1", "MONTH", month)}
+    assert after[("m1", "MONTH", month)]["net_pnl"] == Decimal("260.0000")
 
 
 async def test_reopened_trade_removes_its_emptied_period(db: asyncpg.Connection) -> None:
@@ -370,7 +371,7 @@ async def test_model_performance_live_row_and_offline_live_columns(
     assert (offline["accuracy"], offline["precision"], offline["testing_samples"]) == (
         Decimal("0.9000"), Decimal("0.8000"), 500)  # offline figures kept
     assert (offline["live_accuracy"], offline["live_pnl_contribution"]) == (
-        Decimal("0.5000"), Decimal("300.0000"))  # every m1 call and trade since 2 March
+        Decimal("0.5000"), Decimal("300.0000"))  # every m1 call and trade since MONDAY
 
     # a day with closed trades and no validated prediction still gets its P&L row
     trade_only = await db.fetchrow(
@@ -391,7 +392,7 @@ async def test_model_performance_live_row_and_offline_live_columns(
                              "FROM model_performance WHERE evaluation_date = $1 "
                              "AND source = 'offline'", MONDAY + timedelta(days=7))
     assert late is not None
-    # no validated prediction since 9 March; the 9 March trade made 200
+    # no validated prediction since the Monday after; that day's trade made 200
     assert tuple(late) == (Decimal("0.7000"), None, Decimal("200.0000"))
 
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -121,7 +121,7 @@ async def test_reads_wait_for_a_lagging_replica(
     assert await week_trades(primary) == 1
 
     await replica.execute("SELECT pg_wal_replay_pause()")
-    await add_trade(primary, exit_day=date(2026, 3, 3), net="-5")  # the replica cannot see it
+    await add_trade(primary, exit_day=MONDAY + timedelta(days=1), net="-5")  # the replica cannot see it
     run_ = asyncio.create_task(rollup(primary, OPTIONS, reader=replica))
     await asyncio.sleep(1.0)
     assert not run_.done()  # waiting for the replica, not computing from its stale state

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 import pytest
 
-T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
+from tests.clock import MONDAY, T0
+
 T1 = T0 + timedelta(minutes=20)
 
 
@@ -49,13 +50,13 @@ def valid_rows() -> dict[str, dict[str, Any]]:
         ),
         "strategy_performance": dict(
             strategy_id="momentum", model_version="v1.2", period_type="DAY",
-            period_start=date(2026, 3, 2), total_trades=3, winning_trades=1, losing_trades=1,
+            period_start=MONDAY, total_trades=3, winning_trades=1, losing_trades=1,
             breakeven_trades=1, win_rate=Decimal("0.3333"),
         ),
         "model_performance": dict(
-            model_version="v1.2", model_type="direction", evaluation_date=date(2026, 3, 2),
-            training_samples=10, testing_samples=5, training_period_start=date(2026, 1, 1),
-            training_period_end=date(2026, 2, 1), accuracy=Decimal("0.5"),
+            model_version="v1.2", model_type="direction", evaluation_date=MONDAY,
+            training_samples=10, testing_samples=5, training_period_start=MONDAY - timedelta(days=60),
+            training_period_end=MONDAY - timedelta(days=29), accuracy=Decimal("0.5"),
             precision=Decimal("0.5"), recall=Decimal("0.5"), f1_score=Decimal("0.5"),
             auc_roc=Decimal("0.5"), brier_score=Decimal("0.2"),
             expected_calibration_error=Decimal("0.1"), live_accuracy=Decimal("0.5"),
@@ -139,7 +140,7 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
      {"brier_score": Decimal("1.5")}, ()),
     ("model_performance_samples_not_negative", "model_performance", {"training_samples": -1}, ()),
     ("model_performance_training_period_order", "model_performance",
-     {"training_period_end": date(2025, 12, 31)}, ()),
+     {"training_period_end": MONDAY - timedelta(days=61)}, ()),
     ("ab_tests_test_type_check", "ab_tests", {"test_type": "ui"}, ()),
     ("ab_tests_control_traffic_percent_check", "ab_tests",
      {"control_traffic_percent": 101, "treatment_traffic_percent": -1}, ()),

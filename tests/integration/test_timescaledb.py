@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import asyncpg
 import pytest
 
+from consumers.platform import migrations
+from tests.clock import MONDAY, at
+from tests.conftest import UNSCHEDULE_JOBS, Stack
 from tests.integration.market_data import (
     expected_summary,
     insert_bars,
@@ -41,6 +44,21 @@ async def job_id(conn: asyncpg.Connection, proc: str, relation: str) -> int:
         "WHERE proc_name = $1 AND hypertable_name = $2", proc, relation)
     assert job is not None, (proc, relation)
     return int(job)
+
+
+async def test_migration_schedules_every_policy(stack: Stack, empty_db: str) -> None:
+    """Production databases run their policies; only the suite's test databases unschedule
+    them (conftest), so this checks a database migrated from nothing."""
+    if not stack.timescaledb:
+        pytest.skip("TimescaleDB is not installed in the local PostgreSQL")
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await migrations.migrate(conn, use_timescaledb=True)
+        jobs = await conn.fetch("SELECT proc_name, scheduled FROM timescaledb_information.jobs "
+                                "WHERE job_id >= 1000")
+    finally:
+        await conn.close()
+    assert len(jobs) >= 10 and all(job["scheduled"] for job in jobs), jobs
 
 
 async def test_hypertables_have_the_seed_chunk_intervals(ts: asyncpg.Connection) -> None:
@@ -111,7 +129,7 @@ async def test_both_paths_summarise_a_day_identically(ts: asyncpg.Connection, pl
 
 
 async def test_on_conflict_upserts_work_on_every_hypertable(ts: asyncpg.Connection) -> None:
-    t = datetime(2026, 5, 4, 13, 0, tzinfo=UTC)
+    t = at(MONDAY, 13)
     trade, prediction, fill = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     for _ in range(2):  # the second round must update, not duplicate
         await ts.execute(
@@ -161,6 +179,7 @@ async def test_a_backfill_older_than_a_month_is_summarised_before_its_raw_rows_g
     await ts.execute("UPDATE retention_rules SET keep_for = '50 days' "
                      "WHERE table_name = 'market_conditions'")
     await ts.execute("SELECT cie_schedule_market_data_jobs()")
+    await ts.execute(UNSCHEDULE_JOBS)  # the new jobs run when this test says, not by chance
     await ts.execute("CALL run_job($1)", await job_id(ts, "policy_retention", "market_conditions"))
     assert await ts.fetchval("SELECT count(*) FROM market_conditions") == 0
     await ts.execute("CALL run_job($1)", await job_id(

@@ -7,7 +7,7 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,11 @@ from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
 from consumers.contracts.predictions import Prediction
 from consumers.platform.db import create_pool
+from tests.clock import T0 as T0_1430
 from tests.conftest import Stack
 from tests.integration.harness import Ingest, counter, eventually, ingest_environment
 
-T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
+T0 = T0_1430 - timedelta(minutes=30)
 RULES = validator.Rules(gap_tolerance=timedelta(minutes=2), neutral_band=Decimal("0.0005"),
                         max_horizon=timedelta(days=1), ingest_wait=timedelta(seconds=0))
 

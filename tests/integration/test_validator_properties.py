@@ -8,7 +8,7 @@ import os
 import sys
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from consumers.analytics import validator
 from consumers.platform.db import create_pool
 from tests import validator_reference as reference
+from tests.clock import T0 as T0_1430
 from tests.conftest import Stack, _admin_execute, _clone, database_url
 
-T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)
+T0 = T0_1430 - timedelta(minutes=30)
 SYMBOLS = ("AAA", "BBB")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import msgspec
@@ -13,8 +13,8 @@ import pytest
 from consumers.contracts.fills import Fill
 from consumers.errors import LedgerError
 from consumers.ingest.trades import derive
+from tests.clock import T0
 
-T0 = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 TRADE = uuid.UUID("00000000-0000-0000-0000-0000000000aa")
 
 

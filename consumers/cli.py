@@ -173,7 +173,9 @@ async def _serve_health(
 ) -> health.HealthServer | None:
     if not port:
         return None
-    return await health.serve(checks, settings.metrics_host, port)
+    server = await health.serve(checks, settings.metrics_host, port)
+    log.info("metrics.listening", host=settings.metrics_host, port=port)
+    return server
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -9,7 +9,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,14 +17,10 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tests.ports import PortTaken, free_port, on_free_port, taken
+
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "deploy" / "local" / "kafka"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _libs() -> Path:
@@ -36,10 +31,14 @@ def _libs() -> Path:
     return libs
 
 
+class BrokerExited(RuntimeError):
+    """The broker process ended before it answered."""
+
+
 class PrivateKafka:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="cie-kafka-"))
-        self.port, self.controller_port = _free_port(), _free_port()
+        self.port = self.controller_port = 0  # picked at the first start
         self._proc: subprocess.Popen[bytes] | None = None
         self._java = ["java", "-Xms64m", "-Xmx384m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
                       f"-Dlog4j2.configurationFile={CONFIG / 'log4j2.yaml'}",
@@ -57,13 +56,31 @@ class PrivateKafka:
         return conf
 
     async def start(self, timeout: float = 90) -> None:
+        """The first start picks the ports (and formats the log directory for them); a
+        restart keeps both."""
+        if self.port:
+            await self._start(timeout)
+        else:
+            await on_free_port(lambda port: self._first_start(port, timeout))
+
+    async def _first_start(self, port: int, timeout: float) -> None:
+        self.port, self.controller_port = port, free_port()
+        shutil.rmtree(self.root / "data", ignore_errors=True)
+        (self.root / "kafka.log").unlink(missing_ok=True)
+        conf = self._configure()
+        subprocess.run(  # noqa: ASYNC221 - once, before the broker exists
+            [*self._java, "kafka.tools.StorageTool", "format", "--standalone",
+             "-t", str(uuid.uuid4()).replace("-", "")[:22], "-c", str(conf)],
+            check=True, capture_output=True, timeout=120)
+        try:
+            await self._start(timeout)
+        except BrokerExited:
+            if taken((self.root / "kafka.log").read_text(errors="replace")):
+                raise PortTaken(port) from None
+            raise
+
+    async def _start(self, timeout: float) -> None:
         conf = self.root / "server.properties"
-        if not conf.exists():
-            conf = self._configure()
-            subprocess.run(  # noqa: ASYNC221 - once, before the broker exists
-                [*self._java, "kafka.tools.StorageTool", "format", "--standalone",
-                 "-t", str(uuid.uuid4()).replace("-", "")[:22], "-c", str(conf)],
-                check=True, capture_output=True, timeout=120)
         with (self.root / "kafka.log").open("ab") as log:  # the broker keeps its own copy
             self._proc = subprocess.Popen(  # noqa: ASYNC220 - a long-running server
                 [*self._java, "kafka.Kafka", str(conf)], stdout=log, stderr=log,
@@ -75,7 +92,8 @@ class PrivateKafka:
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
-                assert self._proc is not None and self._proc.poll() is None, "broker exited"
+                if self._proc is None or self._proc.poll() is not None:
+                    raise BrokerExited(f"see {self.root / 'kafka.log'}")
                 admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
                                             request_timeout_ms=3000)
                 try:

@@ -8,11 +8,12 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
 import asyncpg
+
+from tests.ports import PortTaken, on_free_port, taken
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -20,12 +21,6 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 def _as_postgres(*command: str) -> list[str]:
     # PostgreSQL refuses to run as root
     return ["runuser", "-u", "postgres", "--", *command] if os.getuid() == 0 else list(command)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _run(*command: str) -> None:
@@ -53,9 +48,8 @@ class PrivatePostgres:
             shutil.chown(self.root, "postgres")
         await _run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
                    "--auth=trust", "-E", "UTF8", "--locale=C")
-        self.port = _free_port()
         with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+            conf.write("listen_addresses = '127.0.0.1'\n"
                        f"unix_socket_directories = '{self.root}'\nfsync = off\n"
                        "synchronous_commit = off\nfull_page_writes = off\n"
                        "max_connections = 100\n")
@@ -64,8 +58,23 @@ class PrivatePostgres:
                            "timescaledb.telemetry_level = off\n")
 
     async def start(self) -> None:
-        await _run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l",
-                   str(self.root / "postgres.log"), "-w", "-t", "60", "start")
+        """The first start picks a port; a restart (after ``stop``) keeps it."""
+        if self.port:
+            await self._start_on(self.port)
+        else:
+            self.port = await on_free_port(self._start_on)
+
+    async def _start_on(self, port: int) -> int:
+        log = self.root / "postgres.log"
+        log.unlink(missing_ok=True)
+        try:
+            await _run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(log),
+                       "-o", f"-p {port}", "-w", "-t", "60", "start")
+        except RuntimeError:
+            if log.exists() and taken(log.read_text(errors="replace")):
+                raise PortTaken(port) from None
+            raise
+        return port
 
     async def stop(self) -> None:
         await _run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")

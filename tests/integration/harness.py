@@ -35,6 +35,7 @@ from consumers.platform.db import create_pool
 from consumers.platform.settings import Settings, load_settings
 from consumers.producer import Contract, EventProducer
 from consumers.topics import TOPICS, Topic
+from tests.ports import PortTaken, log_size, log_text, on_free_port, taken
 
 PARTITIONS = 3
 
@@ -228,3 +229,30 @@ async def consume_subprocess(
             if proc.returncode is None:
                 proc.kill()
             await asyncio.wait_for(proc.wait(), timeout=30)
+
+
+@contextlib.asynccontextmanager
+async def consume_serving_metrics(
+    environment: dict[str, str], log: Path, timeout: float = 60
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """``consume_subprocess`` with its metrics port open on loopback: yields the process and
+    the port it bound (a free port is picked again if another process took it first)."""
+    async with contextlib.AsyncExitStack() as stack:
+        async def start(port: int) -> tuple[asyncio.subprocess.Process, int]:
+            offset = log_size(log)
+            proc = await stack.enter_async_context(consume_subprocess(
+                {**environment, "CIE_METRICS_HOST": "127.0.0.1", "CIE_METRICS_PORT": str(port)},
+                log))
+            deadline = time.monotonic() + timeout
+            while True:
+                text = log_text(log, offset)
+                if f'"port": {port}' in text and "metrics.listening" in text:
+                    return proc, port
+                if proc.returncode is not None:
+                    if taken(text):
+                        raise PortTaken(port)
+                    raise AssertionError(f"cie consume exited before serving: {text[-2000:]}")
+                assert time.monotonic() < deadline, "cie consume did not open its metrics port"
+                await asyncio.sleep(0.1)
+
+        yield await on_free_port(start)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
+from decimal import Decimal
 from pathlib import Path
 
+from consumers.contracts.bars import Bar
+from tests.clock import T0
 from tests.conftest import Stack
-from tests.integration.harness import Ingest, consume_subprocess, eventually, ingest_environment
+from tests.integration.harness import (
+    Ingest,
+    consume_serving_metrics,
+    eventually,
+    ingest_environment,
+)
 from tests.private_postgres import PrivatePostgres
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def get(port: int, path: str) -> tuple[int, str]:
@@ -34,20 +35,25 @@ async def test_ready_follows_the_database_while_alive_stays_up(
     stack: Stack, private_postgres: PrivatePostgres, tmp_path: Path
 ) -> None:
     plain_db = await private_postgres.migrated()  # its own server: this test stops it
-    port = free_port()
-    environment = ingest_environment(stack.kafka, plain_db, CIE_METRICS_HOST="127.0.0.1",
-                                     CIE_METRICS_PORT=str(port))
+    environment = ingest_environment(stack.kafka, plain_db)
     ingest = Ingest(environment)
     await ingest.open()
     try:
-        async with consume_subprocess(environment, tmp_path / "consume.log") as proc:
+        async with consume_serving_metrics(environment, tmp_path / "consume.log") as (proc, port):
             async def ready() -> int:
                 return (await get(port, "/readyz"))[0]
 
             assert await eventually(ready, 200, timeout=60) == 200
             assert await get(port, "/healthz") == (200, "ok\n")
+            await ingest.send([Bar(symbol="HLTH", timestamp=T0, open=Decimal(1), high=Decimal(1),
+                                   low=Decimal(1), close=Decimal(1), volume=1)])
+            await ingest.drained("bars", 1)
             status, metrics = await get(port, "/metrics")
-            assert status == 200 and "cie_flush_duration_seconds" in metrics
+            bars = ingest.topic("bars")
+            assert status == 200
+            # a sample of this consumer's flush, not the HELP text that is there from the start
+            assert f'cie_flush_duration_seconds_count{{topic="{bars}"}} 1.0' in metrics
+            assert f'cie_rows_written_total{{topic="{bars}"}} 1.0' in metrics
 
             await private_postgres.stop()
             try:

@@ -7,16 +7,27 @@ import asyncio
 import json
 import shutil
 import subprocess
+import time
+from asyncio.subprocess import Process
+from datetime import timedelta
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
 from consumers.contracts.bars import Bar
+from tests.clock import T0
 from tests.conftest import REPO, Stack
-from tests.integration.harness import Ingest, consume_subprocess, eventually, ingest_environment
-from tests.integration.test_health import free_port, get
+from tests.integration.harness import (
+    Ingest,
+    consume_serving_metrics,
+    eventually,
+    ingest_environment,
+)
+from tests.integration.test_health import get
+from tests.ports import PortTaken, log_text, on_free_port, taken
 
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
 
@@ -43,42 +54,70 @@ def test_compose_scrape_config_passes_promtool(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+async def start_prometheus(config: Path, data: Path, log: Path) -> tuple[Process, int]:
+    """A Prometheus server on a free loopback port (another one if the first was taken)."""
+    async def start(port: int) -> tuple[Process, int]:
+        with log.open("wb") as sink:
+            proc = await asyncio.create_subprocess_exec(
+                tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={data}",
+                f"--web.listen-address=127.0.0.1:{port}", stdout=sink, stderr=sink)
+        deadline = time.monotonic() + 60
+        while (await get(port, "/-/ready"))[0] != 200:
+            if proc.returncode is not None:
+                if taken(log_text(log)):
+                    raise PortTaken(port)
+                raise AssertionError(f"prometheus exited: {log_text(log)[-2000:]}")
+            assert time.monotonic() < deadline, "prometheus not ready"
+            await asyncio.sleep(0.2)
+        return proc, port
+
+    return await on_free_port(start)
+
+
 async def test_prometheus_scrapes_throughput_lag_and_flush_latency(
     stack: Stack, plain_db: str, tmp_path: Path
 ) -> None:
-    metrics_port, web_port = free_port(), free_port()
-    environment = ingest_environment(stack.kafka, plain_db, CIE_METRICS_HOST="127.0.0.1",
-                                     CIE_METRICS_PORT=str(metrics_port))
-    (tmp_path / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: ['{ALERTS}']\n"
-        "scrape_configs:\n"
-        f"  - {{job_name: cie, static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]}}\n")
+    """The values Prometheus stores are the consumer's real counts: 30 bars consumed and
+    written in at least one flush, no lag left, ready."""
+    environment = ingest_environment(stack.kafka, plain_db)
     ingest = Ingest(environment)
     await ingest.open()
-    log = (tmp_path / "prometheus.log").open("wb")
-    prometheus = await asyncio.create_subprocess_exec(
-        tool("prometheus"), f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{web_port}",
-        stdout=log, stderr=log)
+    prometheus: Process | None = None
     try:
-        async with consume_subprocess(environment, tmp_path / "consume.log"):
-            await ingest.send([Bar(symbol="PROM", timestamp=f"2026-03-02T14:{m:02d}:00Z",  # type: ignore[arg-type]
+        async with consume_serving_metrics(environment, tmp_path / "consume.log") as (_, port):
+            (tmp_path / "prometheus.yml").write_text(
+                "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                f"rule_files: ['{ALERTS}']\n"
+                "scrape_configs:\n"
+                f"  - {{job_name: cie, static_configs: [{{targets: ['127.0.0.1:{port}']}}]}}\n")
+            prometheus, web_port = await start_prometheus(
+                tmp_path / "prometheus.yml", tmp_path / "data", tmp_path / "prometheus.log")
+            await ingest.send([Bar(symbol="PROM", timestamp=T0 + timedelta(minutes=m),
                                    open=Decimal(1), high=Decimal(1), low=Decimal(1),
                                    close=Decimal(1), volume=m) for m in range(30)])
+            await ingest.drained("bars", 30)
+            bars = ingest.topic("bars")
 
-            async def found(query: str) -> bool:
-                status, body = await get(web_port, f"/api/v1/query?query={query}")
-                return status == 200 and len(json.loads(body)["data"]["result"]) > 0
+            async def value(query: str) -> float | None:
+                status, body = await get(web_port, f"/api/v1/query?query={quote(query)}")
+                result = json.loads(body)["data"]["result"] if status == 200 else []
+                return float(result[0]["value"][1]) if result else None
 
-            for query in ("cie_messages_consumed_total", "cie_consumer_lag_messages",
-                          "cie_flush_duration_seconds_bucket", "cie_ready"):
-                assert await eventually(partial(found, query), True, timeout=60), query
+            expected = {
+                f'sum(cie_messages_consumed_total{{topic="{bars}"}})': 30.0,
+                f'sum(cie_rows_written_total{{topic="{bars}"}})': 30.0,
+                f'sum(cie_consumer_lag_messages{{topic="{bars}"}})': 0.0,
+                # flushes: at least one (how many it took may vary)
+                f'sum(cie_flush_duration_seconds_count{{topic="{bars}"}}) > bool 0': 1.0,
+                "cie_ready": 1.0,
+            }
+            for query, want in expected.items():
+                assert await eventually(partial(value, query), want, timeout=60) == want, query
             _, body = await get(web_port, "/api/v1/rules")
             names = {r["name"] for g in json.loads(body)["data"]["groups"] for r in g["rules"]}
             assert "CieDeadLettersArriving" in names and len(names) == 5
     finally:
-        prometheus.terminate()
-        await asyncio.wait_for(prometheus.wait(), timeout=30)
-        log.close()
+        if prometheus is not None:
+            prometheus.terminate()
+            await asyncio.wait_for(prometheus.wait(), timeout=30)
         await ingest.close()

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,7 @@ from consumers.errors import RollupError
 from consumers.platform import migrations
 from consumers.platform.db import connect
 from tests.integration.test_rollup import MONDAY, OPTIONS, add_trade
+from tests.ports import PortTaken, on_free_port_sync, taken
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -42,23 +42,24 @@ def as_postgres(*command: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run(*command: str) -> None:
     result = subprocess.run(as_postgres(*command), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 
 
-def start(data: Path, port: int) -> None:
+def start(data: Path, port: int) -> int:
     # no TimescaleDB here: the plain path is enough to show where reads go
-    run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(data.parent / f"{data.name}.log"),
-        "-w", "-t", "60", "-o",
+    log = data.parent / f"{data.name}.log"
+    log.unlink(missing_ok=True)
+    result = subprocess.run(as_postgres(
+        str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
         f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-        "-c shared_preload_libraries='' -c fsync=off -c wal_level=replica", "start")
+        "-c shared_preload_libraries='' -c fsync=off -c wal_level=replica", "start"),
+        capture_output=True, text=True, timeout=120)
+    if result.returncode != 0 and log.exists() and taken(log.read_text(errors="replace")):
+        raise PortTaken(port)
+    assert result.returncode == 0, result.stderr
+    return port
 
 
 @pytest.fixture(scope="module")
@@ -69,20 +70,19 @@ def pair() -> Iterator[Pair]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
     primary, replica = root / "primary", root / "replica"
-    ports = free_port(), free_port()
     started: list[Path] = []
     try:
         run(str(PG_BIN / "initdb"), "-D", str(primary), "-U", "postgres", "--auth=trust",
             "-E", "UTF8", "--locale=C", "--no-sync")
-        start(primary, ports[0])
+        primary_port = on_free_port_sync(lambda port: start(primary, port))
         started.append(primary)
-        run(str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(ports[0]),
+        run(str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary_port),
             "-U", "postgres", "-D", str(replica), "-R", "-X", "stream", "--no-sync",
             "-c", "fast")
-        start(replica, ports[1])
+        replica_port = on_free_port_sync(lambda port: start(replica, port))
         started.append(replica)
-        yield Pair(f"postgresql://postgres@127.0.0.1:{ports[0]}/postgres",
-                   f"postgresql://postgres@127.0.0.1:{ports[1]}/postgres")
+        yield Pair(f"postgresql://postgres@127.0.0.1:{primary_port}/postgres",
+                   f"postgresql://postgres@127.0.0.1:{replica_port}/postgres")
     finally:
         for data in reversed(started):
             subprocess.run(as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m",
@@ -111,8 +111,23 @@ async def week_trades(db: asyncpg.Connection) -> int | None:
     return int(value) if value is not None else None
 
 
+async def waiting_on_replica(replica_url: str, timeout: float = 30) -> None:
+    """Until a session on the replica has asked whether it caught up (the rollup's wait loop:
+    it keeps asking while replay is paused), bounded."""
+    watcher = await connect(replica_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while not await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                "AND query LIKE '%pg_last_wal_replay_lsn() >=%'"):
+            assert time.monotonic() < deadline, "the rollup never waited for the replica"
+            await asyncio.sleep(0.05)
+    finally:
+        await watcher.close()
+
+
 async def test_reads_wait_for_a_lagging_replica(
-    conns: tuple[asyncpg.Connection, asyncpg.Connection],
+    conns: tuple[asyncpg.Connection, asyncpg.Connection], pair: Pair,
 ) -> None:
     primary, replica = conns
     assert await replica.fetchval("SELECT pg_is_in_recovery()")
@@ -123,8 +138,9 @@ async def test_reads_wait_for_a_lagging_replica(
     await replica.execute("SELECT pg_wal_replay_pause()")
     await add_trade(primary, exit_day=MONDAY + timedelta(days=1), net="-5")  # the replica cannot see it
     run_ = asyncio.create_task(rollup(primary, OPTIONS, reader=replica))
-    await asyncio.sleep(1.0)
+    await waiting_on_replica(pair.replica)
     assert not run_.done()  # waiting for the replica, not computing from its stale state
+    assert await week_trades(primary) == 1
     await replica.execute("SELECT pg_wal_replay_resume()")
     report = await asyncio.wait_for(run_, timeout=30)
     assert report.strategy_periods_recomputed == 3

@@ -20,10 +20,11 @@ def first_monday(months_ago: int) -> date:
     return first + timedelta(days=-first.weekday() % 7)
 
 
-# A Monday in the first week of its month, three months back: its week and the next lie in
-# the same month, it is well inside every retention horizon (the shortest is two years), and
-# it is older than every compression horizon (chunks are compressed only when a test does it).
-MONDAY: date = first_monday(3)
+# A Monday in the first week of its month, six months back: its week and the next lie in the
+# same month, it is well inside every retention horizon (the shortest is two years), and its
+# chunks are older than every compression horizon (the longest is 90 days plus a week's chunk),
+# so a test that runs the compression jobs finds them compressible.
+MONDAY: date = first_monday(6)
 T0: datetime = datetime.combine(MONDAY, time(14, 30), UTC)
 
 

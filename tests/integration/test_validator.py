@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 import uuid
@@ -22,7 +23,7 @@ from consumers.contracts.predictions import Prediction
 from consumers.platform.db import create_pool
 from tests.clock import T0 as T0_1430
 from tests.conftest import Stack
-from tests.integration.harness import Ingest, counter, eventually, ingest_environment
+from tests.integration.harness import Ingest, counter, eventually, ingest_environment, row_of
 
 T0 = T0_1430 - timedelta(minutes=30)
 RULES = validator.Rules(gap_tolerance=timedelta(minutes=2), neutral_band=Decimal("0.0005"),
@@ -168,6 +169,30 @@ async def test_validation_and_excursions_in_compressed_chunks(timescale_db: str)
         await pool.close()
 
 
+async def test_the_bars_path_waits_for_the_ingest_to_store_the_bars_it_read(
+    db: asyncpg.Pool,
+) -> None:
+    """The validator's group can read a bar before the ingest group has stored it (or while
+    the stored row is still an older version): it waits, up to ingest_wait, until the row is
+    stored as read, then validates from it."""
+    await add_bars(db, flat(range(0, 5)))
+    await add_bars(db, {5: ("99", "99", "99")})  # the horizon bar as first sent
+    prediction = await add_prediction(db, 0, 5, "LONG")
+    corrected = Bar(symbol="AAPL", timestamp=at(5), open=Decimal("101"), high=Decimal("101"),
+                    low=Decimal("101"), close=Decimal("101"), volume=1)
+    patient = validator.ValidatorBarsPipeline(
+        dataclasses.replace(RULES, ingest_wait=timedelta(seconds=30)))
+
+    async def ingest_stores_the_correction_later() -> None:
+        await asyncio.sleep(0.5)  # the ingest group is half a second behind
+        await add_bars(db, {5: ("101", "101", "101")})
+
+    async with db.acquire() as conn, conn.transaction():
+        await asyncio.gather(patient.write(conn, [corrected]),
+                             ingest_stores_the_correction_later())
+    assert await outcome(db, prediction) == (Decimal("0.01000000"), "LONG", True, True)
+
+
 async def test_a_gap_beyond_tolerance_is_left_unvalidated(db: asyncpg.Pool) -> None:
     bars = flat(range(0, 3))  # 0..2, then nothing until 10
     bars.update(flat(range(10, 12), "102"))
@@ -288,7 +313,7 @@ async def test_validator_consumes_bars_and_fills_end_to_end(
                  for side, price, minute in (("BUY", "400", 0), ("SELL", "404", 3))]
         await ingest.send([prediction, *fills])
         bars = [Bar(symbol="MSFT", timestamp=at(m), open=Decimal(400 + m),
-                    high=Decimal(401 + m), low=Decimal(399 + m), close=Decimal(400 + m),
+                    high=Decimal(401 + m), low=Decimal(397 + m), close=Decimal(400 + m),
                     volume=1) for m in range(0, 5)]
         await ingest.send(bars)
         log = tmp_path / "validate.log"
@@ -299,9 +324,12 @@ async def test_validator_consumes_bars_and_fills_end_to_end(
             try:
                 validated = counter(plain_db, "SELECT actual_direction FROM model_predictions")
                 assert await eventually(validated, "LONG", timeout=60) == "LONG"
-                mfe = counter(plain_db, "SELECT max_favorable_excursion FROM trade_outcomes")
-                # bars 0..3 inside the trade: highest high 404 -> (404 - 400) * 10 = 40
-                assert await eventually(mfe, Decimal("40.0000"), timeout=60) == Decimal("40.0000")
+                excursions = row_of(plain_db, "SELECT max_favorable_excursion, "
+                                    "max_adverse_excursion FROM trade_outcomes")
+                # the bars that start within the trade (00:01 to 03:01) are 1..3: highest
+                # high 404 -> (404 - 400) * 10 = 40; lowest low 398 -> (400 - 398) * 10 = 20
+                expected = (Decimal("40.0000"), Decimal("20.0000"))
+                assert await eventually(excursions, expected, timeout=60) == expected
             finally:
                 proc.terminate()
                 await asyncio.wait_for(proc.wait(), timeout=30)

@@ -21,8 +21,15 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from hypothesis import settings as hypothesis_settings
 
 from consumers.platform import migrations
+
+# Property tests: reproducible in CI (the same examples every run); HYPOTHESIS_PROFILE=random
+# explores new ones (a nightly-style run), and prints the seed of any failure to replay it.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.register_profile("random", derandomize=False, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parent.parent
 STACK = REPO / "deploy" / "local" / "stack.sh"
@@ -55,6 +62,19 @@ async def _reachable(kafka: str, server_url: str) -> bool:
     except (TimeoutError, OSError, asyncpg.PostgresError, Exception):
         return False
     return True
+
+
+@pytest.fixture(autouse=True)
+async def no_task_outlives_its_test() -> AsyncIterator[None]:
+    """All tests share one event loop: a task a failed test left running (a consumer, a
+    producer's sender) would keep working during later tests. Cancel whatever this test
+    started and did not finish."""
+    before = asyncio.all_tasks()
+    yield
+    leftovers = asyncio.all_tasks() - before - {asyncio.current_task()}
+    for task in leftovers:
+        task.cancel()
+    await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 @pytest.fixture(scope="session")

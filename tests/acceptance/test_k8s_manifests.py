@@ -74,6 +74,7 @@ def test_custom_resources_have_their_required_fields(overlay: tuple[str, list[An
     assert scaler["spec"]["scaleTargetRef"]["name"] == "cie-ingest" in deployments
     assert scaler["spec"]["maxReplicaCount"] <= PARTITIONS[name]
     triggers = scaler["spec"]["triggers"]
+    assert len(triggers) == len(TOPICS) > 0
     # every topic of the topic table, and nothing else, scales the consumers
     assert sorted(t["metadata"]["topic"] for t in triggers) == sorted(t.default for t in TOPICS)
     for trigger in triggers:
@@ -94,7 +95,12 @@ def test_workloads_follow_the_operating_rules(overlay: tuple[str, list[Any]]) ->
     assert set(config["data"]) <= set(ENVIRONMENT.values())
     drain = int(config["data"]["CIE_DRAIN_DEADLINE_SECONDS"])
     commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    for spec in pod_specs(objects):
+    specs = pod_specs(objects)
+    run = [container["args"][0] for spec in specs for container in spec["containers"]]
+    # every workload is checked below: the loops cannot pass by running zero times
+    assert sorted(run) == ["consume", "maintain", "migrate", "rollup", "validate"]
+    secrets_checked = 0
+    for spec in specs:
         assert spec["securityContext"]["runAsNonRoot"] is True
         for container in spec["containers"]:
             assert container["args"][0] in commands
@@ -107,7 +113,11 @@ def test_workloads_follow_the_operating_rules(overlay: tuple[str, list[Any]]) ->
                 if env["name"] in ("DATABASE_URL", "CIE_DATABASE_REPLICA_URL",
                                    "KAFKA_SASL_PASSWORD"):
                     assert "secretKeyRef" in env["valueFrom"], env["name"]
-    for deployment in by_kind(objects, "Deployment"):
+                    secrets_checked += 1
+    assert secrets_checked >= len(run)  # at least DATABASE_URL in each
+    deployments = by_kind(objects, "Deployment")
+    assert sorted(d["metadata"]["name"] for d in deployments) == ["cie-ingest", "cie-validator"]
+    for deployment in deployments:
         spec = deployment["spec"]["template"]["spec"]
         assert spec["terminationGracePeriodSeconds"] > drain
         [container] = spec["containers"]

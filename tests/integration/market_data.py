@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
+
+from tests.clock import TODAY
 
 BAR_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume", "atr_14",
                "rsi_14", "vix", "detected_regime", "regime_confidence")
 
 
 def utc_day(days_ago: int) -> datetime:
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return today - timedelta(days=days_ago)
+    """Midnight UTC ``days_ago`` days before the run's TODAY (one day for the whole run, so
+    two calls in a test agree even across midnight)."""
+    return datetime.combine(TODAY - timedelta(days=days_ago), time(0), UTC)
 
 
 def three_bars(symbol: str, day: datetime) -> list[tuple[Any, ...]]:

@@ -1,4 +1,6 @@
-"""The local broker for real: 10,000 messages through a consumer group with manual commits."""
+"""The project's Kafka wiring on the real broker: ``make_producer`` and ``make_consumer`` as
+every command uses them (manual commits, earliest on a new group, read_committed, fetches
+bounded by CIE_BATCH_MAX_ROWS), 10,000 messages through a group across a restart."""
 
 from __future__ import annotations
 
@@ -7,63 +9,87 @@ import json
 import time
 import uuid
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from consumers.ingest.kafka import make_consumer, make_producer
+from consumers.platform.settings import Settings, load_settings
 from tests.conftest import NewTopics, Stack
 
 TOTAL = 10_000
+BATCH = 300
+PARTITIONS = 3
 
 
-async def produce(stack: Stack, topic: str) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka, acks="all", linger_ms=5)
+def settings_for(stack: Stack, group: str) -> Settings:
+    return load_settings({"KAFKA_BOOTSTRAP_SERVERS": stack.kafka, "DATABASE_URL": "postgresql://x",
+                          "CIE_CONSUMER_GROUP": group, "CIE_BATCH_MAX_ROWS": str(BATCH)})
+
+
+async def produce(settings: Settings, topic: str) -> None:
+    producer = make_producer(settings)
     await producer.start()
     try:
-        sends = [
-            await producer.send(topic, key=str(i % 97).encode(), value=json.dumps({"seq": i}).encode())
-            for i in range(TOTAL)
-        ]
+        sends = [await producer.send(topic, key=str(i % 97).encode(),
+                                     value=json.dumps({"seq": i}).encode())
+                 for i in range(TOTAL)]
         await asyncio.gather(*sends)
     finally:
         await producer.stop()
 
 
-async def consume(stack: Stack, topic: str, group: str, *, stop_after: int, seconds: float) -> list[int]:
-    """Read with manual commits: each fetched batch is 'processed', then its offsets committed."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=stack.kafka, group_id=group, enable_auto_commit=False,
-        auto_offset_reset="earliest", isolation_level="read_committed",
-    )
+async def consume(settings: Settings, topic: str, *, stop_after: int) -> tuple[list[int], int]:
+    """Read as the runner does: each fetched batch is 'processed', then its offsets committed.
+    Returns the sequence numbers read and the largest batch one fetch returned."""
+    consumer = make_consumer(settings)
+    consumer.subscribe([topic])
     await consumer.start()
     seen: list[int] = []
-    deadline = time.monotonic() + seconds
+    largest = 0
+    deadline = time.monotonic() + 60
     try:
-        while len(seen) < stop_after and time.monotonic() < deadline:
-            batches = await consumer.getmany(timeout_ms=200, max_records=500)
+        while len(seen) < stop_after:
+            assert time.monotonic() < deadline, f"read {len(seen)} of {stop_after}"
+            batches = await consumer.getmany(timeout_ms=200)
+            largest = max(largest, sum(len(records) for records in batches.values()))
             for records in batches.values():
                 seen.extend(json.loads(r.value)["seq"] for r in records)
             if batches:
                 await consumer.commit()
     finally:
         await consumer.stop()
-    return seen
+    return seen, largest
+
+
+async def committed_and_end(settings: Settings, topic: str) -> tuple[int, int]:
+    """The group's committed offsets and the topic's end offsets, summed over partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                group_id=settings.consumer_group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(partitions)
+        committed = [await consumer.committed(tp) or 0 for tp in partitions]
+        return sum(committed), sum(ends.values())
+    finally:
+        await consumer.stop()
 
 
 async def test_ten_thousand_messages_once_per_group_across_a_restart(
     stack: Stack, new_topic: NewTopics
 ) -> None:
-    topic = await new_topic("roundtrip", partitions=3)
-    await produce(stack, topic)
+    topic = await new_topic("roundtrip", partitions=PARTITIONS)
     group = f"g-{uuid.uuid4().hex[:8]}"
+    settings = settings_for(stack, group)
+    await produce(settings, topic)
 
-    first = await consume(stack, topic, group, stop_after=4_000, seconds=60)
+    first, largest = await consume(settings, topic, stop_after=4_000)
     assert 4_000 <= len(first) < TOTAL
-    # the restarted consumer resumes at the committed offsets: the rest, nothing twice
-    second = await consume(stack, topic, group, stop_after=TOTAL - len(first), seconds=60)
-    combined = first + second
-    assert len(combined) == TOTAL
-    assert sorted(combined) == list(range(TOTAL))
-    # and then there is nothing left for this group
-    assert await consume(stack, topic, group, stop_after=1, seconds=3) == []
+    assert 0 < largest <= BATCH  # a fetch never hands the runner more than one batch
+    # the restarted member resumes at the committed offsets (not at 'earliest' again)
+    second, _ = await consume(settings, topic, stop_after=TOTAL - len(first))
+    assert sorted(first + second) == list(range(TOTAL))  # all of them, none twice
+    # and the group has committed everything: a third member would get nothing
+    assert await committed_and_end(settings, topic) == (TOTAL, TOTAL)
 
-    other = await consume(stack, topic, f"{group}-other", stop_after=TOTAL, seconds=60)
-    assert sorted(other) == list(range(TOTAL))
+    other, _ = await consume(settings_for(stack, f"{group}-other"), topic, stop_after=TOTAL)
+    assert sorted(other) == list(range(TOTAL))  # a new group starts at the earliest offset

@@ -24,8 +24,7 @@ async def run_cli(*args: str, database: str, stack: Stack) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    return await proc.wait(), out.decode()
 
 
 async def ledger(url: str) -> list[asyncpg.Record]:

@@ -7,9 +7,11 @@ from its calibration_curve).
 
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import date, timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import empyrical
 import numpy as np
@@ -43,10 +45,16 @@ def close(ours: float | Decimal | None, reference: float) -> bool:
     return math.isclose(float(ours), reference, rel_tol=TOLERANCE, abs_tol=TOLERANCE)
 
 
-def returns_of(pnls: list[Decimal], capital: Decimal) -> list[float]:
-    returns = perf.daily_returns(pnls, capital)
-    assert returns is not None  # ±2,500 a day cannot exhaust 100,000 in 40 days
-    return returns
+def returns_of(pnls: list[Decimal], capital: Decimal) -> np.ndarray:
+    """The reference's daily returns, computed here (not by the code under test): the
+    percentage change of the end-of-day equity curve that starts at the capital base, in
+    exact rational arithmetic (nearly equal returns make Sharpe ill-conditioned: rounding
+    differences in its input would show as a wrong ratio)."""
+    curve = [Fraction(capital)]
+    for pnl in pnls:
+        curve.append(curve[-1] + Fraction(pnl))
+    assert all(equity > 0 for equity in curve)  # ±2,500 a day cannot exhaust 100,000 in 40 days
+    return np.array([float((after - before) / before) for before, after in itertools.pairwise(curve)])
 
 
 @settings(max_examples=300, deadline=None)
@@ -54,8 +62,10 @@ def returns_of(pnls: list[Decimal], capital: Decimal) -> list[float]:
 def test_ratios_match_empyrical(cents: list[int], capital: Decimal, per_year: int,
                                 rf: Decimal) -> None:
     pnls = [Decimal(c) / 100 for c in cents]
-    returns = returns_of(pnls, capital)
-    series = np.array(returns)
+    returns = perf.daily_returns(pnls, capital)
+    assert returns is not None
+    series = returns_of(pnls, capital)
+    assert returns == list(series)  # both correctly rounded from the exact value
     daily_rf = float(rf) / per_year
     days = [date(2026, 1, 1) + timedelta(days=i) for i in range(len(pnls))]
 
@@ -71,19 +81,22 @@ def test_ratios_match_empyrical(cents: list[int], capital: Decimal, per_year: in
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(pnl_cents, min_size=1, max_size=30), capitals, periods_per_year)
+@given(st.lists(pnl_cents, min_size=1, max_size=30), capitals, periods_per_year, risk_free)
 def test_stored_figures_are_the_reference_rounded(cents: list[int], capital: Decimal,
-                                                  per_year: int) -> None:
-    """The whole path from per-day aggregates to DECIMAL(8, 4) columns."""
+                                                  per_year: int, rf: Decimal) -> None:
+    """The whole path from per-day aggregates to DECIMAL(8, 4) columns, with and without a
+    risk-free rate."""
     days = [_trade_day(date(2026, 1, 1) + timedelta(days=i), Decimal(c) / 100)
             for i, c in enumerate(cents)]
-    figures = perf.strategy_figures(days, RatioSettings(capital, per_year, Decimal(0)),
-                                    Undefined())
-    series = np.array(returns_of([d.net_pnl for d in days], capital))
+    figures = perf.strategy_figures(days, RatioSettings(capital, per_year, rf), Undefined())
+    series = returns_of([d.net_pnl for d in days], capital)
+    daily_rf = float(rf) / per_year
     with np.errstate(all="ignore"):
         references = {
-            "sharpe_ratio": empyrical.sharpe_ratio(series, annualization=per_year),
-            "sortino_ratio": empyrical.sortino_ratio(series, annualization=per_year),
+            "sharpe_ratio": empyrical.sharpe_ratio(series, risk_free=daily_rf,
+                                                   annualization=per_year),
+            "sortino_ratio": empyrical.sortino_ratio(series, required_return=daily_rf,
+                                                     annualization=per_year),
             "calmar_ratio": empyrical.calmar_ratio(series, annualization=per_year),
             "max_drawdown": -empyrical.max_drawdown(series),
         }

@@ -273,7 +273,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     """One line on the TimescaleDB half: how many of its tests ran, and loudly when it was
     skipped (the extension is not installed in this PostgreSQL)."""
     counts = {outcome: sum(1 for report in terminalreporter.stats.get(outcome, [])
-                           if "timescaledb" in report.keywords and report.when in ("call", "setup")
+                           if "timescaledb" in getattr(report, "keywords", ())  # not collection
+                           and report.when in ("call", "setup")
                            and (outcome != "passed" or report.when == "call"))
               for outcome in ("passed", "failed", "error", "skipped")}
     if not any(counts.values()):

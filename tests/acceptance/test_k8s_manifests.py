@@ -16,13 +16,16 @@ import pytest
 import yaml
 
 from consumers.cli import build_parser
-from consumers.platform.settings import ENVIRONMENT
-from consumers.topics import TOPICS
+from consumers.errors import SettingsError
+from consumers.ingest.kafka import topic_config
+from consumers.platform.settings import ENVIRONMENT, load_settings
+from consumers.topics import TOPICS, unknown_names
 from tests.conftest import REPO
 
 K8S = REPO / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"
-CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "PodMonitor", "Cluster", "ScheduledBackup"}
+CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "PodMonitor", "Cluster", "ScheduledBackup",
+                "KafkaTopic"}
 PARTITIONS = {"dev": 3, "prod": 12}  # the topics' partition counts in each environment
 
 
@@ -154,3 +157,87 @@ def test_database_cluster_reference() -> None:
     [backup] = by_kind(objects, "ScheduledBackup")
     assert backup["spec"]["cluster"]["name"] == cluster["metadata"]["name"]
     assert backup["spec"]["schedule"]
+
+
+def container_environment(objects: list[dict[str, Any]], container: dict[str, Any]
+                          ) -> dict[str, str]:
+    """What the container's process would see: its ConfigMaps' data, then its own env; a
+    value from a Secret becomes a placeholder of the right shape (the secret stays unknown)."""
+    config_maps = {c["metadata"]["name"]: c["data"] for c in by_kind(objects, "ConfigMap")}
+    environment: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        environment.update(config_maps[source["configMapRef"]["name"]])
+    for env in container.get("env", []):
+        if "value" in env:
+            environment[env["name"]] = env["value"]
+        elif "secretKeyRef" in env.get("valueFrom", {}):
+            environment[env["name"]] = (
+                "postgresql://user:from-secret@db.cie.svc/cie" if env["name"].endswith("_URL")
+                else "from-secret")
+    return environment
+
+
+def test_every_container_command_line_starts_with_its_environment(
+    overlay: tuple[str, list[Any]],
+) -> None:
+    """A dry run of each Deployment's, Job's and CronJob's command: its arguments parse and
+    its settings load from what the manifests give it (a job that lacks a setting it needs,
+    say the Kafka password once the overlay switches to SASL_SSL, exits 2 at start: here)."""
+    from consumers.cli import _needs
+
+    _, objects = overlay
+    containers = [c for spec in pod_specs(objects) for c in spec["containers"]]
+    assert len(containers) == 5
+    for container in containers:
+        args = build_parser().parse_args(container["args"])
+        environment = container_environment(objects, container)
+        try:
+            settings = load_settings(environment, needs=_needs(args))
+        except SettingsError as exc:
+            pytest.fail(f"{container['name']} ({' '.join(container['args'])}): {exc}")
+        assert not unknown_names(settings), container["name"]
+
+
+def test_only_the_metrics_scraper_reaches_the_pods(overlay: tuple[str, list[Any]]) -> None:
+    _, objects = overlay
+    [policy] = by_kind(objects, "NetworkPolicy")
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    templates = [o["spec"]["template"]["metadata"]["labels"]
+                 for o in objects if o["kind"] in ("Deployment", "Job")]
+    templates += [c["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+                  for c in by_kind(objects, "CronJob")]
+    assert len(templates) == 5
+    assert all(selector.items() <= labels.items() for labels in templates)  # every pod
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "metrics"}]
+    [peer] = rule["from"]
+    assert peer["podSelector"]["matchLabels"] and peer["namespaceSelector"]["matchLabels"]
+
+
+def test_strimzi_topics_are_the_topic_table(overlay: tuple[str, list[Any]]) -> None:
+    """Every source topic and its dead-letter topic as a KafkaTopic, with the settings
+    `cie topics ensure` gives clusters without Strimzi (consumers/topics.py)."""
+    name, objects = overlay
+    kafka_topics = {t["spec"]["topicName"]: t for t in by_kind(objects, "KafkaTopic")}
+    sources = {t.default for t in TOPICS}
+    assert set(kafka_topics) == sources | {f"{t}.dlq" for t in sources}
+    for topic_name, resource in kafka_topics.items():
+        assert resource["apiVersion"] == "kafka.strimzi.io/v1beta2"
+        assert resource["metadata"]["labels"]["strimzi.io/cluster"]
+        spec = resource["spec"]
+        dead_letters = topic_name.endswith(".dlq")
+        assert spec["partitions"] == (1 if dead_letters else PARTITIONS[name])
+        expected = topic_config(dead_letters=dead_letters, replicas=spec["replicas"])
+        assert spec["config"] == expected, topic_name
+    # KEDA never runs more consumers than a topic has partitions
+    [scaler] = by_kind(objects, "ScaledObject")
+    assert scaler["spec"]["maxReplicaCount"] <= PARTITIONS[name]
+
+
+def test_keda_watches_the_cluster_the_consumers_use(overlay: tuple[str, list[Any]]) -> None:
+    _, objects = overlay
+    [config] = by_kind(objects, "ConfigMap")
+    [scaler] = by_kind(objects, "ScaledObject")
+    servers = {t["metadata"]["bootstrapServers"] for t in scaler["spec"]["triggers"]}
+    assert servers == {config["data"]["KAFKA_BOOTSTRAP_SERVERS"]}

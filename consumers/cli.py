@@ -187,11 +187,16 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 async def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
-    wanted = [name for topic in topics.TOPICS
-              for name in (topic.kafka_name(settings), topic.dead_letter_name(settings))]
-    created = await ensure_topics(settings, wanted, partitions=args.partitions,
+    """`cie topics ensure`: every source topic and its dead-letter topic (one partition,
+    which keeps a replay in order), created where missing; run it again and nothing changes."""
+    sources = [topic.kafka_name(settings) for topic in topics.TOPICS]
+    dead_letters = [topic.dead_letter_name(settings) for topic in topics.TOPICS]
+    created = await ensure_topics(settings, sources, partitions=args.partitions,
                                   replication_factor=args.replication_factor)
-    log.info("topics.ensured", created=created, existing=sorted(set(wanted) - set(created)))
+    created += await ensure_topics(settings, dead_letters, partitions=1,
+                                   replication_factor=args.replication_factor, dead_letters=True)
+    log.info("topics.ensured", created=created,
+             existing=sorted(set(sources + dead_letters) - set(created)))
     return 0
 
 
@@ -257,9 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="drain the backlog with the sweep, then exit (no Kafka)")
     validate.set_defaults(run=cmd_validate, needs=("kafka", "database"))
 
-    topics_ = sub.add_parser("topics", help="create the source and dead-letter topics if missing")
-    topics_.add_argument("--partitions", type=int, default=6)
-    topics_.add_argument("--replication-factor", type=int, default=1)
+    topics_ = sub.add_parser(
+        "topics", help="ensure: create the source and dead-letter topics where missing "
+        "(idempotent; clusters without Strimzi)")
+    topics_.add_argument("action", nargs="?", choices=["ensure"], default="ensure")
+    topics_.add_argument("--partitions", type=int, default=6,
+                         help="partitions of each source topic (6); dead-letter topics get 1")
+    topics_.add_argument("--replication-factor", type=int, default=None,
+                         help="replicas (default: as many as brokers, at most 3)")
     topics_.set_defaults(run=cmd_topics, needs=("kafka",))
 
     contracts = sub.add_parser("contracts", help="print every topic's contract as JSON Schema")

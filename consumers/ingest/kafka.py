@@ -85,18 +85,38 @@ async def require_dead_letter_topics(settings: Settings, sources: Sequence[str])
     letter with nowhere to go would hold its partition up for good."""
     wanted = [settings.dead_letter_topic(topic) for topic in sources]
     try:
-        await ensure_topics(settings, wanted, partitions=1, replication_factor=None)
+        await ensure_topics(settings, wanted, partitions=1, replication_factor=None,
+                            dead_letters=True)
     except KafkaError as exc:
         raise FatalError(
             f"dead-letter topics {', '.join(wanted)}: missing and could not be created "
             f"({type(exc).__name__}); create them or allow this user to") from exc
 
 
+def topic_config(*, dead_letters: bool, replicas: int) -> dict[str, str]:
+    """The broker settings of a topic this project creates (`cie topics ensure`, and the
+    Strimzi KafkaTopics in deploy/k8s/components/strimzi-topics, which a manifest test keeps
+    equal). Sources keep 7 days, a long weekend's outage, in the producers' own compression;
+    dead letters keep 30 days, time to fix the cause and replay them, in zstd. An acks=all
+    write needs every replica but one (at least one): one broker may be down, and a write is
+    never on a single copy when there are more."""
+    return {
+        "retention.ms": str(30 * DAY_MS if dead_letters else 7 * DAY_MS),
+        "compression.type": "zstd" if dead_letters else "producer",
+        "min.insync.replicas": str(max(1, replicas - 1)),
+    }
+
+
+DAY_MS = 86_400_000
+
+
 async def ensure_topics(
-    settings: Settings, topics: list[str], *, partitions: int, replication_factor: int | None
+    settings: Settings, topics: list[str], *, partitions: int, replication_factor: int | None,
+    dead_letters: bool = False,
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the ones it created.
-    ``replication_factor`` None: as many replicas as there are brokers, at most three."""
+    """Create the topics that do not exist yet, with ``topic_config``; returns the ones it
+    created (existing topics are left as they are). ``replication_factor`` None: as many
+    replicas as there are brokers, at most three."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
@@ -105,8 +125,11 @@ async def ensure_topics(
             brokers = len((await admin.describe_cluster())["brokers"])
             replication_factor = max(1, min(3, brokers))
         if missing:
+            assert replication_factor is not None
+            config = topic_config(dead_letters=dead_letters, replicas=replication_factor)
             await admin.create_topics([
-                NewTopic(name, num_partitions=partitions, replication_factor=replication_factor)
+                NewTopic(name, num_partitions=partitions, replication_factor=replication_factor,
+                         topic_configs=config)
                 for name in missing
             ])
         return missing

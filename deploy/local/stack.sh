@@ -256,7 +256,7 @@ cmd_run() {
   cmd_up
   eval "$(print_env)"
   "$venv/bin/cie" migrate
-  "$venv/bin/cie" topics --partitions 3
+  "$venv/bin/cie" topics ensure --partitions 3
   start_background consume 9108
   CIE_VALIDATOR_ROLLUP_SECONDS=30 start_background validate 9109  # it rolls up every 30 s too
   "$venv/bin/cie" demo

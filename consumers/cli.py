@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ from consumers.ingest.kafka import (
 from consumers.ingest.pipelines.base import Pipeline, staging_tables
 from consumers.ingest.runner import Runner
 from consumers.platform import health, maintenance, migrations
-from consumers.platform.db import connect, create_pool
+from consumers.platform.db import Conn, connect, create_pool, queries
 from consumers.platform.logs import configure_logging
 from consumers.platform.settings import DEFAULT_METRICS_PORTS, Need, Settings, load_settings
 
@@ -58,10 +59,18 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _record_success(conn: Conn, command: str, started: float) -> None:
+    """For the freshness alerts: the consumers export this (cie_command_last_success_...)."""
+    await conn.execute(queries("health")["record_command_success"], command,
+                       time.monotonic() - started)
+
+
 async def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
+    started = time.monotonic()
     conn = await connect(settings.database_url)
     try:
         report = await maintenance.maintain(conn, batch_rows=args.batch_rows)
+        await _record_success(conn, "maintain", started)
     finally:
         await conn.close()
     log.info("maintain.done", timescaledb=report.timescaledb,
@@ -74,9 +83,11 @@ async def cmd_rollup(settings: Settings, args: argparse.Namespace) -> int:
     conn = await connect(settings.database_url)
     reader = (await connect(settings.database_replica_url)
               if settings.database_replica_url else None)
+    started = time.monotonic()
     try:
         await rollup.rollup(conn, rollup.RollupOptions.from_settings(settings), reader=reader,
                             full=args.full)
+        await _record_success(conn, "rollup", started)
     finally:
         if reader:
             await reader.close()

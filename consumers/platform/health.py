@@ -7,7 +7,8 @@
 - /readyz (readiness): the database answers `SELECT 1` within two seconds (on the health's own
   connection, the answer reused for a second) and the Kafka consumer has partitions
   assigned. 503 with the failing checks otherwise.
-- /metrics: Prometheus text format (every metric is in consumers/platform/metrics.py).
+- /metrics: Prometheus text format (every metric is in consumers/platform/metrics.py), with
+  the scheduled commands' last successes read from the database every ten seconds.
 A deliberately small HTTP/1.0 responder: three GET routes need no web framework.
 """
 
@@ -66,10 +67,24 @@ class Health:
         return result
 
     async def watch(self, every: float = 10.0) -> None:
-        """Keep cie_ready current for Prometheus, between probes."""
+        """Keep cie_ready, and the scheduled commands' last successes, current for
+        Prometheus between probes."""
         while True:
-            await self.checks()
+            if (await self.checks())["database"]:
+                await self._export_command_successes()
             await asyncio.sleep(every)
+
+    async def _export_command_successes(self) -> None:
+        """The jobs that run once and exit record their successes in the database; the
+        long-running consumers, which are scraped, export them (freshness alerts)."""
+        try:
+            async with asyncio.timeout(READY_DB_TIMEOUT_SECONDS), self._database_lock:
+                assert self._conn is not None  # the check just connected
+                rows = await self._conn.fetch(queries("health")["command_successes"])
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return  # the next round tries again; cie_ready says what is wrong
+        for row in rows:
+            metrics.COMMAND_LAST_SUCCESS.labels(row["command"]).set(row["at"])
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -51,3 +51,7 @@ UNDECODABLE_SKIPPED = Counter(
     ["topic"])
 
 READY = Gauge("cie_ready", "1 while /readyz would answer 200 (checked every 10 seconds)")
+COMMAND_LAST_SUCCESS = Gauge(
+    "cie_command_last_success_timestamp_seconds",
+    "Unix time a scheduled command (rollup, maintain) last succeeded, as it recorded in the "
+    "database (refreshed with cie_ready)", ["command"])

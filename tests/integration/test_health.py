@@ -121,3 +121,40 @@ async def test_readiness_never_takes_a_writer_connection(stack: Stack, plain_db:
         for conn in held:
             await pool.release(conn)
         await pool.close()
+
+
+async def test_the_scheduled_commands_last_successes_are_exported(
+    stack: Stack, plain_db: str
+) -> None:
+    """`cie rollup` and `cie maintain` exit after each run, so nothing scrapes them: each
+    records its success in the database, and a long-running consumer's /metrics exports it
+    (the freshness alerts read cie_command_last_success_timestamp_seconds)."""
+    import asyncpg
+    from prometheus_client import REGISTRY
+
+    from consumers.platform import health
+    from tests.integration.test_migrations import run_cli
+
+    for command in ("rollup", "maintain"):
+        code, out = await run_cli(command, database=plain_db, stack=stack)
+        assert code == 0, out
+    conn = await asyncpg.connect(plain_db)
+    try:
+        recorded = {r["command"]: r["at"].timestamp() for r in await conn.fetch(
+            "SELECT command, last_success_at AS at FROM command_runs")}
+    finally:
+        await conn.close()
+    assert set(recorded) == {"rollup", "maintain"}
+
+    async def exported() -> dict[str, float | None]:
+        return {command: REGISTRY.get_sample_value(
+            "cie_command_last_success_timestamp_seconds", {"command": command})
+            for command in recorded}
+
+    checks = health.Health(plain_db, None)
+    watcher = asyncio.create_task(checks.watch(every=0.1))
+    try:
+        assert await eventually(exported, recorded) == recorded
+    finally:
+        watcher.cancel()
+        await checks.close()

@@ -25,10 +25,11 @@ from consumers.ingest.kafka import (
     make_dead_letter_producer,
     require_dead_letter_topics,
 )
+from consumers.ingest.lag import LagMonitor
 from consumers.ingest.pipelines.base import Pipeline, staging_tables
 from consumers.ingest.runner import Runner
 from consumers.platform import health, maintenance, migrations
-from consumers.platform.db import Conn, connect, create_pool, queries
+from consumers.platform.db import Conn, ConnectionInit, connect, create_pool, queries
 from consumers.platform.logs import configure_logging
 from consumers.platform.settings import DEFAULT_METRICS_PORTS, Need, Settings, load_settings
 
@@ -112,7 +113,7 @@ async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     rules = validator.Rules.from_settings(settings)
     if args.once:  # one sweep drains the backlog (a Job, a backfill, a benchmark)
-        pool = await create_pool(settings.database_url)
+        pool = await _pool(settings)
         try:
             await validator.sweep(pool, rules, batch=settings.validator_sweep_batch)
         finally:
@@ -153,7 +154,7 @@ async def _consume(
 ) -> None:
     """Run the consume loop until SIGTERM/SIGINT, with the health port and ``beside`` task."""
     stop = _stop_on_signals()
-    pool = await create_pool(settings.database_url, staging_tables(list(pipelines.values())))
+    pool = await _pool(settings, staging_tables(list(pipelines.values())))
     consumer = make_consumer(settings)
     runner = Runner(settings, consumer, pool, dead_letters, pipelines)
     checks = health.Health(settings.database_url, consumer, lambda: runner.progressed_at,
@@ -161,16 +162,25 @@ async def _consume(
     server = await _serve_health(settings, metrics_port, checks)
     await consumer.start()
     task = asyncio.create_task(beside(pool, stop)) if beside else None
+    lag = LagMonitor(settings, settings.consumer_group, consumer.assignment,
+                     settings.lag_refresh_seconds)
+    lag_task = asyncio.create_task(lag.run(stop))
     try:
         await runner.run(stop)
     finally:
         stop.set()
         if task:
             await task
+        await lag_task
         await consumer.stop()
         if server:
             await server.close()
         await pool.close()
+
+
+async def _pool(settings: Settings, init: ConnectionInit | None = None) -> asyncpg.Pool:
+    return await create_pool(settings.database_url, init, max_size=settings.db_pool_size,
+                             command_timeout=settings.db_command_timeout_seconds)
 
 
 def _metrics_port(settings: Settings, command: str) -> int:

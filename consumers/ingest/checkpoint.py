@@ -114,7 +114,6 @@ class Checkpoint:
         self._pipelines = pipelines
         self._keep_alive = keep_alive  # called while waiting out a database outage
         self._backoff = backoff
-        self.committed: dict[TopicPartition, int] = {}  # last offsets this process committed
         self._to_commit: dict[TopicPartition, int] = {}  # written, not yet sent to commit
         self._letters: list[DeadLetter] = []  # to produce with the next commit
         self._committer: asyncio.Task[None] | None = None  # sends _to_commit until it is empty
@@ -232,7 +231,6 @@ class Checkpoint:
                         metrics.DEAD_LETTERS.labels(letter.record.topic, letter.error_class).inc()
                 else:
                     await self._consumer.commit(offsets)
-                self.committed.update(offsets)
                 return
             except (CommitFailedError, IllegalStateError) as exc:
                 # The group rebalanced mid-batch: the new owner replays from the last commit,

@@ -62,6 +62,10 @@ def make_consumer(settings: Settings, *, group_id: str | None = None) -> AIOKafk
         fetch_max_bytes=settings.fetch_max_bytes,
         # find topics created after start (e.g. by the first producer) within seconds
         metadata_max_age_ms=10_000,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+        group_instance_id=settings.kafka_group_instance_id,
     )
 
 
@@ -77,7 +81,8 @@ def make_dead_letter_producer(settings: Settings) -> AIOKafkaProducer:
     by a killed process is aborted by the broker after ``transaction_timeout_ms``."""
     return make_producer(
         settings, transactional_id=f"{settings.consumer_group}.dlq.{uuid.uuid4().hex}",
-        transaction_timeout_ms=15_000, linger_ms=0)
+        transaction_timeout_ms=15_000, linger_ms=0,
+        max_request_size=settings.producer_max_request_bytes)
 
 
 async def require_dead_letter_topics(settings: Settings, sources: Sequence[str]) -> None:
@@ -144,9 +149,9 @@ class DeadLetter:
     reason: str
 
 
-# What a dead letter may weigh, below the producer's max_request_size (the record batch's own
-# overhead is a few dozen bytes; the margin leaves room for it).
-DLQ_MAX_BYTES = 1_048_576 - 16 * 1024
+# What a dead letter may weigh: the producer's max_request_size less a margin for the record
+# batch's own overhead (a few dozen bytes).
+DLQ_MARGIN_BYTES = 16 * 1024
 
 
 class DeadLetters:
@@ -172,7 +177,8 @@ class DeadLetters:
         """Produce ``letters`` and commit ``offsets`` for the group, atomically."""
         async with self._producer.transaction():
             for letter in letters:
-                key, value, headers = dead_letter_message(letter)
+                key, value, headers = dead_letter_message(
+                    letter, self._settings.producer_max_request_bytes - DLQ_MARGIN_BYTES)
                 await self._producer.send(
                     self._settings.dead_letter_topic(letter.record.topic),
                     key=key, value=value, headers=headers)
@@ -181,7 +187,7 @@ class DeadLetters:
 
 
 def dead_letter_message(
-    letter: DeadLetter, max_bytes: int = DLQ_MAX_BYTES
+    letter: DeadLetter, max_bytes: int
 ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
     """The DLQ record's key, value and headers for ``letter``: the original's, plus ours,
     cut down to ``max_bytes`` (key first, then the original headers, then the value), each

@@ -38,7 +38,6 @@ from consumers.platform.settings import Settings
 log = structlog.get_logger(__name__)
 
 POLL_SECONDS_MAX = 0.1  # how long one fetch may wait: bounds the reaction to a stop request
-LAG_EVERY_SECONDS = 5.0
 
 
 
@@ -64,7 +63,6 @@ class Runner:
         self._flushing: asyncio.Task[None] | None = None  # the last flush task started
         self._max_rows = settings.batch_max_rows
         self._max_age = settings.batch_max_latency_ms / 1000
-        self._lag_reported = 0.0
         # Bumped at every revocation: a batch fetched before it is never written after it.
         self._generation = 0
         # When the loop last moved: a fetch returned, or a retry was attempted (/healthz).
@@ -89,7 +87,6 @@ class Runner:
                 batch = self._take(topic)
                 self._in_flight = self._flushing = asyncio.create_task(
                     self._flush_locked(topic, batch))
-            self._report_lag(now)
         await self.drain()
 
     async def drain(self) -> None:
@@ -194,18 +191,6 @@ class Runner:
         does not take this member for dead (max.poll.interval.ms)."""
         await self._consumer.getmany(timeout_ms=0)
         self.progressed_at = time.monotonic()
-
-    def _report_lag(self, now: float) -> None:
-        """Lag = high watermark - committed offset, per assigned partition."""
-        if now - self._lag_reported < LAG_EVERY_SECONDS:
-            return
-        self._lag_reported = now
-        for tp in self._consumer.assignment():
-            highwater = self._consumer.highwater(tp)
-            committed = self._checkpoint.committed.get(tp)
-            if highwater is not None and committed is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
-                    max(0, highwater - committed))
 
 
 class _FlushOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

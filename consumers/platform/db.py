@@ -56,15 +56,16 @@ CUSTOM_PLANS = {"plan_cache_mode": "force_custom_plan"}
 ConnectionInit: TypeAlias = Callable[[asyncpg.Connection], Coroutine[Any, Any, None]]
 
 
-async def create_pool(database_url: str, init: ConnectionInit | None = None) -> asyncpg.Pool:
-    """A small pool; ``init`` runs on each new connection (the ingest pipelines create their
-    temporary staging tables there).
+async def create_pool(database_url: str, init: ConnectionInit | None = None, *,
+                      max_size: int = 4, command_timeout: float = 60) -> asyncpg.Pool:
+    """A small pool (CIE_DB_POOL_SIZE); ``init`` runs on each new connection (the ingest
+    pipelines create their temporary staging tables there).
 
     min_size=0: the pool starts even while the database is down (the writer retries).
     """
     pool: asyncpg.Pool = await asyncpg.create_pool(
-        database_url, min_size=0, max_size=4, init=init,
-        server_settings={**SERVER_SETTINGS, **CUSTOM_PLANS}, command_timeout=60,
+        database_url, min_size=0, max_size=max_size, init=init,
+        server_settings={**SERVER_SETTINGS, **CUSTOM_PLANS}, command_timeout=command_timeout,
         reset=_keep_session)
     return pool
 

@@ -61,6 +61,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # fetch_max_bytes); one partition gets at most max_partition_fetch_bytes of it per fetch.
     fetch_max_bytes: PositiveInt = 32 * 1024 * 1024
     max_partition_fetch_bytes: PositiveInt = 4 * 1024 * 1024
+    # Kafka group membership. A member silent for session_timeout is taken for dead; one that
+    # does not poll within max_poll_interval is removed from the group (the runner keeps
+    # polling while a flush waits out an outage). group_instance_id turns on static
+    # membership (KIP-345): a member that restarts under the same id within the session
+    # timeout gets its partitions back without a rebalance. It must be stable per member and
+    # unique in the group: a StatefulSet's pod name, not a Deployment's (a random name would
+    # leave the old member's partitions unread until its session times out).
+    kafka_session_timeout_ms: PositiveInt = 10_000
+    kafka_heartbeat_interval_ms: PositiveInt = 3_000
+    kafka_max_poll_interval_ms: PositiveInt = 300_000
+    kafka_group_instance_id: NonEmpty | None = None
+    # The largest request the dead-letter producer sends (the broker's max.message.bytes must
+    # be at least this); a dead letter is cut to fit below it (consumers/ingest/kafka.py).
+    producer_max_request_bytes: Annotated[int, msgspec.Meta(ge=65_536)] = 1_048_576
+    # How often consumer lag is read from the broker (consumers/ingest/lag.py).
+    lag_refresh_seconds: PositiveInt = 15
+    # The writers' connection pool per process, and how long one statement may run.
+    db_pool_size: PositiveInt = 4
+    db_command_timeout_seconds: PositiveInt = 60
     # Transient errors (database or broker outage) are retried after 0.1, 0.2, 0.4 ... seconds,
     # at most retry_backoff_max_ms apart (consumers/platform/faults.py).
     retry_backoff_first_ms: PositiveInt = 100
@@ -135,6 +154,14 @@ ENVIRONMENT: Mapping[str, str] = {
     "liveness_timeout_seconds": "CIE_LIVENESS_TIMEOUT_SECONDS",
     "fetch_max_bytes": "CIE_FETCH_MAX_BYTES",
     "max_partition_fetch_bytes": "CIE_MAX_PARTITION_FETCH_BYTES",
+    "kafka_session_timeout_ms": "CIE_KAFKA_SESSION_TIMEOUT_MS",
+    "kafka_heartbeat_interval_ms": "CIE_KAFKA_HEARTBEAT_INTERVAL_MS",
+    "kafka_max_poll_interval_ms": "CIE_KAFKA_MAX_POLL_INTERVAL_MS",
+    "kafka_group_instance_id": "CIE_KAFKA_GROUP_INSTANCE_ID",
+    "producer_max_request_bytes": "CIE_PRODUCER_MAX_REQUEST_BYTES",
+    "lag_refresh_seconds": "CIE_LAG_REFRESH_SECONDS",
+    "db_pool_size": "CIE_DB_POOL_SIZE",
+    "db_command_timeout_seconds": "CIE_DB_COMMAND_TIMEOUT_SECONDS",
     "retry_backoff_first_ms": "CIE_RETRY_BACKOFF_FIRST_MS",
     "retry_backoff_max_ms": "CIE_RETRY_BACKOFF_MAX_MS",
     "clock_skew_tolerance_ms": "CIE_CLOCK_SKEW_TOLERANCE_MS",
@@ -191,6 +218,9 @@ def load_settings(
     if not settings.validator_neutral_band.is_finite() or settings.validator_neutral_band < 0:
         raise SettingsError("CIE_VALIDATOR_NEUTRAL_BAND: must be a decimal >= 0")
     _check_rollup(settings)
+    if settings.kafka_heartbeat_interval_ms >= settings.kafka_session_timeout_ms:
+        raise SettingsError(
+            "CIE_KAFKA_HEARTBEAT_INTERVAL_MS: must be below CIE_KAFKA_SESSION_TIMEOUT_MS")
     if settings.retry_backoff_max_ms < settings.retry_backoff_first_ms:
         raise SettingsError("CIE_RETRY_BACKOFF_MAX_MS: must be >= CIE_RETRY_BACKOFF_FIRST_MS")
     return settings

@@ -10,6 +10,7 @@ import time
 import uuid
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.ingest.kafka import make_consumer, make_producer
 from consumers.platform.settings import Settings, load_settings
@@ -93,3 +94,35 @@ async def test_ten_thousand_messages_once_per_group_across_a_restart(
 
     other, _ = await consume(settings_for(stack, f"{group}-other"), topic, stop_after=TOTAL)
     assert sorted(other) == list(range(TOTAL))  # a new group starts at the earliest offset
+
+
+async def test_operator_settings_reach_the_group_membership(
+    stack: Stack, new_topic: NewTopics
+) -> None:
+    """CIE_KAFKA_GROUP_INSTANCE_ID makes the member static (KIP-345), as the broker reports
+    it (with the session and heartbeat settings it must join with)."""
+    topic = await new_topic("static", partitions=1)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    settings = load_settings({
+        "KAFKA_BOOTSTRAP_SERVERS": stack.kafka, "DATABASE_URL": "postgresql://x",
+        "CIE_CONSUMER_GROUP": group, "CIE_KAFKA_GROUP_INSTANCE_ID": "cie-ingest-0",
+        "CIE_KAFKA_SESSION_TIMEOUT_MS": "12000", "CIE_KAFKA_HEARTBEAT_INTERVAL_MS": "2000"})
+    consumer = make_consumer(settings)
+    consumer.subscribe([topic])
+    await consumer.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not consumer.assignment():
+            assert time.monotonic() < deadline, "never assigned"
+            await consumer.getmany(timeout_ms=200)
+        [description] = await admin.describe_consumer_groups([group])
+        members = description.groups[0][5]  # (error, group, state, protocol type, protocol, members)
+        # the broker names a static member after its instance id (KIP-345); a dynamic one
+        # after its client id
+        [member_id] = [member[0] for member in members]
+        assert member_id.startswith("cie-ingest-0-"), member_id
+    finally:
+        await admin.close()
+        await consumer.stop()

@@ -126,3 +126,22 @@ def test_each_command_asks_only_for_what_it_uses() -> None:
         load_settings({**db_only, "KAFKA_BOOTSTRAP_SERVERS": "k:9093"},
                       needs=_needs(build_parser().parse_args(["validate"])))
     assert _needs(build_parser().parse_args(["contracts"])) == ()
+
+
+def test_operator_settings_have_todays_defaults_and_are_checked() -> None:
+    base = {"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "DATABASE_URL": "postgresql://u@h/db"}
+    defaults = load_settings(base)
+    assert (defaults.db_pool_size, defaults.db_command_timeout_seconds,
+            defaults.kafka_session_timeout_ms, defaults.kafka_max_poll_interval_ms,
+            defaults.kafka_group_instance_id, defaults.producer_max_request_bytes,
+            defaults.lag_refresh_seconds) == (4, 60, 10_000, 300_000, None, 1_048_576, 15)
+    chosen = load_settings({**base, "CIE_DB_POOL_SIZE": "8", "CIE_KAFKA_GROUP_INSTANCE_ID":
+                            "cie-ingest-2", "CIE_PRODUCER_MAX_REQUEST_BYTES": "4194304"})
+    assert (chosen.db_pool_size, chosen.kafka_group_instance_id,
+            chosen.producer_max_request_bytes) == (8, "cie-ingest-2", 4_194_304)
+    with pytest.raises(SettingsError, match="CIE_KAFKA_HEARTBEAT_INTERVAL_MS"):
+        load_settings({**base, "CIE_KAFKA_SESSION_TIMEOUT_MS": "3000"})
+    with pytest.raises(SettingsError, match="CIE_PRODUCER_MAX_REQUEST_BYTES"):
+        load_settings({**base, "CIE_PRODUCER_MAX_REQUEST_BYTES": "1000"})
+    with pytest.raises(SettingsError, match="CIE_DB_POOL_SIZE"):
+        load_settings({**base, "CIE_DB_POOL_SIZE": "0"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 import time
@@ -28,7 +29,7 @@ from consumers.ingest.kafka import (
 from consumers.ingest.lag import LagMonitor
 from consumers.ingest.pipelines.base import Pipeline, staging_tables
 from consumers.ingest.runner import Runner
-from consumers.platform import health, maintenance, migrations
+from consumers.platform import faults, health, maintenance, migrations
 from consumers.platform.db import Conn, ConnectionInit, connect, create_pool, queries
 from consumers.platform.logs import configure_logging
 from consumers.platform.settings import DEFAULT_METRICS_PORTS, Need, Settings, load_settings
@@ -68,6 +69,7 @@ async def _record_success(conn: Conn, command: str, started: float) -> None:
 
 async def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
     started = time.monotonic()
+    await _require_schema(settings)
     conn = await connect(settings.database_url)
     try:
         report = await maintenance.maintain(conn, batch_rows=args.batch_rows)
@@ -81,6 +83,7 @@ async def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_rollup(settings: Settings, args: argparse.Namespace) -> int:
+    await _require_schema(settings)
     conn = await connect(settings.database_url)
     reader = (await connect(settings.database_replica_url)
               if settings.database_replica_url else None)
@@ -98,13 +101,15 @@ async def cmd_rollup(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
     pipelines = topics.pipelines(settings, args.pipelines.split(",") if args.pipelines else None)
+    stop = _stop_on_signals()
+    await _require_schema(settings, stop)
     await require_dead_letter_topics(settings, list(pipelines))
     producer = make_dead_letter_producer(settings)
     await producer.start()
     try:
         dead_letters = DeadLetters(producer, settings)
-        await _consume(settings, pipelines, dead_letters, metrics_port=_metrics_port(
-            settings, "consume"))
+        await _consume(settings, pipelines, dead_letters, stop,
+                       metrics_port=_metrics_port(settings, "consume"))
     finally:
         await producer.stop()
     return 0
@@ -113,6 +118,7 @@ async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     rules = validator.Rules.from_settings(settings)
     if args.once:  # one sweep drains the backlog (a Job, a backfill, a benchmark)
+        await _require_schema(settings)
         pool = await _pool(settings)
         try:
             await validator.sweep(pool, rules, batch=settings.validator_sweep_batch)
@@ -136,7 +142,9 @@ async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
                 every=settings.validator_rollup_seconds, stop=stop))
         await asyncio.gather(*tasks)
 
-    await _consume(settings, pipelines, None, beside=sweeper,
+    stop = _stop_on_signals()
+    await _require_schema(settings, stop)
+    await _consume(settings, pipelines, None, stop, beside=sweeper,
                    metrics_port=_metrics_port(settings, "validate"))
     return 0
 
@@ -148,12 +156,13 @@ async def _consume(
     settings: Settings,
     pipelines: dict[str, Pipeline],
     dead_letters: DeadLetters | None,
+    stop: asyncio.Event,
     *,
     metrics_port: int,
     beside: Beside | None = None,
 ) -> None:
-    """Run the consume loop until SIGTERM/SIGINT, with the health port and ``beside`` task."""
-    stop = _stop_on_signals()
+    """Run the consume loop until ``stop`` (SIGTERM/SIGINT), with the health port and
+    ``beside`` task."""
     pool = await _pool(settings, staging_tables(list(pipelines.values())))
     consumer = make_consumer(settings)
     runner = Runner(settings, consumer, pool, dead_letters, pipelines)
@@ -176,6 +185,27 @@ async def _consume(
         if server:
             await server.close()
         await pool.close()
+
+
+async def _require_schema(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Refuse to run on a schema older than this code (SchemaBehind: one line, exit 1). A
+    long-running command (``stop`` given) waits for a database that does not answer yet, as
+    its writers would; a one-shot command fails and its Job retries."""
+    delays = settings.backoff().delays()
+    while True:
+        try:
+            conn = await connect(settings.database_url)
+            try:
+                await migrations.require_current(conn)
+            finally:
+                await conn.close()
+            return
+        except Exception as exc:
+            if stop is None or stop.is_set() or faults.classify(exc) != "transient":
+                raise
+            log.warning("schema.check_waiting", error=faults.describe(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), next(delays))
 
 
 async def _pool(settings: Settings, init: ConnectionInit | None = None) -> asyncpg.Pool:

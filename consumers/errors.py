@@ -27,6 +27,10 @@ class FatalError(CieError):
     """Not the data's fault and not going away by itself: stop and tell a human."""
 
 
+class SchemaBehind(FatalError):
+    """The database lacks migrations this version of the code needs (run `cie migrate`)."""
+
+
 class DrainTimeout(CieError):
     """The buffered batches could not be written and committed within the drain deadline."""
 

@@ -11,3 +11,7 @@ CREATE TABLE command_runs (
 
 -- The commands run as the migration owner; the consumers only read.
 GRANT SELECT ON command_runs TO cie_ingest, cie_analytics;
+
+-- Every command checks at start that the schema is as new as its code (`cie consume` refuses
+-- to run before the migrate Job of an upgrade has finished): it reads the ledger.
+GRANT SELECT ON schema_migrations TO cie_ingest, cie_analytics;

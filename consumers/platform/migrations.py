@@ -21,7 +21,7 @@ from pathlib import Path
 
 import asyncpg
 
-from consumers.errors import MigrationError
+from consumers.errors import MigrationError, SchemaBehind
 from consumers.platform.db import queries
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
@@ -158,6 +158,17 @@ async def status(conn: asyncpg.Connection) -> list[Step]:
         else:
             steps.append(Step(migration.filename, entry[1]))
     return steps
+
+
+async def require_current(conn: asyncpg.Connection) -> None:
+    """Raise SchemaBehind unless every migration this image ships has been applied (or
+    skipped for the other path) as it is: a process must not run against tables older than
+    its code, say before the migrate Job of an upgrade has finished."""
+    behind = [step for step in await status(conn) if step.action not in ("applied", "skipped")]
+    if behind:
+        names = ", ".join(f"{step.filename} ({step.action})" for step in behind)
+        raise SchemaBehind(f"the database schema is behind this version: {names}; run "
+                           "`cie migrate` (the migrate Job) first")
 
 
 async def _read_ledger(conn: asyncpg.Connection) -> dict[str, tuple[str, str]]:

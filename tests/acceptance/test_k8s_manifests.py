@@ -241,3 +241,18 @@ def test_keda_watches_the_cluster_the_consumers_use(overlay: tuple[str, list[Any
     [scaler] = by_kind(objects, "ScaledObject")
     servers = {t["metadata"]["bootstrapServers"] for t in scaler["spec"]["triggers"]}
     assert servers == {config["data"]["KAFKA_BOOTSTRAP_SERVERS"]}
+
+
+def test_an_upgrade_migrates_before_it_consumes_and_applies_again(
+    overlay: tuple[str, list[Any]],
+) -> None:
+    """The consumers refuse an older schema themselves (test_migrations); the migrate Job
+    must also never block the next apply: it is a hook for Argo CD, forced by Flux, and
+    gone soon after it finished for kubectl."""
+    _, objects = overlay
+    [job] = by_kind(objects, "Job")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["argocd.argoproj.io/hook"] == "PreSync"
+    assert annotations["argocd.argoproj.io/hook-delete-policy"] == "BeforeHookCreation"
+    assert annotations["kustomize.toolkit.fluxcd.io/force"] == "enabled"
+    assert 0 < job["spec"]["ttlSecondsAfterFinished"] <= 3600

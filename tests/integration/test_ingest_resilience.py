@@ -171,3 +171,34 @@ async def test_stop_writes_what_is_buffered_and_commits_every_offset_before_retu
         assert await harness.committed("bars") == 1050  # at once: no commit left in flight
     finally:
         await harness.close()
+
+
+async def test_a_consumer_started_while_the_database_is_down_waits_for_it(
+    stack: Stack, private_postgres: PrivatePostgres, tmp_path: Path
+) -> None:
+    """The start-up schema check (a schema older than the code is refused) meets a database
+    that does not answer yet: it waits, as the writers would, and the consumer then runs."""
+    plain_db = await private_postgres.migrated()
+    environment = ingest_environment(stack.kafka, plain_db)
+    ingest = Ingest(environment)
+    await ingest.open()
+    log = tmp_path / "consume.log"
+    try:
+        await private_postgres.stop()
+        restarted = False
+        try:
+            async with consume_subprocess(environment, log) as proc:
+                waited = await eventually(lambda: logged(log, "schema.check_waiting"), True)
+                assert waited and proc.returncode is None
+                await private_postgres.start()
+                restarted = True
+                await ingest.send(bars(3, range(10)))
+                await ingest.drained("bars", 30, timeout=90)
+                assert proc.returncode is None
+        finally:
+            if not restarted:
+                await private_postgres.start()
+        landed = counter(plain_db, "SELECT count(*) FROM market_conditions")
+        assert await landed() == 30
+    finally:
+        await ingest.close()

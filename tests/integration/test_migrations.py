@@ -129,3 +129,32 @@ async def test_database_keeps_the_path_it_took(timescale_db: str) -> None:
             await migrations.migrate(conn, use_timescaledb=False)
     finally:
         await conn.close()
+
+
+async def test_commands_refuse_a_schema_older_than_their_code(plain_db: str, stack: Stack) -> None:
+    """As after an upgrade whose migrate Job has not run yet: the newest migration is not in
+    the ledger. Each command stops at start with one line naming it, and runs once migrated."""
+    newest = migrations.load_migrations()[-1].filename
+    conn = await asyncpg.connect(plain_db)
+    try:
+        recorded = await conn.fetchrow("DELETE FROM schema_migrations WHERE filename = $1 "
+                                       "RETURNING *", newest)
+    finally:
+        await conn.close()
+    for command in (["consume"], ["validate", "--once"], ["rollup"], ["maintain"]):
+        code, out = await run_cli(*command, database=plain_db, stack=stack)
+        assert code == 1, out
+        [line] = [line for line in out.splitlines() if "command.failed" in line]
+        assert f"schema is behind this version: {newest} (pending)" in line
+        assert "run `cie migrate`" in line
+    # once the ledger has it again (as `cie migrate` records it), the same command runs
+    conn = await asyncpg.connect(plain_db)
+    try:
+        columns = ", ".join(recorded.keys())
+        values = ", ".join(f"${i}" for i in range(1, len(recorded) + 1))
+        await conn.execute(f"INSERT INTO schema_migrations ({columns}) VALUES ({values})",
+                           *recorded.values())
+    finally:
+        await conn.close()
+    code, out = await run_cli("rollup", database=plain_db, stack=stack)
+    assert code == 0, out

@@ -66,3 +66,16 @@ async def test_analytics_reads_everything_and_writes_nothing(db: asyncpg.Connect
         assert await denied(db, f"UPDATE {table} SET created_at = now()")
     assert await denied(db, "INSERT INTO market_conditions (symbol, timestamp, open, high, low, "
                             "close, volume) VALUES ('X', now(), 1, 1, 1, 1, 1)")
+
+
+async def test_each_runtime_role_can_check_the_schema_is_current(db: asyncpg.Connection) -> None:
+    """Every command checks the migration ledger at start (migrations.require_current), as
+    the role it runs as; and reads the scheduled commands' last successes."""
+    from consumers.platform import migrations
+
+    for role in ("cie_ingest", "cie_analytics"):
+        await db.execute(f"SET ROLE {role}")
+        await migrations.require_current(db)
+        await db.fetchval("SELECT count(*) FROM command_runs")
+        assert await denied(db, "DELETE FROM schema_migrations")
+        await db.execute("RESET ROLE")

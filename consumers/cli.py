@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -19,6 +20,7 @@ from consumers import topics
 from consumers.analytics import rollup, validator
 from consumers.contracts.base import contract_schema
 from consumers.errors import CieError, SettingsError
+from consumers.ingest import replay
 from consumers.ingest.kafka import (
     DeadLetters,
     ensure_topics,
@@ -251,6 +253,41 @@ async def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _dead_letter_topic(settings: Settings, name: str) -> str:
+    """TOPIC as the user gave it: a topic's short name (fills) or its Kafka name."""
+    source = topics.kafka_topic(settings, name) if name in topics.BY_NAME else name
+    return settings.dead_letter_topic(source)
+
+
+async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "show":
+        names = [args.topic] if args.topic else list(topics.BY_NAME)
+        shown = 0
+        for name in names:
+            async for letter in replay.letters(settings, _dead_letter_topic(settings, name),
+                                               since=args.since):
+                if args.error_class in (None, letter.error_class):
+                    print(letter.line())
+                    shown += 1
+        print(f"{shown} dead letters")
+        return 0
+    if not args.topic:
+        raise SettingsError("cie dlq replay: name the topic whose dead letters to replay")
+    report = await replay.replay(
+        settings, _dead_letter_topic(settings, args.topic), error_class=args.error_class,
+        until=args.until, dry_run=args.dry_run)
+    verb = "would replay" if args.dry_run else "replayed"
+    for letter in report.replayed:
+        print(f"{verb} {letter.line()}")
+    for letter in report.not_replayable:
+        print(f"skipped {letter.line()}")
+    print(f"{verb} {len(report.replayed)}; skipped {len(report.not_replayable)} cut to fit and "
+          f"{report.other_class} of other classes"
+          + ("" if args.dry_run else f"; progress kept in group "
+             f"{replay.replay_group(settings, args.error_class)}"))
+    return 0
+
+
 async def cmd_contracts(settings: Settings, args: argparse.Namespace) -> int:
     schemas = {
         topic.kafka_name(settings): contract_schema(topic.contract) for topic in topics.TOPICS
@@ -323,6 +360,22 @@ def build_parser() -> argparse.ArgumentParser:
                          help="replicas (default: as many as brokers, at most 3)")
     topics_.set_defaults(run=cmd_topics, needs=("kafka",))
 
+    dlq = sub.add_parser(
+        "dlq", help="show dead letters (reason, source coordinates), or replay them to their "
+        "source topic after a fix (once: progress kept in a consumer group)")
+    dlq.add_argument("action", choices=["show", "replay"])
+    dlq.add_argument("topic", nargs="?", default="",
+                     help=f"source topic: {', '.join(topics.BY_NAME)} or a Kafka topic name "
+                     "(show: default all)")
+    dlq.add_argument("--class", dest="error_class", default=None,
+                     help="only dead letters of this error class (e.g. LedgerError)")
+    dlq.add_argument("--since", type=_utc_time, default=None,
+                     help="show: dead-lettered at or after this ISO time")
+    dlq.add_argument("--until", type=int, default=None,
+                     help="replay: stop before this dead-letter offset")
+    dlq.add_argument("--dry-run", action="store_true", help="replay: list, send nothing")
+    dlq.set_defaults(run=cmd_dlq, needs=("kafka",))
+
     contracts = sub.add_parser("contracts", help="print every topic's contract as JSON Schema")
     contracts.set_defaults(run=cmd_contracts, needs=())
 
@@ -332,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="random seed (7)")
     demo.set_defaults(run=cmd_demo, needs=("kafka",))
     return parser
+
+
+def _utc_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _needs(args: argparse.Namespace) -> tuple[Need, ...]:

@@ -1,0 +1,201 @@
+"""Dead letters you can act on: list them (`cie dlq show`) and, once the cause is fixed,
+send them back to their source topic (`cie dlq replay`).
+
+A dead letter carries the original key, value and headers plus the ``dlq.*`` headers saying
+where it came from and why it was refused (consumers/ingest/kafka.py). A replay republishes
+key, value and original headers to the source topic with a ``cie.replayed.from`` header, and
+records how far it got as the committed offset of a consumer group of its own (one per
+``--class`` filter), in the same Kafka transaction as the republished messages: a second run
+starts where the first stopped and never sends a letter twice. A letter whose value or key
+was cut to fit the DLQ cannot be replayed as it was sent: it is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from consumers.ingest.kafka import (
+    DLQ_ERROR_CLASS,
+    DLQ_KEY_TRUNCATED,
+    DLQ_OFFSET,
+    DLQ_PARTITION,
+    DLQ_REASON,
+    DLQ_TOPIC,
+    DLQ_VALUE_TRUNCATED,
+    client_options,
+    make_producer,
+)
+from consumers.platform.settings import Settings
+
+REPLAYED_FROM = "cie.replayed.from"  # header on a replayed message: <dlq>:<partition>:<offset>
+TRANSACTION_LETTERS = 500  # letters per replay transaction (with their offsets)
+
+
+@dataclass(frozen=True)
+class Letter:
+    dlq: TopicPartition
+    offset: int
+    dead_lettered_at: datetime
+    source: str  # the topic it was refused from
+    source_partition: int
+    source_offset: int
+    error_class: str
+    reason: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]  # the original message's own headers
+    cut: bool  # key or value was cut to fit the DLQ: not replayable as sent
+
+    @classmethod
+    def of(cls, record: Any) -> Letter:  # an aiokafka ConsumerRecord of a DLQ topic
+        headers: list[tuple[str, bytes]] = list(record.headers or ())
+        ours = {name: value for name, value in headers if name.startswith("dlq.")}
+        return cls(
+            dlq=TopicPartition(record.topic, record.partition),
+            offset=record.offset,
+            dead_lettered_at=datetime.fromtimestamp(record.timestamp / 1000, UTC),
+            source=ours.get(DLQ_TOPIC, b"").decode(errors="replace"),
+            source_partition=int(ours.get(DLQ_PARTITION, b"-1")),
+            source_offset=int(ours.get(DLQ_OFFSET, b"-1")),
+            error_class=ours.get(DLQ_ERROR_CLASS, b"").decode(errors="replace"),
+            reason=ours.get(DLQ_REASON, b"").decode(errors="replace"),
+            key=record.key,
+            value=record.value,
+            headers=[(n, v) for n, v in headers if not n.startswith("dlq.")],
+            cut=DLQ_VALUE_TRUNCATED in ours or DLQ_KEY_TRUNCATED in ours,
+        )
+
+    def line(self) -> str:
+        """One line for people: where it is, where it came from, why it was refused."""
+        key = self.key.decode(errors="replace") if self.key is not None else "-"
+        cut = " [cut to fit: not replayable]" if self.cut else ""
+        return (f"{self.dlq.topic}[{self.dlq.partition}]@{self.offset} "
+                f"{self.dead_lettered_at.isoformat(timespec='seconds')} "
+                f"from {self.source}[{self.source_partition}]@{self.source_offset} "
+                f"key={key} {self.error_class}: {self.reason}{cut}")
+
+
+async def letters(
+    settings: Settings, dlq_topic: str, *, since: datetime | None = None,
+    start: dict[TopicPartition, int] | None = None, group: str | None = None,
+) -> AsyncIterator[Letter]:
+    """The dead letters of ``dlq_topic`` as a read_committed reader sees them, from the
+    beginning (or ``since`` a time, or the offsets in ``start``) to the end offsets at the
+    time of the call."""
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=group,
+                                enable_auto_commit=False, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(dlq_topic, p)
+                      for p in sorted(await _partitions(consumer, dlq_topic))]
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        if since is not None:
+            found = await consumer.offsets_for_times(
+                dict.fromkeys(partitions, int(since.timestamp() * 1000)))
+            for tp in partitions:
+                consumer.seek(tp, found[tp].offset if found[tp] is not None else ends[tp])
+        for tp, offset in (start or {}).items():
+            consumer.seek(tp, offset)
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for tp, records in (await consumer.getmany(*partitions, timeout_ms=500)).items():
+                for record in records:
+                    if record.offset < ends[tp]:
+                        yield Letter.of(record)
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()
+    return consumer.partitions_for_topic(topic) or set()
+
+
+@dataclass
+class ReplayReport:
+    replayed: list[Letter] = field(default_factory=list)
+    other_class: int = 0
+    not_replayable: list[Letter] = field(default_factory=list)
+
+
+def replay_group(settings: Settings, error_class: str | None) -> str:
+    """Each filter keeps its own progress: replaying one class never skips another's."""
+    return f"{settings.consumer_group}.dlq-replay.{error_class or 'all'}"
+
+
+async def replay(
+    settings: Settings, dlq_topic: str, *, error_class: str | None = None,
+    until: int | None = None, dry_run: bool = False,
+) -> ReplayReport:
+    """Republish the dead letters of ``dlq_topic`` (those of ``error_class``, before DLQ
+    offset ``until``) to their source topic, from where the last replay with this filter
+    stopped."""
+    group = replay_group(settings, error_class)
+    start = await _committed(settings, dlq_topic, group)
+    report = ReplayReport()
+    producer = None if dry_run else make_producer(
+        settings, transactional_id=f"{group}.{uuid.uuid4().hex}", linger_ms=5)
+    if producer is not None:
+        await producer.start()
+    try:
+        pending: list[Letter] = []  # letters looked at since the last commit
+        async for letter in letters(settings, dlq_topic, start=start, group=group):
+            if until is not None and letter.offset >= until:
+                continue
+            pending.append(letter)
+            if letter.cut:
+                report.not_replayable.append(letter)
+            elif error_class is not None and letter.error_class != error_class:
+                report.other_class += 1
+            else:
+                report.replayed.append(letter)
+            if producer is not None and len(pending) >= TRANSACTION_LETTERS:
+                await _send(producer, pending, report, group)
+                pending = []
+        if producer is not None and pending:
+            await _send(producer, pending, report, group)
+    finally:
+        if producer is not None:
+            await producer.stop()
+    return report
+
+
+async def _committed(settings: Settings, dlq_topic: str, group: str) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = await _partitions(consumer, dlq_topic)
+        committed = {}
+        for p in partitions:
+            offset = await consumer.committed(TopicPartition(dlq_topic, p))
+            if offset is not None:
+                committed[TopicPartition(dlq_topic, p)] = offset
+        return committed
+    finally:
+        await consumer.stop()
+
+
+async def _send(producer: AIOKafkaProducer, looked_at: Sequence[Letter],
+                report: ReplayReport, group: str) -> None:
+    """One transaction: the replayed letters among ``looked_at`` and the replay group's new
+    position past all of them."""
+    chosen = {id(letter) for letter in report.replayed}
+    async with producer.transaction():
+        for letter in looked_at:
+            if id(letter) in chosen:
+                await producer.send(
+                    letter.source, key=letter.key, value=letter.value,
+                    headers=[*letter.headers, (REPLAYED_FROM, (
+                        f"{letter.dlq.topic}:{letter.dlq.partition}:{letter.offset}").encode())])
+        positions: dict[TopicPartition, int] = {}
+        for letter in looked_at:
+            positions[letter.dlq] = max(positions.get(letter.dlq, 0), letter.offset + 1)
+        await producer.send_offsets_to_transaction(positions, group)

@@ -1,0 +1,112 @@
+"""`cie dlq show` and `cie dlq replay` end to end: a fill refused because its opening fill
+was late lands once replayed after the fix, exactly once, with its original key, value and
+headers; other classes and repeated runs replay nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from consumers.contracts.fills import Fill
+from consumers.ingest.replay import REPLAYED_FROM
+from consumers.producer import encode
+from tests.clock import T0
+from tests.integration.harness import PARTITIONS, Ingest, counter, row_of
+
+
+async def cie(ingest: Ingest, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "consumers", *args,
+        env={**os.environ, **ingest.environment, "CIE_LOG_FORMAT": "json"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert await proc.wait() == 0, err.decode()[-2000:]
+    return out.decode()
+
+
+def fill(trade: uuid.UUID, side: str, quantity: int, price: str, minute: int) -> Fill:
+    return Fill(fill_id=uuid.uuid4(), trade_id=trade, strategy_id="s", model_version="v1",
+                symbol="AAPL", side=side,  # type: ignore[arg-type]
+                quantity=quantity, price=Decimal(price), commission=Decimal("0.5"),
+                filled_at=T0 + timedelta(minutes=minute))
+
+
+async def last_source_message(ingest: Ingest, trade: uuid.UUID) -> Any:
+    """The newest message of the trade on the fills topic (read to the end: a transaction's
+    commit marker, not a record, may hold the last offset)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=ingest.settings.kafka_bootstrap_servers,
+                                isolation_level="read_committed")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(ingest.topic("fills"), p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + 30
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            assert time.monotonic() < deadline, "fills topic not read to its end"
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records += batch
+        return [r for r in records if r.key == str(trade).encode()][-1]
+    finally:
+        await consumer.stop()
+
+
+async def test_show_then_replay_a_fixed_dead_letter_exactly_once(ingest: Ingest) -> None:
+    url = ingest.settings.database_url
+    trade = uuid.uuid4()
+    opening, late_opening = fill(trade, "BUY", 10, "100", 0), fill(trade, "BUY", 5, "103", 1)
+    closing = fill(trade, "SELL", 15, "104", 5)
+    await ingest.send([opening])
+    await ingest.drained("fills", 1)
+    # the closing fill overtakes the second opening one: it would flip the position
+    await ingest.send_raw("fills", [encode(closing)], key=str(trade).encode(),
+                          headers=[("traceparent", b"00-77-01")])
+    await ingest.send_raw("fills", [b'{"fill_id": "not json'], key=b"junk")
+    await ingest.drained("fills", 3)
+
+    shown = await cie(ingest, "dlq", "show", "fills")
+    lines = shown.splitlines()
+    assert lines[-1] == "2 dead letters"
+    [ledger] = [line for line in lines if "LedgerError" in line]
+    assert f"from {ingest.topic('fills')}[" in ledger and "]@" in ledger and "flip" in ledger
+    assert f"key={trade}" in ledger
+    only_ledger = await cie(ingest, "dlq", "show", "fills", "--class", "LedgerError")
+    assert only_ledger.splitlines()[-1] == "1 dead letters"
+
+    await ingest.send([late_opening])  # the fix: the missing opening fill is in
+    await ingest.drained("fills", 4)
+    dry = await cie(ingest, "dlq", "replay", "fills", "--class", "LedgerError", "--dry-run")
+    assert dry.splitlines()[-1].startswith("would replay 1;")
+    outcome = row_of(url, "SELECT quantity, outcome_type FROM trade_outcomes WHERE trade_id = $1",
+                     trade)
+    assert await outcome() == (15, "OPEN")  # a dry run sends nothing
+
+    done = await cie(ingest, "dlq", "replay", "fills", "--class", "LedgerError")
+    assert done.splitlines()[-1].startswith("replayed 1; skipped 0 cut to fit and 1 of other")
+    await ingest.drained("fills", 5)
+    # entry (10 x 100 + 5 x 103) / 15 = 101; exit 104; gross 3 x 15 = 45; commission 1.5
+    closed = row_of(url, "SELECT quantity, entry_price, exit_price, net_pnl, outcome_type "
+                    "FROM trade_outcomes WHERE trade_id = $1", trade)
+    assert await closed() == (15, Decimal("101"), Decimal("104"), Decimal("43.5"), "WIN")
+    replayed = await last_source_message(ingest, trade)
+    assert replayed.value == encode(closing)
+    headers = dict(replayed.headers)
+    assert headers["traceparent"] == b"00-77-01"
+    assert headers[REPLAYED_FROM].startswith(f"{ingest.topic('fills')}.dlq:".encode())
+    assert not [name for name in headers if name.startswith("dlq.")]
+
+    again = await cie(ingest, "dlq", "replay", "fills", "--class", "LedgerError")
+    assert again.splitlines()[-1].startswith("replayed 0;")  # progress kept: never twice
+    assert await ingest.committed("fills") == 5
+    assert await counter(url, "SELECT count(*) FROM trade_fills WHERE trade_id = $1", trade)() == 3
+    assert len(await ingest.all_dead_letters("fills")) == 2  # the replay landed: no new letter

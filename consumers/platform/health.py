@@ -115,10 +115,25 @@ class Health:
         return self._consumer is None or bool(self._consumer.assignment())
 
 
+# What one client can cost: a request line of at most REQUEST_LINE_BYTES, read within
+# REQUEST_SECONDS, and at most MAX_CONNECTIONS connections open at once (more are closed
+# unanswered). Nothing here authenticates, so nothing here may be expensive: the database
+# check behind /readyz is shared and cached (Health).
+REQUEST_LINE_BYTES = 4096
+REQUEST_SECONDS = 5.0
+MAX_CONNECTIONS = 64
+
+
 async def serve(health: Health, host: str, port: int) -> HealthServer:
+    open_connections = 0
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_connections
+        open_connections += 1
         try:
-            request = await asyncio.wait_for(reader.readline(), timeout=5)
+            if open_connections > MAX_CONNECTIONS:
+                return
+            request = await asyncio.wait_for(reader.readline(), timeout=REQUEST_SECONDS)
             parts = request.decode("latin-1").split()
             path = parts[1] if len(parts) >= 2 else ""
             status, content_type, body = await _respond(health, path)
@@ -126,12 +141,13 @@ async def serve(health: Health, host: str, port: int) -> HealthServer:
                 f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
             await writer.drain()
-        except (TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError, ValueError):  # ValueError: line too long
             pass
         finally:
+            open_connections -= 1
             writer.close()
 
-    server = await asyncio.start_server(handle, host, port)
+    server = await asyncio.start_server(handle, host, port, limit=REQUEST_LINE_BYTES)
     return HealthServer(server, asyncio.create_task(health.watch()), health)
 
 

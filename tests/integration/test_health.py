@@ -158,3 +158,45 @@ async def test_the_scheduled_commands_last_successes_are_exported(
     finally:
         watcher.cancel()
         await checks.close()
+
+
+async def unanswered(reader: asyncio.StreamReader) -> bool:
+    """The server closed the connection without a byte of answer (a reset when it closed
+    with the client's request still unread)."""
+    try:
+        return await asyncio.wait_for(reader.read(), 10) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def test_the_metrics_port_bounds_what_a_client_can_cost(plain_db: str) -> None:
+    """Unauthenticated: an oversized request line is dropped, connections beyond the limit
+    are closed unanswered, idle ones time out, and the port keeps answering throughout."""
+    from consumers.platform import health
+
+    server = await health.serve(health.Health(plain_db, None), "127.0.0.1", 0)
+    port = server.server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /" + b"a" * 100_000 + b" HTTP/1.0\r\n\r\n")
+        assert await unanswered(reader)
+        writer.close()
+
+        idle = [await asyncio.open_connection("127.0.0.1", port)
+                for _ in range(health.MAX_CONNECTIONS)]
+
+        async def probe_refused() -> bool:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.0\r\n\r\n")
+            try:
+                return await unanswered(reader)
+            finally:
+                writer.close()
+
+        # over the limit (once the server has accepted the idle ones): refused
+        assert await eventually(probe_refused, True, timeout=10) is True
+        for _, idle_writer in idle:
+            idle_writer.close()
+        assert await eventually(lambda: get(port, "/healthz"), (200, "ok\n")) == (200, "ok\n")
+    finally:
+        await server.close()

@@ -215,11 +215,39 @@ ensure_kustomize() {  # the manifest tests render with kustomize (built from the
     >"$log_dir/kustomize.log" 2>&1 || die "go install kustomize failed; see $log_dir/kustomize.log"
 }
 
+# The manifest tests validate the KEDA and Prometheus Operator resources against the CRDs
+# those projects publish; their Go modules (from the Go module proxy) carry them.
+crd_modules=(
+  "github.com/kedacore/keda/v2@v2.21.0 config/crd/bases/keda.sh_scaledobjects.yaml config/crd/bases/keda.sh_triggerauthentications.yaml"
+  "github.com/prometheus-operator/prometheus-operator@v0.85.0 example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml"
+)
+
+ensure_crds() {
+  local dir="$state/crds" stamp
+  stamp="$dir/.fetched-$(printf '%s\n' "${crd_modules[@]}" | sha256sum | cut -c1-16)"
+  [ -f "$stamp" ] && return
+  need go "install Go (the manifest tests fetch the operators' CRDs with go mod download)"
+  say "fetching the KEDA and Prometheus Operator CRDs from the Go module proxy (first run only)"
+  mkdir -p "$dir"
+  local entry module files module_dir file
+  for entry in "${crd_modules[@]}"; do
+    read -r module files <<<"$entry"
+    module_dir=$(cd "$dir" && GOFLAGS=-mod=mod go mod download -json "$module" 2>>"$log_dir/crds.log" \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') \
+      || die "go mod download $module failed; see $log_dir/crds.log"
+    for file in $files; do
+      install -m 0644 "$module_dir/$file" "$dir/" || die "$module has no $file"
+    done
+  done
+  touch "$stamp"
+}
+
 cmd_up() {
   mkdir -p "$state" "$kafka_dir" "$pg_dir" "$log_dir"
   ensure_venv
   ensure_prometheus
   ensure_kustomize
+  ensure_crds
   kafka_up
   pg_up
   kafka_wait 90

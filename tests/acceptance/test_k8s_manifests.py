@@ -5,12 +5,14 @@ operators rely on (probes, drain time, security context, secrets by reference)."
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -256,3 +258,55 @@ def test_an_upgrade_migrates_before_it_consumes_and_applies_again(
     assert annotations["argocd.argoproj.io/hook-delete-policy"] == "BeforeHookCreation"
     assert annotations["kustomize.toolkit.fluxcd.io/force"] == "enabled"
     assert 0 < job["spec"]["ttlSecondsAfterFinished"] <= 3600
+
+
+# CRDs of the operators whose custom resources the overlays render, as their projects publish
+# them; deploy/local/stack.sh up fetches them from the Go module proxy into .stack/crds.
+# (Strimzi's are not on a registry this project reaches: its KafkaTopics are checked field by
+# field above.)
+CRD_FILES = {
+    "ScaledObject": "keda.sh_scaledobjects.yaml",
+    "TriggerAuthentication": "keda.sh_triggerauthentications.yaml",
+    "PodMonitor": "monitoring.coreos.com_podmonitors.yaml",
+}
+
+
+def crd_schema(kind: str, api_version: str) -> dict[str, Any]:
+    directory = Path(os.environ.get("CIE_CRD_DIR", REPO / ".stack" / "crds"))
+    path = directory / CRD_FILES[kind]
+    if not path.exists():
+        pytest.fail(f"{path} is missing: deploy/local/stack.sh up fetches the operators' CRDs")
+    crd = yaml.safe_load(path.read_text())
+    group, version = api_version.split("/")
+    assert crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == kind
+    [served] = [v for v in crd["spec"]["versions"] if v["name"] == version]
+    return closed(served["schema"]["openAPIV3Schema"])
+
+
+def closed(schema: Any) -> Any:
+    """The API server drops fields a structural schema does not name; here they are errors,
+    so a misspelt field fails the test instead of vanishing at apply time."""
+    if isinstance(schema, dict):
+        schema = {key: closed(value) for key, value in schema.items()}
+        if ("properties" in schema and "additionalProperties" not in schema
+                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [closed(item) for item in schema]
+    return schema
+
+
+def test_custom_resources_validate_against_their_operators_crds(
+    overlay: tuple[str, list[Any]],
+) -> None:
+    _, objects = overlay
+    custom = [o for o in objects if o["kind"] in CRD_FILES]
+    assert {o["kind"] for o in custom} >= {"ScaledObject", "PodMonitor"}
+    for obj in custom:
+        schema = crd_schema(obj["kind"], obj["apiVersion"])
+        schema["properties"]["metadata"] = {"type": "object"}  # checked by Kubernetes itself
+        jsonschema.validate(obj, schema)
+    misspelt = json.loads(json.dumps(by_kind(objects, "ScaledObject")[0]))
+    misspelt["spec"]["maxReplicas"] = misspelt["spec"].pop("maxReplicaCount")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(misspelt, crd_schema("ScaledObject", misspelt["apiVersion"]))

@@ -82,6 +82,7 @@ def valid_rows() -> dict[str, dict[str, Any]]:
         ),
         "rollup_pending": dict(kind="trade", strategy_id="momentum", model_version="v1.2",
                                day=T0.date()),
+        "command_runs": dict(command="rollup", last_success_at=T0, last_duration_seconds=1.5),
     }
 
 
@@ -159,6 +160,7 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
     ("retention_rules_keep_for_positive", "retention_rules", {"keep_for": timedelta(days=-1)}, ()),
     ("model_performance_source_check", "model_performance", {"source": "backtest"}, ()),
     ("rollup_pending_kind_check", "rollup_pending", {"kind": "bar"}, ()),
+    ("command_runs_duration_not_negative", "command_runs", {"last_duration_seconds": -1.0}, ()),
 ]
 
 UNIQUE_KEYS = {
@@ -170,6 +172,7 @@ UNIQUE_KEYS = {
     "improvement_events": "improvement_events_event_id_key",
     "ab_tests": "ab_tests_test_id_key",
     "retention_rules": "retention_rules_pkey",
+    "command_runs": "command_runs_pkey",
 }
 
 

@@ -14,6 +14,7 @@ import zoneinfo
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Annotated, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import msgspec
 
@@ -201,7 +202,7 @@ def load_settings(
     Kafka's security settings checked), so `cie migrate` starts without a broker's password.
     Empty variables count as unset. Raises SettingsError naming the variable at fault.
     """
-    source = os.environ if environ is None else environ
+    source = _with_secret_files(os.environ if environ is None else environ)
     raw: dict[str, object] = {
         field: source[var] for field, var in ENVIRONMENT.items() if source.get(var, "") != ""}
     raw["topic_names"] = _topic_names(source)
@@ -224,6 +225,48 @@ def load_settings(
     if settings.retry_backoff_max_ms < settings.retry_backoff_first_ms:
         raise SettingsError("CIE_RETRY_BACKOFF_MAX_MS: must be >= CIE_RETRY_BACKOFF_FIRST_MS")
     return settings
+
+
+# Secrets may come as files (a Kubernetes Secret mounted as a volume): <NAME>_FILE holds the
+# path of a file whose content is the value. DATABASE_PASSWORD[_FILE] puts the password into
+# DATABASE_URL, so the rest of the URL can live in a ConfigMap.
+SECRET_VARIABLES = ("DATABASE_URL", "CIE_DATABASE_REPLICA_URL", "KAFKA_SASL_PASSWORD",
+                    "DATABASE_PASSWORD")
+FILE_SUFFIX = "_FILE"
+
+
+def _with_secret_files(source: Mapping[str, str]) -> Mapping[str, str]:
+    """``source`` with every ``<NAME>_FILE`` read into ``<NAME>`` (and DATABASE_PASSWORD put
+    into DATABASE_URL). Errors name the variable and the path, never the content."""
+    values = dict(source)
+    for name in SECRET_VARIABLES:
+        path = values.get(name + FILE_SUFFIX, "")
+        if not path:
+            continue
+        if values.get(name, ""):
+            raise SettingsError(f"{name} and {name}{FILE_SUFFIX}: set one of them, not both")
+        try:
+            with open(path, encoding="utf-8") as secret:
+                values[name] = secret.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(
+                f"{name}{FILE_SUFFIX}: cannot read {path} ({type(exc).__name__})") from None
+        if not values[name]:
+            raise SettingsError(f"{name}{FILE_SUFFIX}: {path} is empty")
+    password = values.pop("DATABASE_PASSWORD", "")
+    if password and values.get("DATABASE_URL", ""):
+        values["DATABASE_URL"] = _with_password(values["DATABASE_URL"], password)
+    return values
+
+
+def _with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise SettingsError("DATABASE_PASSWORD: DATABASE_URL already has a password")
+    user, _, host = parts.netloc.rpartition("@")
+    if not user:
+        raise SettingsError("DATABASE_PASSWORD: DATABASE_URL names no user to go with it")
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
 
 
 def _check_rollup(settings: Settings) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from consumers.errors import SettingsError
@@ -145,3 +147,37 @@ def test_operator_settings_have_todays_defaults_and_are_checked() -> None:
         load_settings({**base, "CIE_PRODUCER_MAX_REQUEST_BYTES": "1000"})
     with pytest.raises(SettingsError, match="CIE_DB_POOL_SIZE"):
         load_settings({**base, "CIE_DB_POOL_SIZE": "0"})
+
+
+def test_secrets_can_come_from_files_and_never_show(tmp_path: Path) -> None:
+    """The Kubernetes Secret volume convention: <NAME>_FILE holds the path of the value."""
+    (tmp_path / "url").write_text("postgresql://ingest:s3cr3t-url@db:5432/cie\n")
+    (tmp_path / "kafka").write_text("s3cr3t-kafka\n")
+    (tmp_path / "password").write_text("p@ss/w:rd s3cr3t\n")
+    base = {"KAFKA_BOOTSTRAP_SERVERS": "k:9093", "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USERNAME": "ingest"}
+    settings = load_settings({**base, "DATABASE_URL_FILE": str(tmp_path / "url"),
+                              "KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "kafka")})
+    assert settings.database_url == "postgresql://ingest:s3cr3t-url@db:5432/cie"
+    assert settings.kafka_sasl_password == "s3cr3t-kafka"
+    assert "s3cr3t" not in repr(settings) and "s3cr3t" not in str(settings)
+
+    # the URL in a ConfigMap, only the password in a Secret (quoted into the URL)
+    split = load_settings({**base, "KAFKA_SASL_PASSWORD": "x",
+                           "DATABASE_URL": "postgresql://ingest@db:5432/cie",
+                           "DATABASE_PASSWORD_FILE": str(tmp_path / "password")})
+    assert split.database_url == "postgresql://ingest:p%40ss%2Fw%3Ard%20s3cr3t@db:5432/cie"
+
+    errors = {
+        "both": {"DATABASE_URL": "postgresql://a@b/c", "DATABASE_URL_FILE": str(tmp_path / "url")},
+        "missing": {"DATABASE_URL_FILE": str(tmp_path / "absent")},
+        "empty": {"DATABASE_URL_FILE": str(tmp_path / "empty")},
+        "two passwords": {"DATABASE_URL": "postgresql://a:other@b/c",
+                          "DATABASE_PASSWORD_FILE": str(tmp_path / "password")},
+    }
+    (tmp_path / "empty").write_text("\n")
+    for case, extra in errors.items():
+        with pytest.raises(SettingsError) as caught:
+            load_settings({**base, "KAFKA_SASL_PASSWORD": "x", **extra})
+        assert "s3cr3t" not in str(caught.value) and "other" not in str(caught.value), case
+        assert "DATABASE_" in str(caught.value), case

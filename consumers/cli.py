@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import structlog
+from aiokafka.errors import KafkaError
 
 from consumers import topics
 from consumers.analytics import rollup, validator
@@ -417,6 +418,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run(settings, args))
     except CieError as exc:
         log.error("command.failed", command=args.command, error=str(exc))
+        return 1
+    except (OSError, KafkaError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # a server that cannot be reached or refuses us: one line saying which, no traceback
+        log.error("command.failed", command=args.command,
+                  error=f"{type(exc).__name__}: {faults.describe(exc)}")
         return 1
     except KeyboardInterrupt:
         return 130

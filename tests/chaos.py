@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import signal
 import sys
@@ -51,6 +50,7 @@ from consumers.platform.settings import load_settings
 from consumers.producer import encode, route
 from tests.private_kafka import PrivateKafka
 from tests.private_postgres import PrivatePostgres
+from tests.processes import cie_environment
 
 TOPICS = ("bars", "predictions", "fills", "improvement-events")
 PARTITIONS = 4
@@ -124,7 +124,7 @@ class Member:
         sink = self._log.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "consumers", "consume",
-            env={**os.environ, **self._environment}, stdout=sink, stderr=sink)
+            env=cie_environment(self._environment), stdout=sink, stderr=sink)
         sink.close()
 
     async def kill(self) -> None:
@@ -265,7 +265,7 @@ async def read_all(kafka: str, topics: list[str]) -> list[Any]:
 async def run_command(env: dict[str, str], *args: str, log: Path, timeout: float = 300) -> int:
     with log.open("ab") as sink:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "consumers", *args, env={**os.environ, **env},
+            sys.executable, "-m", "consumers", *args, env=cie_environment(env),
             stdout=sink, stderr=sink)
         return await asyncio.wait_for(proc.wait(), timeout)
 

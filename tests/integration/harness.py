@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 import time
 import uuid
@@ -36,6 +35,7 @@ from consumers.platform.settings import Settings, load_settings
 from consumers.producer import Contract, EventProducer
 from consumers.topics import TOPICS, Topic
 from tests.ports import PortTaken, log_size, log_text, on_free_port, taken
+from tests.processes import cie_environment
 
 PARTITIONS = 3
 
@@ -221,7 +221,7 @@ async def consume_subprocess(
     """``cie consume`` as a real process (for SIGKILL and outage tests); logs go to ``log``."""
     with log.open("ab") as sink:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "consumers", "consume", env={**os.environ, **environment},
+            sys.executable, "-m", "consumers", "consume", env=cie_environment(environment),
             stdout=sink, stderr=sink)
         try:
             yield proc

@@ -5,7 +5,6 @@ headers; other classes and repeated runs replay nothing."""
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 import uuid
@@ -20,12 +19,13 @@ from consumers.ingest.replay import REPLAYED_FROM
 from consumers.producer import encode
 from tests.clock import T0
 from tests.integration.harness import PARTITIONS, Ingest, counter, row_of
+from tests.processes import cie_environment
 
 
 async def cie(ingest: Ingest, *args: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "consumers", *args,
-        env={**os.environ, **ingest.environment, "CIE_LOG_FORMAT": "json"},
+        env=cie_environment({**ingest.environment, "CIE_LOG_FORMAT": "json"}),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
     assert await proc.wait() == 0, err.decode()[-2000:]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -14,11 +13,12 @@ import pytest
 from consumers.errors import MigrationError
 from consumers.platform import migrations
 from tests.conftest import Stack
+from tests.processes import cie_environment
 
 
 async def run_cli(*args: str, database: str, stack: Stack) -> tuple[int, str]:
-    env = {**os.environ, "DATABASE_URL": database, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
-           "CIE_LOG_FORMAT": "json"}
+    env = cie_environment({"DATABASE_URL": database, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
+           "CIE_LOG_FORMAT": "json"})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "consumers", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

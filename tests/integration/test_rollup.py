@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ from consumers.analytics.rollup import RollupOptions, rollup, rollup_forever
 from consumers.platform.db import connect, create_pool
 from tests.clock import MONDAY
 from tests.conftest import Stack
+from tests.processes import cie_environment
 
 OPTIONS = RollupOptions(
     time_zone="UTC",
@@ -404,8 +404,8 @@ async def test_cli_rollup_uses_the_settings(any_db: str, stack: Stack) -> None:
     try:
         await add_trade(conn, exit_day=MONDAY, net="10")
         await add_trade(conn, exit_day=MONDAY + timedelta(days=1), net="-5")
-        env = {**os.environ, "DATABASE_URL": any_db, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
-               "CIE_ROLLUP_CAPITAL_BASE": "1000", "CIE_LOG_FORMAT": "json"}
+        env = cie_environment({"DATABASE_URL": any_db, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
+               "CIE_ROLLUP_CAPITAL_BASE": "1000", "CIE_LOG_FORMAT": "json"})
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "consumers", "rollup", env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

@@ -4,7 +4,6 @@ including when connecting fails (asyncpg and aiokafka put addresses in their err
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from decimal import Decimal
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.integration.harness import (
 )
 from tests.integration.test_health import get
 from tests.ports import free_port, log_text
+from tests.processes import cie_environment
 
 DB_SECRET = "S3cr3t-db-pw"
 KAFKA_SECRET = "S3cr3t-kafka-pw"
@@ -42,7 +42,7 @@ def secret_files(tmp_path: Path, database_url: str) -> dict[str, str]:
 
 async def cie(env: dict[str, str], *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "consumers", *args, env={**os.environ, **env},
+        sys.executable, "-m", "consumers", *args, env=cie_environment(env),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
     return await proc.wait(), out.decode(errors="replace")

@@ -4,7 +4,6 @@ project's topic settings, created once; a second run changes nothing."""
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import uuid
 
@@ -14,13 +13,14 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from consumers.ingest.kafka import topic_config
 from consumers.topics import TOPICS
 from tests.conftest import Stack
+from tests.processes import cie_environment
 
 
 async def ensure(stack: Stack, names: dict[str, str]) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "consumers", "topics", "ensure", "--partitions", "2",
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka, "CIE_LOG_FORMAT": "json",
-             **names},
+        env=cie_environment({"KAFKA_BOOTSTRAP_SERVERS": stack.kafka, "CIE_LOG_FORMAT": "json",
+             **names}),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
     assert await proc.wait() == 0, out.decode()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ from consumers.platform.db import create_pool
 from tests.clock import T0 as T0_1430
 from tests.conftest import Stack
 from tests.integration.harness import Ingest, counter, eventually, ingest_environment, row_of
+from tests.processes import cie_environment
 
 T0 = T0_1430 - timedelta(minutes=30)
 RULES = validator.Rules(gap_tolerance=timedelta(minutes=2), neutral_band=Decimal("0.0005"),
@@ -320,7 +320,7 @@ async def test_validator_consumes_bars_and_fills_end_to_end(
         with log.open("wb") as sink:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "consumers", "validate",
-                env={**os.environ, **validator_env}, stdout=sink, stderr=sink)
+                env=cie_environment(validator_env), stdout=sink, stderr=sink)
             try:
                 validated = counter(plain_db, "SELECT actual_direction FROM model_predictions")
                 assert await eventually(validated, "LONG", timeout=60) == "LONG"

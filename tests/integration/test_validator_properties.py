@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -26,6 +25,7 @@ from tests.clock import T0 as T0_1430
 from tests.conftest import NewTopics, Stack, _admin_execute, _clone, database_url
 from tests.integration.harness import eventually
 from tests.ports import log_text
+from tests.processes import cie_environment
 
 T0 = T0_1430 - timedelta(minutes=30)
 SYMBOLS = ("AAA", "BBB")
@@ -147,8 +147,8 @@ async def outcomes(url: str) -> dict[uuid.UUID, tuple[object, ...]]:
 
 
 async def run_once(url: str, stack: Stack) -> None:
-    env = {**os.environ, "DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
-           "CIE_VALIDATOR_SWEEP_BATCH": "500", "CIE_LOG_FORMAT": "json"}
+    env = cie_environment({"DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
+           "CIE_VALIDATOR_SWEEP_BATCH": "500", "CIE_LOG_FORMAT": "json"})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "consumers", "validate", "--once", env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
@@ -160,10 +160,10 @@ async def run_once(url: str, stack: Stack) -> None:
 async def validating(url: str, stack: Stack, topics: dict[str, str], log: Path
                      ) -> AsyncIterator[None]:
     """A long-running `cie validate` (its bars/fills topics empty: the sweep does the work)."""
-    env = {**os.environ, "DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
+    env = cie_environment({"DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
            "CIE_VALIDATOR_SWEEP_BATCH": "500", "CIE_VALIDATOR_SWEEP_SECONDS": "1",
            "CIE_VALIDATOR_GROUP": f"val-{uuid.uuid4().hex[:8]}", "CIE_METRICS_PORT": "0",
-           "CIE_LOG_FORMAT": "json", **topics}
+           "CIE_LOG_FORMAT": "json", **topics})
     with log.open("ab") as sink:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "consumers", "validate", env=env, stdout=sink, stderr=sink)

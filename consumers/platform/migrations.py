@@ -107,7 +107,15 @@ async def timescaledb_usable(conn: asyncpg.Connection) -> bool:
     """True when TimescaleDB is installed in this database, or can be (available and preloaded)."""
     row = await conn.fetchrow(queries("migrations")["timescaledb_usable"])
     assert row is not None
-    return bool(row["installed"] or (row["available"] and row["preloaded"]))
+    if row["installed"] or not row["available"]:
+        return bool(row["installed"])
+    if row["preloaded"] is None:  # a migration owner that is not a superuser
+        raise MigrationError(
+            "TimescaleDB is available on this server but not created in this database, and "
+            "this role may not read shared_preload_libraries to tell whether it could be: have "
+            "a superuser run CREATE EXTENSION timescaledb here (the TimescaleDB path), or "
+            "migrate with --without-timescaledb (plain PostgreSQL)")
+    return bool(row["preloaded"])
 
 
 async def migrate(

@@ -26,9 +26,16 @@ SELECT filename, checksum, outcome FROM schema_migrations;
 INSERT INTO schema_migrations (filename, checksum, outcome) VALUES ($1, $2, $3);
 
 -- name: timescaledb_usable
--- Installed in this database, or installable here (available and preloaded).
-SELECT
+-- Installed in this database, or installable here (available and preloaded). Only a superuser
+-- or a member of pg_read_all_settings may read shared_preload_libraries: for any other role,
+-- preloaded is NULL, unknown (CASE is lazy: the setting is read only when allowed and needed).
+SELECT installed, available,
+    CASE WHEN installed OR NOT available THEN false
+         WHEN NOT pg_has_role('pg_read_all_settings', 'USAGE') THEN NULL
+         ELSE 'timescaledb' = ANY (string_to_array(
+             replace(current_setting('shared_preload_libraries'), ' ', ''), ','))
+    END AS preloaded
+FROM (SELECT
     EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') AS installed,
-    EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') AS available,
-    'timescaledb' = ANY (string_to_array(
-        replace(current_setting('shared_preload_libraries'), ' ', ''), ',')) AS preloaded;
+    EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') AS available
+) AS extension;

@@ -27,6 +27,7 @@ from consumers.ingest.kafka import (
     ensure_topics,
     make_consumer,
     make_dead_letter_producer,
+    require_broker,
     require_dead_letter_topics,
 )
 from consumers.ingest.lag import LagMonitor
@@ -108,8 +109,8 @@ async def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
     await _require_schema(settings, stop)
     await require_dead_letter_topics(settings, list(pipelines))
     producer = make_dead_letter_producer(settings)
-    await producer.start()
     try:
+        await producer.start()  # in the try: a start refused (an ACL, TLS) still closes it
         dead_letters = DeadLetters(producer, settings)
         await _consume(settings, pipelines, dead_letters, stop,
                        metrics_port=_metrics_port(settings, "consume"))
@@ -402,6 +403,13 @@ def _needs(args: argparse.Namespace) -> tuple[Need, ...]:
     return needs
 
 
+async def _run(settings: Settings, args: argparse.Namespace) -> int:
+    if "kafka" in _needs(args):  # a broker that refuses us says why before anything starts
+        await require_broker(settings)
+    run: Command = args.run
+    return await run(settings, args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -413,9 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cie: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    run: Command = args.run
     try:
-        return asyncio.run(run(settings, args))
+        return asyncio.run(_run(settings, args))
     except CieError as exc:
         log.error("command.failed", command=args.command, error=str(exc))
         return 1

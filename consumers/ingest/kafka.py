@@ -11,6 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError
 
 from consumers.errors import FatalError
@@ -42,6 +43,27 @@ def client_options(settings: Settings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.kafka_sasl_username
         options["sasl_plain_password"] = settings.kafka_sasl_password
     return options
+
+
+async def require_broker(settings: Settings, *, timeout_seconds: float = 15) -> None:
+    """Log in to a bootstrap server once, or raise what stopped us (refused, the broker's
+    certificate not trusted or for another host, SASL credentials rejected): the client's own
+    bootstrap only logs each cause and ends in "Unable to bootstrap", which names none."""
+    options = client_options(settings)
+    servers = options.pop("bootstrap_servers").split(",")
+    failure: BaseException | None = None
+    for server in servers:
+        host, _, port = server.strip().rpartition(":")
+        try:
+            connection = await create_conn(host, int(port), request_timeout_ms=
+                                           int(timeout_seconds * 1000), **options)
+        except (OSError, KafkaError, TimeoutError) as exc:
+            failure = exc
+            continue
+        connection.close()
+        return
+    assert failure is not None
+    raise failure
 
 
 def make_consumer(settings: Settings, *, group_id: str | None = None) -> AIOKafkaConsumer:

@@ -23,6 +23,7 @@ Kafka errors follow the client's own ``retriable`` flag.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -76,6 +77,8 @@ def classify(exc: BaseException) -> Fault:
         return "fatal"  # a misconfigured client
     if isinstance(exc, KafkaError):
         return "transient" if exc.retriable else "fatal"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "fatal"  # an untrusted or misnamed server certificate: configuration, not luck
     if isinstance(exc, (OSError, TimeoutError, asyncio.TimeoutError)):
         return "transient"  # connection refused or reset, a network timeout
     if isinstance(exc, MessageError):

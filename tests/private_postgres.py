@@ -1,6 +1,7 @@
 """A disposable PostgreSQL cluster of a test's own (initdb into a temporary directory, its own
 port), for tests that stop and start the server: they must not take the shared stack's
-cluster down under other tests or a running ``stack.sh run``."""
+cluster down under other tests or a running ``stack.sh run``. ``secure`` secures it as
+`stack.sh up --secure` does: TLS, scram-sha-256 only, a login user per component."""
 
 from __future__ import annotations
 
@@ -75,6 +76,32 @@ class PrivatePostgres:
                 raise PortTaken(port) from None
             raise
         return port
+
+    async def secure(self, tls: Path) -> None:
+        """Users and the database `cie` (deploy/local/secure.sh), then TLS and passwords only:
+        from now on no connection without both reaches the server."""
+        from tests.private_kafka import secure_sh
+
+        secure_sh("postgres-users", self.url, str(tls))
+        secure_sh("postgres-config", str(tls), str(self.data))
+        await self.reload()
+
+    async def install_certificate(self, certificate: Path, key: Path) -> None:
+        """Serve another certificate from now on (TLS settings take effect on reload)."""
+        for source, name in ((certificate, "server.crt"), (key, "server.key")):
+            target = self.data / name
+            target.write_bytes(source.read_bytes())
+        await self.reload()
+
+    async def reload(self) -> None:
+        await _run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "reload")
+
+    def user_url(self, user: str, tls: Path, *, database: str = "cie",
+                 ca: Path | None = None) -> str:
+        """A secured server's URL for ``user`` (its secure.sh password), verify-full TLS."""
+        password = (tls / "passwords" / user.removeprefix("cie_")).read_text().strip()
+        return (f"postgresql://{user}:{password}@127.0.0.1:{self.port}/{database}"
+                f"?sslmode=verify-full&sslrootcert={ca or tls / 'ca.crt'}")
 
     async def stop(self) -> None:
         await _run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")

@@ -10,9 +10,20 @@
 #   deploy/local/stack.sh run      the main job: up, migrate, consumers in the background, demo
 #   deploy/local/stack.sh test     up, then lint, type-check and the whole test suite
 #
+#   --secure (after up, run, env, status or down; or CIE_STACK_SECURE=1): the secured stack,
+#   kept apart from the plain one (same ports, so one at a time): Kafka speaks only SASL_SSL
+#   (SCRAM-SHA-512) with ACLs, PostgreSQL only scram-sha-256 over TLS; a private CA, the
+#   certificates and one password per user are made at the first start in <state>/secure/tls
+#   (deploy/local/secure.sh says who may do what). `env` then prints the admin's settings.
+#
 # State (jars, data, logs, pids) lives in $CIE_STACK_DIR (default: <repo>/.stack, git-ignored).
 # When PostgreSQL has the TimescaleDB extension installed, the cluster preloads it.
 set -euo pipefail
+
+command=${1:-}
+[ $# -gt 0 ] && shift
+secure=${CIE_STACK_SECURE:-0}
+if [ "${1:-}" = --secure ]; then secure=1; shift; fi
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 here="$repo/deploy/local"
@@ -25,8 +36,12 @@ pg_version=15
 pg_bin=/usr/lib/postgresql/$pg_version/bin
 kafka_heap=${CIE_KAFKA_HEAP:-512m}
 
+kafka_libs="$state/kafka/libs"  # one copy of the jars for both modes
+plain_state=$state
+if [ "$secure" = 1 ]; then state="$state/secure"; fi
 kafka_dir="$state/kafka"
 log_dir="$state/logs"
+tls_dir="$state/tls"
 
 # PostgreSQL refuses to run as root, so as root its files belong to the 'postgres' user, who
 # must be able to reach them: when the checkout is in a private directory (say /root), the
@@ -35,6 +50,7 @@ pg_dir=${CIE_PG_DIR:-$state/pg}
 if [ -z "${CIE_PG_DIR:-}" ] && [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 \
    && ! runuser -u postgres -- test -x "$repo" 2>/dev/null; then
   pg_dir="/var/tmp/cie-stack-$(printf '%s' "$repo" | sha256sum | cut -c1-12)/pg"
+  if [ "$secure" = 1 ]; then pg_dir="${pg_dir%/pg}/secure-pg"; fi
 fi
 pg_log="$pg_dir/postgres.log"
 
@@ -71,42 +87,61 @@ kafka_pid() { cat "$kafka_dir/kafka.pid" 2>/dev/null || true; }
 kafka_running() { local p; p=$(kafka_pid); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 
 ensure_kafka_jars() {
-  local stamp="$kafka_dir/libs/.resolved-$(sha256sum "$here/kafka/pom.xml" | cut -c1-16)"
+  local stamp="$kafka_libs/.resolved-$(sha256sum "$here/kafka/pom.xml" | cut -c1-16)"
   [ -f "$stamp" ] && return
   need java "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
   need mvn "install Maven (Debian: apt-get install maven)"
   say "resolving Kafka broker jars with Maven (first run only)"
-  rm -rf "$kafka_dir/libs"
-  mkdir -p "$kafka_dir/libs"
+  rm -rf "$kafka_libs"
+  mkdir -p "$kafka_libs"
   mvn -q -B -f "$here/kafka/pom.xml" dependency:copy-dependencies \
-    -DoutputDirectory="$kafka_dir/libs" >"$log_dir/maven.log" 2>&1 \
+    -DoutputDirectory="$kafka_libs" >"$log_dir/maven.log" 2>&1 \
     || die "Maven could not resolve the Kafka jars; see $log_dir/maven.log"
   touch "$stamp"
 }
 
 kafka_java=(java -Xms128m "-Xmx$kafka_heap" -XX:+UseG1GC -Djava.awt.headless=true
-  "-Dlog4j2.configurationFile=$here/kafka/log4j2.yaml" -cp "$kafka_dir/libs/*")
+  "-Dlog4j2.configurationFile=$here/kafka/log4j2.yaml" -cp "$kafka_libs/*")
 
 kafka_up() {
   if kafka_running; then say "Kafka already running (pid $(kafka_pid))"; return; fi
   need java "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
   ensure_kafka_jars
-  local conf="$kafka_dir/server.properties"
-  { cat "$here/kafka/server.properties"; echo "log.dirs=$kafka_dir/data"; } >"$conf"
+  port_free "$kafka_port" Kafka
+  local conf="$kafka_dir/server.properties" users=()
+  { cat "$here/kafka/server.properties"
+    if [ "$secure" = 1 ]; then "$here/secure.sh" kafka-config "$tls_dir"; fi
+    echo "log.dirs=$kafka_dir/data"; } >"$conf"
   if [ ! -f "$kafka_dir/data/meta.properties" ]; then
     local cluster_id
+    if [ "$secure" = 1 ]; then mapfile -t users < <("$here/secure.sh" kafka-format-args "$tls_dir"); fi
     cluster_id=$("${kafka_java[@]}" kafka.tools.StorageTool random-uuid 2>>"$log_dir/kafka.log")
     "${kafka_java[@]}" kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$conf" \
-      >>"$log_dir/kafka.log" 2>&1 || die "formatting Kafka storage failed; see $log_dir/kafka.log"
+      "${users[@]}" >>"$log_dir/kafka.log" 2>&1 \
+      || die "formatting Kafka storage failed; see $log_dir/kafka.log"
   fi
   say "starting Kafka on 127.0.0.1:$kafka_port"
   setsid nohup "${kafka_java[@]}" kafka.Kafka "$conf" >>"$log_dir/kafka.log" 2>&1 </dev/null &
   echo $! >"$kafka_dir/kafka.pid"
 }
 
-kafka_wait() {  # probe with a real client until it answers
-  "$venv/bin/python" "$here/probe_kafka.py" "127.0.0.1:$kafka_port" "${1:-90}" \
-    || die "Kafka did not become ready; see $log_dir/kafka.log"
+kafka_probe() {  # kafka_probe SECONDS: a real client (the secured stack's admin) gets metadata
+  (eval "$(print_env)"; "$venv/bin/python" "$here/probe_kafka.py" "127.0.0.1:$kafka_port" "$1")
+}
+
+kafka_wait() {
+  kafka_probe "${1:-90}" || die "Kafka did not become ready; see $log_dir/kafka.log"
+  if [ "$secure" = 1 ] && [ ! -f "$kafka_dir/.acls" ]; then
+    say "granting the ACLs (deploy/local/secure.sh kafka-acls)"
+    CIE_KAFKA_LIBS=$kafka_libs "$here/secure.sh" kafka-acls "127.0.0.1:$kafka_port" "$tls_dir" \
+      && touch "$kafka_dir/.acls"
+  fi
+}
+
+port_free() {  # port_free PORT NAME: nothing else (the other stack mode) listens there yet
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    die "$2's port $1 is taken (the $( [ "$secure" = 1 ] && echo plain || echo secured) stack? stop it: $0 down)"
+  fi
 }
 
 kafka_down() {
@@ -175,10 +210,29 @@ pg_up() {
     echo "include_if_exists = 'stack.conf'" >>"$pg_dir/data/postgresql.conf"
   fi
   if pg_running; then say "PostgreSQL already running on 127.0.0.1:$pg_port"; return; fi
+  port_free "$pg_port" PostgreSQL
   pg_write_conf
   say "starting PostgreSQL $pg_version on 127.0.0.1:$pg_port$(timescaledb_installed && echo ' (TimescaleDB preloaded)')"
   as_postgres "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_log" -w -t 60 start \
     >/dev/null || die "PostgreSQL did not start; see $pg_log"
+  if [ "$secure" = 1 ] && [ ! -f "$pg_dir/.secured" ]; then pg_secure; fi
+}
+
+pg_secure() {  # once, on the trusting new cluster: users, then TLS and passwords only
+  say "securing PostgreSQL: login users, database cie, TLS, scram-sha-256 only"
+  "$here/secure.sh" postgres-users "postgresql://postgres@127.0.0.1:$pg_port/postgres" "$tls_dir" \
+    >>"$log_dir/secure.log" 2>&1 || die "creating the users failed; see $log_dir/secure.log"
+  "$here/secure.sh" postgres-config "$tls_dir" "$pg_dir/data"
+  as_postgres "$pg_bin/pg_ctl" -D "$pg_dir/data" reload >/dev/null
+  local user
+  mkdir -p "$tls_dir/urls"
+  for user in owner ingest validator analyst; do  # DATABASE_URL_FILE for each (secrets as files)
+    printf 'postgresql://%s:%s@127.0.0.1:%s/cie?sslmode=verify-full&sslrootcert=%s\n' \
+      "$( [ $user = owner ] && echo cie_owner || echo $user)" "$(cat "$tls_dir/passwords/$user")" \
+      "$pg_port" "$tls_dir/ca.crt" >"$tls_dir/urls/$user"
+  done
+  chmod -R go-rwx "$tls_dir"
+  touch "$pg_dir/.secured"
 }
 
 pg_down() {
@@ -191,7 +245,18 @@ pg_down() {
 
 print_env() {
   echo "export KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$kafka_port"
-  echo "export DATABASE_URL=postgresql://postgres@127.0.0.1:$pg_port/postgres"
+  if [ "$secure" = 1 ]; then  # the admin: Kafka's super user, the database's owner
+    user_env admin owner
+  else
+    echo "export DATABASE_URL=postgresql://postgres@127.0.0.1:$pg_port/postgres"
+  fi
+}
+
+user_env() {  # user_env KAFKA-USER DATABASE-USER: the secured stack's settings for them
+  echo "export KAFKA_SECURITY_PROTOCOL=SASL_SSL KAFKA_SASL_MECHANISM=SCRAM-SHA-512"
+  echo "export KAFKA_SASL_USERNAME=$1 KAFKA_SASL_PASSWORD_FILE=$tls_dir/passwords/$1"
+  echo "export KAFKA_SSL_CAFILE=$tls_dir/ca.crt DATABASE_URL_FILE=$tls_dir/urls/$2"
+  echo "unset DATABASE_URL"
 }
 
 ensure_prometheus() {  # the tests run promtool and a real Prometheus server (Debian's package)
@@ -244,6 +309,10 @@ ensure_crds() {
 
 cmd_up() {
   mkdir -p "$state" "$kafka_dir" "$pg_dir" "$log_dir"
+  if [ "$secure" = 1 ]; then
+    need openssl "install OpenSSL (Debian: apt-get install openssl)"
+    "$here/secure.sh" certs "$tls_dir"
+  fi
   ensure_venv
   ensure_prometheus
   ensure_kustomize
@@ -251,12 +320,16 @@ cmd_up() {
   kafka_up
   pg_up
   kafka_wait 90
-  say "ready: $(print_env | tr '\n' ' ')"
+  if [ "$secure" = 1 ]; then
+    say "ready (secured); the admin's settings: eval \"\$($0 env --secure)\""
+  else
+    say "ready: $(print_env | tr '\n' ' ')"
+  fi
 }
 
 cmd_status() {
   local ok=0
-  if kafka_running && "$venv/bin/python" "$here/probe_kafka.py" "127.0.0.1:$kafka_port" 5 2>/dev/null; then
+  if kafka_running && kafka_probe 5 2>/dev/null; then
     echo "kafka:      healthy  127.0.0.1:$kafka_port (pid $(kafka_pid))"
   else
     echo "kafka:      DOWN     (log: $log_dir/kafka.log)"; ok=1
@@ -269,14 +342,16 @@ cmd_status() {
   return $ok
 }
 
-start_background() {  # start_background COMMAND METRICS-PORT: `cie COMMAND` in the background
+start_background() {  # start_background COMMAND METRICS-PORT [USERS]: `cie COMMAND` in the
+  # background; on the secured stack as the Kafka and database user USERS names ("ingest")
   local pidfile="$state/$1.pid"
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     say "cie $1 already running (pid $(cat "$pidfile"))"; return
   fi
   say "starting cie $1 in the background (log: $log_dir/$1.log)"
-  CIE_LOG_FORMAT=json CIE_METRICS_PORT=$2 setsid nohup "$venv/bin/cie" "$1" \
-    >>"$log_dir/$1.log" 2>&1 </dev/null &
+  ( if [ "$secure" = 1 ]; then eval "$(user_env "$3" "$3")"; fi
+    CIE_LOG_FORMAT=json CIE_METRICS_PORT=$2 exec setsid nohup "$venv/bin/cie" "$1" \
+      >>"$log_dir/$1.log" 2>&1 </dev/null ) &
   echo $! >"$pidfile"
 }
 
@@ -285,8 +360,8 @@ cmd_run() {
   eval "$(print_env)"
   "$venv/bin/cie" migrate
   "$venv/bin/cie" topics ensure --partitions 3
-  start_background consume 9108
-  CIE_VALIDATOR_ROLLUP_SECONDS=30 start_background validate 9109  # it rolls up every 30 s too
+  start_background consume 9108 ingest
+  CIE_VALIDATOR_ROLLUP_SECONDS=30 start_background validate 9109 validator  # rolls up every 30 s
   "$venv/bin/cie" demo
   cmd_status
   say "consumers and validator keep running (metrics :9108, :9109); the validator refreshes"
@@ -308,17 +383,19 @@ cmd_test() {
   return $rc
 }
 
-case "${1:-}" in
+case "$command" in
   up) cmd_up ;;
   down)
     for role in consume validate; do
       if [ -f "$state/$role.pid" ]; then kill "$(cat "$state/$role.pid")" 2>/dev/null || true; rm -f "$state/$role.pid"; fi
     done
-    kafka_down; pg_down ;;
+    kafka_down; pg_down
+    # `down` stops the secured stack too (one mode runs at a time)
+    if [ "$secure" = 0 ] && [ -d "$plain_state/secure" ]; then CIE_STACK_SECURE=1 "$0" down; fi ;;
   status) cmd_status ;;
   logs) tail -n 50 -f "$log_dir/kafka.log" "$pg_log" ;;
   env) print_env ;;
   run) cmd_run ;;
-  test) shift; cmd_test "$@" ;;
-  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+  test) cmd_test "$@" ;;
+  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
 esac

@@ -20,7 +20,7 @@ import yaml
 from consumers.cli import build_parser
 from consumers.errors import SettingsError
 from consumers.ingest.kafka import topic_config
-from consumers.platform.settings import ENVIRONMENT, load_settings
+from consumers.platform.settings import ENVIRONMENT, SECRET_VARIABLES, load_settings
 from consumers.topics import TOPICS, unknown_names
 from tests.conftest import REPO
 
@@ -114,12 +114,12 @@ def test_workloads_follow_the_operating_rules(overlay: tuple[str, list[Any]]) ->
             assert security["allowPrivilegeEscalation"] is False
             assert security["capabilities"]["drop"] == ["ALL"]
             assert {"requests", "limits"} <= set(container["resources"])
-            for env in container.get("env", []):
-                if env["name"] in ("DATABASE_URL", "CIE_DATABASE_REPLICA_URL",
-                                   "KAFKA_SASL_PASSWORD"):
-                    assert "secretKeyRef" in env["valueFrom"], env["name"]
-                    secrets_checked += 1
-    assert secrets_checked >= len(run)  # at least DATABASE_URL in each
+            command = container["args"][0]
+            secret_files = container_secret_files(spec, container)
+            assert "DATABASE_URL" in secret_files, command
+            assert {secret for secret, _ in secret_files.values()} == {OWN_SECRET[command]}
+            secrets_checked += 1
+    assert secrets_checked == len(run)
     deployments = by_kind(objects, "Deployment")
     assert sorted(d["metadata"]["name"] for d in deployments) == ["cie-ingest", "cie-validator"]
     for deployment in deployments:
@@ -161,8 +161,38 @@ def test_database_cluster_reference() -> None:
     assert backup["spec"]["schedule"]
 
 
-def container_environment(objects: list[dict[str, Any]], container: dict[str, Any]
-                          ) -> dict[str, str]:
+# Least privilege: each component reads its own credentials, none shares another's.
+OWN_SECRET = {"consume": "cie-ingest-credentials", "validate": "cie-validator-credentials",
+              "migrate": "cie-owner-credentials", "maintain": "cie-owner-credentials",
+              "rollup": "cie-rollup-credentials"}
+
+
+def container_secret_files(spec: dict[str, Any], container: dict[str, Any]
+                           ) -> dict[str, tuple[str, str]]:
+    """Each secret setting the container reads, as (Secret, key): only ever through
+    ``<NAME>_FILE`` pointing into a Secret mounted read-only, never as a variable's value."""
+    env = container.get("env", [])
+    names = {e["name"] for e in env} | {
+        key for source in container.get("envFrom", []) for key in source.get("secretRef", {})}
+    assert not names & set(SECRET_VARIABLES), container["name"]  # no secret in a variable
+    assert not any("secretKeyRef" in e.get("valueFrom", {}) for e in env), container["name"]
+    assert not any("secretRef" in source for source in container.get("envFrom", []))
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+    files: dict[str, tuple[str, str]] = {}
+    for e in env:
+        name = e["name"].removesuffix("_FILE")
+        if not e["name"].endswith("_FILE") or name not in SECRET_VARIABLES:
+            continue
+        directory, _, key = e["value"].rpartition("/")
+        mount = mounts[directory]
+        assert mount.get("readOnly") is True, (container["name"], directory)
+        files[name] = (volumes[mount["name"]]["secret"]["secretName"], key)
+    return files
+
+
+def container_environment(objects: list[dict[str, Any]], spec: dict[str, Any],
+                          container: dict[str, Any], secrets: Path) -> dict[str, str]:
     """What the container's process would see: its ConfigMaps' data, then its own env; a
     value from a Secret becomes a placeholder of the right shape (the secret stays unknown)."""
     config_maps = {c["metadata"]["name"]: c["data"] for c in by_kind(objects, "ConfigMap")}
@@ -172,15 +202,17 @@ def container_environment(objects: list[dict[str, Any]], container: dict[str, An
     for env in container.get("env", []):
         if "value" in env:
             environment[env["name"]] = env["value"]
-        elif "secretKeyRef" in env.get("valueFrom", {}):
-            environment[env["name"]] = (
-                "postgresql://user:from-secret@db.cie.svc/cie" if env["name"].endswith("_URL")
-                else "from-secret")
+    for name, (secret, key) in container_secret_files(spec, container).items():
+        placeholder = secrets / secret / key  # the secret's file, a value of the right shape
+        placeholder.parent.mkdir(parents=True, exist_ok=True)
+        placeholder.write_text("postgresql://user:from-secret@db.cie.svc/cie"
+                               if name.endswith("_URL") else "from-secret")
+        environment[name + "_FILE"] = str(placeholder)
     return environment
 
 
 def test_every_container_command_line_starts_with_its_environment(
-    overlay: tuple[str, list[Any]],
+    overlay: tuple[str, list[Any]], tmp_path: Path
 ) -> None:
     """A dry run of each Deployment's, Job's and CronJob's command: its arguments parse and
     its settings load from what the manifests give it (a job that lacks a setting it needs,
@@ -188,11 +220,11 @@ def test_every_container_command_line_starts_with_its_environment(
     from consumers.cli import _needs
 
     _, objects = overlay
-    containers = [c for spec in pod_specs(objects) for c in spec["containers"]]
+    containers = [(spec, c) for spec in pod_specs(objects) for c in spec["containers"]]
     assert len(containers) == 5
-    for container in containers:
+    for spec, container in containers:
         args = build_parser().parse_args(container["args"])
-        environment = container_environment(objects, container)
+        environment = container_environment(objects, spec, container, tmp_path)
         try:
             settings = load_settings(environment, needs=_needs(args))
         except SettingsError as exc:

@@ -17,15 +17,17 @@
 # Users (Kafka SCRAM-SHA-512 and PostgreSQL scram-sha-256, one password each):
 #   admin      Kafka only: the broker's own inter-broker user and the ACL administrator
 #   owner      PostgreSQL `cie_owner`: owns the database, runs `cie migrate` and `cie maintain`
+#   rollup     PostgreSQL only, in cie_rollup: `cie rollup` recomputes the figures, writes no fact
 #   ingest     `cie consume`: reads the four source topics in its group, writes their DLQs
 #              (in transactions: ids cie-ingest.dlq.*); PostgreSQL login in role cie_ingest
-#   validator  `cie validate`: reads bars and fills in its own group; login in cie_ingest
+#   validator  `cie validate`: reads bars and fills in its own group; login in cie_ingest and
+#              cie_rollup (it may also roll up: CIE_VALIDATOR_ROLLUP_SECONDS)
 #   analyst    PostgreSQL only, in cie_analytics (dashboards, read-only)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-users=(admin owner ingest validator analyst)
+users=(admin owner ingest validator rollup analyst)
 kafka_users=(admin ingest validator)
 source_topics=(bars fills predictions improvement-events)
 validator_topics=(bars fills)
@@ -109,13 +111,16 @@ cmd_postgres_users() {
   psql_() { "${PSQL:-/usr/lib/postgresql/15/bin/psql}" -X -q -v ON_ERROR_STOP=1 "$@"; }
   psql_ "$url" \
     -v owner="$(password "$dir" owner)" -v ingest="$(password "$dir" ingest)" \
-    -v validator="$(password "$dir" validator)" -v analyst="$(password "$dir" analyst)" <<'SQL'
+    -v validator="$(password "$dir" validator)" -v analyst="$(password "$dir" analyst)" \
+    -v rollup="$(password "$dir" rollup)" <<'SQL'
 SET password_encryption = 'scram-sha-256';
 CREATE ROLE cie_owner LOGIN CREATEROLE PASSWORD :'owner';
 CREATE ROLE cie_ingest NOLOGIN;
 CREATE ROLE cie_analytics NOLOGIN;
+CREATE ROLE cie_rollup NOLOGIN;
 CREATE ROLE ingest LOGIN IN ROLE cie_ingest PASSWORD :'ingest';
-CREATE ROLE validator LOGIN IN ROLE cie_ingest PASSWORD :'validator';
+CREATE ROLE validator LOGIN IN ROLE cie_ingest, cie_rollup PASSWORD :'validator';
+CREATE ROLE rollup LOGIN IN ROLE cie_rollup PASSWORD :'rollup';
 CREATE ROLE analyst LOGIN IN ROLE cie_analytics PASSWORD :'analyst';
 CREATE DATABASE cie OWNER cie_owner;
 SQL

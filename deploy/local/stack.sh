@@ -226,7 +226,7 @@ pg_secure() {  # once, on the trusting new cluster: users, then TLS and password
   as_postgres "$pg_bin/pg_ctl" -D "$pg_dir/data" reload >/dev/null
   local user
   mkdir -p "$tls_dir/urls"
-  for user in owner ingest validator analyst; do  # DATABASE_URL_FILE for each (secrets as files)
+  for user in owner ingest validator rollup analyst; do  # DATABASE_URL_FILE for each (secrets as files)
     printf 'postgresql://%s:%s@127.0.0.1:%s/cie?sslmode=verify-full&sslrootcert=%s\n' \
       "$( [ $user = owner ] && echo cie_owner || echo $user)" "$(cat "$tls_dir/passwords/$user")" \
       "$pg_port" "$tls_dir/ca.crt" >"$tls_dir/urls/$user"

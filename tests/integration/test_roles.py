@@ -1,10 +1,12 @@
-"""Runtime roles: cie_ingest writes but cannot change the schema; cie_analytics only reads."""
+"""Runtime roles: cie_ingest writes but cannot change the schema; cie_rollup recomputes the
+figures and writes no fact; cie_analytics only reads."""
 
 from __future__ import annotations
 
 import asyncpg
 import pytest
 
+from consumers.platform.migrations import SCHEMA_DIR
 from tests.integration.test_schema_constraints import insert, valid_rows
 
 WRITTEN_BY_INGEST = [
@@ -46,13 +48,36 @@ async def test_ingest_writes_every_table_it_fills(db: asyncpg.Connection) -> Non
     "CREATE TABLE sneaky (x int)",
     "DROP INDEX idx_trade_outcomes_time",
     "UPDATE retention_rules SET keep_for = '1 day'",
+    "DELETE FROM rollup_pending",  # it marks work; taking the marks is the rollup's
+    "DELETE FROM strategy_performance",
 ])
 async def test_ingest_cannot_change_schema_or_delete_history(
     db: asyncpg.Connection, statement: str
 ) -> None:
-    await db.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")  # PG 15 default; be explicit
     await db.execute("SET ROLE cie_ingest")
     assert await denied(db, statement)
+
+
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO market_conditions (symbol, timestamp) VALUES ('X', now())",
+    "UPDATE trade_outcomes SET net_pnl = 0",
+    "DELETE FROM model_predictions",
+    "UPDATE retention_rules SET keep_for = '1 day'",
+    "DROP TABLE strategy_performance",
+    "CREATE TABLE sneaky (x int)",
+])
+async def test_rollup_writes_figures_and_no_fact(db: asyncpg.Connection, statement: str) -> None:
+    await db.execute("SET ROLE cie_rollup")
+    assert not await denied(db, "DELETE FROM rollup_pending")
+    assert not await denied(db, "DELETE FROM strategy_performance")
+    assert await denied(db, statement)
+
+
+async def test_nobody_but_the_owner_creates_in_public(db: asyncpg.Connection) -> None:
+    """Said by the migrations (12), not left to PostgreSQL 15's default."""
+    await db.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")  # as an older server had it
+    await db.execute((SCHEMA_DIR / "12-rollup-role.sql").read_text())
+    assert not await db.fetchval("SELECT has_schema_privilege('public', 'public', 'CREATE')")
 
 
 async def test_analytics_reads_everything_and_writes_nothing(db: asyncpg.Connection) -> None:
@@ -73,7 +98,7 @@ async def test_each_runtime_role_can_check_the_schema_is_current(db: asyncpg.Con
     the role it runs as; and reads the scheduled commands' last successes."""
     from consumers.platform import migrations
 
-    for role in ("cie_ingest", "cie_analytics"):
+    for role in ("cie_ingest", "cie_analytics", "cie_rollup"):
         await db.execute(f"SET ROLE {role}")
         await migrations.require_current(db)
         await db.fetchval("SELECT count(*) FROM command_runs")

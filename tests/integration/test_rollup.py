@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import math
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -399,39 +401,64 @@ async def test_model_performance_live_row_and_offline_live_columns(
 # --- how it runs ----------------------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def login(url: str, *roles: str) -> AsyncIterator[str]:
+    """The URL of a new login user in these group roles and no other (the stack trusts
+    loopback, so it needs no password); the user is dropped afterwards."""
+    name = f"cie_login_{uuid.uuid4().hex[:10]}"
+    conn = await connect(url)
+    try:
+        await conn.execute(f'CREATE ROLE "{name}" LOGIN IN ROLE {", ".join(roles)}')
+        parts = urlsplit(url)
+        yield parts._replace(netloc=f"{name}@{parts.netloc.rpartition('@')[2]}").geturl()
+    finally:
+        await conn.execute(f'DROP ROLE "{name}"')
+        await conn.close()
+
+
 async def test_cli_rollup_uses_the_settings(any_db: str, stack: Stack) -> None:
+    """Run as a login in cie_rollup alone: the role has every grant the rollup needs."""
     conn = await connect(any_db)
     try:
         await add_trade(conn, exit_day=MONDAY, net="10")
         await add_trade(conn, exit_day=MONDAY + timedelta(days=1), net="-5")
-        env = cie_environment({"DATABASE_URL": any_db, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
-               "CIE_ROLLUP_CAPITAL_BASE": "1000", "CIE_LOG_FORMAT": "json"})
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "consumers", "rollup", env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
-        assert process.returncode == 0, output.decode()
-        assert b'"rollup.done"' in output
+        async with login(any_db, "cie_rollup") as rollup_url:
+            await run_cli_rollup(rollup_url, stack)
         week = await period(conn, "WEEK", MONDAY)
         # drawdown from 1,010 to 1,005 on a capital base of 1,000 (not the default 100,000)
         assert week["max_drawdown"] == four(5 / 1010)
+        assert await conn.fetchval("SELECT count(*) FROM rollup_pending") == 0
+        assert await conn.fetchval("SELECT count(*) FROM command_runs WHERE command = 'rollup'")
     finally:
         await conn.close()
+
+
+async def run_cli_rollup(url: str, stack: Stack) -> None:
+    env = cie_environment({"DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
+           "CIE_ROLLUP_CAPITAL_BASE": "1000", "CIE_LOG_FORMAT": "json"})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "consumers", "rollup", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, output.decode()
+    assert b'"rollup.done"' in output
 
 
 async def test_validator_can_roll_up_on_its_own_period(any_db: str) -> None:
-    conn = await connect(any_db)
-    pool = await create_pool(any_db)
-    stop = asyncio.Event()
-    task = asyncio.create_task(rollup_forever(pool, OPTIONS, every=0.2, stop=stop))
-    try:
-        await add_trade(conn, exit_day=MONDAY, net="10")
-        deadline = time.monotonic() + 15
-        while await conn.fetchval("SELECT count(*) FROM strategy_performance") < 3:
-            assert time.monotonic() < deadline, "the periodic rollup never ran"
-            await asyncio.sleep(0.1)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=10)
-        await pool.close()
-        await conn.close()
+    """As the validator's login: cie_ingest for its own writes, cie_rollup for the rollup."""
+    async with login(any_db, "cie_ingest", "cie_rollup") as validator:
+        conn = await connect(any_db)
+        pool = await create_pool(validator)
+        stop = asyncio.Event()
+        task = asyncio.create_task(rollup_forever(pool, OPTIONS, every=0.2, stop=stop))
+        try:
+            await add_trade(conn, exit_day=MONDAY, net="10")
+            deadline = time.monotonic() + 15
+            while await conn.fetchval("SELECT count(*) FROM strategy_performance") < 3:
+                assert time.monotonic() < deadline, "the periodic rollup never ran"
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=10)
+            await pool.close()
+            await conn.close()

@@ -3,10 +3,11 @@ and a PostgreSQL that takes only scram-sha-256 over TLS, both set up by deploy/l
 as `stack.sh up --secure` sets up the stack's own servers.
 
 Each component runs as its own user: `cie migrate` as the database owner, `cie consume` as
-`ingest`, `cie validate` as `validator`, the checks as the read-only `analyst`, every
-connection verifying the server's certificate (verify-full). What is misconfigured (a wrong
-password, an unknown CA, a certificate for another host, a missing ACL) ends the command at
-start with one line that names it, never the secret, never a crash loop.
+`ingest`, `cie validate` as `validator`, `cie rollup` as `rollup`, the checks as the
+read-only `analyst`, every connection verifying the server's certificate (verify-full).
+What is misconfigured (a wrong password, an unknown CA, a certificate for another host, a
+missing ACL) ends the command at start with one line that names it, never the secret, never
+a crash loop.
 """
 
 from __future__ import annotations
@@ -230,9 +231,13 @@ async def test_each_component_runs_as_its_own_user_over_verified_tls(
         await wait_caught_up(secured.kafka, "cie-ingest", SOURCE_TOPICS)
         await wait_caught_up(secured.kafka, "cie-validator", ["bars", "fills"])
 
+    code, out = await cie({"DATABASE_URL": secured.database_url("rollup")}, "rollup")
+    assert code == 0, out  # its own login, in cie_rollup only
+
     analyst = await asyncpg.connect(secured.database_url("analyst"))
     try:
         assert await analyst.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        assert await analyst.fetchval("SELECT count(*) FROM strategy_performance") > 0
         counts = {table: await analyst.fetchval(f"SELECT count(*) FROM {table}")
                   for table in ("market_conditions", "model_predictions", "trade_fills")}
         validated = await analyst.fetchval(

@@ -21,12 +21,16 @@ from consumers import topics
 from consumers.analytics import rollup, validator
 from consumers.contracts.base import contract_schema
 from consumers.errors import CieError, SettingsError
+from consumers.improvement import abtest
+from consumers.improvement.scheduler import Rules as SchedulerRules
+from consumers.improvement.scheduler import Scheduler
 from consumers.ingest import replay
 from consumers.ingest.kafka import (
     DeadLetters,
     ensure_topics,
     make_consumer,
     make_dead_letter_producer,
+    make_producer,
     require_broker,
     require_dead_letter_topics,
 )
@@ -153,6 +157,47 @@ async def cmd_validate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_schedule(settings: Settings, args: argparse.Namespace) -> int:
+    """The optimization scheduler: claim due tasks, publish their runs, settle failures."""
+    stop = _stop_on_signals()
+    await _require_schema(settings, stop)
+    topic = topics.TASKS.kafka_name(settings)
+    await ensure_topics(settings, [topic], partitions=args.partitions, replication_factor=None)
+    pool = await _pool(settings)
+    producer = make_producer(settings)
+    try:
+        await producer.start()
+        scheduler = Scheduler(pool, producer, topic, SchedulerRules.from_settings(settings),
+                              abtest.Rules.from_settings(settings), settings.ab_evaluate_seconds)
+        checks = health.Health(settings.database_url, None, lambda: scheduler.progressed_at,
+                               settings.liveness_timeout_seconds)
+        server = await _serve_health(settings, _metrics_port(settings, "schedule"), checks)
+        try:
+            await scheduler.run(settings.scheduler_poll_ms / 1000, stop)
+        finally:
+            if server:
+                await server.close()
+    finally:
+        await producer.stop()
+        await pool.close()
+    return 0
+
+
+async def cmd_evaluate_ab(settings: Settings, args: argparse.Namespace) -> int:
+    """Evaluate every running A/B test once (as `cie schedule` does periodically)."""
+    await _require_schema(settings)
+    conn = await connect(settings.database_url)
+    try:
+        verdicts = await abtest.evaluate(conn, abtest.Rules.from_settings(settings))
+    finally:
+        await conn.close()
+    for verdict in verdicts:
+        print(f"{verdict.test_id} {verdict.status:<9} improvement={verdict.improvement_percent}% "
+              f"p={verdict.p_value} {verdict.conclusion or ''}".rstrip())
+    print(f"{len(verdicts)} running tests evaluated")
+    return 0
+
+
 Beside = Callable[[asyncpg.Pool, asyncio.Event], Coroutine[Any, Any, None]]
 
 
@@ -244,7 +289,7 @@ def _stop_on_signals() -> asyncio.Event:
 async def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     """`cie topics ensure`: every source topic and its dead-letter topic (one partition,
     which keeps a replay in order), created where missing; run it again and nothing changes."""
-    sources = [topic.kafka_name(settings) for topic in topics.TOPICS]
+    sources = [topic.kafka_name(settings) for topic in (*topics.TOPICS, *topics.PUBLISHED)]
     dead_letters = [topic.dead_letter_name(settings) for topic in topics.TOPICS]
     created = await ensure_topics(settings, sources, partitions=args.partitions,
                                   replication_factor=args.replication_factor)
@@ -292,7 +337,8 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 async def cmd_contracts(settings: Settings, args: argparse.Namespace) -> int:
     schemas = {
-        topic.kafka_name(settings): contract_schema(topic.contract) for topic in topics.TOPICS
+        topic.kafka_name(settings): contract_schema(topic.contract)
+        for topic in (*topics.TOPICS, *topics.PUBLISHED)
     }
     sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(schemas)) + b"\n")
     return 0
@@ -351,6 +397,20 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--once", action="store_true",
                           help="drain the backlog with the sweep, then exit (no Kafka)")
     validate.set_defaults(run=cmd_validate, needs=("kafka", "database"))
+
+    schedule = sub.add_parser(
+        "schedule", help="run the optimization scheduler until SIGTERM: publish due tasks to "
+        "optimization-tasks, retry or disable failed ones (metrics port 9110 unless "
+        "CIE_METRICS_PORT is set)")
+    schedule.add_argument("--partitions", type=int, default=6,
+                          help="partitions of optimization-tasks if it must be created (6)")
+    schedule.set_defaults(run=cmd_schedule, needs=("kafka", "database"))
+
+    evaluate_ab = sub.add_parser(
+        "evaluate-ab", help="evaluate every running A/B test once: refresh its metrics, "
+        "conclude it when its duration is over (cie schedule does this every "
+        "CIE_AB_EVALUATE_SECONDS)")
+    evaluate_ab.set_defaults(run=cmd_evaluate_ab, needs=("database",))
 
     topics_ = sub.add_parser(
         "topics", help="ensure: create the source and dead-letter topics where missing "

@@ -1,5 +1,7 @@
 """Every topic, described once: its Kafka name (default and setting), its contract, how
-producers key it, the pipeline that writes it, and its dead-letter topic.
+producers key it, the pipeline that writes it, and its dead-letter topic. ``TOPICS`` are the
+topics this project consumes; ``PUBLISHED`` those it produces for others (no pipeline, no
+dead letters: we write them, so they hold only valid messages).
 
 The consumer, the producer, `cie topics`, `cie contracts`, the demo, the settings and the
 manifest tests all read this table. Adding a topic = a contract module in
@@ -18,6 +20,7 @@ from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
 from consumers.contracts.improvements import Event, ImprovementEvent
 from consumers.contracts.predictions import Prediction
+from consumers.contracts.tasks import OptimizationTask
 from consumers.errors import SettingsError
 from consumers.ingest.pipelines.bars import BarsPipeline
 from consumers.ingest.pipelines.base import Pipeline, TimeRules
@@ -28,12 +31,11 @@ from consumers.platform.settings import TOPIC_VARIABLE_PREFIX, Settings
 
 
 @dataclass(frozen=True)
-class Topic:
+class PublishedTopic:
     name: str  # short name: `cie consume --pipelines`; CIE_TOPIC_<NAME> overrides ``default``
     default: str  # the Kafka topic's default name
     contract: Any  # the msgspec type its messages decode to (a Struct or a tagged union)
     key: Callable[[Any], bytes]  # partition key: one entity's events stay in order
-    pipeline: Callable[[TimeRules], Pipeline]  # its writer
 
     @property
     def variable(self) -> str:
@@ -41,6 +43,13 @@ class Topic:
 
     def kafka_name(self, settings: Settings) -> str:
         return settings.topic_names.get(self.name, self.default)
+
+
+@dataclass(frozen=True)
+class Topic(PublishedTopic):
+    """A topic this project consumes."""
+
+    pipeline: Callable[[TimeRules], Pipeline]  # its writer
 
     def dead_letter_name(self, settings: Settings) -> str:
         return settings.dead_letter_topic(self.kafka_name(settings))
@@ -61,6 +70,10 @@ TOPICS: tuple[Topic, ...] = (
           ImprovementsPipeline),
 )
 BY_NAME: dict[str, Topic] = {topic.name: topic for topic in TOPICS}
+
+TASKS = PublishedTopic("tasks", "optimization-tasks", OptimizationTask,
+                       lambda task: str(task.task_id).encode())
+PUBLISHED: tuple[PublishedTopic, ...] = (TASKS,)
 
 
 def kafka_topic(settings: Settings, name: str) -> str:
@@ -85,8 +98,9 @@ def pipelines(
 
 def unknown_names(settings: Settings) -> list[str]:
     """CIE_TOPIC_* variables that name no topic of this table (a typo stays unnoticed)."""
+    known = {topic.name for topic in (*TOPICS, *PUBLISHED)}
     return sorted(f"{TOPIC_VARIABLE_PREFIX}{n.upper()}"
-                  for n in settings.topic_names if n not in BY_NAME)
+                  for n in settings.topic_names if n not in known)
 
 
 def of_event(event: Any) -> Topic:

@@ -21,10 +21,15 @@ from consumers.contracts.base import (
     UtcTime,
 )
 
-Text20 = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
 Text100 = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Text200 = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
+# How often an optimization task runs: the periods the scheduler advances by (migration 13).
+Frequency = Literal["hourly", "daily", "weekly"]
+# What an A/B test is decided on: figures the rollups compute for strategy_performance
+# (consumers/improvement/abtest.py says which way is better for each).
+SuccessMetric = Literal["sharpe_ratio", "sortino_ratio", "calmar_ratio", "win_rate",
+                        "profit_factor", "net_pnl", "avg_trade", "max_drawdown"]
 RATIO = (5, 4)
 
 class Event(Contract, frozen=True, kw_only=True, tag_field="type"):
@@ -98,7 +103,7 @@ class AbTestStarted(Event, frozen=True, kw_only=True, tag="ab_test_started"):
     treatment_traffic_percent: Percent
     started_at: UtcTime
     scheduled_duration_hours: PositiveInt = 48
-    success_metric: Name50
+    success_metric: SuccessMetric
     minimum_improvement_percent: Decimal = Decimal("5.0")
 
     decimals: ClassVar[dict[str, tuple[int, int]]] = {"minimum_improvement_percent": (5, 2)}
@@ -129,7 +134,7 @@ class OptimizationScheduled(Event, frozen=True, kw_only=True, tag="optimization_
     task_id: UUID
     task_type: Name30
     component_id: Name50
-    frequency: Text20
+    frequency: Frequency
     next_run_at: UtcTime
     priority: PositiveInt = 5
     config: JsonObject
@@ -137,8 +142,13 @@ class OptimizationScheduled(Event, frozen=True, kw_only=True, tag="optimization_
 
 
 class OptimizationStarted(Event, frozen=True, kw_only=True, tag="optimization_started"):
+    """A worker's reports (started, completed, failed) name the run they are about by the
+    ``run_number`` of its optimization-tasks message; a report of another run than the one
+    running changes nothing. Without it, the report is about whatever run is running."""
+
     task_id: UUID
     started_at: UtcTime
+    run_number: PositiveInt | None = None
 
 
 class OptimizationCompleted(Event, frozen=True, kw_only=True, tag="optimization_completed"):
@@ -146,6 +156,7 @@ class OptimizationCompleted(Event, frozen=True, kw_only=True, tag="optimization_
     completed_at: UtcTime
     result: JsonObject | None = None
     next_run_at: UtcTime | None = None
+    run_number: PositiveInt | None = None
 
 
 class OptimizationFailed(Event, frozen=True, kw_only=True, tag="optimization_failed"):
@@ -153,6 +164,7 @@ class OptimizationFailed(Event, frozen=True, kw_only=True, tag="optimization_fai
     failed_at: UtcTime
     error: str
     next_run_at: UtcTime | None = None
+    run_number: PositiveInt | None = None
 
 
 ImprovementEvent = (

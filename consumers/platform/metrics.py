@@ -55,3 +55,17 @@ COMMAND_LAST_SUCCESS = Gauge(
     "cie_command_last_success_timestamp_seconds",
     "Unix time a scheduled command (rollup, maintain) last succeeded, as it recorded in the "
     "database (refreshed with cie_ready)", ["command"])
+
+SCHEDULER_TASKS = Counter(
+    "cie_scheduler_tasks_total",
+    "Optimization task runs by what the scheduler did: published, reaped (no report within the "
+    "run timeout), retried (after a failure), disabled (too many failures in a row)", ["event"])
+SCHEDULER_QUEUE = Gauge(
+    "cie_optimization_queue_tasks",
+    "Optimization tasks due now (not yet claimed), running, and disabled", ["state"])
+SCHEDULER_LAST_PASS = Gauge(
+    "cie_scheduler_last_pass_timestamp_seconds", "Unix time the scheduler's last pass ended")
+AB_EVALUATIONS = Counter(
+    "cie_ab_evaluations_total",
+    "A/B test evaluations by the status they left the test in (running, promoted, rejected, "
+    "rollback)", ["status"])

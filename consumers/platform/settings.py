@@ -103,6 +103,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rollup_risk_free_rate: Decimal = Decimal(0)
     rollup_replica_wait_seconds: PositiveInt = 30
     validator_rollup_seconds: Annotated[int, msgspec.Meta(ge=0)] = 0  # 0: never
+    # The optimization scheduler (consumers/improvement/scheduler.py).
+    scheduler_poll_ms: PositiveInt = 5_000
+    scheduler_batch: PositiveInt = 100
+    scheduler_max_failures: PositiveInt = 5
+    scheduler_retry_base_seconds: PositiveInt = 60
+    scheduler_run_timeout_seconds: PositiveInt = 3_600
+    # A/B test evaluation (consumers/improvement/abtest.py), in the scheduler's loop.
+    ab_evaluate_seconds: Annotated[int, msgspec.Meta(ge=0)] = 300  # 0: never (cie evaluate-ab)
+    ab_significance_level: Decimal = Decimal("0.05")
+    ab_min_trades: Annotated[int, msgspec.Meta(ge=2)] = 30
     metrics_host: NonEmpty = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside
     # None: the command's own default (DEFAULT_METRICS_PORTS), so two commands started side by
     # side with defaults do not fight over one port.
@@ -128,7 +138,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # The metrics port of each long-running command when CIE_METRICS_PORT is not set.
-DEFAULT_METRICS_PORTS: Mapping[str, int] = {"consume": 9108, "validate": 9109}
+DEFAULT_METRICS_PORTS: Mapping[str, int] = {"consume": 9108, "validate": 9109, "schedule": 9110}
 
 _SECRET_FIELDS = frozenset({"kafka_sasl_password", "database_url", "database_replica_url"})
 
@@ -180,6 +190,14 @@ ENVIRONMENT: Mapping[str, str] = {
     "rollup_risk_free_rate": "CIE_ROLLUP_RISK_FREE_RATE",
     "rollup_replica_wait_seconds": "CIE_ROLLUP_REPLICA_WAIT_SECONDS",
     "validator_rollup_seconds": "CIE_VALIDATOR_ROLLUP_SECONDS",
+    "scheduler_poll_ms": "CIE_SCHEDULER_POLL_MS",
+    "scheduler_batch": "CIE_SCHEDULER_BATCH",
+    "scheduler_max_failures": "CIE_SCHEDULER_MAX_FAILURES",
+    "scheduler_retry_base_seconds": "CIE_SCHEDULER_RETRY_BASE_SECONDS",
+    "scheduler_run_timeout_seconds": "CIE_SCHEDULER_RUN_TIMEOUT_SECONDS",
+    "ab_evaluate_seconds": "CIE_AB_EVALUATE_SECONDS",
+    "ab_significance_level": "CIE_AB_SIGNIFICANCE_LEVEL",
+    "ab_min_trades": "CIE_AB_MIN_TRADES",
     "metrics_host": "CIE_METRICS_HOST",
     "metrics_port": "CIE_METRICS_PORT",
     "log_level": "CIE_LOG_LEVEL",
@@ -219,6 +237,8 @@ def load_settings(
     if not settings.validator_neutral_band.is_finite() or settings.validator_neutral_band < 0:
         raise SettingsError("CIE_VALIDATOR_NEUTRAL_BAND: must be a decimal >= 0")
     _check_rollup(settings)
+    if not 0 < settings.ab_significance_level < 1:
+        raise SettingsError("CIE_AB_SIGNIFICANCE_LEVEL: must be a decimal between 0 and 1")
     if settings.kafka_heartbeat_interval_ms >= settings.kafka_session_timeout_ms:
         raise SettingsError(
             "CIE_KAFKA_HEARTBEAT_INTERVAL_MS: must be below CIE_KAFKA_SESSION_TIMEOUT_MS")

@@ -172,17 +172,36 @@ ON CONFLICT (task_id) DO UPDATE SET
     status = 'pending', updated_at = now();
 
 -- name: optimization_start
-UPDATE optimization_queue SET status = 'running', last_run_at = $2, updated_at = now()
-WHERE task_id = $1;
+-- A worker took the run: $3 the run number from the task message (the scheduler's claim set
+-- the task running). Without a run number (a worker that schedules itself) the start is what
+-- makes a pending task running. A late start of a run already reported changes nothing.
+UPDATE optimization_queue
+SET status = 'running', last_run_at = $2,
+    run_number = run_number + (status = 'pending')::int,
+    claimed_at = CASE WHEN status = 'pending' THEN now() ELSE claimed_at END, updated_at = now()
+WHERE task_id = $1
+  AND CASE WHEN $3::int IS NULL THEN status IN ('pending', 'running')
+           ELSE status = 'running' AND run_number = $3 END;
 
 -- name: optimization_complete
-UPDATE optimization_queue SET status = 'completed', last_result = $3::jsonb, last_error = NULL,
-    consecutive_failures = 0, next_run_at = COALESCE($4, next_run_at),
-    last_run_at = COALESCE(last_run_at, $2), updated_at = now()
-WHERE task_id = $1;
+-- The run ended well: back to pending at the next slot of the task's grid after completion
+-- (or the worker's own next_run_at, $4). Only the running run ($5, when given) is completed.
+UPDATE optimization_queue
+SET status = 'pending', last_result = $3::jsonb, last_error = NULL, consecutive_failures = 0,
+    next_run_at = COALESCE($4, optimization_next_slot(
+        next_run_at, COALESCE(optimization_period(frequency), INTERVAL '24 hours'), $2)),
+    last_run_at = $2, claimed_at = NULL, updated_at = now()
+WHERE task_id = $1 AND status = 'running' AND ($5::int IS NULL OR run_number = $5);
 
 -- name: optimization_fail
-UPDATE optimization_queue SET status = 'failed', last_error = $3,
-    consecutive_failures = consecutive_failures + 1, next_run_at = COALESCE($4, next_run_at),
-    last_run_at = COALESCE(last_run_at, $2), updated_at = now()
-WHERE task_id = $1;
+-- The run failed: recorded here; the scheduler's settle_failed decides between a retry with
+-- backoff and disabling the task (a setting of the scheduler, not of every consumer).
+UPDATE optimization_queue
+SET status = 'failed', last_error = $3, consecutive_failures = consecutive_failures + 1,
+    next_run_at = COALESCE($4, next_run_at), last_failed_at = $2,
+    last_run_at = $2, claimed_at = NULL, updated_at = now()
+WHERE task_id = $1 AND status = 'running' AND ($5::int IS NULL OR run_number = $5);
+
+-- name: optimization_task_known
+-- After a lifecycle event changed nothing: was its task unknown (refused) or the event stale?
+SELECT EXISTS (SELECT 1 FROM optimization_queue WHERE task_id = $1);

@@ -1,11 +1,15 @@
 """Runtime roles: cie_ingest writes but cannot change the schema; cie_rollup recomputes the
-figures and writes no fact; cie_analytics only reads."""
+figures and writes no fact; cie_scheduler runs the optimization queue; cie_analytics only
+reads."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
+from consumers.platform.db import queries
 from consumers.platform.migrations import SCHEMA_DIR
 from tests.integration.test_schema_constraints import insert, valid_rows
 
@@ -73,6 +77,24 @@ async def test_rollup_writes_figures_and_no_fact(db: asyncpg.Connection, stateme
     assert await denied(db, statement)
 
 
+async def test_scheduler_runs_its_pass_and_touches_nothing_else(db: asyncpg.Connection) -> None:
+    # due before this transaction began (now() is its start)
+    due = {**valid_rows()["optimization_queue"], "next_run_at": datetime.now(UTC) - timedelta(days=1)}
+    await insert(db, "optimization_queue", due)
+    await insert(db, "optimization_queue", {**due, "status": "failed", "consecutive_failures": 9})
+    await db.execute("SET ROLE cie_scheduler")
+    sql = queries("scheduler")
+    assert len(await db.fetch(sql["reap_stuck"], 60)) == 0
+    settled = await db.fetchrow(sql["settle_failed"], 3, 60)  # disables: an improvement event
+    assert (settled["retried"], settled["disabled"]) == (0, 1)
+    assert len(await db.fetch(sql["claim_due"], 10)) == 1
+    for statement in ["DELETE FROM optimization_queue", "UPDATE improvement_events SET "
+                      "discord_notified = true", "SELECT count(*) FROM trade_fills",
+                      "INSERT INTO ab_tests (test_id) VALUES (gen_random_uuid())",
+                      "CREATE TABLE sneaky (x int)"]:
+        assert await denied(db, statement), statement
+
+
 async def test_nobody_but_the_owner_creates_in_public(db: asyncpg.Connection) -> None:
     """Said by the migrations (12), not left to PostgreSQL 15's default."""
     await db.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")  # as an older server had it
@@ -98,7 +120,7 @@ async def test_each_runtime_role_can_check_the_schema_is_current(db: asyncpg.Con
     the role it runs as; and reads the scheduled commands' last successes."""
     from consumers.platform import migrations
 
-    for role in ("cie_ingest", "cie_analytics", "cie_rollup"):
+    for role in ("cie_ingest", "cie_analytics", "cie_rollup", "cie_scheduler"):
         await db.execute(f"SET ROLE {role}")
         await migrations.require_current(db)
         await db.fetchval("SELECT count(*) FROM command_runs")

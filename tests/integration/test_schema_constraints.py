@@ -157,6 +157,8 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
     ("optimization_queue_priority_positive", "optimization_queue", {"priority": 0}, ()),
     ("optimization_queue_failures_not_negative", "optimization_queue",
      {"consecutive_failures": -1}, ()),
+    ("optimization_queue_frequency_known", "optimization_queue", {"frequency": "monthly"}, ()),
+    ("optimization_queue_run_number_not_negative", "optimization_queue", {"run_number": -1}, ()),
     ("retention_rules_keep_for_positive", "retention_rules", {"keep_for": timedelta(days=-1)}, ()),
     ("model_performance_source_check", "model_performance", {"source": "backtest"}, ()),
     ("rollup_pending_kind_check", "rollup_pending", {"kind": "bar"}, ()),

@@ -3,8 +3,10 @@
 One topic carries every kind of event the improvement engine emits, as a tagged union on the
 ``type`` field. Each event has an ``event_id``; ``applied_events`` records the ids already
 applied, so a redelivered event changes nothing (``consecutive_failures`` is never counted
-twice). Events are applied one statement each, in Kafka order, inside the batch's transaction:
-this topic carries a handful of events a minute, and lifecycle events update state row by row.
+twice), and a task's reports apply only to the run that is running (a late or repeated one
+changes nothing, see ingest.sql). Events are applied one statement each, in Kafka order,
+inside the batch's transaction: this topic carries a handful of events a minute, and
+lifecycle events update state row by row.
 An event about an A/B test or task that does not exist (yet) is refused with that reason.
 """
 
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
+import structlog
 
 from consumers.contracts.improvements import (
     AbTestConcluded,
@@ -30,6 +33,8 @@ from consumers.contracts.improvements import (
 )
 from consumers.ingest.pipelines.base import Pipeline, Rejection
 from consumers.platform.db import Conn, queries
+
+log = structlog.get_logger(__name__)
 
 _json = msgspec.json.Encoder(decimal_format="number")
 
@@ -78,14 +83,26 @@ def statement_and_args(event: Event) -> tuple[str, tuple[Any, ...]]:
                 event.task_id, event.task_type, event.component_id, event.frequency,
                 event.next_run_at, event.priority, as_json(event.config), event.enabled)
         case OptimizationStarted():
-            return "optimization_start", (event.task_id, event.started_at)
+            return "optimization_start", (event.task_id, event.started_at, event.run_number)
         case OptimizationCompleted():
             return "optimization_complete", (
-                event.task_id, event.completed_at, as_json(event.result), event.next_run_at)
+                event.task_id, event.completed_at, as_json(event.result), event.next_run_at,
+                event.run_number)
         case OptimizationFailed():
             return "optimization_fail", (
-                event.task_id, event.failed_at, event.error, event.next_run_at)
+                event.task_id, event.failed_at, event.error, event.next_run_at,
+                event.run_number)
     raise TypeError(f"no statement for {type(event).__name__}")
+
+
+async def _stale(conn: Conn, event: Event) -> bool:
+    """A task report that changed nothing although its task exists: a start after the run
+    ended, a report of another run, a report twice (the status guards of ingest.sql)."""
+    if not isinstance(event, OptimizationStarted | OptimizationCompleted | OptimizationFailed):
+        return False
+    known: bool = await conn.fetchval(queries("ingest")["optimization_task_known"],
+                                      event.task_id)
+    return known
 
 
 class ImprovementsPipeline(Pipeline):
@@ -102,6 +119,10 @@ class ImprovementsPipeline(Pipeline):
                 continue  # redelivered
             name, args = statement_and_args(event)
             status = await conn.execute(sql[name], *args)
+            if status == "UPDATE 0" and await _stale(conn, event):
+                log.info("improvements.stale_event", kind=kind, event_id=str(event.event_id),
+                         task_id=str(getattr(event, "task_id", "")))
+                continue  # out of order or about another run: changes nothing, applied
             if status == "UPDATE 0":  # the test or task it is about is unknown
                 await conn.execute(sql["applied_event_forget"], event.event_id)
                 rejections.append(Rejection(

@@ -21,7 +21,7 @@ from consumers.cli import build_parser
 from consumers.errors import SettingsError
 from consumers.ingest.kafka import topic_config
 from consumers.platform.settings import ENVIRONMENT, SECRET_VARIABLES, load_settings
-from consumers.topics import TOPICS, unknown_names
+from consumers.topics import PUBLISHED, TOPICS, unknown_names
 from tests.conftest import REPO
 
 K8S = REPO / "deploy" / "k8s"
@@ -103,7 +103,7 @@ def test_workloads_follow_the_operating_rules(overlay: tuple[str, list[Any]]) ->
     specs = pod_specs(objects)
     run = [container["args"][0] for spec in specs for container in spec["containers"]]
     # every workload is checked below: the loops cannot pass by running zero times
-    assert sorted(run) == ["consume", "maintain", "migrate", "rollup", "validate"]
+    assert sorted(run) == ["consume", "maintain", "migrate", "rollup", "schedule", "validate"]
     secrets_checked = 0
     for spec in specs:
         assert spec["securityContext"]["runAsNonRoot"] is True
@@ -121,7 +121,8 @@ def test_workloads_follow_the_operating_rules(overlay: tuple[str, list[Any]]) ->
             secrets_checked += 1
     assert secrets_checked == len(run)
     deployments = by_kind(objects, "Deployment")
-    assert sorted(d["metadata"]["name"] for d in deployments) == ["cie-ingest", "cie-validator"]
+    assert sorted(d["metadata"]["name"] for d in deployments) == [
+        "cie-ingest", "cie-scheduler", "cie-validator"]
     for deployment in deployments:
         spec = deployment["spec"]["template"]["spec"]
         assert spec["terminationGracePeriodSeconds"] > drain
@@ -164,7 +165,7 @@ def test_database_cluster_reference() -> None:
 # Least privilege: each component reads its own credentials, none shares another's.
 OWN_SECRET = {"consume": "cie-ingest-credentials", "validate": "cie-validator-credentials",
               "migrate": "cie-owner-credentials", "maintain": "cie-owner-credentials",
-              "rollup": "cie-rollup-credentials"}
+              "rollup": "cie-rollup-credentials", "schedule": "cie-scheduler-credentials"}
 
 
 def container_secret_files(spec: dict[str, Any], container: dict[str, Any]
@@ -221,7 +222,7 @@ def test_every_container_command_line_starts_with_its_environment(
 
     _, objects = overlay
     containers = [(spec, c) for spec in pod_specs(objects) for c in spec["containers"]]
-    assert len(containers) == 5
+    assert len(containers) == 6
     for spec, container in containers:
         args = build_parser().parse_args(container["args"])
         environment = container_environment(objects, spec, container, tmp_path)
@@ -240,7 +241,7 @@ def test_only_the_metrics_scraper_reaches_the_pods(overlay: tuple[str, list[Any]
                  for o in objects if o["kind"] in ("Deployment", "Job")]
     templates += [c["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
                   for c in by_kind(objects, "CronJob")]
-    assert len(templates) == 5
+    assert len(templates) == 6
     assert all(selector.items() <= labels.items() for labels in templates)  # every pod
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     [rule] = policy["spec"]["ingress"]
@@ -255,7 +256,8 @@ def test_strimzi_topics_are_the_topic_table(overlay: tuple[str, list[Any]]) -> N
     name, objects = overlay
     kafka_topics = {t["spec"]["topicName"]: t for t in by_kind(objects, "KafkaTopic")}
     sources = {t.default for t in TOPICS}
-    assert set(kafka_topics) == sources | {f"{t}.dlq" for t in sources}
+    published = {t.default for t in PUBLISHED}
+    assert set(kafka_topics) == sources | {f"{t}.dlq" for t in sources} | published
     for topic_name, resource in kafka_topics.items():
         assert resource["apiVersion"] == "kafka.strimzi.io/v1beta2"
         assert resource["metadata"]["labels"]["strimzi.io/cluster"]

@@ -35,6 +35,7 @@ from consumers.analytics.performance import (
     Undefined,
     strategy_figures,
 )
+from consumers.analytics.rollup import RollupOptions
 from consumers.analytics.significance import Welch, welch_t_test
 from consumers.platform import metrics
 from consumers.platform.db import Conn, queries
@@ -63,11 +64,9 @@ class Rules:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Rules:
-        return cls(
-            RatioSettings(settings.rollup_capital_base, settings.rollup_periods_per_year,
-                          settings.rollup_risk_free_rate),
-            settings.rollup_time_zone, float(settings.ab_significance_level),
-            settings.ab_min_trades)
+        rollup = RollupOptions.from_settings(settings)  # the arms' figures as the rollups' own
+        return cls(rollup.ratios, rollup.time_zone, float(settings.ab_significance_level),
+                   settings.ab_min_trades)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import contextlib
 import signal
 import sys
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,9 @@ from consumers.analytics import rollup, validator
 from consumers.contracts.base import contract_schema
 from consumers.errors import CieError, SettingsError
 from consumers.improvement import abtest
+from consumers.improvement.discord import Webhook
+from consumers.improvement.notifier import Notifier
+from consumers.improvement.notifier import Rules as NotifierRules
 from consumers.improvement.scheduler import Rules as SchedulerRules
 from consumers.improvement.scheduler import Scheduler
 from consumers.ingest import replay
@@ -195,6 +199,64 @@ async def cmd_evaluate_ab(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{verdict.test_id} {verdict.status:<9} improvement={verdict.improvement_percent}% "
               f"p={verdict.p_value} {verdict.conclusion or ''}".rstrip())
     print(f"{len(verdicts)} running tests evaluated")
+    return 0
+
+
+async def cmd_notify(settings: Settings, args: argparse.Namespace) -> int:
+    """Post improvement events to the Discord webhook; or show / release the outbox."""
+    if args.status or args.release:
+        return await _notify_admin(settings, args)
+    if not settings.discord_webhook_url:
+        log.info("notify.not_configured",
+                 reason="CIE_DISCORD_WEBHOOK_URL is not set: no webhook, nothing to post")
+        return 0
+    stop = None if args.once else _stop_on_signals()
+    await _require_schema(settings, stop)
+    pool = await _pool(settings)
+    webhook = Webhook(settings.discord_webhook_url, settings.notify_timeout_seconds)
+    notifier = Notifier(pool, webhook, NotifierRules.from_settings(settings), settings.backoff())
+    try:
+        if stop is None:
+            outcomes = await notifier.drain(settings.notify_poll_ms / 1000)
+            log.info("notify.drained", **outcomes)
+            return 0
+        checks = health.Health(settings.database_url, None, lambda: notifier.progressed_at,
+                               settings.liveness_timeout_seconds)
+        server = await _serve_health(settings, _metrics_port(settings, "notify"), checks)
+        try:
+            await notifier.run(settings.notify_poll_ms / 1000, stop)
+        finally:
+            if server:
+                await server.close()
+    finally:
+        await webhook.close()
+        await pool.close()
+    return 0
+
+
+async def _notify_admin(settings: Settings, args: argparse.Namespace) -> int:
+    await _require_schema(settings)
+    sql = queries("notifier")
+    conn = await connect(settings.database_url)
+    try:
+        if args.release:
+            released = await conn.fetch(sql["release_in_doubt"], args.release)
+            for row in released:
+                print(f"released {row['event_id']}: it will be posted")
+            missing = set(args.release) - {row["event_id"] for row in released}
+            for event_id in sorted(missing, key=str):
+                print(f"not in doubt: {event_id}")
+            return 0 if not missing else 1
+        state = await conn.fetchrow(sql["outbox_state"], settings.notify_max_age_hours)
+        assert state is not None
+        print(f"pending {state['pending']}, refused {state['refused']}, "
+              f"in doubt {state['in_doubt']}")
+        for row in await conn.fetch(sql["unnotified"]):
+            print(f"{row['state']:<8} {row['event_id']} {row['event_type']} "
+                  f"{row['component_id']} attempts={row['notify_attempts']} "
+                  f"{row['notify_error'] or ''}".rstrip())
+    finally:
+        await conn.close()
     return 0
 
 
@@ -411,6 +473,17 @@ def build_parser() -> argparse.ArgumentParser:
         "conclude it when its duration is over (cie schedule does this every "
         "CIE_AB_EVALUATE_SECONDS)")
     evaluate_ab.set_defaults(run=cmd_evaluate_ab, needs=("database",))
+
+    notify = sub.add_parser(
+        "notify", help="post improvement events to the Discord webhook CIE_DISCORD_WEBHOOK_URL "
+        "until SIGTERM, each at most once (metrics port 9111 unless CIE_METRICS_PORT is set)")
+    notify.add_argument("--once", action="store_true",
+                        help="post what is waiting, then exit")
+    notify.add_argument("--status", action="store_true",
+                        help="count the events not notified; list those refused or in doubt")
+    notify.add_argument("--release", nargs="+", type=uuid.UUID, metavar="EVENT_ID",
+                        help="events in doubt that the channel shows were not posted: post them")
+    notify.set_defaults(run=cmd_notify, needs=("database",))
 
     topics_ = sub.add_parser(
         "topics", help="ensure: create the source and dead-letter topics where missing "

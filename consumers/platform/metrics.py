@@ -69,3 +69,16 @@ AB_EVALUATIONS = Counter(
     "cie_ab_evaluations_total",
     "A/B test evaluations by the status they left the test in (running, promoted, rejected, "
     "rollback)", ["status"])
+
+NOTIFICATIONS = Counter(
+    "cie_notifications_total",
+    "Improvement events the notifier handled, by outcome: posted; retry (Discord answered 429 "
+    "or 5xx, or was not reached); refused (a 4xx other than 429: kept until a restart); "
+    "in_doubt (sent, no answer: not posted again until released); lost_lease; deferred",
+    ["outcome"])
+NOTIFY_OUTBOX = Gauge(
+    "cie_notification_outbox_events",
+    "Improvement events not notified: pending (to post or waiting for a retry), refused, "
+    "in_doubt (an operator must check the channel, then cie notify --release)", ["state"])
+NOTIFIER_LAST_PASS = Gauge(
+    "cie_notifier_last_pass_timestamp_seconds", "Unix time the notifier's last pass ended")

@@ -22,6 +22,7 @@ from consumers.errors import SettingsError
 from consumers.platform.faults import Backoff
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0: do not serve
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 DatabaseUrl = Annotated[str, msgspec.Meta(pattern=r"^postgres(ql)?://")]
@@ -113,6 +114,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ab_evaluate_seconds: Annotated[int, msgspec.Meta(ge=0)] = 300  # 0: never (cie evaluate-ab)
     ab_significance_level: Decimal = Decimal("0.05")
     ab_min_trades: Annotated[int, msgspec.Meta(ge=2)] = 30
+    # The Discord notifier (consumers/improvement/notifier.py). The webhook URL is a secret
+    # (it holds the webhook's token); without it `cie notify` has nothing to do.
+    discord_webhook_url: NonEmpty | None = None
+    notify_poll_ms: PositiveInt = 2_000
+    notify_batch: PositiveInt = 20
+    notify_timeout_seconds: PositiveInt = 10
+    notify_lease_seconds: PositiveInt = 300
+    notify_max_age_hours: PositiveInt = 24
+    notify_retry_base_seconds: PositiveFloat = 5.0
+    notify_retry_max_seconds: PositiveFloat = 600.0
     metrics_host: NonEmpty = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside
     # None: the command's own default (DEFAULT_METRICS_PORTS), so two commands started side by
     # side with defaults do not fight over one port.
@@ -138,9 +149,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # The metrics port of each long-running command when CIE_METRICS_PORT is not set.
-DEFAULT_METRICS_PORTS: Mapping[str, int] = {"consume": 9108, "validate": 9109, "schedule": 9110}
+DEFAULT_METRICS_PORTS: Mapping[str, int] = {
+    "consume": 9108, "validate": 9109, "schedule": 9110, "notify": 9111}
 
-_SECRET_FIELDS = frozenset({"kafka_sasl_password", "database_url", "database_replica_url"})
+_SECRET_FIELDS = frozenset({"kafka_sasl_password", "database_url", "database_replica_url",
+                            "discord_webhook_url"})
 
 TOPIC_VARIABLE_PREFIX = "CIE_TOPIC_"  # CIE_TOPIC_BARS names the "bars" topic
 
@@ -198,6 +211,14 @@ ENVIRONMENT: Mapping[str, str] = {
     "ab_evaluate_seconds": "CIE_AB_EVALUATE_SECONDS",
     "ab_significance_level": "CIE_AB_SIGNIFICANCE_LEVEL",
     "ab_min_trades": "CIE_AB_MIN_TRADES",
+    "discord_webhook_url": "CIE_DISCORD_WEBHOOK_URL",
+    "notify_poll_ms": "CIE_NOTIFY_POLL_MS",
+    "notify_batch": "CIE_NOTIFY_BATCH",
+    "notify_timeout_seconds": "CIE_NOTIFY_TIMEOUT_SECONDS",
+    "notify_lease_seconds": "CIE_NOTIFY_LEASE_SECONDS",
+    "notify_max_age_hours": "CIE_NOTIFY_MAX_AGE_HOURS",
+    "notify_retry_base_seconds": "CIE_NOTIFY_RETRY_BASE_SECONDS",
+    "notify_retry_max_seconds": "CIE_NOTIFY_RETRY_MAX_SECONDS",
     "metrics_host": "CIE_METRICS_HOST",
     "metrics_port": "CIE_METRICS_PORT",
     "log_level": "CIE_LOG_LEVEL",
@@ -237,6 +258,12 @@ def load_settings(
     if not settings.validator_neutral_band.is_finite() or settings.validator_neutral_band < 0:
         raise SettingsError("CIE_VALIDATOR_NEUTRAL_BAND: must be a decimal >= 0")
     _check_rollup(settings)
+    if settings.discord_webhook_url and urlsplit(settings.discord_webhook_url).scheme not in (
+            "http", "https"):
+        raise SettingsError("CIE_DISCORD_WEBHOOK_URL: must be an http(s) URL")
+    if settings.notify_retry_max_seconds < settings.notify_retry_base_seconds:
+        raise SettingsError(
+            "CIE_NOTIFY_RETRY_MAX_SECONDS: must be >= CIE_NOTIFY_RETRY_BASE_SECONDS")
     if not 0 < settings.ab_significance_level < 1:
         raise SettingsError("CIE_AB_SIGNIFICANCE_LEVEL: must be a decimal between 0 and 1")
     if settings.kafka_heartbeat_interval_ms >= settings.kafka_session_timeout_ms:
@@ -251,7 +278,7 @@ def load_settings(
 # path of a file whose content is the value. DATABASE_PASSWORD[_FILE] puts the password into
 # DATABASE_URL, so the rest of the URL can live in a ConfigMap.
 SECRET_VARIABLES = ("DATABASE_URL", "CIE_DATABASE_REPLICA_URL", "KAFKA_SASL_PASSWORD",
-                    "DATABASE_PASSWORD")
+                    "DATABASE_PASSWORD", "CIE_DISCORD_WEBHOOK_URL")
 FILE_SUFFIX = "_FILE"
 
 

@@ -1,6 +1,6 @@
 """Runtime roles: cie_ingest writes but cannot change the schema; cie_rollup recomputes the
-figures and writes no fact; cie_scheduler runs the optimization queue; cie_analytics only
-reads."""
+figures and writes no fact; cie_scheduler runs the optimization queue; cie_notifier records
+notifications and nothing else; cie_analytics only reads."""
 
 from __future__ import annotations
 
@@ -95,6 +95,27 @@ async def test_scheduler_runs_its_pass_and_touches_nothing_else(db: asyncpg.Conn
         assert await denied(db, statement), statement
 
 
+async def test_notifier_records_notifications_and_touches_nothing_else(
+    db: asyncpg.Connection,
+) -> None:
+    await insert(db, "improvement_events", valid_rows()["improvement_events"])
+    await db.execute("SET ROLE cie_notifier")
+    sql = queries("notifier")
+    owner = "00000000-0000-0000-0000-00000000000a"
+    [event] = await db.fetch(sql["lease"], 10, owner, 60, 24)
+    assert await db.fetchval(sql["mark_posting"], event["id"], owner) == 1
+    await db.execute(sql["record_posted"], event["id"], owner, "123456789")
+    assert await db.fetchval("SELECT notification_message_id FROM improvement_events") == (
+        "123456789")
+    for statement in ["DELETE FROM improvement_events",
+                      "UPDATE improvement_events SET new_value = '{}'",
+                      "INSERT INTO improvement_events (event_id, event_type, component_type, "
+                      "component_id) VALUES (gen_random_uuid(), 'x', 'x', 'x')",
+                      "SELECT count(*) FROM trade_outcomes", "UPDATE ab_tests SET status = 'x'",
+                      "CREATE TABLE sneaky (x int)"]:
+        assert await denied(db, statement), statement
+
+
 async def test_nobody_but_the_owner_creates_in_public(db: asyncpg.Connection) -> None:
     """Said by the migrations (12), not left to PostgreSQL 15's default."""
     await db.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")  # as an older server had it
@@ -120,7 +141,7 @@ async def test_each_runtime_role_can_check_the_schema_is_current(db: asyncpg.Con
     the role it runs as; and reads the scheduled commands' last successes."""
     from consumers.platform import migrations
 
-    for role in ("cie_ingest", "cie_analytics", "cie_rollup", "cie_scheduler"):
+    for role in ("cie_ingest", "cie_analytics", "cie_rollup", "cie_scheduler", "cie_notifier"):
         await db.execute(f"SET ROLE {role}")
         await migrations.require_current(db)
         await db.fetchval("SELECT count(*) FROM command_runs")

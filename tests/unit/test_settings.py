@@ -181,3 +181,16 @@ def test_secrets_can_come_from_files_and_never_show(tmp_path: Path) -> None:
             load_settings({**base, "KAFKA_SASL_PASSWORD": "x", **extra})
         assert "s3cr3t" not in str(caught.value) and "other" not in str(caught.value), case
         assert "DATABASE_" in str(caught.value), case
+
+
+def test_the_discord_webhook_is_a_secret_from_a_file_and_must_be_http(tmp_path: Path) -> None:
+    url = "https://discord.com/api/webhooks/1/t0ken-value"
+    (tmp_path / "webhook").write_text(url + "\n")
+    settings = load_settings({**BASE, "CIE_DISCORD_WEBHOOK_URL_FILE": str(tmp_path / "webhook")})
+    assert settings.discord_webhook_url == url
+    assert "t0ken-value" not in repr(settings) and "t0ken-value" not in str(settings)
+    with pytest.raises(SettingsError, match="CIE_DISCORD_WEBHOOK_URL: must be an http"):
+        load_settings({**BASE, "CIE_DISCORD_WEBHOOK_URL": "ftp://example/hook"})
+    with pytest.raises(SettingsError, match="CIE_NOTIFY_RETRY_MAX_SECONDS"):
+        load_settings({**BASE, "CIE_NOTIFY_RETRY_BASE_SECONDS": "10",
+                       "CIE_NOTIFY_RETRY_MAX_SECONDS": "5"})

@@ -1,0 +1,65 @@
+"""The message an improvement event becomes: within Discord's embed limits, mentions off,
+the event id in the footer, and colours that say which way it went."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from consumers.improvement.discord import BAD, FIELD_LIMIT, GOOD, NEUTRAL, message
+
+EVENT_ID = uuid.UUID("5f0c8a52-9d1b-4c1e-9a55-2b7f6f3f0a11")
+
+
+def event(**columns: Any) -> dict[str, Any]:
+    return {"event_id": EVENT_ID, "event_type": "model_promoted", "component_type": "model",
+            "component_id": "direction", "old_value": None, "new_value": None,
+            "event_timestamp": datetime(2026, 12, 1, 14, 30, tzinfo=UTC), **columns}
+
+
+def embed_of(**columns: Any) -> dict[str, Any]:
+    payload = message(event(**columns))
+    assert payload["allowed_mentions"] == {"parse": []}
+    [embed] = payload["embeds"]
+    return embed  # type: ignore[no-any-return]
+
+
+def test_the_footer_names_the_event_and_the_time_is_the_event_s() -> None:
+    embed = embed_of(automated=False)
+    assert embed["footer"]["text"] == f"event {EVENT_ID} · manual"
+    assert embed["timestamp"] == "2026-12-01T14:30:00+00:00"
+
+
+def test_versions_are_shown_as_a_change_and_other_values_as_json() -> None:
+    fields = {f["name"]: f["value"] for f in embed_of(
+        old_value={"version": "v1"}, new_value={"version": "v2"})["fields"]}
+    assert fields["Change"] == "v1 → v2"
+    fields = {f["name"]: f["value"] for f in embed_of(
+        old_value={"enabled": True}, new_value=None)["fields"]}
+    assert fields["Change"] == '{"enabled":true} → -'
+
+
+def test_only_figures_both_sides_have_are_compared() -> None:
+    fields = [f["name"] for f in embed_of(
+        performance_before={"sharpe_ratio": 1, "trades": 10, "by_day": [1, 2]},
+        performance_after={"sharpe_ratio": 2, "win_rate": 0.5, "by_day": [3]})["fields"]]
+    assert fields == ["Component", "Change", "sharpe_ratio"]
+
+
+def test_colours_follow_the_event() -> None:
+    assert embed_of(event_type="ab_test_rollback")["color"] == BAD
+    assert embed_of(event_type="optimization_disabled")["color"] == BAD
+    assert embed_of(event_type="ab_test_promoted")["color"] == GOOD
+    assert embed_of(event_type="config_changed")["color"] == NEUTRAL
+
+
+def test_long_text_is_cut_to_discord_s_limits() -> None:
+    huge = {f"figure_{n}": "x" * 2000 for n in range(40)}
+    embed = embed_of(performance_before=huge, performance_after=huge, component_id="c" * 300)
+    assert len(embed["title"]) <= 256 and embed["title"].endswith("…")
+    assert len(embed["fields"]) <= 25
+    assert all(len(f["value"]) <= FIELD_LIMIT for f in embed["fields"])
+    text = embed["title"] + embed["footer"]["text"] + "".join(
+        f["name"] + f["value"] for f in embed["fields"])
+    assert len(text) <= 6000

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import structlog
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from consumers import topics
@@ -23,6 +24,7 @@ from consumers.analytics import rollup, validator
 from consumers.contracts.base import contract_schema
 from consumers.errors import CieError, SettingsError
 from consumers.improvement import abtest
+from consumers.improvement.announce import Announcer
 from consumers.improvement.discord import Webhook
 from consumers.improvement.notifier import Notifier
 from consumers.improvement.notifier import Rules as NotifierRules
@@ -172,7 +174,8 @@ async def cmd_schedule(settings: Settings, args: argparse.Namespace) -> int:
     try:
         await producer.start()
         scheduler = Scheduler(pool, producer, topic, SchedulerRules.from_settings(settings),
-                              abtest.Rules.from_settings(settings), settings.ab_evaluate_seconds)
+                              _announcer(settings, producer), abtest.Rules.from_settings(settings),
+                              settings.ab_evaluate_seconds)
         checks = health.Health(settings.database_url, None, lambda: scheduler.progressed_at,
                                settings.liveness_timeout_seconds)
         server = await _serve_health(settings, _metrics_port(settings, "schedule"), checks)
@@ -187,13 +190,22 @@ async def cmd_schedule(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _announcer(settings: Settings, producer: AIOKafkaProducer) -> Announcer:
+    """Where the scheduler publishes the improvement events it records itself."""
+    return Announcer(producer, topics.kafka_topic(settings, "improvements"))
+
+
 async def cmd_evaluate_ab(settings: Settings, args: argparse.Namespace) -> int:
     """Evaluate every running A/B test once (as `cie schedule` does periodically)."""
     await _require_schema(settings)
     conn = await connect(settings.database_url)
+    producer = make_producer(settings)
     try:
-        verdicts = await abtest.evaluate(conn, abtest.Rules.from_settings(settings))
+        await producer.start()
+        verdicts = await abtest.evaluate(conn, abtest.Rules.from_settings(settings),
+                                         _announcer(settings, producer))
     finally:
+        await producer.stop()
         await conn.close()
     for verdict in verdicts:
         print(f"{verdict.test_id} {verdict.status:<9} improvement={verdict.improvement_percent}% "
@@ -472,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate-ab", help="evaluate every running A/B test once: refresh its metrics, "
         "conclude it when its duration is over (cie schedule does this every "
         "CIE_AB_EVALUATE_SECONDS)")
-    evaluate_ab.set_defaults(run=cmd_evaluate_ab, needs=("database",))
+    evaluate_ab.set_defaults(run=cmd_evaluate_ab, needs=("kafka", "database"))
 
     notify = sub.add_parser(
         "notify", help="post improvement events to the Discord webhook CIE_DISCORD_WEBHOOK_URL "

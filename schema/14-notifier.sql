@@ -36,3 +36,7 @@ GRANT UPDATE (discord_notified, notification_message_id, notify_lease_owner, not
               notify_posting_since, notify_attempts, notify_error, notify_after)
     ON improvement_events TO cie_notifier;
 GRANT SELECT ON schema_migrations, command_runs TO cie_notifier;  -- start check, /metrics
+
+-- The scheduler reads back the improvement events it records, to publish them
+-- (consumers/improvement/announce.py).
+GRANT SELECT ON improvement_events TO cie_scheduler;

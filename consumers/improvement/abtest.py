@@ -14,7 +14,8 @@ While the test runs, its metrics are refreshed; once its scheduled duration is o
 differ significantly in the treatment's favour) or ``rejected`` (anything else, including too
 few trades). At any time a treatment significantly worse, by at least the minimum, is rolled
 back (``rollback``). A conclusion writes an improvement event (ab_test_promoted, …) in the
-same transaction, which the notifier posts.
+same transaction and publishes it on improvement-events before committing; the notifier posts
+it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from consumers.analytics.performance import (
 )
 from consumers.analytics.rollup import RollupOptions
 from consumers.analytics.significance import Welch, welch_t_test
+from consumers.improvement.announce import Announcer
 from consumers.platform import metrics
 from consumers.platform.db import Conn, queries
 from consumers.platform.settings import Settings
@@ -61,12 +63,14 @@ class Rules:
     time_zone: str
     significance_level: float  # the p-value below which a difference is taken as real
     min_trades: int  # per arm, to decide anything
+    # A test short of trades at the end of its duration runs on, up to this many durations.
+    max_duration_factor: Decimal = Decimal(2)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Rules:
         rollup = RollupOptions.from_settings(settings)  # the arms' figures as the rollups' own
         return cls(rollup.ratios, rollup.time_zone, float(settings.ab_significance_level),
-                   settings.ab_min_trades)
+                   settings.ab_min_trades, settings.ab_max_duration_factor)
 
 
 @dataclass(frozen=True)
@@ -84,15 +88,17 @@ class Verdict:
     conclusion: str | None
 
 
-async def evaluate(conn: Conn, rules: Rules) -> list[Verdict]:
-    """Evaluate every running test once; each in its own transaction."""
+async def evaluate(conn: Conn, rules: Rules, announce: Announcer) -> list[Verdict]:
+    """Evaluate every running test once; each in its own transaction, which commits a
+    conclusion only after its improvement event is published."""
     verdicts = []
     for row in await conn.fetch(queries("abtest")["running_tests"]):
         async with conn.transaction():
-            test = await conn.fetchrow(queries("abtest")["lock_running_test"], row["test_id"])
+            test = await conn.fetchrow(queries("abtest")["lock_running_test"], row["test_id"],
+                                       float(rules.max_duration_factor))
             if test is None:  # concluded meanwhile, or another evaluator holds it
                 continue
-            verdict = await _evaluate_test(conn, test, rules)
+            verdict = await _evaluate_test(conn, test, rules, announce)
         verdicts.append(verdict)
         metrics.AB_EVALUATIONS.labels(verdict.status).inc()
         if verdict.status != "running":
@@ -100,7 +106,8 @@ async def evaluate(conn: Conn, rules: Rules) -> list[Verdict]:
     return verdicts
 
 
-async def _evaluate_test(conn: Conn, test: asyncpg.Record, rules: Rules) -> Verdict:
+async def _evaluate_test(conn: Conn, test: asyncpg.Record, rules: Rules,
+                         announce: Announcer) -> Verdict:
     at: datetime = test["evaluated_at"]
     control = await _arm(conn, test, test["control_version"], rules)
     treatment = await _arm(conn, test, test["treatment_version"], rules)
@@ -108,31 +115,40 @@ async def _evaluate_test(conn: Conn, test: asyncpg.Record, rules: Rules) -> Verd
     improvement = improvement_percent(metric, getattr(control.figures, metric, None),
                                       getattr(treatment.figures, metric, None))
     welch = welch_t_test(control.returns, treatment.returns)
+    trades = (len(control.returns), len(treatment.returns))
+    longest_over = test["longest_until"] <= at
     status, conclusion = decide(
         improvement=improvement, welch=welch, minimum=test["minimum_improvement_percent"],
-        duration_over=test["duration_over"], trades=(len(control.returns),
-                                                     len(treatment.returns)), rules=rules)
+        duration_over=test["duration_over"], longest_over=longest_over, trades=trades,
+        rules=rules)
     control_metrics = _metrics(control)
     treatment_metrics = {**_metrics(treatment), "significance": _significance(welch, rules)}
+    if status == "running" and test["duration_over"]:  # says why it is not decided yet
+        treatment_metrics["waiting_for_trades"] = {
+            "control": trades[0], "treatment": trades[1], "needed": rules.min_trades,
+            "until": test["longest_until"].isoformat()}
     sql = queries("abtest")
     await conn.execute(sql["record_evaluation"], test["test_id"], _encode(control_metrics),
                        _encode(treatment_metrics), improvement, status,
                        None if status == "running" else at, conclusion)
     if status != "running":
-        await conn.execute(
+        announced = await conn.fetchval(
             sql["announce_conclusion"], status, at, test["test_type"], str(test["test_id"]),
             _encode({"version": test["control_version"]}),
             _encode({"version": test["treatment_version"]}),
             _encode(control_metrics), _encode(treatment_metrics),
             _encode({"success_metric": metric, "improvement_percent": improvement,
                      "p_value": welch.p_value if welch else None, "test": test["test_name"]}))
+        await announce(conn, [announced] if announced else [])
     return Verdict(str(test["test_id"]), status, improvement,
                    welch.p_value if welch else None, conclusion)
 
 
 def decide(*, improvement: Decimal | None, welch: Welch | None, minimum: Decimal,
-           duration_over: bool, trades: tuple[int, int], rules: Rules) -> tuple[Status, str | None]:
-    """The test's status after this evaluation, and why (ab_tests.conclusion, 200 chars)."""
+           duration_over: bool, longest_over: bool, trades: tuple[int, int],
+           rules: Rules) -> tuple[Status, str | None]:
+    """The test's status after this evaluation, and why (ab_tests.conclusion, 200 chars).
+    ``longest_over``: the test has run ``max_duration_factor`` times its duration."""
     enough = min(trades) >= rules.min_trades
     significant = welch is not None and welch.p_value < rules.significance_level
     p = f"p={welch.p_value:.4f}" if welch else "p undefined"
@@ -143,8 +159,10 @@ def decide(*, improvement: Decimal | None, welch: Welch | None, minimum: Decimal
             return "rollback", f"treatment worse: {change} ({p}, n={trades[0]}/{trades[1]})"
     if not duration_over:
         return "running", None
+    if not enough and not longest_over:
+        return "running", None  # runs on, waiting for trades
     if not enough:
-        return "rejected", (f"too few trades to decide: {trades[0]} control, {trades[1]} "
+        return "rejected", (f"inconclusive, too few trades: {trades[0]} control, {trades[1]} "
                             f"treatment (at least {rules.min_trades} each)")
     if improvement is not None and improvement >= minimum and significant:
         assert welch is not None

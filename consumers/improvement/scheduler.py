@@ -2,7 +2,8 @@
 
 1. reap: runs claimed longer ago than the run timeout with no report count as failed;
 2. settle failures: a failed task is retried after an exponential backoff (capped at its
-   period), or disabled after ``max_failures`` in a row, with an improvement event saying so;
+   period), or disabled after ``max_failures`` in a row, with an improvement event saying so
+   (recorded, and published on improvement-events before the decision commits);
 3. claim and publish: due tasks (priority first) become running, one message per run goes to
    optimization-tasks, keyed by task id.
 
@@ -31,6 +32,7 @@ from aiokafka import AIOKafkaProducer
 from consumers.contracts.tasks import OptimizationTask
 from consumers.errors import FatalError
 from consumers.improvement import abtest
+from consumers.improvement.announce import Announcer
 from consumers.platform import metrics
 from consumers.platform.db import Conn, queries
 from consumers.platform.faults import classify, describe
@@ -65,15 +67,17 @@ class Pass:
 
 
 async def schedule_once(conn: Conn, producer: AIOKafkaProducer, topic: str,
-                        rules: Rules) -> Pass:
+                        rules: Rules, announce: Announcer) -> Pass:
     sql = queries("scheduler")
     reaped = await conn.fetch(sql["reap_stuck"], rules.run_timeout_seconds)
     for row in reaped:
         log.warning("scheduler.run_timed_out", task_id=str(row["task_id"]),
                     run_number=row["run_number"])
-    settled = await conn.fetchrow(sql["settle_failed"], rules.max_failures,
-                                  rules.retry_base_seconds)
-    assert settled is not None  # an aggregate: always one row
+    async with conn.transaction():  # a task is disabled only once its event is published
+        settled = await conn.fetchrow(sql["settle_failed"], rules.max_failures,
+                                      rules.retry_base_seconds)
+        assert settled is not None  # an aggregate: always one row
+        await announce(conn, settled["announced"])
     published = 0
     while True:  # a full batch: more may be due
         claimed = await _claim_and_publish(conn, producer, topic, rules.batch)
@@ -125,9 +129,10 @@ class Scheduler:
     unless the failure is fatal (a missing table or privilege)."""
 
     def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str,
-                 rules: Rules, ab_rules: abtest.Rules, ab_every: float) -> None:
+                 rules: Rules, announce: Announcer, ab_rules: abtest.Rules,
+                 ab_every: float) -> None:
         self._pool, self._producer, self._topic, self._rules = pool, producer, topic, rules
-        self._ab_rules, self._ab_every = ab_rules, ab_every
+        self._announce, self._ab_rules, self._ab_every = announce, ab_rules, ab_every
         self.progressed_at = time.monotonic()  # /healthz: the loop still turns
 
     async def run(self, every: float, stop: asyncio.Event) -> None:
@@ -144,13 +149,14 @@ class Scheduler:
                 await asyncio.wait_for(stop.wait(), timeout=every)
 
     async def _pass(self, conn: Conn) -> None:
-        done = await schedule_once(conn, self._producer, self._topic, self._rules)
+        done = await schedule_once(conn, self._producer, self._topic, self._rules,
+                                   self._announce)
         if done != Pass(0, 0, 0, 0):
             log.info("scheduler.pass", reaped=done.reaped, retried=done.retried,
                      disabled=done.disabled, published=done.published)
 
     async def _evaluate(self, conn: Conn) -> None:
-        await abtest.evaluate(conn, self._ab_rules)
+        await abtest.evaluate(conn, self._ab_rules, self._announce)
 
     async def _step(self, name: str, step: Callable[[Conn], Awaitable[None]]) -> None:
         try:

@@ -114,6 +114,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ab_evaluate_seconds: Annotated[int, msgspec.Meta(ge=0)] = 300  # 0: never (cie evaluate-ab)
     ab_significance_level: Decimal = Decimal("0.05")
     ab_min_trades: Annotated[int, msgspec.Meta(ge=2)] = 30
+    # a test short of trades at the end of its duration runs on, up to this many durations
+    ab_max_duration_factor: Decimal = Decimal(2)
     # The Discord notifier (consumers/improvement/notifier.py). The webhook URL is a secret
     # (it holds the webhook's token); without it `cie notify` has nothing to do.
     discord_webhook_url: NonEmpty | None = None
@@ -211,6 +213,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "ab_evaluate_seconds": "CIE_AB_EVALUATE_SECONDS",
     "ab_significance_level": "CIE_AB_SIGNIFICANCE_LEVEL",
     "ab_min_trades": "CIE_AB_MIN_TRADES",
+    "ab_max_duration_factor": "CIE_AB_MAX_DURATION_FACTOR",
     "discord_webhook_url": "CIE_DISCORD_WEBHOOK_URL",
     "notify_poll_ms": "CIE_NOTIFY_POLL_MS",
     "notify_batch": "CIE_NOTIFY_BATCH",
@@ -264,6 +267,8 @@ def load_settings(
     if settings.notify_retry_max_seconds < settings.notify_retry_base_seconds:
         raise SettingsError(
             "CIE_NOTIFY_RETRY_MAX_SECONDS: must be >= CIE_NOTIFY_RETRY_BASE_SECONDS")
+    if not settings.ab_max_duration_factor.is_finite() or settings.ab_max_duration_factor < 1:
+        raise SettingsError("CIE_AB_MAX_DURATION_FACTOR: must be a decimal >= 1")
     if not 0 < settings.ab_significance_level < 1:
         raise SettingsError("CIE_AB_SIGNIFICANCE_LEVEL: must be a decimal between 0 and 1")
     if settings.kafka_heartbeat_interval_ms >= settings.kafka_session_timeout_ms:

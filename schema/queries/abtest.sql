@@ -4,12 +4,15 @@
 SELECT test_id FROM ab_tests WHERE status = 'running' ORDER BY started_at;
 
 -- name: lock_running_test
--- One evaluator at a time per test (SKIP LOCKED: another one is on it); $1 test id.
+-- One evaluator at a time per test (SKIP LOCKED: another one is on it); $1 test id. A test
+-- still short of trades at the end of its duration runs on until $2 times its duration.
 SELECT test_id, test_name, test_type, control_version, treatment_version, started_at,
        scheduled_duration_hours, success_metric,
        COALESCE(minimum_improvement_percent, 0) AS minimum_improvement_percent,
        now() AS evaluated_at,
-       started_at + make_interval(hours => scheduled_duration_hours) <= now() AS duration_over
+       started_at + make_interval(hours => scheduled_duration_hours) <= now() AS duration_over,
+       started_at + make_interval(hours => scheduled_duration_hours) * $2::float8
+           AS longest_until
 FROM ab_tests
 WHERE test_id = $1 AND status = 'running'
 FOR UPDATE SKIP LOCKED;
@@ -52,9 +55,13 @@ SET control_metrics = $2::jsonb, treatment_metrics = $3::jsonb, improvement_perc
 WHERE test_id = $1 AND status = 'running';
 
 -- name: announce_conclusion
--- The improvement event the notifier posts: what was decided, before and after.
+-- The improvement event the notifier posts: what was decided, before and after. Its id is
+-- derived from the test and the outcome: decided again after a rolled-back publish, it is the
+-- same event (consumers/improvement/announce.py).
 INSERT INTO improvement_events (
     event_id, event_type, event_timestamp, component_type, component_id, old_value, new_value,
     trigger_reason, performance_before, performance_after, improvement_metrics, automated)
-VALUES (gen_random_uuid(), 'ab_test_' || $1::text, $2, $3, $4, $5::jsonb, $6::jsonb,
-        'A/B test concluded', $7::jsonb, $8::jsonb, $9::jsonb, true);
+VALUES (md5(format('ab_test:%s:%s', $4::text, $1::text))::uuid, 'ab_test_' || $1::text, $2, $3, $4,
+        $5::jsonb, $6::jsonb, 'A/B test concluded', $7::jsonb, $8::jsonb, $9::jsonb, true)
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id;

@@ -132,7 +132,9 @@ INSERT INTO improvement_events (
     approved_by, approval_timestamp, can_rollback, rollback_timestamp, discord_notified,
     notification_message_id)
 VALUES ($1, $2, COALESCE($3, now()), $4, $5, $6::jsonb, $7::jsonb, $8, $9::jsonb, $10::jsonb,
-        $11::jsonb, $12, $13, $14, $15, $16, $17, $18);
+        $11::jsonb, $12, $13, $14, $15, $16, $17, $18)
+-- the event a service recorded itself and then published (consumers/improvement/announce.py)
+ON CONFLICT (event_id) DO NOTHING;
 
 -- name: model_evaluation_insert
 INSERT INTO model_performance (

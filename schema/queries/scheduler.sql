@@ -36,7 +36,9 @@ RETURNING task_id, run_number;
 -- What a reported (or reaped) failure means: below $1 consecutive failures, a retry after
 -- $2 seconds doubled per earlier failure, never later than one period (a worker's own
 -- next_run_at may put it later); at $1, the task is disabled and an improvement event says
--- so (the notifier posts it). Returns how many of each.
+-- so (published by the scheduler, posted by the notifier). Returns how many of each, and the
+-- ids of the events written. An event's id is derived from the task and its run: decided
+-- again after a rolled-back publish, it is the same event (consumers/improvement/announce.py).
 WITH failed AS (
     SELECT id FROM optimization_queue
     WHERE status = 'failed' AND enabled
@@ -52,13 +54,14 @@ WITH failed AS (
         updated_at = now()
     FROM failed
     WHERE task.id = failed.id
-    RETURNING task.task_id, task.component_id, task.consecutive_failures, task.last_error,
-              NOT task.enabled AS disabled
+    RETURNING task.task_id, task.run_number, task.component_id, task.consecutive_failures,
+              task.last_error, NOT task.enabled AS disabled
 ), announced AS (
     INSERT INTO improvement_events (
         event_id, event_type, component_type, component_id, old_value, new_value,
         trigger_reason, automated)
-    SELECT gen_random_uuid(), 'optimization_disabled', 'optimization_task', component_id,
+    SELECT md5(format('optimization_disabled:%s:%s', task_id, run_number))::uuid,
+           'optimization_disabled', 'optimization_task', component_id,
            '{"enabled": true}'::jsonb,
            jsonb_build_object('enabled', false, 'task_id', task_id,
                               'consecutive_failures', consecutive_failures,
@@ -66,10 +69,12 @@ WITH failed AS (
            left(format('%s consecutive failures', consecutive_failures), 100), true
     FROM settled
     WHERE disabled
-    RETURNING 1
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
 )
 SELECT (SELECT count(*) FROM settled WHERE NOT disabled) AS retried,
-       (SELECT count(*) FROM announced) AS disabled;
+       (SELECT count(*) FROM settled WHERE disabled) AS disabled,
+       ARRAY(SELECT event_id FROM announced) AS announced;
 
 -- name: queue_depth
 -- For the metrics: tasks by state, and how many are due now.

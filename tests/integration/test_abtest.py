@@ -1,26 +1,35 @@
 """A/B test evaluation on the real database, both schema paths: each arm's figures from its
 trades since the test started, the improvement of the success metric, Welch's test on
 per-trade returns checked against scipy, and the four outcomes (running, promoted, rejected,
-rollback) with the improvement event a conclusion writes."""
+rollback) with the improvement event a conclusion writes and publishes on improvement-events;
+a test short of trades runs on until its longest duration, then is rejected as inconclusive."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
+import msgspec
 import pytest
+from aiokafka import AIOKafkaProducer
 from scipy import stats
 
 from consumers.analytics.performance import RatioSettings
-from consumers.improvement.abtest import Rules, evaluate
-from consumers.platform.db import connect
+from consumers.contracts.improvements import Improvement
+from consumers.improvement.abtest import Rules, Verdict
+from consumers.improvement.abtest import evaluate as evaluate_with
+from consumers.improvement.announce import Announcer
+from consumers.platform.db import Conn, connect
 from tests.clock import TODAY
+from tests.conftest import NewTopics, Stack
 from tests.integration.test_rollup import add_trade
+from tests.integration.test_scheduler import read_topic
 
 RULES = Rules(RatioSettings(Decimal(10_000), 252, Decimal(0)), "UTC", 0.05, 30)
 STAKE = Decimal(1000)  # add_trade's trades: 10 shares at 100
@@ -35,6 +44,37 @@ async def db(any_db: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await connect(any_db)
     yield conn
     await conn.close()
+
+
+@dataclass
+class Announced:
+    announce: Announcer
+    topic: str
+    kafka: str
+
+    async def events(self) -> list[Improvement]:
+        return [msgspec.json.decode(record.value, type=Improvement)
+                for record in await read_topic(self.kafka, self.topic)]
+
+
+@pytest.fixture
+async def announced(stack: Stack, new_topic: NewTopics) -> AsyncIterator[Announced]:
+    """Conclusions published to a topic of the test's own, on the real broker."""
+    topic = await new_topic("improvements")
+    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka)
+    await producer.start()
+    yield Announced(Announcer(producer, topic), topic, stack.kafka)
+    await producer.stop()
+
+
+@pytest.fixture
+def evaluate(announced: Announced) -> Callable[[Conn, Rules], Awaitable[list[Verdict]]]:
+    async def run(conn: Conn, rules: Rules) -> list[Verdict]:
+        return await evaluate_with(conn, rules, announced.announce)
+    return run
+
+
+Evaluate = Callable[[Conn, Rules], Awaitable[list[Verdict]]]
 
 
 async def start_test(db: asyncpg.Connection, *, hours: int, metric: str = "win_rate",
@@ -57,7 +97,9 @@ async def add_arms(db: asyncpg.Connection, control: list[str], treatment: list[s
                             model=version, exit_hour=10 + n % 8)
 
 
-async def test_a_better_treatment_is_promoted_with_its_evidence(db: asyncpg.Connection) -> None:
+async def test_a_better_treatment_is_promoted_with_its_evidence(
+    db: asyncpg.Connection, evaluate: Evaluate, announced: Announced,
+) -> None:
     test_id = await start_test(db, hours=24)  # started 8 days ago: its duration is over
     await add_arms(db, CONTROL, TREATMENT)
     # trades outside the test: another model, and v2 before the test started
@@ -87,14 +129,18 @@ async def test_a_better_treatment_is_promoted_with_its_evidence(db: asyncpg.Conn
     assert json.loads(event["new_value"]) == {"version": "v2"}
     assert json.loads(event["improvement_metrics"])["improvement_percent"] == 50.0
     assert event["discord_notified"] is False
+    [published] = await announced.events()  # the same event, on improvement-events
+    assert (published.event_id, published.event_type, published.component_id) == (
+        event["event_id"], "ab_test_promoted", str(test_id))
+    assert published.performance_after == json.loads(event["performance_after"])
     # concluded: a second evaluation leaves it alone and announces nothing again
     assert await evaluate(db, RULES) == []
     assert await db.fetchval("SELECT count(*) FROM improvement_events") == 1
+    assert len(await announced.events()) == 1
 
 
 async def test_while_it_runs_the_metrics_are_refreshed_and_nothing_is_decided(
-    db: asyncpg.Connection,
-) -> None:
+    db: asyncpg.Connection, evaluate: Evaluate) -> None:
     test_id = await start_test(db, hours=24 * 30)
     await add_arms(db, CONTROL, TREATMENT)
     [verdict] = await evaluate(db, RULES)
@@ -106,7 +152,9 @@ async def test_while_it_runs_the_metrics_are_refreshed_and_nothing_is_decided(
     assert await db.fetchval("SELECT count(*) FROM improvement_events") == 0
 
 
-async def test_noise_is_rejected_and_harm_is_rolled_back_early(db: asyncpg.Connection) -> None:
+async def test_noise_is_rejected_and_harm_is_rolled_back_early(
+    db: asyncpg.Connection, evaluate: Evaluate,
+) -> None:
     noise = await start_test(db, hours=24)
     same = ["12", "-10", "9", "-11"] * 10
     # identical arms but for one trade: win rate differs, returns do not significantly
@@ -125,16 +173,31 @@ async def test_noise_is_rejected_and_harm_is_rolled_back_early(db: asyncpg.Conne
         "SELECT event_type FROM improvement_events")) == ["ab_test_rejected", "ab_test_rollback"]
 
 
-async def test_too_few_trades_end_as_rejected_with_the_reason(db: asyncpg.Connection) -> None:
-    await start_test(db, hours=24)
+async def test_too_few_trades_run_on_until_the_longest_duration_then_are_rejected(
+    db: asyncpg.Connection, evaluate: Evaluate, announced: Announced,
+) -> None:
+    test_id = await start_test(db, hours=24)  # over 7 days ago; its longest (2 x) too
     await add_arms(db, CONTROL[:10], TREATMENT[:10])
+    await db.execute("UPDATE ab_tests SET scheduled_duration_hours = 24 * 5")  # 10 days: not yet
+    [verdict] = await evaluate(db, RULES)
+    assert (verdict.status, verdict.conclusion) == ("running", None)
+    row = await db.fetchrow("SELECT * FROM ab_tests WHERE test_id = $1", test_id)
+    waiting = json.loads(row["treatment_metrics"])["waiting_for_trades"]
+    assert waiting == {"control": 10, "treatment": 10, "needed": 30,
+                       "until": (row["started_at"] + timedelta(days=10)).isoformat()}
+    assert await announced.events() == []
+
+    await db.execute("UPDATE ab_tests SET scheduled_duration_hours = 24 * 3")  # 6 days: over
     [verdict] = await evaluate(db, RULES)
     assert verdict.status == "rejected"
-    assert verdict.conclusion == ("too few trades to decide: 10 control, 10 treatment "
+    assert verdict.conclusion == ("inconclusive, too few trades: 10 control, 10 treatment "
                                   "(at least 30 each)")
+    assert [e.event_type for e in await announced.events()] == ["ab_test_rejected"]
 
 
-async def test_two_evaluators_conclude_a_test_once(any_db: str, db: asyncpg.Connection) -> None:
+async def test_two_evaluators_conclude_a_test_once(
+    any_db: str, db: asyncpg.Connection, evaluate: Evaluate, announced: Announced,
+) -> None:
     await start_test(db, hours=24)
     await add_arms(db, CONTROL, TREATMENT)
     other = await connect(any_db)
@@ -144,3 +207,4 @@ async def test_two_evaluators_conclude_a_test_once(any_db: str, db: asyncpg.Conn
         await other.close()
     assert sorted(v.status for v in [*first, *second]) == ["promoted"]
     assert await db.fetchval("SELECT count(*) FROM improvement_events") == 1
+    assert len(await announced.events()) == 1

@@ -31,6 +31,7 @@ from consumers.contracts.improvements import (
     OptimizationStarted,
 )
 from consumers.contracts.tasks import OptimizationTask
+from consumers.improvement.announce import Announcer
 from consumers.improvement.scheduler import Pass, Rules, schedule_once
 from consumers.ingest.kafka import make_producer
 from consumers.platform.db import connect, queries
@@ -47,9 +48,10 @@ class Scheduling:
     producer: AIOKafkaProducer
     topic: str
     kafka: str
+    announce: Announcer  # to the ingest consumer's improvement-events topic
 
     async def run(self, rules: Rules = RULES) -> Pass:
-        return await schedule_once(self.db, self.producer, self.topic, rules)
+        return await schedule_once(self.db, self.producer, self.topic, rules, self.announce)
 
     async def add_task(self, *, priority: int = 5, due_in: timedelta = timedelta(minutes=-1),
                        frequency: str = "daily", enabled: bool = True, config: Any = None,
@@ -104,7 +106,8 @@ async def scheduling(stack: Stack, ingest: Ingest,
     db = await connect(ingest.settings.database_url)
     producer = make_producer(ingest.settings)
     await producer.start()
-    yield Scheduling(db, producer, topic, stack.kafka)
+    yield Scheduling(db, producer, topic, stack.kafka,
+                     Announcer(producer, ingest.topic("improvements")))
     await producer.stop()
     await db.close()
 
@@ -148,7 +151,7 @@ async def test_a_refused_publish_claims_nothing_and_the_next_pass_sends_the_same
     await tiny.start()
     try:
         with pytest.raises(MessageSizeTooLargeError):
-            await schedule_once(s.db, tiny, s.topic, RULES)
+            await schedule_once(s.db, tiny, s.topic, RULES, s.announce)
     finally:
         await tiny.stop()
     row = await s.task(task_id)
@@ -236,6 +239,9 @@ async def test_failures_back_off_exponentially_up_to_the_period_then_disable_the
         "enabled": False, "task_id": str(task_id), "consecutive_failures": 4,
         "last_error": "diverged (4)"}
     assert event["discord_notified"] is False  # for the notifier
+    # published on improvement-events too: the ingest consumer reads it, and finds it recorded
+    await ingest.drained("improvements", sent + 1)
+    assert await s.db.fetchval("SELECT count(*) FROM improvement_events") == 1
     assert [t.run_number for t in await s.published()] == [1, 2, 3, 4]
     # disabled: never claimed again, never settled again
     await s.db.execute("UPDATE optimization_queue SET next_run_at = now() - interval '1 day'")

@@ -64,17 +64,20 @@ def welch(difference: float, p_value: float) -> Welch:
     (Decimal("12.5"), welch(0.01, 0.2), True, (40, 40), "rejected"),  # noise
     (Decimal("4.99"), welch(0.01, 0.001), True, (40, 40), "rejected"),  # below the minimum
     (Decimal("12.5"), welch(-0.01, 0.001), True, (40, 40), "rejected"),  # returns say worse
-    (Decimal("12.5"), welch(0.01, 0.001), True, (29, 40), "rejected"),  # too few trades
+    (Decimal("12.5"), welch(0.01, 0.001), True, (29, 40), "running"),  # too few: runs on
+    (Decimal("12.5"), welch(0.01, 0.001), "longest", (29, 40), "rejected"),  # ... not forever
+    (Decimal("12.5"), welch(0.01, 0.001), "longest", (40, 40), "promoted"),
     (None, welch(0.01, 0.001), True, (40, 40), "rejected"),  # metric undefined
     (Decimal("12.5"), welch(0.01, 0.001), False, (40, 40), "running"),  # not over yet
     (Decimal("-20"), welch(-0.01, 0.001), False, (40, 40), "rollback"),  # harm: stop early
     (Decimal("-20"), welch(-0.01, 0.3), False, (40, 40), "running"),  # worse, but noise
     (Decimal("-20"), None, True, (40, 40), "rejected"),
 ])
-def test_decisions(improvement: Decimal | None, test: Welch | None, over: bool,
+def test_decisions(improvement: Decimal | None, test: Welch | None, over: bool | str,
                    trades: tuple[int, int], status: str) -> None:
     decided, conclusion = decide(improvement=improvement, welch=test, minimum=Decimal(5),
-                                 duration_over=over, trades=trades, rules=RULES)
+                                 duration_over=bool(over), longest_over=over == "longest",
+                                 trades=trades, rules=RULES)
     assert decided == status
     assert (conclusion is None) == (status == "running")
     assert conclusion is None or len(conclusion) <= 200

@@ -103,7 +103,8 @@ def test_workloads_follow_the_operating_rules(overlay: tuple[str, list[Any]]) ->
     specs = pod_specs(objects)
     run = [container["args"][0] for spec in specs for container in spec["containers"]]
     # every workload is checked below: the loops cannot pass by running zero times
-    assert sorted(run) == ["consume", "maintain", "migrate", "rollup", "schedule", "validate"]
+    assert sorted(run) == ["consume", "maintain", "migrate", "notify", "rollup", "schedule",
+                           "validate"]
     secrets_checked = 0
     for spec in specs:
         assert spec["securityContext"]["runAsNonRoot"] is True
@@ -117,12 +118,15 @@ def test_workloads_follow_the_operating_rules(overlay: tuple[str, list[Any]]) ->
             command = container["args"][0]
             secret_files = container_secret_files(spec, container)
             assert "DATABASE_URL" in secret_files, command
+            if command == "notify":  # the webhook's token is a secret too
+                assert secret_files["CIE_DISCORD_WEBHOOK_URL"] == (
+                    "cie-notifier-credentials", "DISCORD_WEBHOOK_URL")
             assert {secret for secret, _ in secret_files.values()} == {OWN_SECRET[command]}
             secrets_checked += 1
     assert secrets_checked == len(run)
     deployments = by_kind(objects, "Deployment")
     assert sorted(d["metadata"]["name"] for d in deployments) == [
-        "cie-ingest", "cie-scheduler", "cie-validator"]
+        "cie-ingest", "cie-notifier", "cie-scheduler", "cie-validator"]
     for deployment in deployments:
         spec = deployment["spec"]["template"]["spec"]
         assert spec["terminationGracePeriodSeconds"] > drain
@@ -165,7 +169,8 @@ def test_database_cluster_reference() -> None:
 # Least privilege: each component reads its own credentials, none shares another's.
 OWN_SECRET = {"consume": "cie-ingest-credentials", "validate": "cie-validator-credentials",
               "migrate": "cie-owner-credentials", "maintain": "cie-owner-credentials",
-              "rollup": "cie-rollup-credentials", "schedule": "cie-scheduler-credentials"}
+              "rollup": "cie-rollup-credentials", "schedule": "cie-scheduler-credentials",
+              "notify": "cie-notifier-credentials"}
 
 
 def container_secret_files(spec: dict[str, Any], container: dict[str, Any]
@@ -206,8 +211,10 @@ def container_environment(objects: list[dict[str, Any]], spec: dict[str, Any],
     for name, (secret, key) in container_secret_files(spec, container).items():
         placeholder = secrets / secret / key  # the secret's file, a value of the right shape
         placeholder.parent.mkdir(parents=True, exist_ok=True)
-        placeholder.write_text("postgresql://user:from-secret@db.cie.svc/cie"
-                               if name.endswith("_URL") else "from-secret")
+        placeholder.write_text(
+            "https://discord.com/api/webhooks/0/from-secret" if name.endswith("WEBHOOK_URL")
+            else "postgresql://user:from-secret@db.cie.svc/cie" if name.endswith("_URL")
+            else "from-secret")
         environment[name + "_FILE"] = str(placeholder)
     return environment
 
@@ -222,7 +229,7 @@ def test_every_container_command_line_starts_with_its_environment(
 
     _, objects = overlay
     containers = [(spec, c) for spec in pod_specs(objects) for c in spec["containers"]]
-    assert len(containers) == 6
+    assert len(containers) == 7
     for spec, container in containers:
         args = build_parser().parse_args(container["args"])
         environment = container_environment(objects, spec, container, tmp_path)
@@ -241,7 +248,7 @@ def test_only_the_metrics_scraper_reaches_the_pods(overlay: tuple[str, list[Any]
                  for o in objects if o["kind"] in ("Deployment", "Job")]
     templates += [c["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
                   for c in by_kind(objects, "CronJob")]
-    assert len(templates) == 6
+    assert len(templates) == 7
     assert all(selector.items() <= labels.items() for labels in templates)  # every pod
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     [rule] = policy["spec"]["ingress"]

@@ -11,7 +11,7 @@ from consumers.platform.settings import ENVIRONMENT, Settings
 
 REPO = Path(__file__).resolve().parent.parent.parent
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
-OURS = {"migrate", "consume", "validate", "demo"}
+OURS = {"migrate", "consume", "validate", "schedule", "notify", "demo"}
 REQUIRED = {ENVIRONMENT[f.name] for f in msgspec.structs.fields(Settings) if f.required}
 
 

@@ -419,11 +419,15 @@ async def cmd_contracts(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.demo import run_demo
+    from consumers.demo import Loop, improvement_loop, run_demo
 
     counts = await run_demo(settings, minutes=args.minutes, symbols=args.symbols.split(","),
                             seed=args.seed)
     log.info("demo.done", **counts)
+    if args.loop:
+        loop = Loop(uuid.UUID(counts["task_id"]), uuid.UUID(counts["test_id"]))
+        seen = await improvement_loop(settings, loop, within=args.loop)
+        return 0 if len(seen) == 2 else 1
     return 0
 
 
@@ -530,6 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--minutes", type=int, default=60, help="minutes of market data (60)")
     demo.add_argument("--symbols", default="AAPL,MSFT,NVDA,AMZN,TSLA")
     demo.add_argument("--seed", type=int, default=7, help="random seed (7)")
+    demo.add_argument("--loop", type=float, default=0, metavar="SECONDS",
+                      help="then play the optimization worker and wait (at most SECONDS) for "
+                      "the session's task to complete and its A/B test to conclude (needs "
+                      "cie consume and cie schedule running)")
     demo.set_defaults(run=cmd_demo, needs=("kafka",))
     return parser
 

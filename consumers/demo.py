@@ -12,28 +12,35 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+import msgspec
+import structlog
+
 from consumers.contracts.bars import Bar, Regime
 from consumers.contracts.fills import Fill
 from consumers.contracts.improvements import (
-    AbTestResults,
     AbTestStarted,
     Improvement,
+    ImprovementEvent,
     ModelEvaluation,
     OptimizationCompleted,
     OptimizationScheduled,
     OptimizationStarted,
 )
 from consumers.contracts.predictions import Direction, Prediction
-from consumers.ingest.kafka import make_producer
+from consumers.contracts.tasks import OptimizationTask
+from consumers.ingest.kafka import make_consumer, make_producer
 from consumers.platform.settings import Settings
 from consumers.producer import Contract, EventProducer
-from consumers.topics import kafka_topic
+from consumers.topics import TASKS, kafka_topic
+
+log = structlog.get_logger(__name__)
 
 PRICE = Decimal("0.00000001")
 CENT = Decimal("0.01")
@@ -126,8 +133,19 @@ def _fill(rng: random.Random, trade_id: uuid.UUID, symbol: str, strategy: str, s
         order_submitted_at=filled_at - timedelta(milliseconds=rng.randint(5, 400)))
 
 
-def improvement_events(rng: random.Random, now: datetime) -> list[Contract]:
-    test_id, task_id = uuid.uuid4(), uuid.uuid4()
+# The demo's A/B test: the session's trades alternate between these two strategies.
+CONTROL, TREATMENT = "momentum", "momentum-v2"
+
+
+@dataclass(frozen=True)
+class Loop:
+    """What the improvement loop of a demo session is about (`cie demo --loop`)."""
+
+    task_id: uuid.UUID  # an optimization task, due at the session's end
+    test_id: uuid.UUID  # an A/B test of the session's two strategies, over at its end
+
+
+def improvement_events(loop: Loop, start: datetime, now: datetime) -> list[Contract]:
     return [
         ModelEvaluation(event_id=uuid.uuid4(), model_version="dir-v3.2", model_type="direction",
                         evaluation_date=date.today(), training_samples=120_000,
@@ -135,28 +153,22 @@ def improvement_events(rng: random.Random, now: datetime) -> list[Contract]:
                         precision=Decimal("0.5723"), recall=Decimal("0.5401"),
                         f1_score=Decimal("0.5557"), auc_roc=Decimal("0.5934"),
                         brier_score=Decimal("0.24311"), status="staging"),
-        AbTestStarted(event_id=uuid.uuid4(), test_id=test_id, test_name="dir-v3.1 vs dir-v3.2",
-                      control_version="dir-v3.1", treatment_version="dir-v3.2",
-                      test_type="model", control_traffic_percent=80,
-                      treatment_traffic_percent=20, started_at=now - timedelta(hours=2),
-                      success_metric="sharpe_ratio"),
-        AbTestResults(event_id=uuid.uuid4(), test_id=test_id,
-                      control_metrics={"sharpe_ratio": Decimal("1.12")},
-                      treatment_metrics={"sharpe_ratio": Decimal("1.31")},
-                      improvement_percent=Decimal("16.96")),
-        OptimizationScheduled(event_id=uuid.uuid4(), task_id=task_id, task_type="hyperparameter",
-                              component_id="dir-v3.2", frequency="daily",
-                              next_run_at=now - timedelta(minutes=30), priority=2,
-                              config={"trials": 50}),
-        OptimizationStarted(event_id=uuid.uuid4(), task_id=task_id,
-                            started_at=now - timedelta(minutes=29)),
-        OptimizationCompleted(event_id=uuid.uuid4(), task_id=task_id, completed_at=now,
-                              result={"best_lr": Decimal("0.003")},
-                              next_run_at=now + timedelta(days=1)),
+        AbTestStarted(event_id=uuid.uuid4(), test_id=loop.test_id,
+                      test_name=f"{CONTROL} vs {TREATMENT}", control_version=CONTROL,
+                      treatment_version=TREATMENT, test_type="strategy",
+                      control_traffic_percent=50, treatment_traffic_percent=50,
+                      started_at=start, scheduled_duration_hours=1, success_metric="win_rate"),
+        OptimizationScheduled(event_id=uuid.uuid4(), task_id=loop.task_id,
+                              task_type="hyperparameter", component_id="dir-v3.2",
+                              frequency="daily", next_run_at=now - timedelta(minutes=1),
+                              priority=2, config={"trials": 50}),
         Improvement(event_id=uuid.uuid4(), event_type="params_optimized",
                     component_type="model", component_id="dir-v3.2",
                     old_value={"lr": Decimal("0.01")}, new_value={"lr": Decimal("0.003")},
-                    trigger_reason="scheduled_retrain"),
+                    trigger_reason="scheduled_retrain",
+                    performance_before={"sharpe_ratio": Decimal("1.12")},
+                    performance_after={"sharpe_ratio": Decimal("1.31")},
+                    improvement_metrics={"sharpe_ratio_percent": Decimal("16.96")}),
     ]
 
 
@@ -170,8 +182,8 @@ MALFORMED: list[bytes] = [
 ]
 
 
-def session(rng: random.Random, *, start: datetime, minutes: int,
-            symbols: list[str]) -> list[Contract]:
+def session(rng: random.Random, *, start: datetime, minutes: int, symbols: list[str],
+            loop: Loop | None = None) -> list[Contract]:
     """The events of a session of ``minutes`` from ``start``, in the order they happen (the
     improvement events last, at the session's end)."""
     markets = {s: Market(price=rng.uniform(50, 500)) for s in symbols}
@@ -179,15 +191,17 @@ def session(rng: random.Random, *, start: datetime, minutes: int,
     events: list[Contract] = []
     for minute in range(minutes):
         at = start + timedelta(minutes=minute)
-        for symbol, market in markets.items():
+        for number, (symbol, market) in enumerate(markets.items()):
             bar = market.step(rng, symbol, at)
             history[symbol].append(bar)
             events.append(bar)
             if minute % 5 == 0:
                 events.extend(_predictions(rng, bar, market))
             if minute % 15 == 14:
-                events.extend(trade_fills(rng, symbol, history[symbol][-12:], "momentum"))
-    events.extend(improvement_events(rng, start + timedelta(minutes=minutes)))
+                strategy = (CONTROL, TREATMENT)[(minute // 15 + number) % 2]
+                events.extend(trade_fills(rng, symbol, history[symbol][-12:], strategy))
+    loop = loop or Loop(uuid.UUID(int=rng.getrandbits(128)), uuid.UUID(int=rng.getrandbits(128)))
+    events.extend(improvement_events(loop, start, start + timedelta(minutes=minutes)))
     return events
 
 
@@ -195,8 +209,9 @@ async def run_demo(settings: Settings, *, minutes: int, symbols: list[str],
                    seed: int) -> dict[str, Any]:
     rng = random.Random(seed)  # noqa: S311 - a simulation, not cryptography
     now = datetime.now(UTC).replace(second=0, microsecond=0)
+    loop = Loop(uuid.uuid4(), uuid.uuid4())
     events = session(rng, start=now - timedelta(minutes=minutes), minutes=minutes,
-                     symbols=symbols)
+                     symbols=symbols, loop=loop)
 
     producer = make_producer(settings)
     await producer.start()
@@ -212,7 +227,74 @@ async def run_demo(settings: Settings, *, minutes: int, symbols: list[str],
     kinds: dict[str, int] = {}
     for event in events:
         kinds[type(event).__name__] = kinds.get(type(event).__name__, 0) + 1
-    return {"events": len(events), "malformed": len(malformed), **kinds}
+    return {"events": len(events), "malformed": len(malformed), **kinds,
+            "task_id": str(loop.task_id), "test_id": str(loop.test_id)}
+
+
+async def improvement_loop(settings: Settings, loop: Loop, within: float) -> dict[str, str]:
+    """The rest of the loop, watched from Kafka (`cie demo --loop`): the demo plays the
+    optimization worker (takes its task's run from optimization-tasks, reports it started and
+    completed on improvement-events) and waits for the A/B test's conclusion, which the
+    scheduler publishes there. Requires `cie consume` and `cie schedule` running; ends after
+    ``within`` seconds at most, saying what it saw."""
+    seen: dict[str, str] = {}
+    producer = make_producer(settings)
+    tasks = make_consumer(settings, group_id="cie-demo-worker")
+    events = make_consumer(settings, group_id=f"cie-demo-watch-{loop.test_id}")
+    await producer.start()
+    try:
+        await tasks.start()
+        await events.start()
+        tasks.subscribe([TASKS.kafka_name(settings)])
+        events.subscribe([kafka_topic(settings, "improvements")])
+        typed = EventProducer(producer, settings)
+        deadline = time.monotonic() + within
+        while len(seen) < 2 and time.monotonic() < deadline:
+            for task in _decoded(await tasks.getmany(timeout_ms=500), OptimizationTask):
+                if task.task_id == loop.task_id and "task" not in seen:
+                    await _work(typed, task)
+                    seen["task"] = f"run {task.run_number} completed"
+                    log.info("demo.task_completed", task_id=str(task.task_id),
+                             run_number=task.run_number, task_type=task.task_type)
+            for event in _decoded(await events.getmany(timeout_ms=500), ImprovementEvent):
+                if (isinstance(event, Improvement) and event.component_id == str(loop.test_id)
+                        and event.event_type.startswith("ab_test_")):
+                    seen["ab_test"] = event.event_type.removeprefix("ab_test_")
+                    log.info("demo.ab_test_concluded", test_id=str(loop.test_id),
+                             status=seen["ab_test"],
+                             improvement=event.improvement_metrics)
+        await tasks.commit()
+    finally:
+        await asyncio.gather(tasks.stop(), events.stop(), return_exceptions=True)
+        await producer.stop()
+    if len(seen) < 2:
+        log.warning("demo.loop_incomplete", seen=seen, hint="are cie consume and cie schedule "
+                    "running (deploy/local/stack.sh run starts them)?")
+    return seen
+
+
+def _decoded(batches: dict[Any, list[Any]], kind: Any) -> list[Any]:
+    """The records' values that decode as ``kind`` (others are not the demo's business)."""
+    decoded = []
+    for records in batches.values():
+        for record in records:
+            try:
+                decoded.append(msgspec.json.decode(record.value, type=kind))
+            except (msgspec.DecodeError, TypeError):
+                continue
+    return decoded
+
+
+async def _work(typed: EventProducer, task: OptimizationTask) -> None:
+    """An optimization run, reported as a worker would: started, then completed."""
+    started = datetime.now(UTC)
+    sent = [await typed.send(OptimizationStarted(event_id=uuid.uuid4(), task_id=task.task_id,
+                                                 started_at=started,
+                                                 run_number=task.run_number)),
+            await typed.send(OptimizationCompleted(
+                event_id=uuid.uuid4(), task_id=task.task_id, completed_at=started,
+                run_number=task.run_number, result={"best_lr": Decimal("0.003"), "trials": 50}))]
+    await asyncio.gather(*sent)
 
 
 def _predictions(rng: random.Random, bar: Bar, market: Market) -> list[Prediction]:

@@ -138,7 +138,8 @@ async def _evaluate_test(conn: Conn, test: asyncpg.Record, rules: Rules,
             _encode({"version": test["treatment_version"]}),
             _encode(control_metrics), _encode(treatment_metrics),
             _encode({"success_metric": metric, "improvement_percent": improvement,
-                     "p_value": welch.p_value if welch else None, "test": test["test_name"]}))
+                     "p_value": welch.p_value if welch else None, "test": test["test_name"],
+                     "conclusion": conclusion}))
         await announce(conn, [announced] if announced else [])
     return Verdict(str(test["test_id"]), status, improvement,
                    welch.p_value if welch else None, conclusion)

@@ -146,7 +146,7 @@ def message(event: dict[str, Any]) -> dict[str, Any]:
         fields.append(_field("Improvement", _compact(improved), inline=False))
     fields.extend(_before_after(event.get("performance_before"), event.get("performance_after")))
     embed: dict[str, Any] = {
-        "title": _cut(f"{kind.replace('_', ' ')}: {event['component_id']}", TITLE_LIMIT),
+        "title": _cut(f"{kind.replace('_', ' ')}: {_subject(event)}", TITLE_LIMIT),
         "color": BAD if any(word in kind for word in BAD_WORDS) else (
             GOOD if improved or "promot" in kind else NEUTRAL),
         "fields": _fit(fields[:FIELDS_LIMIT]),
@@ -160,6 +160,14 @@ def message(event: dict[str, Any]) -> dict[str, Any]:
     return {"embeds": [embed], "allowed_mentions": {"parse": []}}
 
 
+def _subject(event: dict[str, Any]) -> str:
+    """What the event is about: an A/B test's name (its component_id is the test id)."""
+    metrics = event.get("improvement_metrics")
+    if isinstance(metrics, dict) and isinstance(metrics.get("test"), str):
+        return str(metrics["test"])
+    return str(event["component_id"])
+
+
 def _change(old: Any, new: Any) -> str:
     """'v1 → v2' when both sides name a version, else both sides as compact JSON."""
     def side(value: Any) -> str:
@@ -169,12 +177,22 @@ def _change(old: Any, new: Any) -> str:
     return f"{side(old)} → {side(new)}"
 
 
+# The figures a reader looks for first, when both sides have them (the rollups' names).
+HEADLINE = ("win_rate", "sharpe_ratio", "profit_factor", "net_pnl", "trades", "max_drawdown",
+            "sortino_ratio", "accuracy")
+BEFORE_AFTER_LIMIT = 8
+
+
 def _before_after(before: Any, after: Any) -> list[dict[str, Any]]:
-    """One field per figure both sides have: 'before → after'."""
+    """'before → after' for the figures both sides have: the headline ones first, at most
+    BEFORE_AFTER_LIMIT."""
     if not isinstance(before, dict) or not isinstance(after, dict):
         return []
+    shared = [name for name in before
+              if name in after and not isinstance(before[name], dict | list)]
+    shared.sort(key=lambda name: HEADLINE.index(name) if name in HEADLINE else len(HEADLINE))
     return [_field(name, f"{_compact(before[name])} → {_compact(after[name])}")
-            for name in before if name in after and not isinstance(before[name], dict | list)]
+            for name in shared[:BEFORE_AFTER_LIMIT]]
 
 
 def _fit(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -22,13 +22,16 @@
 #              (in transactions: ids cie-ingest.dlq.*); PostgreSQL login in role cie_ingest
 #   validator  `cie validate`: reads bars and fills in its own group; login in cie_ingest and
 #              cie_rollup (it may also roll up: CIE_VALIDATOR_ROLLUP_SECONDS)
+#   scheduler  `cie schedule`: writes optimization-tasks and improvement-events (the events it
+#              decides); PostgreSQL login in role cie_scheduler
+#   notifier   PostgreSQL only, in cie_notifier: `cie notify` records the notifications it posts
 #   analyst    PostgreSQL only, in cie_analytics (dashboards, read-only)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-users=(admin owner ingest validator rollup analyst)
-kafka_users=(admin ingest validator)
+users=(admin owner ingest validator rollup scheduler notifier analyst)
+kafka_users=(admin ingest validator scheduler)
 source_topics=(bars fills predictions improvement-events)
 validator_topics=(bars fills)
 
@@ -104,6 +107,8 @@ cmd_kafka_acls() {
   for topic in "${validator_topics[@]}"; do args+=(--topic "$topic"); done
   acl --allow-principal User:validator --operation Read --operation Describe "${args[@]}" \
     --group cie-validator
+  acl --allow-principal User:scheduler --operation Write --operation Describe \
+    --topic optimization-tasks --topic improvement-events
 }
 
 cmd_postgres_users() {
@@ -112,15 +117,20 @@ cmd_postgres_users() {
   psql_ "$url" \
     -v owner="$(password "$dir" owner)" -v ingest="$(password "$dir" ingest)" \
     -v validator="$(password "$dir" validator)" -v analyst="$(password "$dir" analyst)" \
-    -v rollup="$(password "$dir" rollup)" <<'SQL'
+    -v rollup="$(password "$dir" rollup)" -v scheduler="$(password "$dir" scheduler)" \
+    -v notifier="$(password "$dir" notifier)" <<'SQL'
 SET password_encryption = 'scram-sha-256';
 CREATE ROLE cie_owner LOGIN CREATEROLE PASSWORD :'owner';
 CREATE ROLE cie_ingest NOLOGIN;
 CREATE ROLE cie_analytics NOLOGIN;
 CREATE ROLE cie_rollup NOLOGIN;
+CREATE ROLE cie_scheduler NOLOGIN;
+CREATE ROLE cie_notifier NOLOGIN;
 CREATE ROLE ingest LOGIN IN ROLE cie_ingest PASSWORD :'ingest';
 CREATE ROLE validator LOGIN IN ROLE cie_ingest, cie_rollup PASSWORD :'validator';
 CREATE ROLE rollup LOGIN IN ROLE cie_rollup PASSWORD :'rollup';
+CREATE ROLE scheduler LOGIN IN ROLE cie_scheduler PASSWORD :'scheduler';
+CREATE ROLE notifier LOGIN IN ROLE cie_notifier PASSWORD :'notifier';
 CREATE ROLE analyst LOGIN IN ROLE cie_analytics PASSWORD :'analyst';
 CREATE DATABASE cie OWNER cie_owner;
 SQL
@@ -160,5 +170,5 @@ case "${1:-}" in
   kafka-acls) cmd_kafka_acls "$2" "$3" ;;
   postgres-users) cmd_postgres_users "$2" "$3" ;;
   postgres-config) cmd_postgres_config "$2" "$3" ;;
-  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -7,7 +7,9 @@
 #   deploy/local/stack.sh status   health of both; exit 1 when either is down
 #   deploy/local/stack.sh logs     tail both server logs
 #   deploy/local/stack.sh env      print the environment a process needs to reach the stack
-#   deploy/local/stack.sh run      the main job: up, migrate, consumers in the background, demo
+#   deploy/local/stack.sh run      the main job: up, migrate, consumers, validator, scheduler and
+#                                  notifier in the background (posting to a local webhook sink),
+#                                  then the demo session and its improvement loop
 #   deploy/local/stack.sh test     up, then lint, type-check and the whole test suite
 #
 #   --secure (after up, run, env, status or down; or CIE_STACK_SECURE=1): the secured stack,
@@ -35,6 +37,7 @@ pg_port=${CIE_PG_PORT:-55432}
 pg_version=15
 pg_bin=/usr/lib/postgresql/$pg_version/bin
 kafka_heap=${CIE_KAFKA_HEAP:-512m}
+sink_port=${CIE_WEBHOOK_SINK_PORT:-19180}
 
 kafka_libs="$state/kafka/libs"  # one copy of the jars for both modes
 plain_state=$state
@@ -226,7 +229,7 @@ pg_secure() {  # once, on the trusting new cluster: users, then TLS and password
   as_postgres "$pg_bin/pg_ctl" -D "$pg_dir/data" reload >/dev/null
   local user
   mkdir -p "$tls_dir/urls"
-  for user in owner ingest validator rollup analyst; do  # DATABASE_URL_FILE for each (secrets as files)
+  for user in owner ingest validator rollup scheduler notifier analyst; do  # DATABASE_URL_FILE for each
     printf 'postgresql://%s:%s@127.0.0.1:%s/cie?sslmode=verify-full&sslrootcert=%s\n' \
       "$( [ $user = owner ] && echo cie_owner || echo $user)" "$(cat "$tls_dir/passwords/$user")" \
       "$pg_port" "$tls_dir/ca.crt" >"$tls_dir/urls/$user"
@@ -355,17 +358,46 @@ start_background() {  # start_background COMMAND METRICS-PORT [USERS]: `cie COMM
   echo $! >"$pidfile"
 }
 
+webhook_sink() {  # a loopback stand-in for Discord that logs every message it receives
+  local pidfile="$state/webhook-sink.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then return; fi
+  port_free "$sink_port" "the webhook sink"
+  say "starting the webhook sink on 127.0.0.1:$sink_port (log: $log_dir/webhook-sink.log)"
+  : >"$log_dir/webhook-sink.log"
+  setsid nohup "$venv/bin/python" "$repo/tests/fake_discord.py" --port "$sink_port" \
+    >>"$log_dir/webhook-sink.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+}
+
 cmd_run() {
   cmd_up
   eval "$(print_env)"
   "$venv/bin/cie" migrate
   "$venv/bin/cie" topics ensure --partitions 3
+  webhook_sink
   start_background consume 9108 ingest
   CIE_VALIDATOR_ROLLUP_SECONDS=30 start_background validate 9109 validator  # rolls up every 30 s
-  "$venv/bin/cie" demo
+  # the improvement loop, quick: a pass a second, A/B tests evaluated every 5 s; the demo's
+  # test has a few trades per arm, not the 30 production asks for
+  CIE_SCHEDULER_POLL_MS=1000 CIE_AB_EVALUATE_SECONDS=5 CIE_AB_MIN_TRADES=5 \
+    start_background schedule 9110 scheduler
+  CIE_NOTIFY_POLL_MS=1000 \
+    CIE_DISCORD_WEBHOOK_URL="http://127.0.0.1:$sink_port/api/webhooks/1234567890/secret-token-abc" \
+    start_background notify 9111 notifier
+  # the session, then the loop: the demo plays the optimization worker and waits for the A/B
+  # test's conclusion
+  "$venv/bin/cie" demo --loop 120
+  local sent=0
+  for _ in $(seq 1 30); do  # the notifier posts within a second or two
+    sent=$(grep -c '"message_id"' "$log_dir/webhook-sink.log" || true)
+    [ "$sent" -ge 2 ] && break
+    sleep 1
+  done
+  say "notifications delivered to the webhook sink ($log_dir/webhook-sink.log):"
+  grep '"message_id"' "$log_dir/webhook-sink.log" || true
   cmd_status
-  say "consumers and validator keep running (metrics :9108, :9109); the validator refreshes"
-  say "strategy_performance and model_performance every 30 s; stop them with: $0 down"
+  say "consume, validate, schedule and notify keep running (metrics :9108 to :9111); the"
+  say "validator refreshes strategy_performance and model_performance every 30 s; stop with: $0 down"
 }
 
 cmd_test() {
@@ -386,7 +418,7 @@ cmd_test() {
 case "$command" in
   up) cmd_up ;;
   down)
-    for role in consume validate; do
+    for role in consume validate schedule notify webhook-sink; do
       if [ -f "$state/$role.pid" ]; then kill "$(cat "$state/$role.pid")" 2>/dev/null || true; rm -f "$state/$role.pid"; fi
     done
     kafka_down; pg_down
@@ -397,5 +429,5 @@ case "$command" in
   env) print_env ;;
   run) cmd_run ;;
   test) cmd_test "$@" ;;
-  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
 esac

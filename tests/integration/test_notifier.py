@@ -2,8 +2,8 @@
 that answers like Discord's webhook endpoint (tests/fake_discord.py): each event posted once
 with the message id recorded, 429s and rate-limit headers waited out, 5xx retried with
 backoff, 4xx kept until a restart, an answer that never came (or a process killed mid-post)
-never posted twice, three notifier processes posting 300 events exactly once, and no webhook
-configured: nothing to do."""
+never posted twice, three notifier processes posting 300 events exactly once, no webhook
+configured: nothing to do; and the demo's whole loop (scheduler, worker, A/B test, notifier)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ from consumers.improvement.discord import Webhook
 from consumers.improvement.notifier import Notifier, Rules
 from consumers.platform.db import create_pool
 from consumers.platform.faults import Backoff
+from tests.conftest import NewTopics
 from tests.fake_discord import Answer, FakeDiscord
-from tests.integration.harness import eventually
+from tests.integration.harness import Ingest, eventually
 from tests.processes import cie_environment
 
 RULES = Rules(batch=20, lease_seconds=60, max_age_hours=24, retry_base_seconds=0.2,
@@ -316,3 +317,59 @@ async def test_without_a_webhook_the_notifier_says_so_and_exits_0(any_db: str) -
     [line] = [json.loads(text) for text in out.decode().splitlines()]
     assert line["event"] == "notify.not_configured"
     assert "CIE_DISCORD_WEBHOOK_URL is not set" in line["reason"]
+
+
+async def test_the_demo_runs_the_whole_loop(ingest: Ingest, tmp_path: Path,
+                                            new_topic: NewTopics) -> None:
+    """What `stack.sh run` shows: the demo's task is scheduled, run by the demo's worker and
+    completed; its A/B test is concluded by the scheduler; the notifier posts both
+    conclusions' events (and the demo's own improvement) to the webhook."""
+    discord = FakeDiscord()
+    webhook = discord.start()
+    environment = {**ingest.environment, "CIE_TOPIC_TASKS": await new_topic("tasks"),
+                   "CIE_METRICS_PORT": "0", "CIE_LOG_FORMAT": "json"}
+    services = {
+        "schedule": {"CIE_SCHEDULER_POLL_MS": "200", "CIE_AB_EVALUATE_SECONDS": "1",
+                     "CIE_AB_MIN_TRADES": "2"},
+        "notify": {"CIE_NOTIFY_POLL_MS": "200", "CIE_DISCORD_WEBHOOK_URL": webhook}}
+    processes = []
+    for command, extra in services.items():
+        with (tmp_path / f"{command}.log").open("wb") as sink:
+            processes.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "consumers", command,
+                env=cie_environment({**environment, **extra}), stdout=sink, stderr=sink))
+    try:
+        demo = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "consumers", "demo", "--minutes", "60", "--loop", "60",
+            env=cie_environment(environment), stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(demo.communicate(), 90)
+        lines = [json.loads(line) for line in out.decode().splitlines()]
+        assert demo.returncode == 0, out.decode()
+        done = next(line for line in lines if line["event"] == "demo.done")
+        concluded = next(line for line in lines if line["event"] == "demo.ab_test_concluded")
+        db = await asyncpg.connect(ingest.settings.database_url)
+        try:
+            task = await eventually(lambda: db.fetchrow(
+                "SELECT status, run_number, last_run_at IS NOT NULL AS ran, next_run_at > now() "
+                "AS later FROM optimization_queue WHERE task_id = $1",
+                uuid.UUID(done["task_id"])), ("pending", 1, True, True))
+            assert tuple(task) == ("pending", 1, True, True)
+            test = await db.fetchrow("SELECT status, ended_at FROM ab_tests WHERE test_id = $1",
+                                     uuid.UUID(done["test_id"]))
+            assert test["status"] == concluded["status"] in ("promoted", "rejected")
+            posted = await eventually(lambda: db.fetchval(
+                "SELECT count(*) FROM improvement_events WHERE discord_notified"), 2)
+            assert posted == 2
+        finally:
+            await db.close()
+        titles = sorted(m.payload["embeds"][0]["title"] for m in discord.messages)
+        assert titles == [f"ab test {concluded['status']}: momentum vs momentum-v2",
+                          "params optimized: dir-v3.2"]
+    finally:
+        for proc in processes:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = [await asyncio.wait_for(proc.wait(), timeout=30) for proc in processes]
+        discord.stop()
+    assert codes == [0, 0], [(tmp_path / f"{c}.log").read_text()[-2000:] for c in services]

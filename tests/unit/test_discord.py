@@ -40,11 +40,21 @@ def test_versions_are_shown_as_a_change_and_other_values_as_json() -> None:
     assert fields["Change"] == '{"enabled":true} → -'
 
 
-def test_only_figures_both_sides_have_are_compared() -> None:
+def test_only_figures_both_sides_have_are_compared_headline_ones_first() -> None:
     fields = [f["name"] for f in embed_of(
         performance_before={"sharpe_ratio": 1, "trades": 10, "by_day": [1, 2]},
         performance_after={"sharpe_ratio": 2, "win_rate": 0.5, "by_day": [3]})["fields"]]
     assert fields == ["Component", "Change", "sharpe_ratio"]
+    figures = {f"figure_{n}": n for n in range(12)} | {"win_rate": 0.5, "net_pnl": 10}
+    fields = [f["name"] for f in embed_of(performance_before=figures,
+                                          performance_after=figures)["fields"]]
+    assert fields[2:] == ["win_rate", "net_pnl", *(f"figure_{n}" for n in range(6))]
+
+
+def test_an_ab_test_is_named_by_its_name_not_its_id() -> None:
+    embed = embed_of(event_type="ab_test_promoted", component_id=str(EVENT_ID),
+                     improvement_metrics={"test": "v1 vs v2", "improvement_percent": 12.5})
+    assert embed["title"] == "ab test promoted: v1 vs v2"
 
 
 def test_colours_follow_the_event() -> None:

@@ -17,6 +17,7 @@ import contextlib
 import json
 import shutil
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.topics import TOPICS
 from tests.conftest import Stack
+from tests.fake_discord import FakeDiscord
+from tests.integration.harness import eventually
 from tests.private_kafka import PrivateKafka, secure_sh
 from tests.private_postgres import PrivatePostgres
 from tests.processes import cie_environment
@@ -337,3 +340,59 @@ async def test_a_missing_acl_ends_the_command_with_one_line(secured: Secured) ->
     line = failure(out)
     assert code == 1 and "authoriz" in line["error"].lower(), line
 
+
+
+async def test_the_scheduler_and_the_notifier_run_as_their_own_users(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """`scheduler` publishes a due task's run and the event of a task it disables (Kafka ACLs:
+    write optimization-tasks and improvement-events), as a login in cie_scheduler; `notifier`
+    posts that event, as a login in cie_notifier."""
+    await secured.migrate()
+    code, out = await cie(secured.kafka_env("admin"), "topics", "ensure", "--partitions", "2")
+    assert code == 0, out
+    due, failing = uuid.uuid4(), uuid.uuid4()
+    owner = await asyncpg.connect(secured.database_url("cie_owner"))
+    try:  # the tasks and events of this test alone (the module's demo wrote others)
+        await owner.execute("DELETE FROM optimization_queue; DELETE FROM improvement_events")
+        await owner.execute(
+            """INSERT INTO optimization_queue (task_id, task_type, component_id, frequency,
+                   next_run_at, status, consecutive_failures, config)
+               VALUES ($1, 'retrain', 'dir', 'daily', now() - interval '1 minute', 'pending',
+                       0, '{}'), ($2, 'retrain', 'dir', 'daily', now(), 'failed', 9, '{}')""",
+            due, failing)
+        tasks_before = await committed_records(secured.kafka, "optimization-tasks")
+        events_before = await committed_records(secured.kafka, "improvement-events")
+        scheduler = {**secured.kafka_env("scheduler"),
+                     "DATABASE_URL": secured.database_url("scheduler"),
+                     "CIE_SCHEDULER_POLL_MS": "200"}
+        async def states() -> list[tuple[str, bool]]:
+            return [tuple(row) for row in await owner.fetch(
+                "SELECT status, enabled FROM optimization_queue ORDER BY task_id = $1 DESC",
+                due)]
+
+        async with running(scheduler, "schedule", tmp_path / "schedule.log"):
+            settled = await eventually(states, [("running", True), ("failed", False)])
+        assert settled == [("running", True), ("failed", False)], (
+            (tmp_path / "schedule.log").read_text()[-2000:])
+        assert await committed_records(secured.kafka, "optimization-tasks") == tasks_before + 1
+        assert await committed_records(secured.kafka, "improvement-events") == (
+            events_before + 1)  # the optimization_disabled event
+
+        discord = FakeDiscord()
+        webhook = discord.start()
+        try:
+            code, out = await cie({"DATABASE_URL": secured.database_url("notifier"),
+                                   "CIE_DISCORD_WEBHOOK_URL": webhook}, "notify", "--once")
+        finally:
+            discord.stop()
+        assert code == 0, out
+        [message] = discord.messages
+        assert message.payload["embeds"][0]["title"] == "optimization disabled: dir"
+        assert await owner.fetchval(
+            "SELECT notification_message_id FROM improvement_events") == message.message_id
+    finally:
+        await owner.execute("DELETE FROM optimization_queue; DELETE FROM improvement_events")
+        await owner.close()
+    logs = out + (tmp_path / "schedule.log").read_text()
+    assert not any(secret in logs for secret in secured.secrets())

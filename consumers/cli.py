@@ -10,7 +10,8 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -94,6 +95,55 @@ async def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
              summary_days_refreshed=report.summary_days_refreshed,
              rows_deleted=report.rows_deleted)
     return 0
+
+
+async def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
+    """Months past the horizon to Parquet in S3 (verified); or --status; or --restore."""
+    from consumers.archive import archiver
+    from consumers.archive.store import Location, ObjectStore
+
+    await _require_schema(settings)
+    conn = await connect(settings.database_url)
+    try:
+        if args.status:
+            await _archive_status(conn)
+            return 0
+        if not settings.archive_url:
+            raise SettingsError("CIE_ARCHIVE_URL: required by cie archive (s3://bucket/prefix)")
+        store = ObjectStore(Location.parse(settings.archive_url))
+        if args.restore:
+            for table, rows, path in await archiver.restore(store, args.restore, args.tables,
+                                                            args.into):
+                print(f"{table} {args.restore:%Y-%m}: {rows} rows in {path}")
+            return 0
+        started = time.monotonic()
+        horizon = (timedelta(days=settings.archive_horizon_days)
+                   if settings.archive_horizon_days else None)
+        parts = await archiver.archive(
+            conn, store, archiver.Options(horizon, settings.archive_batch_rows))
+        await _record_success(conn, "archive", started)
+    finally:
+        await conn.close()
+    log.info("archive.done", parts=len(parts), rows=sum(p.rows for p in parts),
+             bytes=sum(p.bytes for p in parts))
+    return 0
+
+
+async def _archive_status(conn: Conn) -> None:
+    from consumers.archive.archiver import TABLES
+
+    sql = queries("archive")
+    for row in await conn.fetch(sql["status"]):
+        print(f"{row['table_name']:<15} {row['month']:%Y-%m}  parts {row['parts']}  rows "
+              f"{row['rows']}  bytes {row['bytes']}"
+              + (f"  net_pnl {row['net_pnl']}" if row["net_pnl"] is not None else ""))
+    for table, (time_column, _) in TABLES.items():
+        rule = await conn.fetchrow(sql["rule"], table)
+        assert rule is not None
+        waiting = await conn.fetchval(sql["rows_past_retention"].format(
+            table=f'"{table}"', time=f'"{time_column}"'), rule["keep_for"])
+        print(f"{table}: {waiting} rows past retention ({rule['keep_for'].days} days) still "
+              "in the table (removed by retention once archived)")
 
 
 async def cmd_rollup(settings: Settings, args: argparse.Namespace) -> int:
@@ -455,6 +505,21 @@ def build_parser() -> argparse.ArgumentParser:
                           help="rows per delete or refresh batch (default 10000)")
     maintain.set_defaults(run=cmd_maintain, needs=("database",))
 
+    archive = sub.add_parser(
+        "archive", help="trade_outcomes and trade_fills months past the horizon (default: "
+        "retention) to Parquet in S3 at CIE_ARCHIVE_URL, verified before retention may remove "
+        "them")
+    archive.add_argument("--status", action="store_true",
+                         help="list the archived months, and rows past retention not yet gone")
+    archive.add_argument("--restore", metavar="YYYY-MM", type=_month, default=None,
+                         help="download a month's parts (verified) into --into")
+    archive.add_argument("--table", dest="tables", action="append",
+                         choices=["trade_outcomes", "trade_fills"],
+                         help="--restore: this table only (repeatable; default both)")
+    archive.add_argument("--into", type=Path, default=Path("."),
+                         help="--restore: the directory to write into (default .)")
+    archive.set_defaults(run=cmd_archive, needs=("database",))
+
     rollup_ = sub.add_parser(
         "rollup", help="recompute strategy_performance and model_performance where facts changed")
     rollup_.add_argument("--full", action="store_true",
@@ -540,6 +605,13 @@ def build_parser() -> argparse.ArgumentParser:
                       "cie consume and cie schedule running)")
     demo.set_defaults(run=cmd_demo, needs=("kafka",))
     return parser
+
+
+def _month(text: str) -> date:
+    try:
+        return datetime.strptime(text, "%Y-%m").date()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: not a month (YYYY-MM)") from None
 
 
 def _utc_time(text: str) -> datetime:

@@ -254,6 +254,42 @@ async def new_topic(stack: Stack) -> AsyncIterator[NewTopics]:
     await admin.close()
 
 
+@dataclass(frozen=True)
+class Bucket:
+    """A bucket of the test's own on the stack's S3 server (deploy/local/stack.sh: SeaweedFS)."""
+
+    name: str
+    environment: dict[str, str]  # the AWS variables a `cie` process needs to reach it
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.name}/archive"
+
+
+S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
+
+
+@pytest.fixture
+async def bucket() -> AsyncIterator[Bucket]:
+    """A new bucket, emptied and deleted after the test: nothing is left behind."""
+    import boto3
+    from botocore.config import Config
+
+    missing = [name for name in S3_VARIABLES if not os.environ.get(name)]
+    assert not missing, f"{', '.join(missing)} not set: eval \"$({STACK} env)\" (S3 server)"
+    client = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
+    name = f"cie-test-{uuid.uuid4().hex[:12]}"
+    await asyncio.to_thread(client.create_bucket, Bucket=name)
+    yield Bucket(name, {variable: os.environ[variable] for variable in S3_VARIABLES})
+
+    def empty_and_delete() -> None:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=name, Key=item["Key"])
+        client.delete_bucket(Bucket=name)
+    await asyncio.to_thread(empty_and_delete)
+
+
 def _on_timescaledb_path(item: pytest.Item) -> bool:
     callspec = getattr(item, "callspec", None)
     params = callspec.params if callspec is not None else {}

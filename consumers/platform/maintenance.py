@@ -6,7 +6,11 @@ policies), so maintain only reports that. On plain PostgreSQL it
 1. refreshes market_daily_summary for every (symbol, day) a bar write touched since the last
    run, in bounded batches, before
 2. deleting rows past each table's retention (``retention_rules``) in batches of ``batch_rows``,
-   one short transaction each, so no lock is held for long and replicas keep up.
+   one short transaction each, so no lock is held for long and replicas keep up; except
+3. trade_outcomes and trade_fills, which are removed a month at a time and only once
+   `cie archive` has verified that month in S3: when the month holds exactly the rows archived
+   and not yet removed (archive_slices). A month not archived, or with a late row not archived
+   yet, stays.
 """
 
 from __future__ import annotations
@@ -38,7 +42,10 @@ async def maintain(conn: asyncpg.Connection, *, batch_rows: int = 10_000) -> Mai
     report = MaintenanceReport(timescaledb=False)
     report.summary_days_refreshed = await refresh_daily_summaries(conn, batch_rows=batch_rows)
     for rule in await conn.fetch(queries("maintenance")["retention_rules"]):
-        deleted = await _expire(conn, rule, batch_rows)
+        if rule["table_name"] in ARCHIVED_FIRST:
+            deleted = await _remove_archived(conn, rule)
+        else:
+            deleted = await _expire(conn, rule, batch_rows)
         report.rows_deleted[rule["table_name"]] = deleted
         log.info("maintain.retention", table=rule["table_name"], keep_for=str(rule["keep_for"]),
                  rows_deleted=deleted)
@@ -58,6 +65,32 @@ async def refresh_daily_summaries(conn: asyncpg.Connection, *, batch_rows: int =
             break
     log.info("maintain.daily_summaries", days_refreshed=refreshed)
     return refreshed
+
+
+# Removed only once archived (consumers/archive/): the archiver names the same two.
+ARCHIVED_FIRST = frozenset({"trade_outcomes", "trade_fills"})
+
+
+async def _remove_archived(conn: asyncpg.Connection, rule: asyncpg.Record) -> int:
+    sql = queries("maintenance")
+    names = {"table": rule["table_ident"], "column": rule["column_ident"]}
+    removed = 0
+    for due in await conn.fetch(sql["archived_slices_due"], rule["table_name"],
+                                rule["keep_for"]):
+        async with conn.transaction():
+            live = await conn.fetchval(sql["slice_rows"].format(**names), due["slice_start"],
+                                       due["slice_end"])
+            if live != due["archived_live"]:  # a late row: archived first, removed next time
+                log.warning("maintain.not_archived_yet", table=rule["table_name"],
+                            slice_start=due["slice_start"].isoformat(), rows=live,
+                            archived=due["archived_live"])
+                continue
+            await conn.execute(sql["remove_slice"].format(**names), due["slice_start"],
+                               due["slice_end"])
+            await conn.execute(sql["record_slice_removed"], rule["table_name"],
+                               due["slice_start"])
+            removed += live
+    return removed
 
 
 async def _expire(conn: asyncpg.Connection, rule: asyncpg.Record, batch_rows: int) -> int:

@@ -126,6 +126,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     notify_max_age_hours: PositiveInt = 24
     notify_retry_base_seconds: PositiveFloat = 5.0
     notify_retry_max_seconds: PositiveFloat = 600.0
+    # Cold storage (consumers/archive/): where `cie archive` writes Parquet (s3://bucket/prefix;
+    # credentials, region and endpoint from the standard AWS variables), how old a month must
+    # be (None: each table's retention), and rows per fetch and per Parquet row group.
+    archive_url: NonEmpty | None = None
+    archive_horizon_days: PositiveInt | None = None
+    archive_batch_rows: PositiveInt = 50_000
     metrics_host: NonEmpty = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside
     # None: the command's own default (DEFAULT_METRICS_PORTS), so two commands started side by
     # side with defaults do not fight over one port.
@@ -222,6 +228,9 @@ ENVIRONMENT: Mapping[str, str] = {
     "notify_max_age_hours": "CIE_NOTIFY_MAX_AGE_HOURS",
     "notify_retry_base_seconds": "CIE_NOTIFY_RETRY_BASE_SECONDS",
     "notify_retry_max_seconds": "CIE_NOTIFY_RETRY_MAX_SECONDS",
+    "archive_url": "CIE_ARCHIVE_URL",
+    "archive_horizon_days": "CIE_ARCHIVE_HORIZON_DAYS",
+    "archive_batch_rows": "CIE_ARCHIVE_BATCH_ROWS",
     "metrics_host": "CIE_METRICS_HOST",
     "metrics_port": "CIE_METRICS_PORT",
     "log_level": "CIE_LOG_LEVEL",

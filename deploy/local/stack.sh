@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The local stack, without Docker: a real Apache Kafka broker (KRaft, jars from Maven Central)
-# and a private PostgreSQL 15 cluster (Debian's packages), both on loopback.
+# The local stack, without Docker: a real Apache Kafka broker (KRaft, jars from Maven Central),
+# a private PostgreSQL 15 cluster (Debian's packages) and an S3 server (SeaweedFS, built from
+# the Go module proxy), all on loopback.
 #
 #   deploy/local/stack.sh up       install what is missing, start Kafka and PostgreSQL, wait
 #   deploy/local/stack.sh down     stop both (data is kept)
@@ -38,6 +39,7 @@ pg_version=15
 pg_bin=/usr/lib/postgresql/$pg_version/bin
 kafka_heap=${CIE_KAFKA_HEAP:-512m}
 sink_port=${CIE_WEBHOOK_SINK_PORT:-19180}
+s3_port=${CIE_S3_PORT:-19900}  # and the next four: SeaweedFS's master, volume, filer, admin
 
 kafka_libs="$state/kafka/libs"  # one copy of the jars for both modes
 plain_state=$state
@@ -157,6 +159,82 @@ kafka_down() {
   rm -f "$kafka_dir/kafka.pid"
 }
 
+# --- S3 (SeaweedFS) -------------------------------------------------------------------------
+# An S3-compatible object store for the archive and the backups: SeaweedFS's `weed mini`
+# (master, volume, filer and S3 gateway in one process), built from the Go module proxy, on
+# loopback only, one bucket made at start, one access key (its secret made at the first start).
+
+weed_version=v0.0.0-20261109003541-7506e5f91cd6  # SeaweedFS 4.53
+weed="$plain_state/bin/weed"
+s3_dir="$state/s3"
+s3_bucket=cie-archive
+s3_key=cie-local
+
+s3_pid() { cat "$s3_dir/weed.pid" 2>/dev/null || true; }
+s3_running() { local p; p=$(s3_pid); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+
+ensure_weed() {
+  local stamp="$plain_state/bin/.weed-$weed_version"
+  [ -x "$weed" ] && [ -f "$stamp" ] && return
+  need go "install Go (the local S3 server, SeaweedFS, is built from the Go module proxy)"
+  say "building SeaweedFS (weed) from the Go module proxy (first run only: a few minutes)"
+  mkdir -p "$plain_state/bin"
+  # its go.mod has a replace directive, which `go install pkg@version` refuses: download the
+  # module and build inside it
+  ( cd "$plain_state" && go mod download "github.com/seaweedfs/seaweedfs@$weed_version" \
+      && cd "$(go env GOMODCACHE)/github.com/seaweedfs/seaweedfs@$weed_version" \
+      && GOFLAGS=-mod=mod go build -o "$weed" ./weed ) >"$log_dir/weed-build.log" 2>&1 \
+    || die "building SeaweedFS failed; see $log_dir/weed-build.log"
+  touch "$stamp"
+}
+
+s3_up() {
+  if s3_running; then say "S3 (SeaweedFS) already running (pid $(s3_pid))"; return; fi
+  ensure_weed
+  port_free "$s3_port" S3
+  mkdir -p "$s3_dir/data"
+  [ -f "$s3_dir/secret" ] || { openssl rand -hex 20 >"$s3_dir/secret"; chmod 600 "$s3_dir/secret"; }
+  say "starting S3 (SeaweedFS) on 127.0.0.1:$s3_port, bucket $s3_bucket"
+  ( cd "$s3_dir" && AWS_ACCESS_KEY_ID=$s3_key AWS_SECRET_ACCESS_KEY=$(cat "$s3_dir/secret") \
+      exec setsid nohup "$weed" mini -dir="$s3_dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+      -s3.port="$s3_port" -master.port=$((s3_port + 1)) -volume.port=$((s3_port + 2)) \
+      -filer.port=$((s3_port + 3)) -admin.port=$((s3_port + 4)) -admin.port.legacy=0 \
+      -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
+      -bucket="$s3_bucket" >>"$log_dir/s3.log" 2>&1 </dev/null ) &
+  echo $! >"$s3_dir/weed.pid"
+}
+
+s3_answers() { curl -s -o /dev/null -m 2 "http://127.0.0.1:$s3_port/"; }
+
+s3_wait() {  # the gateway answers, and the bucket exists (made once the filer is up)
+  local _
+  for _ in $(seq 1 "$1"); do
+    if s3_answers && (eval "$(print_s3_env)"; "$venv/bin/python" -c "
+import boto3, botocore.config, sys
+c = boto3.client('s3', config=botocore.config.Config(s3={'addressing_style': 'path'}))
+sys.exit(0 if any(b['Name'] == '$s3_bucket' for b in c.list_buckets()['Buckets']) else 1)
+" 2>/dev/null); then return; fi
+    sleep 1
+  done
+  die "S3 did not come up within ${1}s; see $log_dir/s3.log"
+}
+
+s3_down() {
+  s3_running || { rm -f "$s3_dir/weed.pid"; return; }
+  local p; p=$(s3_pid)
+  say "stopping S3 (pid $p)"
+  kill "$p"
+  for _ in $(seq 1 60); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
+  kill -0 "$p" 2>/dev/null && kill -9 "$p"
+  rm -f "$s3_dir/weed.pid"
+}
+
+print_s3_env() {
+  echo "export AWS_ACCESS_KEY_ID=$s3_key AWS_SECRET_ACCESS_KEY=$(cat "$s3_dir/secret" 2>/dev/null)"
+  echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$s3_port AWS_REGION=us-east-1"
+  echo "export CIE_ARCHIVE_URL=s3://$s3_bucket/archive"
+}
+
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 ensure_postgres_installed() {
@@ -253,6 +331,7 @@ print_env() {
   else
     echo "export DATABASE_URL=postgresql://postgres@127.0.0.1:$pg_port/postgres"
   fi
+  print_s3_env
 }
 
 user_env() {  # user_env KAFKA-USER DATABASE-USER: the secured stack's settings for them
@@ -322,11 +401,13 @@ cmd_up() {
   ensure_crds
   kafka_up
   pg_up
+  s3_up
   kafka_wait 90
+  s3_wait 90
   if [ "$secure" = 1 ]; then
     say "ready (secured); the admin's settings: eval \"\$($0 env --secure)\""
   else
-    say "ready: $(print_env | tr '\n' ' ')"
+    say "ready: $(print_env | sed "s/AWS_SECRET_ACCESS_KEY=[^ ]*/AWS_SECRET_ACCESS_KEY=***/" | tr '\n' ' ')"
   fi
 }
 
@@ -341,6 +422,11 @@ cmd_status() {
     echo "postgresql: healthy  127.0.0.1:$pg_port$(timescaledb_installed && echo ' (timescaledb available)')"
   else
     echo "postgresql: DOWN     (log: $pg_log)"; ok=1
+  fi
+  if s3_running && s3_answers; then
+    echo "s3:         healthy  http://127.0.0.1:$s3_port bucket $s3_bucket (SeaweedFS, pid $(s3_pid))"
+  else
+    echo "s3:         DOWN     (log: $log_dir/s3.log)"; ok=1
   fi
   return $ok
 }
@@ -421,7 +507,7 @@ case "$command" in
     for role in consume validate schedule notify webhook-sink; do
       if [ -f "$state/$role.pid" ]; then kill "$(cat "$state/$role.pid")" 2>/dev/null || true; rm -f "$state/$role.pid"; fi
     done
-    kafka_down; pg_down
+    kafka_down; pg_down; s3_down
     # `down` stops the secured stack too (one mode runs at a time)
     if [ "$secure" = 0 ] && [ -d "$plain_state/secure" ]; then CIE_STACK_SECURE=1 "$0" down; fi ;;
   status) cmd_status ;;
@@ -429,5 +515,5 @@ case "$command" in
   env) print_env ;;
   run) cmd_run ;;
   test) cmd_test "$@" ;;
-  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,23p' "$0" >&2; exit 2 ;;
 esac

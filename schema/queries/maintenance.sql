@@ -90,3 +90,23 @@ WHERE ctid = ANY(ARRAY(
           SELECT 1 FROM market_daily_summary_pending AS p
           WHERE p.symbol = m.symbol AND p.day = date_trunc('day', m.timestamp, 'UTC'))
     LIMIT $2));
+
+-- name: archived_slices_due
+-- Plain PostgreSQL, trade_outcomes and trade_fills: months past retention ($2) of table $1
+-- with archived rows not yet removed (consumers/archive/, migration 15).
+SELECT slice_start, slice_end, archived_rows - removed_rows AS archived_live
+FROM archive_slices
+WHERE table_name = $1 AND slice_end <= now() - $2::interval AND archived_rows > removed_rows
+ORDER BY slice_start;
+
+-- name: slice_rows
+-- A template ({table}, {column} as in expire_rows): rows in [$1, $2).
+SELECT count(*) FROM {table} WHERE {column} >= $1 AND {column} < $2;
+
+-- name: remove_slice
+-- A template: the month's rows, all at once (the same transaction records the removal).
+DELETE FROM {table} WHERE {column} >= $1 AND {column} < $2;
+
+-- name: record_slice_removed
+UPDATE archive_slices SET removed_rows = archived_rows
+WHERE table_name = $1 AND slice_start = $2;

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -83,6 +83,13 @@ def valid_rows() -> dict[str, dict[str, Any]]:
         "rollup_pending": dict(kind="trade", strategy_id="momentum", model_version="v1.2",
                                day=T0.date()),
         "command_runs": dict(command="rollup", last_success_at=T0, last_duration_seconds=1.5),
+        "archive_parts": dict(
+            table_name="trade_outcomes", month=date(2020, 3, 1), part=0,
+            object_key="trade_outcomes/year=2020/month=03/part-00000.parquet", row_count=10,
+            min_time=T0, max_time=T0, bytes=2048, sha256="0" * 64, verified_at=T0),
+        "archive_slices": dict(table_name="trade_outcomes", slice_start=T0,
+                               slice_end=T0 + timedelta(days=7), archived_rows=10,
+                               removed_rows=0),
     }
 
 
@@ -163,6 +170,11 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
     ("model_performance_source_check", "model_performance", {"source": "backtest"}, ()),
     ("rollup_pending_kind_check", "rollup_pending", {"kind": "bar"}, ()),
     ("command_runs_duration_not_negative", "command_runs", {"last_duration_seconds": -1.0}, ()),
+    ("archive_parts_month_first_day", "archive_parts", {"month": date(2020, 3, 2)}, ()),
+    ("archive_parts_part_not_negative", "archive_parts", {"part": -1}, ()),
+    ("archive_parts_rows_positive", "archive_parts", {"row_count": 0}, ()),
+    ("archive_slices_ordered", "archive_slices", {"slice_end": T0}, ()),
+    ("archive_slices_removed_archived", "archive_slices", {"removed_rows": 11}, ()),
 ]
 
 UNIQUE_KEYS = {

@@ -58,7 +58,9 @@ async def test_migration_schedules_every_policy(stack: Stack, empty_db: str) -> 
                                 "WHERE job_id >= 1000")
     finally:
         await conn.close()
-    assert len(jobs) >= 10 and all(job["scheduled"] for job in jobs), jobs
+    # 3 retention, 4 compression, the summary's refresh, and the archived-chunk drop (16)
+    assert len(jobs) == 9 and all(job["scheduled"] for job in jobs), jobs
+    assert "cie_drop_archived_chunks" in {job["proc_name"] for job in jobs}
 
 
 async def test_hypertables_have_the_seed_chunk_intervals(ts: asyncpg.Connection) -> None:
@@ -79,11 +81,12 @@ async def test_retention_compression_and_refresh_jobs_exist(ts: asyncpg.Connecti
         "WHERE hypertable_name IS NOT NULL")
     jobs = {(r["proc_name"], r["hypertable_name"]): json.loads(r["config"]) for r in rows}
     retention = {t: c["drop_after"] for (p, t), c in jobs.items() if p == "policy_retention"}
-    assert retention == {
-        "market_conditions": "2 years 1 day", "trade_outcomes": "5 years",
-        "trade_fills": "5 years",
+    assert retention == {  # trades: dropped once archived (cie_drop_archived_chunks, 16)
+        "market_conditions": "2 years 1 day",
         "model_predictions": "3 years", "market_daily_summary": "10 years",
     }
+    assert await ts.fetchval("SELECT count(*) FROM timescaledb_information.jobs "
+                             "WHERE proc_name = 'cie_drop_archived_chunks'") == 1
     compression = {t for (p, t) in jobs if p in ("policy_compression", "policy_columnstore")}
     assert compression == {"market_conditions", "model_predictions", "trade_outcomes", "trade_fills"}
     assert ("policy_refresh_continuous_aggregate", "market_daily_summary") in jobs

@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "consumers"
 LAYERS = {
     "consumers": 0, "consumers.errors": 0, "consumers.contracts": 1, "consumers.platform": 2,
     "consumers.ingest": 3, "consumers.analytics": 4, "consumers.improvement": 4,
+    "consumers.archive": 4,
     "consumers.topics": 5,
     "consumers.producer": 6, "consumers.demo": 7, "consumers.cli": 8, "consumers.__main__": 9,
 }

@@ -1,0 +1,253 @@
+"""Cold storage against the real S3 server (SeaweedFS, deploy/local/stack.sh) and database,
+on both schema paths: months past retention archived to Parquet and verified, then removed by
+retention (cie maintain on plain PostgreSQL, the drop job on TimescaleDB), read back equal to
+what was removed (every column, exact decimals); a re-run writes nothing; a run that dies
+after its upload leaves nothing counted, and the next one writes the same object; a late trade
+in an archived month is archived as an extra part before it may go; rows not archived stay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pyarrow.parquet as pq
+import pytest
+
+from consumers.archive import archiver
+from consumers.archive.store import Location, ObjectStore
+from consumers.platform import maintenance
+from consumers.platform.db import connect
+from tests.clock import TODAY
+from tests.conftest import Bucket
+from tests.processes import cie_environment
+
+OLD = date(TODAY.year - 6, 3, 1)  # past the 5-year retention
+OLDER = date(TODAY.year - 6, 2, 1)
+OPTIONS = archiver.Options(horizon=None, batch_rows=7)  # several row groups per part
+
+
+@dataclass
+class Cold:
+    db: asyncpg.Connection
+    store: ObjectStore
+    tmp: Path
+
+    async def archive(self) -> list[archiver.Part]:
+        return await archiver.archive(self.db, self.store, OPTIONS)
+
+    async def retention(self) -> None:
+        """What production runs: cie maintain on plain PostgreSQL, the job on TimescaleDB."""
+        job = await self.db.fetchval(
+            "SELECT job_id FROM timescaledb_information.jobs "
+            "WHERE proc_name = 'cie_drop_archived_chunks'"
+        ) if await self.db.fetchval(
+            "SELECT to_regclass('timescaledb_information.jobs') IS NOT NULL") else None
+        if job is None:
+            await maintenance.maintain(self.db)
+        else:
+            await self.db.execute("CALL run_job($1)", job)
+
+    async def add_trade(self, at: datetime, net: str, *, late: bool = False) -> uuid.UUID:
+        trade_id = uuid.uuid4()
+        await self.db.execute(
+            """INSERT INTO trade_outcomes (trade_id, strategy_id, model_version, symbol,
+                   direction, entry_time, exit_time, entry_price, exit_price, quantity,
+                   net_pnl, gross_pnl, outcome_type)
+               VALUES ($1, $4, 'dir-v1', 'AAPL', 'LONG', $2::timestamptz, $2::timestamptz + interval '1 hour',
+                       187.12345678, 188.5, 10, $3::numeric, $3::numeric + 0.35,
+                       CASE WHEN $3::numeric > 0 THEN 'WIN' ELSE 'LOSS' END)""",
+            trade_id, at, net, "late" if late else "momentum")
+        await self.db.execute(
+            """INSERT INTO trade_fills (fill_id, trade_id, strategy_id, model_version, symbol,
+                   side, quantity, price, commission, filled_at)
+               VALUES ($1, $2, 'momentum', 'dir-v1', 'AAPL', 'BUY', 10, 187.12345678, 0.35,
+                       $3)""", uuid.uuid4(), trade_id, at)
+        return trade_id
+
+    async def rows(self, table: str, month: date) -> list[dict[str, Any]]:
+        start, end = archiver.month_bounds(month)
+        time_column, (key, _) = archiver.TABLES[table]
+        records = await self.db.fetch(
+            f'SELECT * FROM {table} WHERE "{time_column}" >= $1 AND "{time_column}" < $2 '
+            f'ORDER BY "{time_column}", "{key}"', start, end)
+        return [_comparable(dict(r)) for r in records]
+
+    async def read_back(self, table: str, month: date) -> list[dict[str, Any]]:
+        """Every archived part of the month, as pyarrow reads it from S3."""
+        rows: list[dict[str, Any]] = []
+        for table_, _, directory in await archiver.restore(self.store, month, [table],
+                                                           self.tmp / uuid.uuid4().hex):
+            assert table_ == table
+            for path in sorted(directory.glob("*.parquet")):
+                rows.extend(pq.read_table(path).to_pylist())
+        time_column, (key, _) = archiver.TABLES[table]
+        return sorted(rows, key=lambda r: (r[time_column], r[key]))
+
+
+def _comparable(row: dict[str, Any]) -> dict[str, Any]:
+    """A database row as Parquet holds it: UUIDs as text, the rest as it is."""
+    return {k: str(v) if isinstance(v, uuid.UUID) else v for k, v in row.items()}
+
+
+@pytest.fixture
+async def cold(any_db: str, bucket: Bucket, tmp_path: Path) -> AsyncIterator[Cold]:
+    db = await connect(any_db)
+    yield Cold(db, ObjectStore(Location.parse(bucket.url)), tmp_path)
+    await db.close()
+
+
+def at(month: date, day: int, hour: int = 10) -> datetime:
+    return datetime(month.year, month.month, day, hour, tzinfo=UTC)
+
+
+async def test_archive_verify_remove_and_read_back_exactly(cold: Cold) -> None:
+    for day in range(1, 29, 3):
+        await cold.add_trade(at(OLD, day), f"{day * 3 - 20}.1234")
+        await cold.add_trade(at(OLDER, day, 15), "-7.5000")
+    recent = await cold.add_trade(datetime.now(UTC) - timedelta(days=1), "1")
+    before = {(t, m): await cold.rows(t, m) for t in archiver.TABLES for m in (OLD, OLDER)}
+    assert len(before[("trade_outcomes", OLD)]) == 10
+
+    await cold.retention()  # not archived yet: nothing past retention may go
+    assert await cold.rows("trade_outcomes", OLD) == before[("trade_outcomes", OLD)]
+
+    parts = await cold.archive()
+    assert sorted((p.table, p.month, p.part, p.rows) for p in parts) == [
+        ("trade_fills", OLDER, 0, 10), ("trade_fills", OLD, 0, 10),
+        ("trade_outcomes", OLDER, 0, 10), ("trade_outcomes", OLD, 0, 10)]
+    assert {p.key for p in parts} >= {
+        f"trade_outcomes/year={OLD.year}/month=03/part-00000.parquet"}
+    recorded = await cold.db.fetchrow(
+        "SELECT * FROM archive_parts WHERE table_name = 'trade_outcomes' AND month = $1", OLD)
+    assert recorded["net_pnl_sum"] == sum(
+        r["net_pnl"] for r in before[("trade_outcomes", OLD)])
+
+    await cold.retention()
+    for (table, month), rows in before.items():
+        assert await cold.rows(table, month) == [], (table, month)  # removed ...
+        assert await cold.read_back(table, month) == rows  # ... and all there, exactly
+    assert await cold.db.fetchval("SELECT count(*) FROM trade_outcomes WHERE trade_id = $1",
+                                  recent) == 1
+    outcome = (await cold.read_back("trade_outcomes", OLD))[0]
+    assert outcome["entry_price"] == Decimal("187.12345678")  # DECIMAL(18, 8), not a float
+    schema = pq.read_schema(next((cold.tmp).rglob("trade_outcomes/**/*.parquet")))
+    assert str(schema.field("net_pnl").type) == "decimal128(18, 4)"
+    assert str(schema.field("entry_time").type) == "timestamp[us, tz=UTC]"
+
+    assert await cold.archive() == []  # a re-run writes nothing
+
+
+async def test_a_run_that_dies_after_its_upload_counts_nothing_and_the_next_writes_the_same(
+    cold: Cold, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for day in (2, 9, 16):
+        await cold.add_trade(at(OLD, day), "3.5")
+    put_bytes = ObjectStore.put_bytes
+
+    async def dies(self: ObjectStore, data: bytes, key: str) -> None:
+        raise ConnectionError("killed after the upload, before the manifest")
+
+    monkeypatch.setattr(ObjectStore, "put_bytes", dies)
+    with pytest.raises(ConnectionError):
+        await cold.archive()
+    monkeypatch.setattr(ObjectStore, "put_bytes", put_bytes)
+    key = f"trade_outcomes/year={OLD.year}/month=03/part-00000.parquet"
+    assert await cold.store.keys("trade_outcomes/") == [key]  # uploaded, not counted:
+    assert await cold.db.fetchval("SELECT count(*) FROM archive_parts") == 0
+    orphan = await cold.store.download(key, cold.tmp / "orphan.parquet")
+    await cold.retention()
+    assert len(await cold.rows("trade_outcomes", OLD)) == 3  # so nothing was removed
+
+    parts = await cold.archive()
+    assert [(p.table, p.part, p.rows) for p in parts] == [
+        ("trade_outcomes", 0, 3), ("trade_fills", 0, 3)]
+    assert await cold.store.download(key, cold.tmp / "again.parquet") == orphan  # same bytes
+    assert sorted(await cold.store.keys("trade_outcomes/")) == [key, key + ".json"]
+
+
+async def test_a_late_trade_in_an_archived_month_is_archived_before_it_goes(cold: Cold) -> None:
+    for day in (3, 10):
+        await cold.add_trade(at(OLD, day), "2")
+    await cold.archive()
+    late = await cold.add_trade(at(OLD, 20), "-1.25", late=True)  # archived, not yet removed
+    await cold.retention()  # what holds the late trade (a month, or a chunk) stays
+    assert str(late) in {r["trade_id"] for r in await cold.rows("trade_outcomes", OLD)}
+
+    parts = await cold.archive()
+    assert [(p.table, p.part, p.rows) for p in parts] == [
+        ("trade_outcomes", 1, 1), ("trade_fills", 1, 1)]
+    await cold.retention()
+    assert await cold.rows("trade_outcomes", OLD) == []
+
+    later = await cold.add_trade(at(OLD, 25), "4", late=True)  # after the month was removed
+    await cold.retention()
+    assert [r["trade_id"] for r in await cold.rows("trade_outcomes", OLD)] == [str(later)]
+    [part] = [p for p in await cold.archive() if p.table == "trade_outcomes"]
+    assert (part.part, part.rows) == (2, 1)
+    await cold.retention()
+    assert await cold.rows("trade_outcomes", OLD) == []
+    archived = {r["trade_id"] for r in await cold.read_back("trade_outcomes", OLD)}
+    assert len(archived) == 4 and {str(late), str(later)} <= archived
+
+
+async def test_the_archiver_role_archives_and_removes_nothing(cold: Cold) -> None:
+    await cold.add_trade(at(OLD, 5), "1.5")
+    await cold.db.execute("SET ROLE cie_archiver")
+    parts = await cold.archive()
+    assert [(p.table, p.rows) for p in parts] == [("trade_outcomes", 1), ("trade_fills", 1)]
+    for statement in ("DELETE FROM trade_outcomes", "UPDATE trade_fills SET price = 1",
+                      "DELETE FROM archive_parts", "CREATE TABLE sneaky (x int)"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await cold.db.execute(statement)
+    await cold.db.execute("RESET ROLE")
+
+
+async def test_cie_archive_status_and_restore(any_db: str, bucket: Bucket,
+                                              tmp_path: Path) -> None:
+    db = await connect(any_db)
+    try:
+        cold = Cold(db, ObjectStore(Location.parse(bucket.url)), tmp_path)
+        for day in (4, 11):
+            await cold.add_trade(at(OLD, day), "10.0001")
+    finally:
+        await db.close()
+    env = {"DATABASE_URL": any_db, "CIE_LOG_FORMAT": "json", **bucket.environment}
+
+    code, out = await cie(env, "archive")
+    assert code == 1 and "CIE_ARCHIVE_URL: required" in out  # says what is missing
+    env["CIE_ARCHIVE_URL"] = bucket.url
+    code, out = await cie(env, "archive")
+    assert code == 0, out
+    [done] = [json.loads(line) for line in out.splitlines() if "archive.done" in line]
+    assert (done["parts"], done["rows"]) == (2, 4)
+    assert bucket.environment["AWS_SECRET_ACCESS_KEY"] not in out
+
+    code, out = await cie(env, "archive", "--status")
+    assert code == 0, out
+    month = f"{OLD:%Y-%m}"
+    assert f"trade_outcomes  {month}  parts 1  rows 2" in out
+    assert "net_pnl 20.0002" in out
+    code, out = await cie(env, "archive", "--restore", month, "--table", "trade_outcomes",
+                          "--into", str(tmp_path / "restored"))
+    assert code == 0, out
+    restored = tmp_path / "restored" / f"trade_outcomes/year={OLD.year}/month=03"
+    assert f"trade_outcomes {month}: 2 rows in {restored}\n" in out
+    table = pq.read_table(restored / "part-00000.parquet")
+    assert [str(v) for v in table.column("net_pnl").to_pylist()] == ["10.0001", "10.0001"]
+
+
+async def cie(env: dict[str, str], *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "consumers", *args, env=cie_environment(env),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    return await proc.wait(), out.decode()

@@ -85,6 +85,20 @@ class Health:
             return  # the next round tries again; cie_ready says what is wrong
         for row in rows:
             metrics.COMMAND_LAST_SUCCESS.labels(row["command"]).set(row["at"])
+        await self._export_oldest_trade()
+
+    async def _export_oldest_trade(self) -> None:
+        """How far cold storage is behind: the oldest trade kept, and the retention (a
+        component whose login may not read trades exports nothing)."""
+        try:
+            async with asyncio.timeout(READY_DB_TIMEOUT_SECONDS), self._database_lock:
+                assert self._conn is not None
+                row = await self._conn.fetchrow(queries("health")["oldest_trade"])
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return
+        if row is not None and row["oldest"] is not None:
+            metrics.OLDEST_ROW.labels("trade_outcomes").set(row["oldest"])
+            metrics.RETENTION.labels("trade_outcomes").set(row["keep_for"])
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -82,3 +82,9 @@ NOTIFY_OUTBOX = Gauge(
     "in_doubt (an operator must check the channel, then cie notify --release)", ["state"])
 NOTIFIER_LAST_PASS = Gauge(
     "cie_notifier_last_pass_timestamp_seconds", "Unix time the notifier's last pass ended")
+
+OLDEST_ROW = Gauge(
+    "cie_oldest_row_timestamp_seconds",
+    "Unix time of the oldest row kept (trade_outcomes): older than the retention means rows "
+    "wait for cie archive (retention removes only what is archived)", ["table"])
+RETENTION = Gauge("cie_retention_seconds", "The table's retention (retention_rules)", ["table"])

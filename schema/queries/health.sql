@@ -15,3 +15,10 @@ VALUES ($1, now(), $2)
 ON CONFLICT (command) DO UPDATE
 SET last_success_at = EXCLUDED.last_success_at,
     last_duration_seconds = EXCLUDED.last_duration_seconds;
+
+-- name: oldest_trade
+-- The oldest trade still in the table and its retention: a trade older than that has not been
+-- archived yet (retention removes only what `cie archive` verified in S3). Indexed: cheap.
+SELECT extract(epoch FROM (SELECT min(entry_time) FROM trade_outcomes))::float8 AS oldest,
+       extract(epoch FROM keep_for)::float8 AS keep_for
+FROM retention_rules WHERE table_name = 'trade_outcomes';

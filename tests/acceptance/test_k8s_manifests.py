@@ -103,8 +103,8 @@ def test_workloads_follow_the_operating_rules(overlay: tuple[str, list[Any]]) ->
     specs = pod_specs(objects)
     run = [container["args"][0] for spec in specs for container in spec["containers"]]
     # every workload is checked below: the loops cannot pass by running zero times
-    assert sorted(run) == ["consume", "maintain", "migrate", "notify", "rollup", "schedule",
-                           "validate"]
+    assert sorted(run) == ["archive", "consume", "maintain", "migrate", "notify", "rollup",
+                           "schedule", "validate"]
     secrets_checked = 0
     for spec in specs:
         assert spec["securityContext"]["runAsNonRoot"] is True
@@ -144,11 +144,11 @@ def test_scheduled_commands_run_one_at_a_time(overlay: tuple[str, list[Any]]) ->
         cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][0]: cron
         for cron in by_kind(objects, "CronJob")
     }
-    assert set(scheduled) == {"maintain", "rollup"}
+    assert set(scheduled) == {"archive", "maintain", "rollup"}
     for cron in scheduled.values():
         assert cron["spec"]["concurrencyPolicy"] == "Forbid"
-    rollup = scheduled["rollup"]["spec"]["jobTemplate"]["spec"]
-    assert rollup["activeDeadlineSeconds"] > 0  # a stuck run cannot hold the lock forever
+    for name in ("rollup", "archive"):  # a stuck run cannot hold the lock forever
+        assert scheduled[name]["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] > 0
 
 
 def test_database_cluster_reference() -> None:
@@ -170,7 +170,7 @@ def test_database_cluster_reference() -> None:
 OWN_SECRET = {"consume": "cie-ingest-credentials", "validate": "cie-validator-credentials",
               "migrate": "cie-owner-credentials", "maintain": "cie-owner-credentials",
               "rollup": "cie-rollup-credentials", "schedule": "cie-scheduler-credentials",
-              "notify": "cie-notifier-credentials"}
+              "notify": "cie-notifier-credentials", "archive": "cie-archiver-credentials"}
 
 
 def container_secret_files(spec: dict[str, Any], container: dict[str, Any]
@@ -229,7 +229,7 @@ def test_every_container_command_line_starts_with_its_environment(
 
     _, objects = overlay
     containers = [(spec, c) for spec in pod_specs(objects) for c in spec["containers"]]
-    assert len(containers) == 7
+    assert len(containers) == 8
     for spec, container in containers:
         args = build_parser().parse_args(container["args"])
         environment = container_environment(objects, spec, container, tmp_path)
@@ -248,7 +248,7 @@ def test_only_the_metrics_scraper_reaches_the_pods(overlay: tuple[str, list[Any]
                  for o in objects if o["kind"] in ("Deployment", "Job")]
     templates += [c["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
                   for c in by_kind(objects, "CronJob")]
-    assert len(templates) == 7
+    assert len(templates) == 8
     assert all(selector.items() <= labels.items() for labels in templates)  # every pod
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     [rule] = policy["spec"]["ingress"]

@@ -141,7 +141,8 @@ async def test_each_runtime_role_can_check_the_schema_is_current(db: asyncpg.Con
     the role it runs as; and reads the scheduled commands' last successes."""
     from consumers.platform import migrations
 
-    for role in ("cie_ingest", "cie_analytics", "cie_rollup", "cie_scheduler", "cie_notifier"):
+    for role in ("cie_ingest", "cie_analytics", "cie_rollup", "cie_scheduler", "cie_notifier",
+                 "cie_archiver"):
         await db.execute(f"SET ROLE {role}")
         await migrations.require_current(db)
         await db.fetchval("SELECT count(*) FROM command_runs")

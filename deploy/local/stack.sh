@@ -12,6 +12,7 @@
 #                                  notifier in the background (posting to a local webhook sink),
 #                                  then the demo session and its improvement loop
 #   deploy/local/stack.sh test     up, then lint, type-check and the whole test suite
+#   deploy/local/stack.sh restore-drill [--size-mb N]  backup to S3 and a point-in-time restore
 #
 #   --secure (after up, run, env, status or down; or CIE_STACK_SECURE=1): the secured stack,
 #   kept apart from the plain one (same ports, so one at a time): Kafka speaks only SASL_SSL
@@ -235,6 +236,27 @@ print_s3_env() {
   echo "export CIE_ARCHIVE_URL=s3://$s3_bucket/archive"
 }
 
+# --- barman-cloud ---------------------------------------------------------------------------
+# The backup tools CloudNativePG runs (barman-cloud-wal-archive, -backup, -restore), for the
+# restore drill. PostgreSQL's own user runs them (archive_command; the backup reads the data
+# directory), so they get a virtualenv of Debian's Python beside the cluster, where that user
+# can reach them (the project's .venv may rest on a Python under a private home).
+
+barman_version=3.19.1
+barman_dir="${pg_dir%/*}/barman"
+
+ensure_barman() {
+  [ -x "$barman_dir/bin/barman-cloud-backup" ] && [ -f "$barman_dir/.barman-$barman_version" ] \
+    && return
+  say "installing barman-cloud $barman_version into $barman_dir (first run only)"
+  rm -rf "$barman_dir"
+  { /usr/bin/python3 -m venv "$barman_dir" \
+      && "$barman_dir/bin/pip" install "barman[cloud]==$barman_version"; } \
+    >"$log_dir/barman.log" 2>&1 || die "installing barman-cloud failed; see $log_dir/barman.log"
+  chmod -R go+rX "$barman_dir"
+  touch "$barman_dir/.barman-$barman_version"
+}
+
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 ensure_postgres_installed() {
@@ -332,6 +354,7 @@ print_env() {
     echo "export DATABASE_URL=postgresql://postgres@127.0.0.1:$pg_port/postgres"
   fi
   print_s3_env
+  echo "export CIE_BARMAN_BIN=$barman_dir/bin"
 }
 
 user_env() {  # user_env KAFKA-USER DATABASE-USER: the secured stack's settings for them
@@ -402,6 +425,7 @@ cmd_up() {
   kafka_up
   pg_up
   s3_up
+  ensure_barman
   kafka_wait 90
   s3_wait 90
   if [ "$secure" = 1 ]; then
@@ -514,6 +538,9 @@ case "$command" in
   logs) tail -n 50 -f "$log_dir/kafka.log" "$pg_log" ;;
   env) print_env ;;
   run) cmd_run ;;
+  restore-drill)
+    cmd_up; eval "$(print_env)"
+    "$venv/bin/python" "$repo/bench/restore_drill.py" --bucket cie-archive "$@" ;;
   test) cmd_test "$@" ;;
-  *) sed -n '2,23p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,24p' "$0" >&2; exit 2 ;;
 esac

@@ -309,6 +309,8 @@ CRD_FILES = {
     "ScaledObject": "keda.sh_scaledobjects.yaml",
     "TriggerAuthentication": "keda.sh_triggerauthentications.yaml",
     "PodMonitor": "monitoring.coreos.com_podmonitors.yaml",
+    "Cluster": "postgresql.cnpg.io_clusters.yaml",
+    "ScheduledBackup": "postgresql.cnpg.io_scheduledbackups.yaml",
 }
 
 
@@ -335,6 +337,32 @@ def closed(schema: Any) -> Any:
     elif isinstance(schema, list):
         schema = [closed(item) for item in schema]
     return schema
+
+
+def test_the_database_its_backups_and_the_restore_validate_against_cloudnativepg() -> None:
+    """The CloudNativePG Cluster (barman object store: WAL and base backups to S3), its
+    ScheduledBackup, and the documented point-in-time restore (a Cluster bootstrapped from
+    those backups) are what the operator's CRD accepts."""
+    objects = render(K8S / "database") + [
+        yaml.safe_load((K8S / "database" / "restore" / "cluster-restore.yaml").read_text())]
+    assert sorted(o["kind"] for o in objects) == ["Cluster", "Cluster", "ScheduledBackup"]
+    for obj in objects:
+        schema = crd_schema(obj["kind"], obj["apiVersion"])
+        schema["properties"]["metadata"] = {"type": "object"}
+        jsonschema.validate(obj, schema)
+    [restore] = [o for o in objects if "recovery" in o["spec"].get("bootstrap", {})]
+    [cluster] = [o for o in objects if o["kind"] == "Cluster" and o is not restore]
+    recovery = restore["spec"]["bootstrap"]["recovery"]
+    [source] = restore["spec"]["externalClusters"]
+    assert recovery["source"] == source["name"] and recovery["recoveryTarget"]["targetTime"]
+    store = cluster["spec"]["backup"]["barmanObjectStore"]
+    assert source["barmanObjectStore"]["destinationPath"] == store["destinationPath"]
+    assert source["barmanObjectStore"]["serverName"] == cluster["metadata"]["name"]
+    misspelt = json.loads(json.dumps(restore))
+    misspelt["spec"]["bootstrap"]["recovery"]["recoveryTarget"]["targetTimestamp"] = (
+        misspelt["spec"]["bootstrap"]["recovery"]["recoveryTarget"].pop("targetTime"))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(misspelt, crd_schema("Cluster", misspelt["apiVersion"]))
 
 
 def test_custom_resources_validate_against_their_operators_crds(

@@ -6,6 +6,19 @@
 -- that is not archived stays, and `cie archive --status` and the CieArchiveBehindRetention
 -- alert say so. The same rule as `cie maintain` on plain PostgreSQL.
 
+-- [range_start, range_end) cut at UTC month boundaries: a chunk's slices, as
+-- consumers/archive/archiver.py cuts a month at chunk boundaries.
+CREATE FUNCTION cie_month_slices(range_start TIMESTAMPTZ, range_end TIMESTAMPTZ)
+RETURNS TABLE (s TIMESTAMPTZ, e TIMESTAMPTZ)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT greatest(month_utc AT TIME ZONE 'UTC', range_start),
+           least((month_utc + INTERVAL '1 month') AT TIME ZONE 'UTC', range_end)
+    FROM generate_series(date_trunc('month', range_start AT TIME ZONE 'UTC'),
+                         date_trunc('month', (range_end - INTERVAL '1 microsecond')
+                                    AT TIME ZONE 'UTC'),
+                         INTERVAL '1 month') AS months(month_utc)
+$$;
+
 -- The chunk's rows per month (its slices), in the same transaction as the drop: $1 the
 -- hypertable, [$2, $3) the chunk's range. True when every slice is archived, with the
 -- removed counts recorded; false (and nothing recorded) otherwise.
@@ -19,12 +32,7 @@ DECLARE
     ok BOOLEAN := true;
 BEGIN
     FOR slice IN
-        SELECT greatest(m, chunk_start) AS s, least(m + INTERVAL '1 month', chunk_end) AS e
-        FROM generate_series(date_trunc('month', chunk_start AT TIME ZONE 'UTC'),
-                             date_trunc('month', (chunk_end - INTERVAL '1 microsecond')
-                                        AT TIME ZONE 'UTC'),
-                             INTERVAL '1 month') AS months(month_utc),
-             LATERAL (SELECT month_utc AT TIME ZONE 'UTC' AS m) AS mm
+        SELECT * FROM cie_month_slices(chunk_start, chunk_end)
     LOOP
         EXECUTE format('SELECT count(*) FROM %I WHERE %I >= $1 AND %I < $2',
                        tbl, time_column, time_column)
@@ -41,12 +49,7 @@ BEGIN
         RETURN false;
     END IF;
     FOR slice IN
-        SELECT greatest(m, chunk_start) AS s, least(m + INTERVAL '1 month', chunk_end) AS e
-        FROM generate_series(date_trunc('month', chunk_start AT TIME ZONE 'UTC'),
-                             date_trunc('month', (chunk_end - INTERVAL '1 microsecond')
-                                        AT TIME ZONE 'UTC'),
-                             INTERVAL '1 month') AS months(month_utc),
-             LATERAL (SELECT month_utc AT TIME ZONE 'UTC' AS m) AS mm
+        SELECT * FROM cie_month_slices(chunk_start, chunk_end)
     LOOP
         UPDATE archive_slices SET removed_rows = archived_rows
         WHERE table_name = tbl AND slice_start = slice.s AND slice_end = slice.e;

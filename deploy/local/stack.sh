@@ -150,15 +150,18 @@ port_free() {  # port_free PORT NAME: nothing else (the other stack mode) listen
   fi
 }
 
-kafka_down() {
-  kafka_running || { rm -f "$kafka_dir/kafka.pid"; return; }
-  local p; p=$(kafka_pid)
-  say "stopping Kafka (pid $p)"
-  kill "$p"
-  for _ in $(seq 1 60); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
-  kill -0 "$p" 2>/dev/null && kill -9 "$p"
-  rm -f "$kafka_dir/kafka.pid"
+stop_pidfile() {  # stop_pidfile NAME PIDFILE: TERM, up to 30 s, then KILL
+  local p; p=$(cat "$2" 2>/dev/null || true)
+  if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+    say "stopping $1 (pid $p)"
+    kill "$p"
+    for _ in $(seq 1 60); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$p" 2>/dev/null; then kill -9 "$p"; fi
+  fi
+  rm -f "$2"
 }
+
+kafka_down() { stop_pidfile Kafka "$kafka_dir/kafka.pid"; }
 
 # --- S3 (SeaweedFS) -------------------------------------------------------------------------
 # An S3-compatible object store for the archive and the backups: SeaweedFS's `weed mini`
@@ -220,15 +223,7 @@ sys.exit(0 if any(b['Name'] == '$s3_bucket' for b in c.list_buckets()['Buckets']
   die "S3 did not come up within ${1}s; see $log_dir/s3.log"
 }
 
-s3_down() {
-  s3_running || { rm -f "$s3_dir/weed.pid"; return; }
-  local p; p=$(s3_pid)
-  say "stopping S3 (pid $p)"
-  kill "$p"
-  for _ in $(seq 1 60); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
-  kill -0 "$p" 2>/dev/null && kill -9 "$p"
-  rm -f "$s3_dir/weed.pid"
-}
+s3_down() { stop_pidfile S3 "$s3_dir/weed.pid"; }
 
 print_s3_env() {
   echo "export AWS_ACCESS_KEY_ID=$s3_key AWS_SECRET_ACCESS_KEY=$(cat "$s3_dir/secret" 2>/dev/null)"

@@ -343,8 +343,8 @@ def test_the_database_its_backups_and_the_restore_validate_against_cloudnativepg
     """The CloudNativePG Cluster (barman object store: WAL and base backups to S3), its
     ScheduledBackup, and the documented point-in-time restore (a Cluster bootstrapped from
     those backups) are what the operator's CRD accepts."""
-    objects = render(K8S / "database") + [
-        yaml.safe_load((K8S / "database" / "restore" / "cluster-restore.yaml").read_text())]
+    restore_file = K8S / "database" / "restore" / "cluster-restore.yaml"
+    objects = [*render(K8S / "database"), yaml.safe_load(restore_file.read_text())]
     assert sorted(o["kind"] for o in objects) == ["Cluster", "Cluster", "ScheduledBackup"]
     for obj in objects:
         schema = crd_schema(obj["kind"], obj["apiVersion"])

@@ -226,14 +226,8 @@ async def cmd_schedule(settings: Settings, args: argparse.Namespace) -> int:
         scheduler = Scheduler(pool, producer, topic, SchedulerRules.from_settings(settings),
                               _announcer(settings, producer), abtest.Rules.from_settings(settings),
                               settings.ab_evaluate_seconds)
-        checks = health.Health(settings.database_url, None, lambda: scheduler.progressed_at,
-                               settings.liveness_timeout_seconds)
-        server = await _serve_health(settings, _metrics_port(settings, "schedule"), checks)
-        try:
-            await scheduler.run(settings.scheduler_poll_ms / 1000, stop)
-        finally:
-            if server:
-                await server.close()
+        await _with_health(settings, "schedule", lambda: scheduler.progressed_at,
+                           lambda: scheduler.run(settings.scheduler_poll_ms / 1000, stop))
     finally:
         await producer.stop()
         await pool.close()
@@ -282,14 +276,8 @@ async def cmd_notify(settings: Settings, args: argparse.Namespace) -> int:
             outcomes = await notifier.drain(settings.notify_poll_ms / 1000)
             log.info("notify.drained", **outcomes)
             return 0
-        checks = health.Health(settings.database_url, None, lambda: notifier.progressed_at,
-                               settings.liveness_timeout_seconds)
-        server = await _serve_health(settings, _metrics_port(settings, "notify"), checks)
-        try:
-            await notifier.run(settings.notify_poll_ms / 1000, stop)
-        finally:
-            if server:
-                await server.close()
+        await _with_health(settings, "notify", lambda: notifier.progressed_at,
+                           lambda: notifier.run(settings.notify_poll_ms / 1000, stop))
     finally:
         await webhook.close()
         await pool.close()
@@ -400,6 +388,20 @@ async def _serve_health(
     server = await health.serve(checks, settings.metrics_host, port)
     log.info("metrics.listening", host=settings.metrics_host, port=port)
     return server
+
+
+async def _with_health(settings: Settings, command: str, progressed_at: Callable[[], float],
+                       loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a long-running loop that reads no Kafka topic (the scheduler, the notifier) with its
+    metrics and health port: alive while the loop turns, ready while the database answers."""
+    checks = health.Health(settings.database_url, None, progressed_at,
+                           settings.liveness_timeout_seconds)
+    server = await _serve_health(settings, _metrics_port(settings, command), checks)
+    try:
+        await loop()
+    finally:
+        if server:
+            await server.close()
 
 
 def _stop_on_signals() -> asyncio.Event:

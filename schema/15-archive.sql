@@ -52,3 +52,5 @@ GRANT SELECT, INSERT, UPDATE ON archive_parts, archive_slices TO cie_archiver;
 GRANT SELECT ON schema_migrations, command_runs TO cie_archiver;  -- start check, /metrics
 GRANT INSERT, UPDATE ON command_runs TO cie_archiver;  -- its last success, for the alert
 GRANT SELECT ON archive_parts, archive_slices TO cie_analytics;
+-- the long-running consumers export what is archived (cie_archived_rows, _bytes)
+GRANT SELECT ON archive_parts TO cie_ingest;

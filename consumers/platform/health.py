@@ -88,17 +88,21 @@ class Health:
         await self._export_oldest_trade()
 
     async def _export_oldest_trade(self) -> None:
-        """How far cold storage is behind: the oldest trade kept, and the retention (a
-        component whose login may not read trades exports nothing)."""
+        """Cold storage: the oldest trade kept against the retention (how far archiving is
+        behind), and what is archived (a login that may not read them exports nothing)."""
         try:
             async with asyncio.timeout(READY_DB_TIMEOUT_SECONDS), self._database_lock:
                 assert self._conn is not None
                 row = await self._conn.fetchrow(queries("health")["oldest_trade"])
+                archived = await self._conn.fetch(queries("health")["archived"])
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return
         if row is not None and row["oldest"] is not None:
             metrics.OLDEST_ROW.labels("trade_outcomes").set(row["oldest"])
             metrics.RETENTION.labels("trade_outcomes").set(row["keep_for"])
+        for table in archived:
+            metrics.ARCHIVED_ROWS.labels(table["table_name"]).set(table["rows"])
+            metrics.ARCHIVED_BYTES.labels(table["table_name"]).set(table["bytes"])
 
     async def close(self) -> None:
         if self._conn is not None:

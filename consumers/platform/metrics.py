@@ -88,3 +88,7 @@ OLDEST_ROW = Gauge(
     "Unix time of the oldest row kept (trade_outcomes): older than the retention means rows "
     "wait for cie archive (retention removes only what is archived)", ["table"])
 RETENTION = Gauge("cie_retention_seconds", "The table's retention (retention_rules)", ["table"])
+ARCHIVED_ROWS = Gauge("cie_archived_rows", "Rows in S3 as verified Parquet (archive_parts)",
+                      ["table"])
+ARCHIVED_BYTES = Gauge("cie_archived_bytes", "Bytes of verified Parquet in S3 (archive_parts)",
+                       ["table"])

@@ -12,6 +12,7 @@
 #                                  notifier in the background (posting to a local webhook sink),
 #                                  then the demo session and its improvement loop
 #   deploy/local/stack.sh test     up, then lint, type-check and the whole test suite
+#   deploy/local/stack.sh backup [off]  WAL archiving on (off) and a base backup, to S3
 #   deploy/local/stack.sh restore-drill [--size-mb N]  backup to S3 and a point-in-time restore
 #
 #   --secure (after up, run, env, status or down; or CIE_STACK_SECURE=1): the secured stack,
@@ -506,6 +507,40 @@ cmd_run() {
   say "validator refreshes strategy_performance and model_performance every 30 s; stop with: $0 down"
 }
 
+cmd_backup() {  # continuous WAL archiving of the stack's cluster to S3, and a base backup
+  cmd_up
+  eval "$(print_env)"
+  local dest="s3://$s3_bucket/backups" creds="$barman_dir/aws-credentials"
+  local tools=(--cloud-provider aws-s3 --endpoint-url "http://127.0.0.1:$s3_port")
+  psql_() { as_postgres "$pg_bin/psql" -X -q -At -h 127.0.0.1 -p "$pg_port" -U postgres "$@"; }
+  if [ "${1:-}" = off ]; then
+    psql_ -c "ALTER SYSTEM RESET archive_mode" -c "ALTER SYSTEM RESET archive_command"
+    pg_down; pg_up; say "WAL archiving off"; return
+  fi
+  # barman-cloud runs as PostgreSQL's user: the S3 key as a file only that user reads
+  printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' \
+    "$s3_key" "$(cat "$s3_dir/secret")" >"$creds"
+  chmod 600 "$creds"
+  if [ "$(id -u)" = 0 ]; then chown postgres "$creds"; fi
+  local archive="AWS_SHARED_CREDENTIALS_FILE=$creds $barman_dir/bin/barman-cloud-wal-archive"
+  archive+=" ${tools[*]} $dest stack %p"
+  if [ "$(psql_ -c 'SHOW archive_mode')" != on ]; then
+    say "turning WAL archiving on (to $dest, server name stack): PostgreSQL restarts"
+    psql_ -c "ALTER SYSTEM SET archive_mode = on" \
+          -c "ALTER SYSTEM SET archive_command = '$archive'"
+    pg_down; pg_up
+  fi
+  say "base backup of the stack's cluster to $dest"
+  local started=$SECONDS
+  as_postgres env AWS_SHARED_CREDENTIALS_FILE="$creds" "$barman_dir/bin/barman-cloud-backup" \
+    "${tools[@]}" --immediate-checkpoint --gzip -h 127.0.0.1 -p "$pg_port" -U postgres \
+    "$dest" stack || die "barman-cloud-backup failed"
+  say "base backup took $((SECONDS - started)) s; backups of this cluster:"
+  as_postgres env AWS_SHARED_CREDENTIALS_FILE="$creds" "$barman_dir/bin/barman-cloud-backup-list" \
+    "${tools[@]}" "$dest" stack
+  say "WAL archiving stays on (every WAL segment goes to S3); turn it off: $0 backup off"
+}
+
 cmd_test() {
   cmd_up
   eval "$(print_env)"
@@ -534,9 +569,10 @@ case "$command" in
   logs) tail -n 50 -f "$log_dir/kafka.log" "$pg_log" ;;
   env) print_env ;;
   run) cmd_run ;;
+  backup) cmd_backup "$@" ;;
   restore-drill)
     cmd_up; eval "$(print_env)"
     "$venv/bin/python" "$repo/bench/restore_drill.py" --bucket cie-archive "$@" ;;
   test) cmd_test "$@" ;;
-  *) sed -n '2,24p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,25p' "$0" >&2; exit 2 ;;
 esac

@@ -22,3 +22,8 @@ SET last_success_at = EXCLUDED.last_success_at,
 SELECT extract(epoch FROM (SELECT min(entry_time) FROM trade_outcomes))::float8 AS oldest,
        extract(epoch FROM keep_for)::float8 AS keep_for
 FROM retention_rules WHERE table_name = 'trade_outcomes';
+
+-- name: archived
+-- What cold storage holds, per table (a small table: one row per Parquet object).
+SELECT table_name, sum(row_count)::float8 AS rows, sum(bytes)::float8 AS bytes
+FROM archive_parts GROUP BY table_name;

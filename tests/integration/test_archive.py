@@ -251,3 +251,39 @@ async def cie(env: dict[str, str], *args: str) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), 120)
     return await proc.wait(), out.decode()
+
+
+async def test_the_consumers_export_what_is_archived_and_how_old_the_oldest_trade_is(
+    cold: Cold, any_db: str,
+) -> None:
+    """`cie archive` runs as a CronJob, never scraped: a long-running consumer's /metrics
+    exports the archive's rows and bytes, and the oldest trade kept against its retention
+    (CieArchiveBehindRetention)."""
+    from prometheus_client import REGISTRY
+
+    from consumers.platform import health
+    from tests.integration.harness import eventually
+
+    oldest = at(OLD, 2)
+    for day in (2, 9, 16):
+        await cold.add_trade(at(OLD, day), "1")
+    await cold.archive()
+    await cold.add_trade(at(OLD, 20), "1", late=True)  # archived later: the oldest stays
+
+    async def exported() -> tuple[float | None, ...]:
+        return tuple(REGISTRY.get_sample_value(name, {"table": table}) for name, table in (
+            ("cie_archived_rows", "trade_outcomes"), ("cie_archived_rows", "trade_fills"),
+            ("cie_oldest_row_timestamp_seconds", "trade_outcomes")))
+
+    expected = (3.0, 3.0, oldest.timestamp())
+    checks = health.Health(any_db, None)
+    watcher = asyncio.create_task(checks.watch(every=0.1))
+    try:
+        assert await eventually(exported, expected) == expected
+    finally:
+        watcher.cancel()
+        await checks.close()
+    assert REGISTRY.get_sample_value("cie_retention_seconds", {"table": "trade_outcomes"}) == (
+        await cold.db.fetchval("SELECT extract(epoch FROM keep_for)::float8 "
+                               "FROM retention_rules WHERE table_name = 'trade_outcomes'"))
+    assert REGISTRY.get_sample_value("cie_archived_bytes", {"table": "trade_outcomes"}) > 0

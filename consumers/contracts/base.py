@@ -203,12 +203,15 @@ def _decimal_schema(precision: int, scale: int, bound: Bound) -> dict[str, Any]:
     if bound.high is not None:
         del number["exclusiveMaximum"]
         number["maximum"] = int(bound.high)
-    text = {"type": "string", "pattern": _decimal_pattern(integer_digits, scale, bound),
+    text = {"type": "string", "pattern": f"^{decimal_pattern(integer_digits, scale, bound)}$",
             "description": f"DECIMAL({precision}, {scale}) in plain notation"}
     return {"anyOf": [number, text]}
 
 
-def _decimal_pattern(integer_digits: int, scale: int, bound: Bound) -> str:
+def decimal_pattern(integer_digits: int, scale: int, bound: Bound) -> str:
+    """A regular expression (unanchored) for the plain-notation decimals with at most
+    ``integer_digits`` before the point and ``scale`` significant places after it, within
+    ``bound``: the JSON Schema's decimal strings, and the text fast path's check (text.py)."""
     fraction = rf"(?:\.[0-9]{{0,{scale}}}0*)?" if scale else r"(?:\.0*)?"
     some_digit = r"(?=\.?[0-9])"
     if bound.high is not None:  # [0, H] or [-H, H], H a power of ten: 1 or 100 here
@@ -216,8 +219,8 @@ def _decimal_pattern(integer_digits: int, scale: int, bound: Bound) -> str:
         assert str(high).strip("0") == "1" and bound.low in (0, -high), bound
         sign = "-?" if bound.low == -high else ""
         below = rf"0*[0-9]{{0,{len(str(high)) - 1}}}{fraction}"
-        return rf"^{sign}{some_digit}(?:0*{high}(?:\.0*)?|{below})$"
+        return rf"{sign}{some_digit}(?:0*{high}(?:\.0*)?|{below})"
     head = "-?"
     if bound.low == 0:
         head = r"(?=[0-9.]*[1-9])" if bound.low_exclusive else ""
-    return rf"^{head}{some_digit}0*[0-9]{{0,{integer_digits}}}{fraction}$"
+    return rf"{head}{some_digit}0*[0-9]{{0,{integer_digits}}}{fraction}"

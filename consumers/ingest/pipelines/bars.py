@@ -3,12 +3,12 @@ replaces the stored one (last write wins, in Kafka order)."""
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any
-
-import msgspec
 
 from consumers.contracts.bars import Bar
 from consumers.ingest.pipelines.base import CopyUpsertPipeline
+from consumers.ingest.pipelines.text import text_columns
 
 
 class BarsPipeline(CopyUpsertPipeline):
@@ -18,7 +18,12 @@ class BarsPipeline(CopyUpsertPipeline):
     stage = "stage_market_conditions"
     target = "market_conditions"
     key = ("symbol", "timestamp")
-    columns = tuple(Bar.__struct_fields__)
+    columns = text_columns(Bar)
+    text_path = True  # 17 decimals a bar: checked as text, never built as Decimal
 
     def to_row(self, event: Any) -> tuple[Any, ...]:
-        return msgspec.structs.astuple(event)
+        row: tuple[Any, ...] = _in_column_order(event)
+        return row
+
+
+_in_column_order = attrgetter(*BarsPipeline.columns)

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, NamedTuple
 import msgspec
 
 from consumers.errors import ImplausibleTime
+from consumers.ingest.pipelines.text import TextDecoder
 from consumers.platform.db import Conn, ConnectionInit, copy_line, copy_lines, queries
 
 
@@ -132,13 +133,29 @@ class CopyUpsertPipeline(Pipeline):
     takes the staged upsert.
 
     Each event's row is encoded as COPY text as its message arrives (``ready``), while the
-    previous batch is being written, so a flush mostly sends bytes.
+    previous batch is being written, so a flush mostly sends bytes. A pipeline with
+    ``text_path`` takes most messages straight to that text, its decimals checked as text and
+    never built as ``Decimal`` (text.py); its ``columns`` must then be ``text_columns`` of its
+    contract, and its ``check_times`` must not correct events.
     """
 
     stage: ClassVar[str]  # staging table name (temporary, rows deleted at commit)
     target: ClassVar[str]  # the table the upsert writes
     columns: ClassVar[tuple[str, ...]]  # copied columns, in row order
     key: ClassVar[tuple[str, ...]]  # the target's unique key (the upsert's conflict target)
+    text_path: ClassVar[bool] = False
+
+    def __init__(self, times: TimeRules | None = None) -> None:
+        super().__init__(times)
+        self._text = TextDecoder(self.event_type) if self.text_path else None
+
+    def accept(self, value: bytes, now: datetime) -> Any:
+        fast = self._text.decode(value) if self._text is not None else None
+        if fast is None:
+            return super().accept(value, now)
+        event, line = fast
+        self.check_times(event, now)
+        return Encoded(event, line)
 
     def staging_ddl(self) -> Sequence[str]:
         sql = queries("ingest")

@@ -1,0 +1,139 @@
+"""The text fast path (ingest/pipelines/text.py) never accepts what the contract refuses, and
+what it accepts is stored as the exact path would store it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumers.contracts.bars import Bar
+from consumers.contracts.fills import Fill
+from consumers.ingest.pipelines.bars import BarsPipeline
+from consumers.ingest.pipelines.text import TextDecoder
+from consumers.platform.db import copy_line
+
+FAST = TextDecoder(Bar)
+PIPELINE = BarsPipeline()
+NOW = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
+
+# Decimal texts near every edge the contract checks: places, integer digits, sign, zero,
+# bounds, notation, and things that are not numbers at all.
+NUMBER_TEXT = st.one_of(
+    st.decimals(allow_nan=False, allow_infinity=False, min_value=-10**11,
+                max_value=10**11).map(str),
+    st.sampled_from([
+        "0", "-0", "0.0", "00.5", "1.", ".5", "-.5", "1e2", "1E-3", "100.123456789",
+        "100.12345678", "100.123456780", "9999999999.99999999", "10000000000", "-1", "1.0000",
+        "100", "100.00", "101", "-1.001", "0.0001", "0.00001", "99999.9999", "NaN", "Infinity",
+        "+1", " 1", "1 ", "1_0", "٣", "0x10", "", "-", ".", "1..2", "1e", "--1",
+    ]),
+)
+
+
+def _json_number(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return text.strip() == text and text[:1] in "-0123456789"
+
+
+JSON_VALUE = st.one_of(
+    NUMBER_TEXT.map(json.dumps),  # a decimal string
+    NUMBER_TEXT.filter(_json_number),  # a JSON number
+    st.sampled_from(["null", "true", "[]", "{}", '"\\u0031"', '"1\\n"']),
+)
+
+
+def message(values: dict[str, str | None]) -> bytes:
+    """A bar whose decimal fields are the given JSON texts (None: the field is left out)."""
+    fields = {"symbol": '"AAPL"', "timestamp": '"2026-01-05T14:30:00Z"', "volume": "1200",
+              "open": '"100"', "high": '"102"', "low": '"99"', "close": '"101"'}
+    fields.update({name: text for name, text in values.items() if text is not None})
+    for name, text in values.items():
+        if text is None:
+            fields.pop(name, None)
+    return ("{" + ",".join(f'"{name}":{text}' for name, text in fields.items()) + "}").encode()
+
+
+def exact_line(value: bytes) -> str | None:
+    try:
+        bar = msgspec.json.decode(value, type=Bar)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return copy_line(PIPELINE.to_row(bar))
+
+
+def stored(line: str) -> list[Any]:
+    """A COPY line as the values PostgreSQL stores: decimals compared as numbers."""
+    out: list[Any] = []
+    for column, text in zip(FAST.columns, line[:-1].split("\t"), strict=True):
+        if text == "\\N":
+            out.append(None)
+        elif column in Bar.decimals:
+            out.append(Decimal(text))
+        elif column == "timestamp":
+            out.append(datetime.fromisoformat(text))
+        else:
+            out.append(text)
+    return out
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(sorted(Bar.decimals)),
+                       st.one_of(st.none(), JSON_VALUE), max_size=8))
+def test_the_fast_path_accepts_only_what_the_contract_accepts_and_stores_the_same(
+        values: dict[str, str | None]) -> None:
+    value = message(values)
+    exact = exact_line(value)
+    fast = FAST.decode(value)
+    if exact is None:
+        assert fast is None, value
+    elif fast is not None:
+        assert stored(fast[1]) == stored(exact), value
+
+
+@pytest.mark.parametrize("values", [
+    {},
+    {"rsi_14": "55.5", "vix": '"18.25"', "atr_14": "null", "spy_correlation": "-1"},
+    {"open": '"0100.50"', "close": "100.5000000000", "regime_confidence": "1.0"},
+])
+def test_plain_notation_takes_the_fast_path(values: dict[str, str]) -> None:
+    value = message(values)
+    fast = FAST.decode(value)
+    assert fast is not None
+    assert stored(fast[1]) == stored(exact_line(value) or "")
+    assert PIPELINE.accept(value, NOW).line == fast[1]
+
+
+@pytest.mark.parametrize("text", ["1e2", '"1E2"', '"\\u0031"', '"+1"', '" 1"'])
+def test_other_notations_take_the_exact_path_and_still_land(text: str) -> None:
+    value = message({"rsi_14": text})
+    assert FAST.decode(value) is None
+    line = PIPELINE.accept(value, NOW).line
+    assert stored(line)[FAST.columns.index("rsi_14")] == Decimal(json.loads(text))
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "100.123456789", "10000000000", '"NaN"', '"x"',
+                                  "true"])
+def test_a_refused_decimal_is_refused_with_the_contracts_reason(text: str) -> None:
+    value = message({"open": text})
+    assert FAST.decode(value) is None
+    with pytest.raises(msgspec.ValidationError, match=r"open"):
+        PIPELINE.accept(value, NOW)
+
+
+def test_a_contract_with_checks_of_its_own_cannot_take_the_text_path() -> None:
+    class Checked(Fill, frozen=True, kw_only=True):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+
+    with pytest.raises(TypeError, match="checks more"):
+        TextDecoder(Checked)

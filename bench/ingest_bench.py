@@ -2,7 +2,7 @@ r"""End-to-end ingest benchmark, reported against raw limits measured in the sam
 
     deploy/local/stack.sh up
     .venv/bin/python bench/ingest_bench.py [--bars 100000] [--fills 40000] [--cases bars,fills]
-        [--batch-sizes 100,1000,10000] [--timescaledb]
+        [--batch-sizes 100,1000,10000] [--processes 1,2] [--timescaledb]
 
 For bars and for fills it measures, on the local stack:
 - the server's own COPY limit, the reference every ratio is given against: ``psql \copy`` of
@@ -15,6 +15,8 @@ For bars and for fills it measures, on the local stack:
   beforehand), one transaction per batch: the least any fills writer must store;
 - end to end: ``cie consume`` as a real process draining the pre-produced topic, at batch sizes
   100 / 1,000 / 10,000 (events/s from its own flush log, peak RSS from /proc);
+- scale-out (bars): ``cie consume --processes N`` for each N, at the largest batch size,
+  counted once every member has joined the group;
 - latency: with a consumer running (1,000-row batches), events produced at half the measured
   1,000-row rate for a while; event-to-commit latency = the time the flush that carried the
   event logged its commit minus the time the event was sent.
@@ -57,7 +59,7 @@ from consumers.platform.db import copy_line
 from consumers.platform.settings import Settings, load_settings
 from consumers.producer import EventProducer
 
-PARTITIONS = 3
+PARTITIONS = 4
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
 
@@ -236,8 +238,10 @@ async def truncate(url: str) -> None:
 class Consumer:
     """`cie consume` as a real process, with its JSON log in a file."""
 
-    def __init__(self, settings: Settings, url: str, env: dict[str, str], log: Path) -> None:
+    def __init__(self, settings: Settings, url: str, env: dict[str, str], log: Path,
+                 processes: int = 1) -> None:
         self.log = log
+        self.processes = processes
         self.env = {
             **os.environ, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
             "DATABASE_URL": url, "CIE_CONSUMER_GROUP": f"bench-{uuid.uuid4().hex[:8]}",
@@ -248,16 +252,22 @@ class Consumer:
     async def __aenter__(self) -> Consumer:
         self._sink = self.log.open("wb")
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "consumers", "consume", env=self.env,
+            sys.executable, "-m", "consumers", "consume", "--processes", str(self.processes),
+            env=self.env,
             stdout=self._sink, stderr=self._sink)
         return self
 
     def sample_rss(self) -> None:
+        """Peak RSS of the process, or of its largest child with --processes."""
         assert self.proc is not None
+        pids = [self.proc.pid]
         try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+            pids += [int(pid) for pid in children.split()]
+            for pid in pids:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
         except FileNotFoundError:
             pass
 
@@ -270,10 +280,31 @@ class Consumer:
 
 
 
-def flushes(log: Path) -> list[dict[str, Any]]:
-    """The `batch.flushed` events of a consumer's JSON log, in order."""
+def log_events(log: Path, name: str) -> list[dict[str, Any]]:
+    """The ``name`` events of a consumer's JSON log (of all its processes), in time order."""
     events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    return [e for e in events if e.get("event") == "batch.flushed"]
+    return sorted((e for e in events if e.get("event") == name), key=stamp)
+
+
+def flushes(log: Path) -> list[dict[str, Any]]:
+    return log_events(log, "batch.flushed")
+
+
+def steady_rate(log: Path) -> float:
+    """Messages per second flushed while every member was at work: from the last partition
+    assignment (with several members, the first joiner's head start and the rebalance the
+    others' joining causes are left out) until the first partition ran dry (after it, a
+    member may idle while another finishes)."""
+    settled = stamp(log_events(log, "partitions.assigned")[-1])
+    done = [f for f in flushes(log) if stamp(f) - f["seconds"] >= settled]
+    last_of: dict[str, float] = {}
+    for flush in done:
+        for partition in flush["partitions"]:
+            last_of[partition] = stamp(flush)
+    dry = min(last_of.values())
+    counted = [f for f in done if stamp(f) <= dry]
+    started = min(settled, stamp(counted[0]) - counted[0]["seconds"])
+    return sum(f["messages"] for f in counted) / (dry - started)
 
 
 async def wait_rows(url: str, table: str, n: int, consumer: Consumer, timeout: float) -> None:
@@ -295,15 +326,14 @@ def stamp(event: dict[str, Any]) -> float:
 
 
 async def end_to_end(settings: Settings, url: str, topic_env: dict[str, str], table: str,
-                     n: int, batch: int, log: Path) -> tuple[float, float]:
+                     n: int, batch: int, log: Path, processes: int = 1) -> tuple[float, float]:
     await truncate(url)
-    env = {**topic_env, "CIE_BATCH_MAX_ROWS": str(batch), "CIE_BATCH_MAX_LATENCY_MS": "1000"}
-    async with Consumer(settings, url, env, log) as consumer:
+    env = {**topic_env, "CIE_BATCH_MAX_ROWS": str(batch), "CIE_BATCH_MAX_LATENCY_MS": "1000",
+           # members learn of a rebalance at their next heartbeat: join in a fraction of the run
+           "CIE_KAFKA_HEARTBEAT_INTERVAL_MS": "300"}
+    async with Consumer(settings, url, env, log, processes) as consumer:
         await wait_rows(url, table, n, consumer, timeout=600)
-    done = flushes(log)
-    started = stamp(done[0]) - done[0]["seconds"]
-    rate = sum(f["messages"] for f in done) / (stamp(done[-1]) - started)
-    return rate, consumer.peak_rss_mb
+    return steady_rate(log), consumer.peak_rss_mb
 
 
 async def latency(settings: Settings, url: str, name: str, events: Sequence[Any],
@@ -350,6 +380,25 @@ async def latency(settings: Settings, url: str, name: str, events: Sequence[Any]
     return quantiles[49], quantiles[98], len(latencies)
 
 
+async def scale_out(settings: Settings, url: str, topic_env: dict[str, str], table: str,
+                    events: list[Any], rows: list[tuple[Any, ...]], args: argparse.Namespace,
+                    logs: Path) -> dict[str, Any]:
+    """``cie consume --processes N`` at the largest batch size, against the server's COPY of
+    the same run."""
+    batch = max(args.batch_sizes)
+    server = server_copy_limit(url, copy_batches(table, tuple(Bar.__struct_fields__), rows,
+                                                 batch), len(events), logs)
+    out: dict[str, Any] = {"batch": batch, "server_copy_per_s": round(server)}
+    for n in args.processes:
+        rate, rss = await end_to_end(settings, url, topic_env, table, len(events), batch,
+                                     logs / f"processes-{n}.log", processes=n)
+        out[str(n)] = {"end_to_end_per_s": round(rate), "ratio_to_server_copy":
+                       round(rate / server, 3), "peak_rss_mb_per_process": round(rss, 1)}
+        print(f"bars --processes {n} batch={batch}: {rate:,.0f}/s = {rate / server:.0%} of the "
+              f"server's COPY ({server:,.0f}/s); peak RSS {rss:.0f} MB a process", flush=True)
+    return out
+
+
 async def run(args: argparse.Namespace) -> None:
     settings = load_settings()
     url = await create_database(settings, f"cie_bench_{os.getpid()}", args.timescaledb)
@@ -386,6 +435,9 @@ async def run(args: argparse.Namespace) -> None:
                   f"the server's COPY of {what} ({server:,.0f}/s); asyncpg binary COPY "
                   f"{copy:,.0f}/s, Kafka+decode {kafka:,.0f}/s; peak RSS {rss:.0f} MB",
                   flush=True)
+        if name == "bars":
+            case["processes"] = await scale_out(settings, url, topic_env, table, events, rows,
+                                                args, logs)
         half = case["batch_1000"]["end_to_end_per_s"] / 2
         p50, p99, measured = await latency(settings, url, name, events, half,
                                            args.latency_seconds, logs / f"{name}-latency.log")
@@ -405,6 +457,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")],
                         default=[100, 1000, 10_000])
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--processes", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1, 2], help="bars: cie consume --processes N, for each N")
     parser.add_argument("--cases", type=lambda s: s.split(","), default=["bars", "fills"])
     parser.add_argument("--timescaledb", action="store_true",
                         help="hypertables (the extension must be installed)")

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import sys
 import time
@@ -45,7 +46,7 @@ from consumers.ingest.kafka import (
 from consumers.ingest.lag import LagMonitor
 from consumers.ingest.pipelines.base import Pipeline, staging_tables
 from consumers.ingest.runner import Runner
-from consumers.platform import faults, health, maintenance, migrations
+from consumers.platform import faults, health, maintenance, migrations, processes
 from consumers.platform.db import Conn, ConnectionInit, connect, create_pool, queries
 from consumers.platform.logs import configure_logging
 from consumers.platform.settings import DEFAULT_METRICS_PORTS, Need, Settings, load_settings
@@ -546,6 +547,10 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument(
         "--pipelines", default="",
         help=f"comma-separated subset of {','.join(topics.BY_NAME)} (default: all)")
+    consume.add_argument(
+        "--processes", type=int, default=1, metavar="N",
+        help="run N group members as N processes, one core each (metrics ports: the base "
+        "port plus 0..N-1)")
     consume.set_defaults(run=cmd_consume, needs=("kafka", "database"))
 
     validate = sub.add_parser(
@@ -650,6 +655,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(needs=_needs(args))
@@ -660,6 +666,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cie: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    if getattr(args, "processes", 1) > 1:
+        environments = processes.child_environments(
+            os.environ, args.processes, _metrics_port(settings, args.command))
+        return processes.run_children(processes.without_processes_option(argv), environments)
     try:
         return asyncio.run(_run(settings, args))
     except CieError as exc:

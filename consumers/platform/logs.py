@@ -33,7 +33,9 @@ def configure_logging(level: LogLevel = "INFO", fmt: LogFormat = "auto") -> None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # each line in one write (print() writes the line and its newline apart): processes
+        # sharing one stream (cie consume --processes N) never splice their lines
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
     # Library loggers (aiokafka, asyncpg) go through the same renderer, at WARNING and above.

@@ -216,12 +216,14 @@ def row_of(database_url: str, query: str, *args: Any) -> Callable[[], Awaitable[
 
 @contextlib.asynccontextmanager
 async def consume_subprocess(
-    environment: dict[str, str], log: Path
+    environment: dict[str, str], log: Path, *args: str
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``cie consume`` as a real process (for SIGKILL and outage tests); logs go to ``log``."""
+    """``cie consume *args`` as a real process (for SIGKILL and outage tests); logs go to
+    ``log``."""
     with log.open("ab") as sink:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "consumers", "consume", env=cie_environment(environment),
+            sys.executable, "-m", "consumers", "consume", *args,
+            env=cie_environment(environment),
             stdout=sink, stderr=sink)
         try:
             yield proc

@@ -1,0 +1,102 @@
+"""``cie consume --processes N``: N group members in one pod, stopped and failed as one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from consumers.contracts.bars import Bar
+from tests.conftest import Stack
+from tests.integration.harness import (
+    Ingest,
+    consume_subprocess,
+    counter,
+    eventually,
+    ingest_environment,
+)
+
+T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
+
+
+def bars(count: int) -> list[Bar]:
+    return [Bar(symbol=f"P{i % 30:02d}", timestamp=T0 + timedelta(minutes=i // 30),
+                open=Decimal("10"), high=Decimal("11"), low=Decimal("9"),
+                close=Decimal("10.25"), volume=i) for i in range(count)]
+
+
+def json_lines(log: Path) -> list[dict[str, Any]]:
+    """Every line of the log the processes share, each a whole JSON object (json.loads
+    raises if two processes spliced their lines)."""
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+async def two_members_hold(log: Path, topic: str, timeout: float = 60) -> None:
+    """Wait until the last two assignments split ``topic``'s partitions between two members."""
+    deadline = time.monotonic() + timeout
+    while True:
+        held = [frozenset(p for p in e["partitions"] if p.startswith(f"{topic}["))
+                for e in json_lines(log) if e["event"] == "partitions.assigned"]
+        if len(held) >= 2 and all(held[-2:]) and not held[-1] & held[-2]:
+            return
+        assert time.monotonic() < deadline, f"assignments so far: {held}"
+        await asyncio.sleep(0.2)
+
+
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+async def test_two_processes_share_the_partitions_and_stop_as_one(
+    stack: Stack, plain_db: str, tmp_path: Path
+) -> None:
+    env = ingest_environment(stack.kafka, plain_db)
+    ingest = Ingest(env)
+    await ingest.open()
+    log = tmp_path / "consume.log"
+    try:
+        async with consume_subprocess(env, log, "--processes", "2") as proc:
+            await two_members_hold(log, ingest.topic("bars"))
+            assert len(children(proc.pid)) == 2
+            await ingest.send(bars(3000))
+            rows = counter(plain_db, "SELECT count(*) FROM market_conditions")
+            assert await eventually(rows, 3000, timeout=60) == 3000
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), timeout=60) == 0
+        events = json_lines(log)
+        assert sum(1 for e in events if e["event"] == "consume.drained") == 2
+        flushed = [e for e in events if e["event"] == "batch.flushed"
+                   and e["topic"] == ingest.topic("bars")]
+        assert sum(e["rows"] for e in flushed) == 3000
+    finally:
+        await ingest.close()
+
+
+async def test_a_child_that_dies_takes_the_pod_down_with_it(
+    stack: Stack, plain_db: str, tmp_path: Path
+) -> None:
+    """Kubernetes restarts a pod whose process exits; a pod that lost one of its members and
+    kept running would hold its share of the partitions' progress at a standstill only until
+    the session timeout, but would run at half its capacity for good."""
+    env = ingest_environment(stack.kafka, plain_db)
+    ingest = Ingest(env)
+    await ingest.open()
+    log = tmp_path / "consume.log"
+    try:
+        async with consume_subprocess(env, log, "--processes", "2") as proc:
+            await two_members_hold(log, ingest.topic("bars"))
+            victim, survivor = children(proc.pid)
+            os.kill(victim, signal.SIGKILL)
+            assert await asyncio.wait_for(proc.wait(), timeout=60) == 128 + signal.SIGKILL
+            assert not Path(f"/proc/{survivor}").exists()  # noqa: ASYNC240 - procfs
+        assert any(e["event"] == "processes.child_ended" for e in json_lines(log))
+        assert sum(1 for e in json_lines(log) if e["event"] == "consume.drained") == 1
+    finally:
+        await ingest.close()

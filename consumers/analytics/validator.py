@@ -69,31 +69,32 @@ def bar_ranges(bars: Sequence[Bar]) -> tuple[list[str], list[datetime], list[dat
     return symbols, [spans[s][0] for s in symbols], [spans[s][1] for s in symbols]
 
 
-RETURN_LIMIT = Decimal("1e10")  # actual_return is DECIMAL(18, 8)
 EXCURSION_LIMIT = Decimal("1e14")  # the excursions are DECIMAL(18, 4)
 
 
 async def validate(conn: Conn, rules: Rules, keys: Sequence[asyncpg.Record]) -> int:
-    """Compute and store the outcomes of the given predictions; returns how many changed."""
+    """Compute and store the outcomes of the given predictions; returns how many changed.
+
+    Must run in a transaction: it marks the rollup's pending days itself (one row per model
+    version and day, not one per prediction from the row trigger; schema/17).
+    """
     if not keys:
         return 0
     sql = queries("validator")
     await conn.execute(sql["lock_symbols"], sorted({k["symbol"] for k in keys}))
+    await conn.execute("SET LOCAL cie.writer_marks_rollup = 'on'")
     lags: list[float] = []
     for window in _time_windows(keys):
-        outcomes = await conn.fetch(
-            sql["prediction_outcomes"],
+        result = await conn.fetchrow(
+            sql["validate_predictions"],
             [k["prediction_id"] for k in window], [k["predicted_at"] for k in window],
-            rules.gap_tolerance, rules.neutral_band,
-            window[0]["predicted_at"], max(k["horizon_end"] for k in window))
-        fit = _skip_unrepresentable(
-            "prediction_return", outcomes, "prediction_id", "actual_return", RETURN_LIMIT)
-        if fit:
-            lags += [row["lag_seconds"] for row in await conn.fetch(
-                sql["write_prediction_outcomes"],
-                [o["prediction_id"] for o in fit], [o["predicted_at"] for o in fit],
-                [o["actual_return"] for o in fit], [o["actual_direction"] for o in fit],
-                min(o["predicted_at"] for o in fit), max(o["predicted_at"] for o in fit))]
+            [k["symbol"] for k in window], [k["horizon_end"] for k in window],
+            rules.gap_tolerance, rules.neutral_band, window[0]["predicted_at"],
+            max(k["horizon_end"] for k in window), window[-1]["predicted_at"])
+        assert result is not None
+        lags += result["lags"]
+        _count_unrepresentable("prediction_return", result["skipped_ids"],
+                               result["skipped_returns"])
     for lag in lags:
         metrics.VALIDATION_LAG.observe(max(0.0, lag))
     metrics.PREDICTIONS_VALIDATED.inc(len(lags))
@@ -125,8 +126,13 @@ async def update_excursions(conn: Conn, trade_ids: Sequence[uuid.UUID]) -> int:
     ids = sorted(set(trade_ids))
     await conn.execute(sql["lock_trades"], ids)
     excursions = await conn.fetch(sql["excursions"], ids)
-    fit = _skip_unrepresentable("trade_excursion", excursions, "trade_id", "favorable",
-                                EXCURSION_LIMIT, also="adverse")
+    fit: list[asyncpg.Record] = []
+    skipped: list[asyncpg.Record] = []
+    for e in excursions:
+        fits = abs(e["favorable"]) < EXCURSION_LIMIT and abs(e["adverse"]) < EXCURSION_LIMIT
+        (fit if fits else skipped).append(e)
+    _count_unrepresentable("trade_excursion", [e["trade_id"] for e in skipped],
+                           [max(e["favorable"], e["adverse"]) for e in skipped])
     if not fit:
         return 0
     rows = await conn.fetch(
@@ -137,23 +143,14 @@ async def update_excursions(conn: Conn, trade_ids: Sequence[uuid.UUID]) -> int:
     return len(rows)
 
 
-def _skip_unrepresentable(
-    kind: str, rows: Sequence[asyncpg.Record], key: str, value: str, limit: Decimal,
-    also: str | None = None,
-) -> list[asyncpg.Record]:
-    """The rows whose values their DECIMAL column can hold. The others (absurd bars: a price
-    from 1e-8 to 1e9) are skipped, counted and logged: one of them must not fail the batch."""
-    fit: list[asyncpg.Record] = []
-    skipped: list[asyncpg.Record] = []
-    for row in rows:
-        values = [row[value]] + ([row[also]] if also else [])
-        (fit if all(abs(v) < limit for v in values) else skipped).append(row)
-    if skipped:
-        metrics.VALIDATOR_UNREPRESENTABLE.labels(kind).inc(len(skipped))
-        log.warning("validator.value_out_of_range", kind=kind, count=len(skipped),
-                    ids=[str(row[key]) for row in skipped[:10]],
-                    values=[str(row[value]) for row in skipped[:10]])
-    return fit
+def _count_unrepresentable(kind: str, ids: Sequence[Any], values: Sequence[Decimal]) -> None:
+    """Rows whose values their DECIMAL column cannot hold (absurd bars: a price from 1e-8 to
+    1e9) are skipped, counted and logged: one of them must not fail the batch."""
+    if not ids:
+        return
+    metrics.VALIDATOR_UNREPRESENTABLE.labels(kind).inc(len(ids))
+    log.warning("validator.value_out_of_range", kind=kind, count=len(ids),
+                ids=[str(i) for i in ids[:10]], values=[str(v) for v in values[:10]])
 
 
 async def wait_until_ingested(conn: Conn, bars: Sequence[Bar], wait: timedelta) -> bool:
@@ -218,14 +215,28 @@ async def sweep(pool: asyncpg.Pool, rules: Rules, *, batch: int) -> SweepReport:
     """One pass over the backlog (each batch its own transaction), then open trades."""
     sql = queries("validator")
     report = SweepReport()
-    cursor = _NO_CURSOR
-    while True:
-        async with pool.acquire() as conn, conn.transaction():
-            keys = await conn.fetch(sql["predictions_backlog"], *cursor, batch)
-            report.predictions_validated += await validate(conn, rules, keys)
-        if len(keys) < batch:
-            break
-        cursor = (keys[-1]["predicted_at"], keys[-1]["prediction_id"])
+
+    async def backlog_after(cursor: tuple[datetime, uuid.UUID]) -> list[asyncpg.Record]:
+        async with pool.acquire() as conn:
+            return list(await conn.fetch(sql["predictions_backlog"], *cursor, batch))
+
+    # The next batch's keys are read while this batch is validated: they lie after this
+    # batch's last key, so this batch's writes cannot change which they are.
+    upcoming = asyncio.ensure_future(backlog_after(_NO_CURSOR))
+    try:
+        while True:
+            keys = await upcoming
+            if len(keys) == batch:
+                upcoming = asyncio.ensure_future(
+                    backlog_after((keys[-1]["predicted_at"], keys[-1]["prediction_id"])))
+            async with pool.acquire() as conn, conn.transaction():
+                report.predictions_validated += await validate(conn, rules, keys)
+            if len(keys) < batch:
+                break
+    finally:
+        upcoming.cancel()  # a read nobody will use (no-op once done); its error was raised
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await upcoming
     async with pool.acquire() as conn:
         since = datetime.now(UTC) - EXCURSION_SWEEP_LOOKBACK
         trade_ids = [r["trade_id"] for r in await conn.fetch(sql["trades_to_sweep"], since)]

@@ -53,75 +53,113 @@ FROM model_predictions
 WHERE validated_at IS NULL
   AND predicted_at + make_interval(mins => prediction_horizon_minutes) <= now();
 
--- name: prediction_outcomes
--- $1, $2: the candidates' keys; $3: gap tolerance; $4: neutral band; $5, $6: the earliest
--- predicted_at and the latest horizon end among them. The bar lookups are bounded by $5 - $3
--- and $6 as well: redundant for the result, but scalar, so TimescaleDB prunes bar chunks once
--- per statement instead of once per lookup (with a year of daily chunks, 10x and more).
+-- name: validate_predictions
+-- Computes and writes the outcomes of the given predictions in one statement, and marks
+-- what it changed for the rollup (one row per model version and day; the transaction sets
+-- cie.writer_marks_rollup so the row trigger does not mark each row again).
+-- $1..$4: the candidates (prediction_id, predicted_at, symbol, horizon end); $5: gap
+-- tolerance; $6: neutral band; $7, $8: the earliest predicted_at and the latest horizon end;
+-- $9: the latest predicted_at.
 -- start bar = the last bar at or before predicted_at, end bar = the last bar at or before
--- predicted_at + horizon; each must be at most $3 older than its instant, and some bar must
+-- predicted_at + horizon; each must be at most $5 older than its instant, and some bar must
 -- exist at or after the horizon end (the data has moved past it).
--- Computing and writing are two statements (write_prediction_outcomes): on TimescaleDB an
--- UPDATE joined to a CTE that read the same compressed chunk updated nothing the first time
--- (2.28.3: the rows it decompressed were not visible to it); an UPDATE from parameters does.
+-- The bars are found by an as-of join done as one pass in time order, not a lookup per
+-- instant: the span's bars ($7 - $5 to $8) and the instants are merged per symbol, and each
+-- instant takes the last bar before it (bars_so_far numbers the bars; an instant shares the
+-- number of the bar it follows). 50,000 index lookups through TimescaleDB's ChunkAppend cost
+-- 3x this.
+-- Nothing here reads model_predictions before the UPDATE: on TimescaleDB an UPDATE joined to a
+-- CTE that read the same compressed chunk updated nothing the first time (2.28.3: the rows it
+-- decompressed were not visible to it). The candidates come in as parameters instead.
+-- Returns one row: the written rows' validation lags, and the outcomes too large for
+-- DECIMAL(18, 8) (absurd bars, e.g. a close from 1e-8 to 1e9), which are skipped, not written.
 WITH candidates AS (
-    SELECT p.prediction_id, p.predicted_at, p.symbol, p.predicted_direction,
-           p.predicted_at + make_interval(mins => p.prediction_horizon_minutes) AS horizon_end
-    FROM unnest($1::uuid[], $2::timestamptz[]) AS k(prediction_id, predicted_at)
-    JOIN model_predictions AS p USING (prediction_id, predicted_at)
+    SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::timestamptz[])
+                  AS c(prediction_id, predicted_at, symbol, horizon_end)
 ),
-latest_bars AS MATERIALIZED (  -- each symbol's newest bar: one lookup per symbol, not per prediction
+symbols AS MATERIALIZED (SELECT DISTINCT symbol FROM candidates),
+latest_bars AS MATERIALIZED (  -- each symbol's newest bar
     SELECT s.symbol, b.timestamp
-    FROM (SELECT DISTINCT symbol FROM candidates) AS s
+    FROM symbols AS s
     JOIN LATERAL (
         SELECT m.timestamp FROM market_conditions AS m
-        WHERE m.symbol = s.symbol AND m.timestamp >= $5::timestamptz
+        WHERE m.symbol = s.symbol AND m.timestamp >= $7::timestamptz
         ORDER BY m.timestamp DESC LIMIT 1
     ) AS b ON true
 ),
-priced AS (
-    SELECT c.prediction_id, c.predicted_at, c.predicted_direction, c.horizon_end,
-           round((e.close - s.close) / s.close, 8) AS actual_return
-    FROM candidates AS c
+timeline AS (  -- kind 0: a bar of the span; 1: a prediction's start; 2: its horizon end
+    SELECT s.symbol, m.timestamp AS at, 0 AS kind, m.close,
+           NULL::uuid AS prediction_id, NULL::timestamptz AS predicted_at,
+           NULL::timestamptz AS horizon_end
+    FROM symbols AS s
     JOIN LATERAL (
-        SELECT m.close, m.timestamp FROM market_conditions AS m
-        WHERE m.symbol = c.symbol AND m.timestamp <= c.predicted_at
-          AND m.timestamp >= $5::timestamptz - $3::interval AND m.timestamp <= $6::timestamptz
-        ORDER BY m.timestamp DESC LIMIT 1
-    ) AS s ON c.predicted_at - s.timestamp <= $3::interval
-    JOIN LATERAL (
-        SELECT m.close, m.timestamp FROM market_conditions AS m
-        WHERE m.symbol = c.symbol AND m.timestamp <= c.horizon_end
-          AND m.timestamp >= $5::timestamptz - $3::interval AND m.timestamp <= $6::timestamptz
-        ORDER BY m.timestamp DESC LIMIT 1
-    ) AS e ON c.horizon_end - e.timestamp <= $3::interval
-    JOIN latest_bars AS l ON l.symbol = c.symbol AND l.timestamp >= c.horizon_end
+        SELECT m.timestamp, m.close FROM market_conditions AS m
+        WHERE m.symbol = s.symbol
+          AND m.timestamp >= $7::timestamptz - $5::interval AND m.timestamp <= $8::timestamptz
+    ) AS m ON true
+    UNION ALL
+    SELECT symbol, predicted_at, 1, NULL, prediction_id, predicted_at, horizon_end
+    FROM candidates
+    UNION ALL
+    SELECT symbol, horizon_end, 2, NULL, prediction_id, predicted_at, horizon_end
+    FROM candidates
+),
+numbered AS (  -- a bar sorts before an instant at the same time: "at or before"
+    SELECT *, count(close) OVER (PARTITION BY symbol ORDER BY at, kind) AS bars_so_far
+    FROM timeline
+),
+as_of AS (  -- first row of each (symbol, bars_so_far) group: the bar the instants follow
+    SELECT symbol, kind, prediction_id, predicted_at, horizon_end, at,
+           first_value(at) OVER bar AS bar_at, first_value(close) OVER bar AS bar_close
+    FROM numbered
+    WHERE bars_so_far > 0
+    WINDOW bar AS (PARTITION BY symbol, bars_so_far ORDER BY at, kind)
+),
+priced AS (  -- both bars found, each within the gap tolerance of its instant
+    SELECT prediction_id, predicted_at, horizon_end, symbol,
+           round((max(bar_close) FILTER (WHERE kind = 2) - max(bar_close) FILTER (WHERE kind = 1))
+                 / max(bar_close) FILTER (WHERE kind = 1), 8) AS actual_return
+    FROM as_of
+    WHERE kind > 0 AND at - bar_at <= $5::interval
+    GROUP BY prediction_id, predicted_at, horizon_end, symbol
+    HAVING count(*) = 2
+),
+outcomes AS MATERIALIZED (
+    SELECT p.prediction_id, p.predicted_at, p.actual_return,
+           CASE WHEN p.actual_return > $6::numeric THEN 'LONG'
+                WHEN p.actual_return < -$6::numeric THEN 'SHORT'
+                ELSE 'NEUTRAL' END AS actual_direction,
+           abs(p.actual_return) < 1e10 AS fits
+    FROM priced AS p
+    JOIN latest_bars AS l ON l.symbol = p.symbol AND l.timestamp >= p.horizon_end
+),
+written AS (
+    UPDATE model_predictions AS p
+    SET actual_return = o.actual_return,
+        actual_direction = o.actual_direction,
+        prediction_accuracy = (p.predicted_direction = o.actual_direction),
+        validated_at = now()
+    FROM outcomes AS o
+    WHERE o.fits AND p.prediction_id = o.prediction_id AND p.predicted_at = o.predicted_at
+      -- scalar bounds on the table itself: TimescaleDB decompresses only the batches they select
+      AND p.predicted_at BETWEEN $7::timestamptz AND $9::timestamptz
+      -- only rows whose outcome changes
+      AND (p.validated_at IS NULL
+           OR (p.actual_return, p.actual_direction)
+              IS DISTINCT FROM (o.actual_return, o.actual_direction))
+    RETURNING p.model_version, p.predicted_at,
+              extract(epoch FROM p.validated_at
+                      - (p.predicted_at + make_interval(mins => p.prediction_horizon_minutes))
+                     )::float8 AS lag_seconds
+),
+marked AS (
+    INSERT INTO rollup_pending (kind, model_version, day)
+    SELECT DISTINCT 'prediction', model_version, (predicted_at AT TIME ZONE 'UTC')::date
+    FROM written
 )
-SELECT prediction_id, predicted_at, horizon_end, actual_return,
-       CASE WHEN actual_return > $4::numeric THEN 'LONG'
-            WHEN actual_return < -$4::numeric THEN 'SHORT'
-            ELSE 'NEUTRAL' END AS actual_direction
-FROM priced;
-
--- name: write_prediction_outcomes
--- $1..$4: keys, returns and directions (from prediction_outcomes, each fitting its column);
--- $5, $6: the earliest and latest predicted_at among them. Only rows whose outcome changes
--- are written; returns each written row's validation lag.
-UPDATE model_predictions AS p
-SET actual_return = o.actual_return,
-    actual_direction = o.actual_direction,
-    prediction_accuracy = (p.predicted_direction = o.actual_direction),
-    validated_at = now()
-FROM unnest($1::uuid[], $2::timestamptz[], $3::numeric[], $4::text[])
-     AS o(prediction_id, predicted_at, actual_return, actual_direction)
-WHERE p.prediction_id = o.prediction_id AND p.predicted_at = o.predicted_at
-  -- scalar bounds on the table itself: TimescaleDB decompresses only the batches they select
-  AND p.predicted_at BETWEEN $5::timestamptz AND $6::timestamptz
-  AND (p.validated_at IS NULL
-       OR (p.actual_return, p.actual_direction) IS DISTINCT FROM (o.actual_return, o.actual_direction))
-RETURNING extract(epoch FROM p.validated_at
-                  - (p.predicted_at + make_interval(mins => p.prediction_horizon_minutes))
-                 )::float8 AS lag_seconds;
+SELECT ARRAY(SELECT lag_seconds FROM written) AS lags,
+       ARRAY(SELECT prediction_id FROM outcomes WHERE NOT fits) AS skipped_ids,
+       ARRAY(SELECT actual_return FROM outcomes WHERE NOT fits) AS skipped_returns;
 
 -- name: trades_near_bars
 -- Trades of the given symbols open at some time in the given ranges ($1 symbols, $2 earliest,
@@ -143,7 +181,8 @@ WHERE entry_time >= $1 AND max_favorable_excursion IS NULL;
 -- $1: trade ids. Bars from entry_time to exit_time (to now while open), both inclusive.
 -- LONG: favourable = (max high - entry price) x quantity, adverse = (entry price - min low)
 -- x quantity; SHORT the mirror image. Both are amounts of money >= 0, rounded to 4 places.
--- Written by write_excursions (two statements, as for predictions: compressed chunks).
+-- Written by write_excursions, a second statement: this one reads trade_outcomes, and an UPDATE
+-- joined to a CTE that read the same compressed chunk updated nothing (see validate_predictions).
 WITH trades AS (
     SELECT trade_id, entry_time, symbol, exit_time, direction, entry_price, quantity
     FROM trade_outcomes

@@ -98,6 +98,30 @@ async def test_long_short_and_neutral_outcomes(db: asyncpg.Pool) -> None:
     assert (await validator.sweep(db, RULES, batch=2)).predictions_validated == 0
 
 
+async def prediction_marks(pool: asyncpg.Pool) -> list[tuple[str, Any]]:
+    rows = await pool.fetch("SELECT model_version, day FROM rollup_pending "
+                            "WHERE kind = 'prediction' ORDER BY id")
+    return [(r["model_version"], r["day"]) for r in rows]
+
+
+async def test_the_validator_marks_each_changed_day_once_other_writers_each_row(
+    db: asyncpg.Pool
+) -> None:
+    """The rollup learns of every changed outcome: from the validator one mark per model
+    version and day it changed (not one per prediction), from any other writer one per row."""
+    await add_bars(db, flat(range(0, 21)))
+    predictions = [await add_prediction(db, minute, 5, "LONG") for minute in range(6)]
+    day = at(0).date()
+    assert (await validator.sweep(db, RULES, batch=100)).predictions_validated == 6
+    assert await prediction_marks(db) == [("v1", day)]
+    assert (await validator.sweep(db, RULES, batch=100)).predictions_validated == 0
+    assert await prediction_marks(db) == [("v1", day)]  # nothing changed, nothing marked
+
+    await db.execute("UPDATE model_predictions SET predicted_direction = 'SHORT' "
+                     "WHERE prediction_id = ANY($1::uuid[])", predictions[:2])
+    assert await prediction_marks(db) == [("v1", day)] * 3
+
+
 async def test_late_horizon_bar_then_a_correction_revalidates(db: asyncpg.Pool) -> None:
     await add_bars(db, flat(range(0, 4)))
     prediction = await add_prediction(db, 0, 5, "LONG")

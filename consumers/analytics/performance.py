@@ -10,6 +10,7 @@ the caller can log it; nothing here raises on degenerate input.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -405,13 +406,20 @@ def _quantize(value: Decimal | None, precision: int, scale: int, column: str,
               undefined: Undefined) -> Decimal | None:
     if value is None:
         return None
-    limit = Decimal(10) ** (precision - scale)
+    limit, quantum = _bounds(precision, scale)
     too_big = abs(value) >= limit  # checked first: quantize would raise
-    rounded = value if too_big else value.quantize(Decimal(1).scaleb(-scale), ROUND_HALF_EVEN)
+    rounded = value if too_big else value.quantize(quantum, ROUND_HALF_EVEN)
     if too_big or abs(rounded) >= limit:
         undefined.note(column, f"beyond DECIMAL({precision}, {scale})")
         return None
     return rounded
+
+
+@functools.cache
+def _bounds(precision: int, scale: int) -> tuple[Decimal, Decimal]:
+    """DECIMAL(precision, scale)'s exclusive limit and its quantum (a rollup computes 20 of
+    these per period, for tens of thousands of periods)."""
+    return Decimal(10) ** (precision - scale), Decimal(1).scaleb(-scale)
 
 
 def _round_int(value: Decimal | None, column: str, undefined: Undefined) -> int | None:

@@ -204,7 +204,8 @@ async def _strategy_periods(
             upserts.append((*key, *period, *_strategy_columns(figures)))
     sql = queries("rollup")
     if upserts:
-        await conn.executemany(sql["upsert_strategy_period"], upserts)
+        await conn.execute(sql["upsert_strategy_periods"],
+                           *[list(column) for column in zip(*upserts, strict=True)])
     if deletes:
         status = await conn.execute(sql["delete_strategy_periods"],
                                     *[list(column) for column in zip(*deletes, strict=True)])
@@ -224,7 +225,7 @@ def _trade_day(row: asyncpg.Record) -> TradeDay:
 
 
 def _strategy_columns(f: StrategyFigures) -> tuple[object, ...]:
-    """The figures in upsert_strategy_period's column order ($5 onwards)."""
+    """The figures in upsert_strategy_periods' column order ($5 onwards)."""
     return (f.total_trades, f.winning_trades, f.losing_trades, f.breakeven_trades,
             f.gross_profit, f.gross_loss, f.net_pnl, f.total_commission,
             f.win_rate, f.profit_factor, f.avg_win, f.avg_loss, f.avg_trade,

@@ -56,7 +56,9 @@ JOIN trade_outcomes AS t
 WHERE t.outcome_type IN ('WIN', 'LOSS', 'BREAKEVEN')
 GROUP BY 1, 2, 3;
 
--- name: upsert_strategy_period
+-- name: upsert_strategy_periods
+-- $1..$26: one array per column, one element per period (one statement for all of them:
+-- a statement per period cost 0.2 ms each, for tens of thousands of periods).
 -- Rows are rewritten only when a figure changed, so a re-run leaves updated_at alone.
 INSERT INTO strategy_performance AS s (
     strategy_id, model_version, period_type, period_start,
@@ -65,8 +67,15 @@ INSERT INTO strategy_performance AS s (
     win_rate, profit_factor, avg_win, avg_loss, avg_trade, largest_win, largest_loss,
     max_drawdown, max_drawdown_duration_days, sharpe_ratio, sortino_ratio, calmar_ratio,
     avg_slippage, avg_fill_time_ms
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-          $19, $20, $21, $22, $23, $24, $25, $26)
+)
+SELECT * FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::date[],
+    $5::integer[], $6::integer[], $7::integer[], $8::integer[],
+    $9::numeric[], $10::numeric[], $11::numeric[], $12::numeric[],
+    $13::numeric[], $14::numeric[], $15::numeric[], $16::numeric[], $17::numeric[],
+    $18::numeric[], $19::numeric[],
+    $20::numeric[], $21::integer[], $22::numeric[], $23::numeric[], $24::numeric[],
+    $25::numeric[], $26::integer[])
 ON CONFLICT (strategy_id, model_version, period_type, period_start) DO UPDATE SET
     total_trades = EXCLUDED.total_trades, winning_trades = EXCLUDED.winning_trades,
     losing_trades = EXCLUDED.losing_trades, breakeven_trades = EXCLUDED.breakeven_trades,

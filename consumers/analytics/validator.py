@@ -82,7 +82,7 @@ async def validate(conn: Conn, rules: Rules, keys: Sequence[asyncpg.Record]) -> 
         return 0
     sql = queries("validator")
     await conn.execute(sql["lock_symbols"], sorted({k["symbol"] for k in keys}))
-    await conn.execute("SET LOCAL cie.writer_marks_rollup = 'on'")
+    await conn.execute(sql["writer_marks_rollup"])
     lags: list[float] = []
     for window in _time_windows(keys):
         result = await conn.fetchrow(

@@ -17,6 +17,11 @@ FROM unnest($1::text[]) AS symbol;
 SELECT pg_advisory_xact_lock(hashtextextended(trade_id::text, 0))
 FROM unnest($1::uuid[]) AS trade_id;
 
+-- name: writer_marks_rollup
+-- For this transaction, the prediction rollup trigger leaves the marks to validate_predictions
+-- (schema/17-rollup-marks-by-writer.sql).
+SET LOCAL cie.writer_marks_rollup = 'on';
+
 -- name: predictions_near_bars
 -- Predictions whose start or horizon bar may be one of the bars in the given per-symbol time
 -- ranges ($1 symbols, $2 earliest, $3 latest bar time), within the gap tolerance ($4), or

@@ -72,7 +72,9 @@ WHERE validated_at IS NULL
 -- instant: the span's bars ($7 - $5 to $8) and the instants are merged per symbol, and each
 -- instant takes the last bar before it (bars_so_far numbers the bars; an instant shares the
 -- number of the bar it follows). 50,000 index lookups through TimescaleDB's ChunkAppend cost
--- 3x this.
+-- 3x this. Predictions whose two instants both fall on a bar's time (most: predictions are
+-- made on bars, and horizons are whole minutes) are priced first by two hash joins; only the
+-- others, with their symbols' bars, go through the merge.
 -- Nothing here reads model_predictions before the UPDATE: on TimescaleDB an UPDATE joined to a
 -- CTE that read the same compressed chunk updated nothing the first time (2.28.3: the rows it
 -- decompressed were not visible to it). The candidates come in as parameters instead.
@@ -92,22 +94,38 @@ latest_bars AS MATERIALIZED (  -- each symbol's newest bar
         ORDER BY m.timestamp DESC LIMIT 1
     ) AS b ON true
 ),
-timeline AS (  -- kind 0: a bar of the span; 1: a prediction's start; 2: its horizon end
-    SELECT s.symbol, m.timestamp AS at, 0 AS kind, m.close,
-           NULL::uuid AS prediction_id, NULL::timestamptz AS predicted_at,
-           NULL::timestamptz AS horizon_end
+span_bars AS MATERIALIZED (  -- the bars of the batch's span
+    SELECT s.symbol, m.timestamp AS at, m.close
     FROM symbols AS s
     JOIN LATERAL (
         SELECT m.timestamp, m.close FROM market_conditions AS m
         WHERE m.symbol = s.symbol
           AND m.timestamp >= $7::timestamptz - $5::interval AND m.timestamp <= $8::timestamptz
     ) AS m ON true
+),
+on_bars AS MATERIALIZED (  -- most instants fall on a bar's time: two hash joins find those
+    SELECT c.prediction_id, c.predicted_at, c.symbol, c.horizon_end,
+           s.close AS start_close, e.close AS end_close
+    FROM candidates AS c
+    LEFT JOIN span_bars AS s ON s.symbol = c.symbol AND s.at = c.predicted_at
+    LEFT JOIN span_bars AS e ON e.symbol = c.symbol AND e.at = c.horizon_end
+),
+off_bars AS (  -- the others: both their instants go through the as-of merge
+    SELECT prediction_id, predicted_at, symbol, horizon_end
+    FROM on_bars
+    WHERE start_close IS NULL OR end_close IS NULL
+),
+timeline AS (  -- kind 0: a bar of those symbols; 1: a prediction's start; 2: its horizon end
+    SELECT symbol, at, 0 AS kind, close, NULL::uuid AS prediction_id,
+           NULL::timestamptz AS predicted_at, NULL::timestamptz AS horizon_end
+    FROM span_bars
+    WHERE symbol IN (SELECT symbol FROM off_bars)
     UNION ALL
     SELECT symbol, predicted_at, 1, NULL, prediction_id, predicted_at, horizon_end
-    FROM candidates
+    FROM off_bars
     UNION ALL
     SELECT symbol, horizon_end, 2, NULL, prediction_id, predicted_at, horizon_end
-    FROM candidates
+    FROM off_bars
 ),
 numbered AS (  -- a bar sorts before an instant at the same time: "at or before"
     SELECT *, count(close) OVER (PARTITION BY symbol ORDER BY at, kind) AS bars_so_far
@@ -122,8 +140,13 @@ as_of AS (  -- first row of each (symbol, bars_so_far) group: the bar the instan
 ),
 priced AS (  -- both bars found, each within the gap tolerance of its instant
     SELECT prediction_id, predicted_at, horizon_end, symbol,
+           round((end_close - start_close) / start_close, 8) AS actual_return
+    FROM on_bars
+    WHERE start_close IS NOT NULL AND end_close IS NOT NULL
+    UNION ALL
+    SELECT prediction_id, predicted_at, horizon_end, symbol,
            round((max(bar_close) FILTER (WHERE kind = 2) - max(bar_close) FILTER (WHERE kind = 1))
-                 / max(bar_close) FILTER (WHERE kind = 1), 8) AS actual_return
+                 / max(bar_close) FILTER (WHERE kind = 1), 8)
     FROM as_of
     WHERE kind > 0 AND at - bar_at <= $5::interval
     GROUP BY prediction_id, predicted_at, horizon_end, symbol

@@ -253,17 +253,12 @@ async def _model_days(
     ranges = [(version, first, end) for version, days in wanted.items()
               for first, end in merge_ranges((d, d + timedelta(days=1)) for d in days)]
     arrays = ([v for v, _, _ in ranges], [f for _, f, _ in ranges], [e for _, _, e in ranges])
-    zone = ZoneInfo(options.time_zone)
-    predictions: dict[tuple[str, date], list[ScoredPrediction]] = {}
-    for version, days in wanted.items():
-        for day in sorted(days):
-            rows = await reader.fetch(sql["prediction_day"], version, _midnight(day, zone),
-                                      _midnight(day + timedelta(days=1), zone),
-                                      options.regime_bar_max_age)
-            predictions[(version, day)] = [
-                ScoredPrediction(row["predicted_direction"], row["actual_direction"],
-                                 row["confidence_score"], row["detected_regime"])
-                for row in rows]
+    predictions: dict[tuple[str, date], list[ScoredPrediction]] = defaultdict(list)
+    for row in await reader.fetch(sql["prediction_days"], *arrays, options.regime_bar_max_age,
+                                  options.time_zone):
+        predictions[(row["model_version"], row["day"])].append(ScoredPrediction(
+            row["predicted_direction"], row["actual_direction"], row["confidence_score"],
+            row["detected_regime"]))
     pnl = {(row["model_version"], row["day"]): row["net_pnl"]
            for row in await reader.fetch(sql["model_trade_days"], *arrays, options.time_zone)}
     identity = {row["model_version"]: (row["model_type"], row["status"])
@@ -327,10 +322,6 @@ def _phase(name: str) -> Iterator[None]:
     started = time.perf_counter()
     yield
     log.debug("rollup.phase", phase=name, seconds=round(time.perf_counter() - started, 3))
-
-
-def _midnight(day: date, zone: ZoneInfo) -> datetime:
-    return datetime(day.year, day.month, day.day, tzinfo=zone)
 
 
 def local_days(utc_day: date, time_zone: str) -> list[date]:

@@ -338,15 +338,17 @@ async def test_model_performance_live_row_and_offline_live_columns(
     await add_bar(db, "AAPL", 0, "trending_up")
     await add_bar(db, "MSFT", 0, "ranging")
     await add_bar(db, "NVDA", 0, "trending_down")
+    await add_bar(db, "AAPL", 2, "volatile")  # after AAPL's prediction: not its regime
+    await add_bar(db, "TSLA", 0, "volatile")  # 9 minutes before TSLA's: too old (5 at most)
     await add_prediction(db, predicted="LONG", actual="LONG", confidence="0.8", symbol="AAPL",
                          minute=1)
     await add_prediction(db, predicted="LONG", actual="SHORT", confidence="0.6", symbol="MSFT",
                          minute=2)
     await add_prediction(db, predicted="SHORT", actual="SHORT", confidence="0.7", symbol="NVDA",
                          minute=3)
-    # no bar within 5 minutes of this one: no regime
+    # no bar within 5 minutes before this one: no regime
     await add_prediction(db, predicted="NEUTRAL", actual="LONG", confidence="0.4", symbol="TSLA",
-                         minute=4)
+                         minute=9)
     await rollup(db, OPTIONS)
 
     live = await db.fetchrow("SELECT * FROM model_performance WHERE source = 'live' "

@@ -90,9 +90,9 @@ class Sink:
 
 def spawn(command: Sequence[str], log: Path, env: dict[str, str] | None = None,
           ) -> subprocess.Popen[bytes]:
-    sink = log.open("wb")
-    return subprocess.Popen(list(command), stdout=sink, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})}, start_new_session=True)
+    with log.open("wb") as sink:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(list(command), stdout=sink, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
 
 
 def start_cie(batch: int | None) -> Callable[[Run, Path], subprocess.Popen[bytes]]:

@@ -117,8 +117,9 @@ WHERE (s.strategy_id, s.model_version, s.period_type, s.period_start)
 -- its local day and the regime of its symbol's last bar at or before predicted_at, if that bar
 -- is at most $4 old. One pass in time order for all of them: the predictions and their
 -- symbols' bars in the ranges' spans are merged per symbol, a running max gives each
--- prediction the time of the last bar before it, and a hash join that bar's regime. A lookup
--- per prediction through TimescaleDB's ChunkAppend, one query per day, cost 5 s a year.
+-- prediction the time of the last bar before it, and a join on (symbol, time) that bar's
+-- regime. A lookup per prediction through TimescaleDB's ChunkAppend, one query per day, cost
+-- 5 s a year.
 WITH ranges AS (
     SELECT model_version, (first_day::timestamp AT TIME ZONE $5::text) AS first_at,
            (end_day::timestamp AT TIME ZONE $5::text) AS end_at

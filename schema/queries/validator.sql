@@ -73,8 +73,8 @@ WHERE validated_at IS NULL
 -- instant takes the last bar before it (bars_so_far numbers the bars; an instant shares the
 -- number of the bar it follows). 50,000 index lookups through TimescaleDB's ChunkAppend cost
 -- 3x this. Predictions whose two instants both fall on a bar's time (most: predictions are
--- made on bars, and horizons are whole minutes) are priced first by two hash joins; only the
--- others, with their symbols' bars, go through the merge.
+-- made on bars, and horizons are whole minutes) are priced first by two joins on (symbol,
+-- time); only the others, with their symbols' bars, go through the merge.
 -- Nothing here reads model_predictions before the UPDATE: on TimescaleDB an UPDATE joined to a
 -- CTE that read the same compressed chunk updated nothing the first time (2.28.3: the rows it
 -- decompressed were not visible to it). The candidates come in as parameters instead.
@@ -103,7 +103,7 @@ span_bars AS MATERIALIZED (  -- the bars of the batch's span
           AND m.timestamp >= $7::timestamptz - $5::interval AND m.timestamp <= $8::timestamptz
     ) AS m ON true
 ),
-on_bars AS MATERIALIZED (  -- most instants fall on a bar's time: two hash joins find those
+on_bars AS MATERIALIZED (  -- most instants fall on a bar's time: two equi-joins find those
     SELECT c.prediction_id, c.predicted_at, c.symbol, c.horizon_end,
            s.close AS start_close, e.close AS end_close
     FROM candidates AS c

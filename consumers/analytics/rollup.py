@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -112,6 +112,7 @@ async def rollup(conn: Conn, options: RollupOptions, *, reader: Conn | None = No
 
 async def _run(conn: Conn, reader: Conn, options: RollupOptions, *, full: bool) -> RollupReport:
     sql = queries("rollup")
+    await conn.execute(sql["raise_work_mem"])  # a replica reader keeps its own setting
     if full:
         await conn.execute(sql["mark_everything"])
     last_id = await conn.fetchval(sql["last_pending_id"])
@@ -124,15 +125,17 @@ async def _run(conn: Conn, reader: Conn, options: RollupOptions, *, full: bool) 
     undefined: Counter[tuple[str, str]] = Counter()
     report = RollupReport(marks=len(marks))
 
-    touched_trades = {(m["strategy_id"], m["model_version"], m["day"])
-                      for m in marks if m["kind"] == "trade"}
+    strategy_periods = _wanted_strategy_periods(
+        {(m["strategy_id"], m["model_version"], m["day"]) for m in marks if m["kind"] == "trade"},
+        options.time_zone, horizons["trade_outcomes"])
+    model_days = _wanted_model_days({(m["model_version"], m["day"]) for m in marks},
+                                    options.time_zone, horizons["model_predictions"])
+    with _phase("trade_days"):
+        trade_days = await _trade_days(reader, options, strategy_periods, model_days)
     with _phase("strategy_performance"):
-        await _strategy_periods(conn, reader, options, touched_trades,
-                                horizons["trade_outcomes"], report, undefined)
-    model_days = {(m["model_version"], m["day"]) for m in marks}
+        await _strategy_periods(conn, options, strategy_periods, trade_days, report, undefined)
     with _phase("model_performance"):
-        await _model_days(conn, reader, options, model_days, horizons["model_predictions"],
-                          report, undefined)
+        await _model_days(conn, reader, options, model_days, trade_days, report, undefined)
     await conn.execute(sql["consume_pending"], last_id)
     for (column, reason), count in sorted(undefined.items()):
         log.info("rollup.figure_undefined", column=column, reason=reason, rows=count)
@@ -161,35 +164,80 @@ async def rollup_forever(pool: asyncpg.Pool, options: RollupOptions, *, every: f
             log.warning("rollup.failed", error=describe(exc))
 
 
-# --- strategy_performance --------------------------------------------------------------------
+# --- what to recompute, and the trades it reads ---------------------------------------------
 
 
-async def _strategy_periods(
-    conn: Conn, reader: Conn, options: RollupOptions,
-    touched: set[tuple[str, str, date]], horizon: date,
-    report: RollupReport, undefined: Counter[tuple[str, str]],
-) -> None:
+def _wanted_strategy_periods(touched: set[tuple[str, str, date]], time_zone: str,
+                             horizon: date) -> dict[StrategyKey, set[Period]]:
+    """The periods of each (strategy, model version) that hold a touched exit day."""
     wanted: dict[StrategyKey, set[Period]] = defaultdict(set)
     for strategy_id, model_version, utc_day in touched:
-        for day in local_days(utc_day, options.time_zone):
+        for day in local_days(utc_day, time_zone):
             for period_type in PERIOD_TYPES:
                 start = period_start(day, period_type)
                 if start >= horizon:  # older periods' trades are (partly) expired: keep them
                     wanted[(strategy_id, model_version)].add((period_type, start))
+    return wanted
+
+
+def _wanted_model_days(touched: set[tuple[str, date]], time_zone: str,
+                       horizon: date) -> dict[str, set[date]]:
+    """The local days of each model version that hold a touched UTC day."""
+    wanted: dict[str, set[date]] = defaultdict(set)
+    for model_version, utc_day in touched:
+        for day in local_days(utc_day, time_zone):
+            if day >= horizon:
+                wanted[model_version].add(day)
+    return wanted
+
+
+async def _trade_days(reader: Conn, options: RollupOptions,
+                      strategy_periods: dict[StrategyKey, set[Period]],
+                      model_days: dict[str, set[date]]) -> list[asyncpg.Record]:
+    """The trade_days rows of every wanted period and model day, in one pass over the trades.
+
+    A model day needs every strategy's trades of its version, so the days are read per model
+    version, for all its strategies: rows of strategies that were not touched are left unused
+    (reading them costs less than a second pass over the same days would).
+    """
+    spans: dict[str, list[tuple[date, date]]] = defaultdict(list)
+    for (_, model_version), periods in strategy_periods.items():
+        spans[model_version] += [(start, period_end(start, period_type))
+                                 for period_type, start in periods]
+    for model_version, days in model_days.items():
+        spans[model_version] += [(day, day + timedelta(days=1)) for day in days]
+    if not spans:
+        return []
+    ranges = [(model_version, first, end) for model_version, version_spans in spans.items()
+              for first, end in merge_ranges(version_spans)]  # merged: no trade read twice
+    return await reader.fetch(queries("rollup")["trade_days"], *_columns(ranges, 3),
+                              options.time_zone)
+
+
+def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
+    """Rows as one list per column (for unnest), also when there are no rows."""
+    return [[row[i] for row in rows] for i in range(width)]
+
+
+# --- strategy_performance --------------------------------------------------------------------
+
+
+async def _strategy_periods(
+    conn: Conn, options: RollupOptions, wanted: dict[StrategyKey, set[Period]],
+    trade_days: list[asyncpg.Record], report: RollupReport,
+    undefined: Counter[tuple[str, str]],
+) -> None:
     if not wanted:
         return
-    ranges = [(key, first, end) for key, periods in wanted.items()
-              for first, end in merge_ranges((s, period_end(s, t)) for t, s in periods)]
-    rows = await reader.fetch(
-        queries("rollup")["strategy_days"],
-        [k[0] for k, _, _ in ranges], [k[1] for k, _, _ in ranges],
-        [first for _, first, _ in ranges], [end for _, _, end in ranges], options.time_zone)
     buckets: dict[tuple[StrategyKey, Period], list[TradeDay]] = defaultdict(list)
-    for row in rows:
+    for row in trade_days:
+        key = (row["strategy_id"], row["model_version"])
+        if key not in wanted:  # read with its model version's days, not touched
+            continue
         trade_day = _trade_day(row)
         for period_type in PERIOD_TYPES:
             period = (period_type, period_start(trade_day.day, period_type))
-            buckets[((row["strategy_id"], row["model_version"]), period)].append(trade_day)
+            buckets[(key, period)].append(trade_day)
 
     upserts, deletes = [], []
     for key, periods in wanted.items():
@@ -238,29 +286,26 @@ def _strategy_columns(f: StrategyFigures) -> tuple[object, ...]:
 
 
 async def _model_days(
-    conn: Conn, reader: Conn, options: RollupOptions,
-    touched: set[tuple[str, date]], horizon: date,
-    report: RollupReport, undefined: Counter[tuple[str, str]],
+    conn: Conn, reader: Conn, options: RollupOptions, wanted: dict[str, set[date]],
+    trade_days: list[asyncpg.Record], report: RollupReport,
+    undefined: Counter[tuple[str, str]],
 ) -> None:
-    wanted: dict[str, set[date]] = defaultdict(set)
-    for model_version, utc_day in touched:
-        for day in local_days(utc_day, options.time_zone):
-            if day >= horizon:
-                wanted[model_version].add(day)
     if not wanted:
         return
     sql = queries("rollup")
     ranges = [(version, first, end) for version, days in wanted.items()
               for first, end in merge_ranges((d, d + timedelta(days=1)) for d in days)]
-    arrays = ([v for v, _, _ in ranges], [f for _, f, _ in ranges], [e for _, _, e in ranges])
     predictions: dict[tuple[str, date], list[ScoredPrediction]] = defaultdict(list)
-    for row in await reader.fetch(sql["prediction_days"], *arrays, options.regime_bar_max_age,
-                                  options.time_zone):
+    for row in await reader.fetch(sql["prediction_days"], *_columns(ranges, 3),
+                                  options.regime_bar_max_age, options.time_zone):
         predictions[(row["model_version"], row["day"])].append(ScoredPrediction(
             row["predicted_direction"], row["actual_direction"], row["confidence_score"],
             row["detected_regime"]))
-    pnl = {(row["model_version"], row["day"]): row["net_pnl"]
-           for row in await reader.fetch(sql["model_trade_days"], *arrays, options.time_zone)}
+    pnl: dict[tuple[str, date], Decimal] = {}
+    for row in trade_days:
+        if row["day"] in wanted.get(row["model_version"], ()):
+            model_day = (row["model_version"], row["day"])
+            pnl[model_day] = pnl.get(model_day, Decimal(0)) + row["net_pnl"]
     identity = {row["model_version"]: (row["model_type"], row["status"])
                 for row in await reader.fetch(sql["model_identity"], list(wanted))}
 

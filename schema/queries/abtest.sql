@@ -19,7 +19,7 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: arm_days
 -- One arm's closed trades per local exit day, with the columns (and definitions) of the
--- rollup's strategy_days: trades entered since the test started ($3) and closed by $4. $1 the
+-- rollup's trade_days: trades entered since the test started ($3) and closed by $4. $1 the
 -- test type (a strategy test names strategy ids, the others model versions), $2 the version,
 -- $5 the time zone.
 SELECT (t.exit_time AT TIME ZONE $5::text)::date AS day,

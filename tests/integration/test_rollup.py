@@ -200,6 +200,30 @@ async def test_rerun_changes_nothing_and_late_trade_changes_only_its_periods(
     assert after[("m1", "MONTH", month)]["net_pnl"] == Decimal("260.0000")
 
 
+async def test_late_trade_counts_once_in_its_periods_and_its_model_day(
+    db: asyncpg.Connection,
+) -> None:
+    """The strategy periods and the model day read their trades in one pass per model version
+    (the day, for every strategy, and the rest of the month): no trade counts twice."""
+    await hand_computed_trades(db)
+    await add_trade(db, exit_day=MONDAY, net="70", strategy="s2")
+    await rollup(db, OPTIONS)
+    await add_trade(db, exit_day=MONDAY, net="-30")  # s1, m1: s2 is not touched
+    await rollup(db, OPTIONS)
+
+    assert await db.fetchval(
+        "SELECT live_pnl_contribution FROM model_performance WHERE source = 'live' "
+        "AND model_version = 'm1' AND evaluation_date = $1", MONDAY) == Decimal("240.0000")
+    assert (await period(db, "DAY", MONDAY))["net_pnl"] == Decimal("170.0000")
+    assert (await period(db, "WEEK", MONDAY))["net_pnl"] == Decimal("70.0000")
+    assert (await period(db, "MONTH", MONDAY.replace(day=1)))["net_pnl"] == Decimal("270.0000")
+    incremental = [dict(r) for r in await db.fetch(
+        "SELECT * FROM strategy_performance ORDER BY 2, 3, 4, 5")]
+    await rollup(db, OPTIONS, full=True)
+    assert [dict(r) for r in await db.fetch(
+        "SELECT * FROM strategy_performance ORDER BY 2, 3, 4, 5")] == incremental
+
+
 async def test_reopened_trade_removes_its_emptied_period(db: asyncpg.Connection) -> None:
     trade = await add_trade(db, exit_day=MONDAY, net="10")
     await rollup(db, OPTIONS)

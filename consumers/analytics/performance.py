@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
 PeriodType = Literal["DAY", "WEEK", "MONTH"]
 PERIOD_TYPES: tuple[PeriodType, ...] = ("DAY", "WEEK", "MONTH")
@@ -110,42 +111,33 @@ def strategy_figures(
     days: Sequence[TradeDay], ratios: RatioSettings, undefined: Undefined
 ) -> StrategyFigures:
     """Every strategy_performance figure for one period from its days (in any order)."""
-    days = sorted(days, key=lambda d: d.day)
-    total = sum(d.trades for d in days)
-    wins = sum(d.wins for d in days)
-    losses = sum(d.losses for d in days)
-    gross_profit = sum((d.gross_profit for d in days), Decimal(0))
-    gross_loss = sum((d.gross_loss for d in days), Decimal(0))
-    net_pnl = sum((d.net_pnl for d in days), Decimal(0))
-    slippage_count = sum(d.slippage_count for d in days)
-    fill_count = sum(d.fill_latency_count for d in days)
-    returns = daily_returns([d.net_pnl for d in days], ratios.capital_base)
+    days = sorted(days, key=lambda d: d.day) if len(days) > 1 else days
+    period = _summed(days)
+    total, wins, losses = period.trades, period.wins, period.losses
+    gross_profit, gross_loss, net_pnl = period.gross_profit, period.gross_loss, period.net_pnl
+    pnls = [d.net_pnl for d in days]
+    returns = daily_returns(pnls, ratios.capital_base)
     if returns is None:
         undefined.note("sharpe_ratio, sortino_ratio, calmar_ratio", "capital base exhausted")
-    drawdown = max_drawdown([d.day for d in days], [d.net_pnl for d in days],
-                            ratios.capital_base)
+    drawdown = max_drawdown([d.day for d in days], pnls, ratios.capital_base)
     daily_rf = float(ratios.risk_free_rate) / ratios.periods_per_year
-    win_pnls = [d.largest_win for d in days if d.largest_win is not None]
-    loss_pnls = [d.largest_loss for d in days if d.largest_loss is not None]
     return StrategyFigures(
         total_trades=total,
         winning_trades=wins,
         losing_trades=losses,
-        breakeven_trades=sum(d.breakevens for d in days),
+        breakeven_trades=period.breakevens,
         gross_profit=money(gross_profit, "gross_profit", undefined),
         gross_loss=money(gross_loss, "gross_loss", undefined),
         net_pnl=money(net_pnl, "net_pnl", undefined),
-        total_commission=money(sum((d.commission for d in days), Decimal(0)),
-                               "total_commission", undefined),
+        total_commission=money(period.commission, "total_commission", undefined),
         win_rate=ratio(_div(wins, total), 5, 4, "win_rate", undefined),
         profit_factor=ratio(_div(gross_profit, -gross_loss), 8, 4, "profit_factor", undefined,
                             why="no losing trade"),
         avg_win=money(_div(gross_profit, wins), "avg_win", undefined, why="no winning trade"),
         avg_loss=money(_div(gross_loss, losses), "avg_loss", undefined, why="no losing trade"),
         avg_trade=money(_div(net_pnl, total), "avg_trade", undefined),
-        largest_win=money(max(win_pnls, default=None), "largest_win", undefined,
-                          why="no winning trade"),
-        largest_loss=money(min(loss_pnls, default=None), "largest_loss", undefined,
+        largest_win=money(period.largest_win, "largest_win", undefined, why="no winning trade"),
+        largest_loss=money(period.largest_loss, "largest_loss", undefined,
                            why="no losing trade"),
         max_drawdown=ratio(drawdown.fraction, 8, 4, "max_drawdown", undefined),
         max_drawdown_duration_days=drawdown.duration_days,
@@ -158,11 +150,34 @@ def strategy_figures(
         calmar_ratio=ratio(
             calmar(returns, drawdown.fraction, ratios.periods_per_year) if returns else None,
             8, 4, "calmar_ratio", undefined, why="no drawdown"),
-        avg_slippage=_quantize(_div(sum((d.slippage_sum for d in days), Decimal(0)),
-                                    slippage_count), 18, 8, "avg_slippage", undefined),
-        avg_fill_time_ms=_round_int(_div(sum(d.fill_latency_us_sum for d in days),
-                                         fill_count * 1000), "avg_fill_time_ms", undefined),
+        avg_slippage=_quantize(_div(period.slippage_sum, period.slippage_count), 18, 8,
+                               "avg_slippage", undefined),
+        avg_fill_time_ms=_round_int(
+            _div(period.fill_latency_us_sum, period.fill_latency_count * 1000),
+            "avg_fill_time_ms", undefined),
     )
+
+
+def _summed(days: Sequence[TradeDay]) -> TradeDay:
+    """The days' trades as one day, dated the first (a single day is itself: most periods a
+    rollup computes are days)."""
+    if len(days) == 1:
+        return days[0]
+    wins = [d.largest_win for d in days if d.largest_win is not None]
+    losses = [d.largest_loss for d in days if d.largest_loss is not None]
+    return TradeDay(
+        day=days[0].day if days else date.min,
+        trades=sum(d.trades for d in days), wins=sum(d.wins for d in days),
+        losses=sum(d.losses for d in days), breakevens=sum(d.breakevens for d in days),
+        gross_profit=sum((d.gross_profit for d in days), Decimal(0)),
+        gross_loss=sum((d.gross_loss for d in days), Decimal(0)),
+        net_pnl=sum((d.net_pnl for d in days), Decimal(0)),
+        commission=sum((d.commission for d in days), Decimal(0)),
+        largest_win=max(wins, default=None), largest_loss=min(losses, default=None),
+        slippage_sum=sum((d.slippage_sum for d in days), Decimal(0)),
+        slippage_count=sum(d.slippage_count for d in days),
+        fill_latency_us_sum=sum(d.fill_latency_us_sum for d in days),
+        fill_latency_count=sum(d.fill_latency_count for d in days))
 
 
 def daily_returns(pnls: Sequence[Decimal], capital_base: Decimal) -> list[float] | None:
@@ -256,9 +271,8 @@ def calmar(returns: Sequence[float], drawdown: float | None,
 # --- model figures ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ScoredPrediction:
-    """A validated prediction as the model rollup sees it."""
+class ScoredPrediction(NamedTuple):
+    """A validated prediction as the model rollup sees it (a tuple: a year holds millions)."""
 
     predicted: str  # LONG / SHORT / NEUTRAL
     actual: str
@@ -287,18 +301,21 @@ def model_figures(predictions: Sequence[ScoredPrediction], undefined: Undefined)
     """Classification figures of validated predictions; LONG is the positive class for
     precision/recall/F1; AUC, Brier and ECE score the confidence against correctness."""
     scored = [(float(p.confidence), p.correct) for p in predictions if p.confidence is not None]
+    by_regime: dict[str | None, list[ScoredPrediction]] = {}
+    for p in predictions:
+        by_regime.setdefault(p.regime, []).append(p)
     regimes = {
-        regime: ratio(accuracy([p for p in predictions if p.regime == regime]), 5, 4,
+        regime: ratio(accuracy(by_regime.get(regime, [])), 5, 4,
                       f"{regime}_accuracy", undefined, why="no prediction in this regime")
         for regime in REGIMES
     }
+    precision_, recall_, f1_ = _classification(predictions)
     return ModelFigures(
         samples=len(predictions),
         accuracy=ratio(accuracy(predictions), 5, 4, "accuracy", undefined),
-        precision=ratio(precision(predictions), 5, 4, "precision", undefined,
-                        why="no LONG prediction"),
-        recall=ratio(recall(predictions), 5, 4, "recall", undefined, why="no LONG outcome"),
-        f1_score=ratio(f1(predictions), 5, 4, "f1_score", undefined),
+        precision=ratio(precision_, 5, 4, "precision", undefined, why="no LONG prediction"),
+        recall=ratio(recall_, 5, 4, "recall", undefined, why="no LONG outcome"),
+        f1_score=ratio(f1_, 5, 4, "f1_score", undefined),
         auc_roc=ratio(roc_auc(scored), 5, 4, "auc_roc", undefined,
                       why="confidence missing or all predictions right (or all wrong)"),
         brier_score=ratio(brier(scored), 6, 5, "brier_score", undefined,
@@ -314,26 +331,25 @@ def accuracy(predictions: Sequence[ScoredPrediction]) -> float | None:
     return _fdiv(sum(p.correct for p in predictions), len(predictions))
 
 
-def _confusion(predictions: Sequence[ScoredPrediction]) -> tuple[int, int, int]:
-    tp = sum(p.predicted == "LONG" and p.actual == "LONG" for p in predictions)
-    fp = sum(p.predicted == "LONG" and p.actual != "LONG" for p in predictions)
-    fn = sum(p.predicted != "LONG" and p.actual == "LONG" for p in predictions)
-    return tp, fp, fn
+def _classification(
+    predictions: Sequence[ScoredPrediction],
+) -> tuple[float | None, float | None, float | None]:
+    """Precision, recall and F1 with LONG as the positive class, from one count."""
+    counts = Counter((p.predicted == "LONG", p.actual == "LONG") for p in predictions)
+    tp, fp, fn = counts[True, True], counts[True, False], counts[False, True]
+    return _fdiv(tp, tp + fp), _fdiv(tp, tp + fn), _fdiv(2 * tp, 2 * tp + fp + fn)
 
 
 def precision(predictions: Sequence[ScoredPrediction]) -> float | None:
-    tp, fp, _ = _confusion(predictions)
-    return _fdiv(tp, tp + fp)
+    return _classification(predictions)[0]
 
 
 def recall(predictions: Sequence[ScoredPrediction]) -> float | None:
-    tp, _, fn = _confusion(predictions)
-    return _fdiv(tp, tp + fn)
+    return _classification(predictions)[1]
 
 
 def f1(predictions: Sequence[ScoredPrediction]) -> float | None:
-    tp, fp, fn = _confusion(predictions)
-    return _fdiv(2 * tp, 2 * tp + fp + fn)
+    return _classification(predictions)[2]
 
 
 def roc_auc(scored: Sequence[tuple[float, bool]]) -> float | None:

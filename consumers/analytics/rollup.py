@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -132,10 +132,30 @@ async def _run(conn: Conn, reader: Conn, options: RollupOptions, *, full: bool) 
                                     options.time_zone, horizons["model_predictions"])
     with _phase("trade_days"):
         trade_days = await _trade_days(reader, options, strategy_periods, model_days)
-    with _phase("strategy_performance"):
-        await _strategy_periods(conn, options, strategy_periods, trade_days, report, undefined)
-    with _phase("model_performance"):
-        await _model_days(conn, reader, options, model_days, trade_days, report, undefined)
+    # Each query below runs on the server while this process computes in its block.
+    async with _in_flight(reader, sql["prediction_days"],
+                          *_prediction_days_args(model_days, options)) as predictions:
+        with _phase("strategy_figures"):
+            upserts, deletes = _strategy_rows(options, strategy_periods, trade_days, undefined)
+            upsert_args = _numerics_as_text(_columns(upserts, STRATEGY_UPSERT_COLUMNS))
+    identity = {row["model_version"]: (row["model_type"], row["status"])
+                for row in await reader.fetch(sql["model_identity"], list(model_days))}
+    async with _in_flight(conn, sql["upsert_strategy_periods"], *upsert_args):
+        with _phase("model_figures"):
+            live_upserts, live_deletes = _model_rows(
+                model_days, trade_days, predictions.result(), identity, undefined)
+    report.strategy_periods_recomputed = len(upserts)
+    if deletes:
+        status = await conn.execute(sql["delete_strategy_periods"], *_columns(deletes, 4))
+        report.strategy_periods_deleted = int(status.split()[-1])
+    if live_upserts:
+        await conn.executemany(sql["upsert_live_model_day"], live_upserts)
+    report.live_model_days_recomputed = len(live_upserts)
+    if live_deletes:
+        status = await conn.execute(sql["delete_live_model_days"], *_columns(live_deletes, 2))
+        report.live_model_days_deleted = int(status.split()[-1])
+    report.offline_rows_updated = await _offline_live_columns(
+        conn, reader, options, sorted(model_days), undefined)
     await conn.execute(sql["consume_pending"], last_id)
     for (column, reason), count in sorted(undefined.items()):
         log.info("rollup.figure_undefined", column=column, reason=reason, rows=count)
@@ -222,13 +242,11 @@ def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object
 # --- strategy_performance --------------------------------------------------------------------
 
 
-async def _strategy_periods(
-    conn: Conn, options: RollupOptions, wanted: dict[StrategyKey, set[Period]],
-    trade_days: list[asyncpg.Record], report: RollupReport,
-    undefined: Counter[tuple[str, str]],
-) -> None:
-    if not wanted:
-        return
+def _strategy_rows(
+    options: RollupOptions, wanted: dict[StrategyKey, set[Period]],
+    trade_days: list[asyncpg.Record], undefined: Counter[tuple[str, str]],
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The wanted periods' upsert rows (key and figures) and the emptied periods' keys."""
     buckets: dict[tuple[StrategyKey, Period], list[TradeDay]] = defaultdict(list)
     for row in trade_days:
         key = (row["strategy_id"], row["model_version"])
@@ -239,7 +257,8 @@ async def _strategy_periods(
             period = (period_type, period_start(trade_day.day, period_type))
             buckets[(key, period)].append(trade_day)
 
-    upserts, deletes = [], []
+    upserts: list[tuple[object, ...]] = []
+    deletes: list[tuple[object, ...]] = []
     for key, periods in wanted.items():
         for period in sorted(periods):
             days = buckets.get((key, period))
@@ -250,15 +269,13 @@ async def _strategy_periods(
             figures = strategy_figures(days, options.ratios, notes)
             undefined.update(notes.reasons)
             upserts.append((*key, *period, *_strategy_columns(figures)))
-    sql = queries("rollup")
-    if upserts:
-        await conn.execute(sql["upsert_strategy_periods"],
-                           *[list(column) for column in zip(*upserts, strict=True)])
-    if deletes:
-        status = await conn.execute(sql["delete_strategy_periods"],
-                                    *[list(column) for column in zip(*deletes, strict=True)])
-        report.strategy_periods_deleted = int(status.split()[-1])
-    report.strategy_periods_recomputed = len(upserts)
+    return upserts, deletes
+
+
+def _numerics_as_text(columns: list[list[object]]) -> list[list[object]]:
+    """Decimals as text: the server parses numeric text faster than asyncpg encodes them."""
+    return [[str(value) if isinstance(value, Decimal) else value for value in column]
+            for column in columns]
 
 
 def _trade_day(row: asyncpg.Record) -> TradeDay:
@@ -270,6 +287,9 @@ def _trade_day(row: asyncpg.Record) -> TradeDay:
         slippage_sum=row["slippage_sum"], slippage_count=row["slippage_count"],
         fill_latency_us_sum=row["fill_latency_us_sum"],
         fill_latency_count=row["fill_latency_count"])
+
+
+STRATEGY_UPSERT_COLUMNS = 26  # upsert_strategy_periods' parameters
 
 
 def _strategy_columns(f: StrategyFigures) -> tuple[object, ...]:
@@ -285,19 +305,21 @@ def _strategy_columns(f: StrategyFigures) -> tuple[object, ...]:
 # --- model_performance -----------------------------------------------------------------------
 
 
-async def _model_days(
-    conn: Conn, reader: Conn, options: RollupOptions, wanted: dict[str, set[date]],
-    trade_days: list[asyncpg.Record], report: RollupReport,
-    undefined: Counter[tuple[str, str]],
-) -> None:
-    if not wanted:
-        return
-    sql = queries("rollup")
+def _prediction_days_args(wanted: dict[str, set[date]],
+                          options: RollupOptions) -> tuple[object, ...]:
     ranges = [(version, first, end) for version, days in wanted.items()
               for first, end in merge_ranges((d, d + timedelta(days=1)) for d in days)]
+    return *_columns(ranges, 3), options.regime_bar_max_age, options.time_zone
+
+
+def _model_rows(
+    wanted: dict[str, set[date]], trade_days: list[asyncpg.Record],
+    prediction_days: list[asyncpg.Record], identity: dict[str, tuple[str, str]],
+    undefined: Counter[tuple[str, str]],
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The wanted live model days' upsert rows and the emptied days' keys."""
     predictions: dict[tuple[str, date], list[ScoredPrediction]] = defaultdict(list)
-    for row in await reader.fetch(sql["prediction_days"], *_columns(ranges, 3),
-                                  options.regime_bar_max_age, options.time_zone):
+    for row in prediction_days:
         predictions[(row["model_version"], row["day"])].append(ScoredPrediction(
             row["predicted_direction"], row["actual_direction"], row["confidence_score"],
             row["detected_regime"]))
@@ -306,10 +328,9 @@ async def _model_days(
         if row["day"] in wanted.get(row["model_version"], ()):
             model_day = (row["model_version"], row["day"])
             pnl[model_day] = pnl.get(model_day, Decimal(0)) + row["net_pnl"]
-    identity = {row["model_version"]: (row["model_type"], row["status"])
-                for row in await reader.fetch(sql["model_identity"], list(wanted))}
 
-    upserts, deletes = [], []
+    upserts: list[tuple[object, ...]] = []
+    deletes: list[tuple[object, ...]] = []
     for version, days in wanted.items():
         for day in sorted(days):
             scored = predictions.get((version, day), [])
@@ -328,15 +349,7 @@ async def _model_days(
                 figures.precision, figures.recall, figures.f1_score, figures.auc_roc,
                 figures.brier_score, figures.expected_calibration_error,
                 *(figures.regime_accuracy[regime] for regime in REGIMES), contribution))
-    if upserts:
-        await conn.executemany(sql["upsert_live_model_day"], upserts)
-    if deletes:
-        status_line = await conn.execute(sql["delete_live_model_days"],
-                                         [v for v, _ in deletes], [d for _, d in deletes])
-        report.live_model_days_deleted = int(status_line.split()[-1])
-    report.live_model_days_recomputed = len(upserts)
-    report.offline_rows_updated = await _offline_live_columns(
-        conn, reader, options, sorted(wanted), undefined)
+    return upserts, deletes
 
 
 async def _offline_live_columns(conn: Conn, reader: Conn, options: RollupOptions,
@@ -360,6 +373,24 @@ async def _offline_live_columns(conn: Conn, reader: Conn, options: RollupOptions
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _in_flight(conn: Conn, query: str,
+                     *args: object) -> AsyncIterator[asyncio.Task[list[asyncpg.Record]]]:
+    """``query`` runs on the server while the block computes here; its rows are the task's
+    result after the block. The connection takes no other query until then."""
+    statement = await conn.prepare(query)
+    task = asyncio.create_task(statement.fetch(*args))
+    await asyncio.sleep(0)  # the task's first step sends Bind and Execute
+    try:
+        yield task
+    except BaseException:
+        task.cancel()  # frees the connection for the rollback
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+    await task
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
+from consumers.analytics import rollup as rollup_module
 from consumers.analytics.performance import RatioSettings
 from consumers.analytics.rollup import RollupOptions, rollup, rollup_forever
 from consumers.platform.db import connect, create_pool
@@ -234,6 +235,25 @@ async def test_reopened_trade_removes_its_emptied_period(db: asyncpg.Connection)
     report = await rollup(db, OPTIONS)
     assert report.strategy_periods_deleted == 3
     assert await db.fetchval("SELECT count(*) FROM strategy_performance") == 0
+
+
+async def test_a_failure_while_a_query_is_in_flight_keeps_the_marks_and_the_connection(
+    db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The strategy figures are computed while the predictions' query runs: if they fail,
+    that query is cancelled, so the transaction rolls back and the connection stays usable."""
+    await hand_computed_trades(db)
+
+    def failing(*_: object) -> None:
+        raise ArithmeticError("a figure failed")
+
+    monkeypatch.setattr(rollup_module, "strategy_figures", failing)
+    with pytest.raises(ArithmeticError, match="a figure failed"):
+        await rollup(db, OPTIONS)
+    monkeypatch.undo()
+    assert await db.fetchval("SELECT count(*) FROM strategy_performance") == 0
+    assert await db.fetchval("SELECT count(*) FROM rollup_pending") > 0  # kept for the retry
+    assert (await rollup(db, OPTIONS)).strategy_periods_recomputed == 10
 
 
 async def test_excursion_updates_do_not_mark_anything(db: asyncpg.Connection) -> None:

@@ -447,6 +447,28 @@ async def test_model_performance_live_row_and_offline_live_columns(
 # --- how it runs ----------------------------------------------------------------------------
 
 
+async def test_regime_bar_found_in_the_age_window_across_time_bins(
+    db: asyncpg.Connection,
+) -> None:
+    """Bars are pre-filtered by 5-minute bins: a bar in the bin before its prediction's still
+    counts, up to the age limit (inclusive)."""
+    await add_bar(db, "AMZN", 4, "volatile")  # 2 minutes before, in the bin before
+    await add_bar(db, "META", 5, "ranging")  # exactly 5 minutes before
+    await add_bar(db, "NFLX", 4, "trending_up")  # 6 minutes before: too old
+    await add_prediction(db, predicted="LONG", actual="LONG", confidence="0.8", symbol="AMZN",
+                         minute=6, model="m3")
+    await add_prediction(db, predicted="SHORT", actual="LONG", confidence="0.6", symbol="META",
+                         minute=10, model="m3")
+    await add_prediction(db, predicted="LONG", actual="LONG", confidence="0.7", symbol="NFLX",
+                         minute=10, model="m3")
+    await rollup(db, OPTIONS)
+    live = await db.fetchrow(
+        "SELECT trending_up_accuracy, trending_down_accuracy, ranging_accuracy, "
+        "volatile_accuracy FROM model_performance WHERE model_version = 'm3'")
+    assert live is not None
+    assert tuple(live) == (None, None, Decimal("0.0000"), Decimal("1.0000"))
+
+
 @contextlib.asynccontextmanager
 async def login(url: str, *roles: str) -> AsyncIterator[str]:
     """The URL of a new login user in these group roles and no other (the stack trusts

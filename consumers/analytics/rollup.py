@@ -3,14 +3,15 @@
 Writers mark what they change in ``rollup_pending`` (triggers, schema/09-rollups.sql). A run
 
 1. takes a session advisory lock (runs are serialised; a second one waits, then finds little),
-2. opens a repeatable-read transaction, reads the pending marks of its snapshot,
+2. opens a repeatable-read transaction, reads the pending marks of its snapshot and deletes
+   them in the same statement,
 3. recomputes exactly the strategy periods (DAY, WEEK, MONTH of each touched exit day) and the
    live model days those marks touch, plus the live columns of the touched versions' offline
-   evaluations, upserting only rows whose figures changed,
-4. deletes the marks it read, in the same snapshot, and commits.
+   evaluations, upserting only rows whose figures changed, and commits.
 
 A mark committed after the snapshot is invisible to both the read and the delete, so it stays
-for the next run: nothing is missed, and a repeated run changes nothing. Reads of the facts can
+for the next run; a failed run rolls its delete back: nothing is missed, and a repeated run
+changes nothing. Reads of the facts can
 go to a replica once it has replayed past the primary's position at the snapshot.
 Figures and their definitions: consumers/analytics/performance.py and README.md ("Rollups").
 """
@@ -112,15 +113,18 @@ async def rollup(conn: Conn, options: RollupOptions, *, reader: Conn | None = No
 
 async def _run(conn: Conn, reader: Conn, options: RollupOptions, *, full: bool) -> RollupReport:
     sql = queries("rollup")
+    # The first statement takes the snapshot: every commit it sees is before this position
+    # (read before this transaction writes: its own WAL reaches a replica only at commit).
+    position = await conn.fetchval(sql["primary_lsn"])
     await conn.execute(sql["raise_work_mem"])  # a replica reader keeps its own setting
     if full:
         await conn.execute(sql["mark_everything"])
     last_id = await conn.fetchval(sql["last_pending_id"])
     if last_id is None:
         return RollupReport()
-    marks = await conn.fetch(sql["pending"], last_id)
+    marks = await conn.fetch(sql["consume_pending"], last_id)
     if reader is not conn:
-        await _wait_for_replica(conn, reader, options.replica_wait_seconds)
+        await _wait_for_replica(reader, position, options.replica_wait_seconds)
     horizons = await _horizons(conn, options.time_zone)
     undefined: Counter[tuple[str, str]] = Counter()
     report = RollupReport(marks=len(marks))
@@ -156,7 +160,6 @@ async def _run(conn: Conn, reader: Conn, options: RollupOptions, *, full: bool) 
         report.live_model_days_deleted = int(status.split()[-1])
     report.offline_rows_updated = await _offline_live_columns(
         conn, reader, options, sorted(model_days), undefined)
-    await conn.execute(sql["consume_pending"], last_id)
     for (column, reason), count in sorted(undefined.items()):
         log.info("rollup.figure_undefined", column=column, reason=reason, rows=count)
     return report
@@ -429,10 +432,9 @@ async def _horizons(conn: Conn, time_zone: str) -> dict[str, date]:
     return {table: first.get(table, date.min) for table in ("trade_outcomes", "model_predictions")}
 
 
-async def _wait_for_replica(primary: Conn, replica: Conn, seconds: float) -> None:
-    """Wait until the replica has replayed everything the primary's snapshot can see."""
+async def _wait_for_replica(replica: Conn, position: str, seconds: float) -> None:
+    """Wait until the replica has replayed the primary's WAL up to ``position``."""
     sql = queries("rollup")
-    position = await primary.fetchval(sql["primary_lsn"])
     deadline = time.monotonic() + seconds
     while not await replica.fetchval(sql["replica_caught_up"], position):
         if time.monotonic() > deadline:

@@ -2,16 +2,18 @@
 -- Days are local days in the rollup's time zone ($tz parameters); a day [d, e) is the
 -- instants from local midnight of d to local midnight of e.
 
--- name: pending
--- What changed since the last run, as the rollup's snapshot sees it (repeatable read: the
--- same snapshot then deletes exactly these rows with consume_pending).
-SELECT DISTINCT kind, strategy_id, model_version, day FROM rollup_pending WHERE id <= $1;
+-- name: consume_pending
+-- What changed since the last run, as the rollup's snapshot sees it, deleted as it is read
+-- (one pass over the marks; a failed run rolls the delete back). A mark committed after the
+-- snapshot is neither read nor deleted: it stays for the next run.
+WITH consumed AS (
+    DELETE FROM rollup_pending WHERE id <= $1
+    RETURNING kind, strategy_id, model_version, day
+)
+SELECT DISTINCT kind, strategy_id, model_version, day FROM consumed;
 
 -- name: last_pending_id
 SELECT max(id) FROM rollup_pending;
-
--- name: consume_pending
-DELETE FROM rollup_pending WHERE id <= $1;
 
 -- name: mark_everything
 -- `cie rollup --full`: treat every closed trade and validated prediction as changed.
@@ -123,8 +125,8 @@ WHERE (s.strategy_id, s.model_version, s.period_type, s.period_start)
 -- Validated predictions of the given model versions made in the given local day ranges ($1
 -- model versions, $2 first days, $3 end days (exclusive), local to time zone $5), each with
 -- its local day and the regime of its symbol's last bar at or before predicted_at, if that bar
--- is at most $4 old. One pass in time order for all of them: the predictions and their
--- symbols' bars in the ranges' spans are merged per symbol, a running max gives each
+-- is at most $4 old. One pass in time order for all of them: the predictions and the bars
+-- near them in the ranges' spans are merged per symbol, a running max gives each
 -- prediction the time of the last bar before it, and a join on (symbol, time) that bar's
 -- regime. A lookup per prediction through TimescaleDB's ChunkAppend, one query per day, cost
 -- 5 s a year.
@@ -155,11 +157,17 @@ islands AS (  -- overlapping spans (other versions' ranges) merged, so no bar is
           FROM widened) AS w
 ),
 spans AS (SELECT min(first_at) AS first_at, max(end_at) AS end_at FROM islands GROUP BY island),
+near AS (  -- where a prediction's bar can be: in bins as wide as $4 (positive), its bin or
+           -- the one before; only those bars are merged (a fraction when bars are frequent)
+    SELECT symbol, date_bin($4::interval, predicted_at, 'epoch') - n * $4::interval AS bin
+    FROM predictions CROSS JOIN (VALUES (0), (1)) AS b(n)
+),
 bars AS MATERIALIZED (
     SELECT m.symbol, m.timestamp, m.detected_regime
     FROM spans AS s
     JOIN market_conditions AS m ON m.timestamp >= s.first_at AND m.timestamp < s.end_at
-    WHERE m.symbol IN (SELECT symbol FROM predictions)
+    WHERE (m.symbol, date_bin($4::interval, m.timestamp, 'epoch'))
+          IN (SELECT symbol, bin FROM near)
 ),
 timeline AS (  -- kind 0: a bar; 1: a prediction
     SELECT symbol, timestamp AS at, 0 AS kind, NULL::text AS model_version,

@@ -7,8 +7,10 @@
 Builds (server-side) `--trades` closed trades over 2025 across `--strategies` strategies and two
 model versions, each with two fills that carry order_submitted_at (and the trade row their
 summed latencies, as the ingest derives them), and `--predictions`
-validated predictions with bars for their regimes. The triggers mark every row as changed,
-as live ingestion would. Then times
+validated predictions with bars for their regimes. Every row is marked as changed, as live
+ingestion would: the trades as the fills consumer marks them (one mark per strategy, model
+version and exit day per flush, `--trades-per-flush` trades closed a flush, in exit order),
+the predictions by the per-row trigger. Then times
 - baselines: one bare GROUP BY of every trade by (strategy, model version, exit day) with count
   and sums, and the same joined to every trade's fill latencies (the reads no rollup can avoid);
 - rollup: `cie rollup` consuming every mark (the whole year: the worst case);
@@ -32,7 +34,7 @@ import asyncpg
 from consumers.analytics.performance import RatioSettings
 from consumers.analytics.rollup import RollupOptions, rollup
 from consumers.platform import migrations
-from consumers.platform.db import connect
+from consumers.platform.db import connect, queries
 from consumers.platform.settings import load_settings
 
 YEAR_START = datetime(2025, 1, 1, tzinfo=UTC)
@@ -59,7 +61,28 @@ GROUP BY 1, 2, 3
 """
 
 
-async def build(conn: asyncpg.Connection, trades: int, strategies: int, predictions: int) -> None:
+async def build(conn: asyncpg.Connection, trades: int, strategies: int, predictions: int,
+                trades_per_flush: int) -> None:
+    async with conn.transaction():
+        await add_trades(conn, trades, strategies, trades_per_flush)
+    await conn.execute("""
+        INSERT INTO trade_fills (fill_id, trade_id, strategy_id, model_version, symbol, side,
+            quantity, price, filled_at, order_submitted_at)
+        SELECT gen_random_uuid(), t.trade_id, t.strategy_id, t.model_version, t.symbol, f.side,
+               10, 100, f.at, f.at - (40 + (hashtext(t.trade_id::text || f.side) & 255))
+                   * interval '1 millisecond'
+        FROM trade_outcomes AS t,
+             LATERAL (VALUES ('BUY', t.entry_time), ('SELL', t.exit_time)) AS f(side, at)""")
+    await add_bars_and_predictions(conn, predictions)
+    for table in ("trade_outcomes", "trade_fills", "market_conditions", "model_predictions",
+                  "rollup_pending"):
+        await conn.execute(f"VACUUM ANALYZE {table}")
+
+
+async def add_trades(conn: asyncpg.Connection, trades: int, strategies: int,
+                     trades_per_flush: int) -> None:
+    """In one transaction that marks its own changes, as the fills consumer's flushes do."""
+    await conn.execute(queries("validator")["writer_marks_rollup"])
     # trade n: strategy n % strategies, model version n % 2, exit spread evenly over the year
     await conn.execute("""
         INSERT INTO trade_outcomes (trade_id, strategy_id, model_version, symbol, direction,
@@ -80,13 +103,15 @@ async def build(conn: asyncpg.Connection, trades: int, strategies: int, predicti
                              round((sin(n * 1.7) * 3)::numeric, 2) + 0.2 AS move) AS t""",
         trades, strategies, YEAR_START)
     await conn.execute("""
-        INSERT INTO trade_fills (fill_id, trade_id, strategy_id, model_version, symbol, side,
-            quantity, price, filled_at, order_submitted_at)
-        SELECT gen_random_uuid(), t.trade_id, t.strategy_id, t.model_version, t.symbol, f.side,
-               10, 100, f.at, f.at - (40 + (hashtext(t.trade_id::text || f.side) & 255))
-                   * interval '1 millisecond'
-        FROM trade_outcomes AS t,
-             LATERAL (VALUES ('BUY', t.entry_time), ('SELL', t.exit_time)) AS f(side, at)""")
+        INSERT INTO rollup_pending (kind, strategy_id, model_version, day)
+        SELECT 'trade', strategy_id, model_version, day
+        FROM (SELECT DISTINCT strategy_id, model_version,
+                     (exit_time AT TIME ZONE 'UTC')::date AS day,
+                     (row_number() OVER (ORDER BY exit_time) - 1) / $1 AS flush
+              FROM trade_outcomes) AS flushed""", trades_per_flush)
+
+
+async def add_bars_and_predictions(conn: asyncpg.Connection, predictions: int) -> None:
     await conn.execute("""
         INSERT INTO market_conditions (symbol, timestamp, open, high, low, close, volume,
             detected_regime)
@@ -105,9 +130,6 @@ async def build(conn: asyncpg.Connection, trades: int, strategies: int, predicti
                (ARRAY['LONG', 'SHORT', 'NEUTRAL'])[1 + (n / 3) % 3], 0.001,
                n % 3 = (n / 3) % 3, now()
         FROM generate_series(1, $1::int) AS n""", predictions, YEAR_START)
-    for table in ("trade_outcomes", "trade_fills", "market_conditions", "model_predictions",
-                  "rollup_pending"):
-        await conn.execute(f"VACUUM ANALYZE {table}")
 
 
 async def timed(label: str, coroutine: object) -> float:
@@ -128,7 +150,8 @@ async def run(args: argparse.Namespace) -> None:
     try:
         await migrations.migrate(conn, use_timescaledb=bool(args.timescaledb))
         started = time.perf_counter()
-        await build(conn, args.trades, args.strategies, args.predictions)
+        await build(conn, args.trades, args.strategies, args.predictions,
+                    args.trades_per_flush)
         marks = await conn.fetchval("SELECT count(*) FROM rollup_pending")
         print(f"built {args.trades:,} trades, {2 * args.trades:,} fills, "
               f"{args.predictions:,} predictions ({marks:,} change marks) in "
@@ -164,6 +187,8 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=1_000_000)
     parser.add_argument("--strategies", type=int, default=20)
     parser.add_argument("--predictions", type=int, default=100_000)
+    parser.add_argument("--trades-per-flush", type=int, default=500,
+                        help="closed trades a fills flush carries (their marks are distinct)")
     parser.add_argument("--timescaledb", action="store_true",
                         help="take the TimescaleDB schema path (the extension must be installed)")
     asyncio.run(run(parser.parse_args()))

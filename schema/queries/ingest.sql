@@ -72,8 +72,11 @@ SELECT trade_id, strategy_id, model_version, symbol, direction, entry_time, exit
 FROM trade_outcomes WITH NO DATA;
 
 -- name: fills_lock_trades
--- $1 is sorted: every consumer takes the locks in one order.
-SELECT pg_advisory_xact_lock(hashtextextended(trade_id::text, 0))
+-- $1 is sorted: every consumer takes the locks in one order. The same statement (no extra
+-- round trip) tells the trade rollup triggers that this transaction marks its changes itself,
+-- with trade_outcomes_mark_rollup (schema/18-trade-rollup-marks-by-writer.sql).
+SELECT pg_advisory_xact_lock(hashtextextended(trade_id::text, 0)),
+       set_config('cie.writer_marks_rollup', 'on', true)
 FROM unnest($1::uuid[]) AS trade_id;
 
 -- name: fills_ledgers
@@ -89,6 +92,19 @@ ORDER BY trade_id, filled_at, fill_id;
 SELECT fill_id, trade_id
 FROM trade_fills
 WHERE fill_id = ANY($1::uuid[]) AND filled_at = ANY($2::timestamptz[]);
+
+-- name: trade_outcomes_mark_rollup
+-- What the rollup must recompute after this flush, one row per (strategy, model version,
+-- UTC exit day) instead of the triggers' one per trade: the stored rows of the trades about
+-- to be re-derived ($1, read before they change: a moved or reopened trade leaves its old
+-- day) and the closed trades' new values ($2 strategies, $3 model versions, $4 days).
+INSERT INTO rollup_pending (kind, strategy_id, model_version, day)
+SELECT DISTINCT 'trade', strategy_id, model_version, day
+FROM (SELECT strategy_id, model_version, (exit_time AT TIME ZONE 'UTC')::date AS day
+      FROM trade_outcomes
+      WHERE trade_id = ANY($1::uuid[]) AND exit_time IS NOT NULL
+      UNION ALL
+      SELECT * FROM unnest($2::text[], $3::text[], $4::date[])) AS changed;
 
 -- name: trade_outcomes_rekey
 -- A late fill earlier than the first one moves entry_time, which is part of the key.

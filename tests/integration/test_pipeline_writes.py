@@ -188,3 +188,37 @@ async def test_a_trade_row_stored_without_fills_is_re_derived_when_its_fills_arr
     assert await write(pool, FillsPipeline(), batch) == []
     assert (await outcomes(pool))[imported] == (10, Decimal("-10.0000"), "LOSS")
     assert await rows(pool, "SELECT count(*) FROM trade_outcomes") == [(2,)]
+
+
+async def trade_marks(pool: asyncpg.Pool) -> list[tuple[Any, ...]]:
+    """The rollup's pending trade marks, and then none."""
+    async with pool.acquire() as conn:
+        found = await conn.fetch("DELETE FROM rollup_pending WHERE kind = 'trade' "
+                                 "RETURNING strategy_id, model_version, day")
+    return sorted(tuple(r) for r in found)
+
+
+async def test_fills_mark_each_changed_day_once_with_the_days_a_trade_leaves(
+    pool: asyncpg.Pool,
+) -> None:
+    """The fills writer tells the rollup what changed: one mark per (strategy, model version,
+    exit day) per flush instead of the triggers' one per trade, and the day a re-derived
+    trade leaves as well as the day it lands on."""
+    day_after = 24 * 3600
+    closed, also_closed, still_open = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    assert await write(pool, FillsPipeline(), [
+        fill(closed, "BUY", 10, "100", 0), fill(closed, "SELL", 10, "101", day_after),
+        fill(also_closed, "BUY", 1, "100", 0), fill(also_closed, "SELL", 1, "99", day_after + 1),
+        fill(still_open, "BUY", 1, "100", 0)]) == []
+    exit_day = (T0 + timedelta(seconds=day_after)).date()
+    assert await trade_marks(pool) == [("s1", "v1", exit_day)]
+
+    # a late buy before the sell: the closed trade is open again and leaves its exit day
+    assert await write(pool, FillsPipeline(), [fill(closed, "BUY", 5, "100", 60)]) == []
+    assert (await outcomes(pool))[closed] == (15, None, "OPEN")
+    assert await trade_marks(pool) == [("s1", "v1", exit_day)]
+
+    # and the open one closes on the next day (a new day) while a stored trade stays put
+    assert await write(pool, FillsPipeline(), [
+        fill(still_open, "SELL", 1, "103", 2 * day_after)]) == []
+    assert await trade_marks(pool) == [("s1", "v1", exit_day + timedelta(days=1))]

@@ -9,7 +9,9 @@ Per batch, in one transaction:
    reuse a fill_id the batch already gave another trade is refused;
 3. copy the accepted fills into trade_fills and re-derive every touched trade from its whole
    ledger (consumers/ingest/trades.py). If a late fill moved a trade's entry_time (part of
-   the key, for TimescaleDB), the row under the old key is deleted first.
+   the key, for TimescaleDB), the row under the old key is deleted first. The rollup is told
+   what changed with one mark per (strategy, model version, exit day), old days and new,
+   not by its per-row triggers (schema/18-trade-rollup-marks-by-writer.sql).
 
 The first attempt (``write_new``) copies the accepted fills and the rows of trades with no
 stored fills without savepoints. Their keys are new to their own ledgers, so that only fails
@@ -21,7 +23,7 @@ copy: such fills are refused too and the rest decided again; such trade rows are
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -117,16 +119,30 @@ async def _store_outcomes(
     """New trades are copied straight into trade_outcomes (careful: in a savepoint, and if a
     row is there after all, they join the others); trades already stored go through staging,
     re-keying and the upsert (which keeps the validator's excursions)."""
+    sql = queries("ingest")
     new_lines = list(map(copy_line, _rows(new)))
     if new and not careful:
         await copy_lines(conn, "trade_outcomes", OUTCOME_COLUMNS, new_lines)
     elif new and not await copy_new_lines(conn, "trade_outcomes", OUTCOME_COLUMNS, new_lines):
         changed = changed + new
+    strategies, versions, days = _closed_days([*new, *changed])
+    if changed or days:
+        # before the upsert, so that the days the stored rows leave are marked too
+        await conn.execute(sql["trade_outcomes_mark_rollup"], [o.trade_id for o in changed],
+                           strategies, versions, days)
     if changed:
-        sql = queries("ingest")
         await copy_rows(conn, "stage_trade_outcomes", OUTCOME_COLUMNS, _rows(changed))
         await conn.execute(sql["trade_outcomes_rekey"])
         await conn.execute(sql["trade_outcomes_upsert"])
+
+
+def _closed_days(
+    outcomes: Sequence[trades.TradeOutcome],
+) -> tuple[list[str], list[str], list[date]]:
+    """The distinct (strategy, model version, UTC exit day) of the closed trades, as columns."""
+    keys = sorted({(o.strategy_id, o.model_version, o.exit_time.astimezone(UTC).date())
+                   for o in outcomes if o.exit_time is not None})
+    return [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
 
 
 def _rows(outcomes: Sequence[trades.TradeOutcome]) -> list[tuple[Any, ...]]:

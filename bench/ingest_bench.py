@@ -175,10 +175,11 @@ CopyBatch = list[tuple[str, Sequence[str], list[str]]]  # (table, columns, COPY 
 
 def server_copy_limit(url: str, batches: list[CopyBatch], rows: int, workdir: Path) -> float:
     """``psql \\copy`` of pre-rendered COPY text, one transaction per batch (its tables in
-    order): the server's own rate, with a client that only sends bytes. Rows per second of
-    ``rows`` (the events the batches hold)."""
+    order): the server's own rate, with a client that only sends bytes and no rollup marks.
+    Rows per second of ``rows`` (the events the batches hold)."""
     tables = sorted({table for batch in batches for table, _, _ in batch})
-    script = []
+    # no per-row rollup marks (schema/18): the consumer's fills writer marks once per flush
+    script = ["SET cie.writer_marks_rollup = 'on';"]
     for i, batch in enumerate(batches):
         script.append("BEGIN;")
         for table, columns, lines in batch:

@@ -56,6 +56,8 @@ log = structlog.get_logger(__name__)
 
 LOCK_KEY = 0x6369_6572  # pg_advisory_lock key of the rollup ("cier")
 SERIALIZATION_RETRIES = 5
+# Trade ranges closer than this are read by one scan (trade_days), the days between included.
+TRADE_SCAN_GAP = timedelta(days=31)
 
 StrategyKey = tuple[str, str]  # (strategy_id, model_version)
 Period = tuple[PeriodType, date]
@@ -92,7 +94,11 @@ class RollupReport:
 
 async def rollup(conn: Conn, options: RollupOptions, *, reader: Conn | None = None,
                  full: bool = False) -> RollupReport:
-    """One incremental run (``full``: everything counts as changed). ``reader``: a replica."""
+    """One incremental run (``full``: everything counts as changed).
+
+    ``reader``: a replica connection of this run's own; its session gets the rollup's plan
+    settings (schema/queries/rollup.sql plan_settings), the primary's only this transaction.
+    """
     started = time.perf_counter()
     await conn.execute(queries("rollup")["lock"], LOCK_KEY)
     try:
@@ -116,7 +122,9 @@ async def _run(conn: Conn, reader: Conn, options: RollupOptions, *, full: bool) 
     # The first statement takes the snapshot: every commit it sees is before this position
     # (read before this transaction writes: its own WAL reaches a replica only at commit).
     position = await conn.fetchval(sql["primary_lsn"])
-    await conn.execute(sql["raise_work_mem"])  # a replica reader keeps its own setting
+    await conn.execute(sql["plan_settings"], True)
+    if reader is not conn:  # not in this transaction: its session (the run's own connection)
+        await reader.execute(sql["plan_settings"], False)
     if full:
         await conn.execute(sql["mark_everything"])
     last_id = await conn.fetchval(sql["last_pending_id"])
@@ -229,12 +237,15 @@ async def _trade_days(reader: Conn, options: RollupOptions,
                                  for period_type, start in periods]
     for model_version, days in model_days.items():
         spans[model_version] += [(day, day + timedelta(days=1)) for day in days]
-    if not spans:
-        return []
     ranges = [(model_version, first, end) for model_version, version_spans in spans.items()
               for first, end in merge_ranges(version_spans)]  # merged: no trade read twice
-    return await reader.fetch(queries("rollup")["trade_days"], *_columns(ranges, 3),
-                              options.time_zone)
+    rows: list[asyncpg.Record] = []
+    # One scan per stretch of time, the days between ranges read too unless a month apart
+    for first, end in merge_ranges(((r[1], r[2]) for r in ranges), gap=TRADE_SCAN_GAP):
+        inside = [r for r in ranges if first <= r[1] and r[2] <= end]
+        rows += await reader.fetch(queries("rollup")["trade_days"], *_columns(inside, 3),
+                                   options.time_zone, first, end)
+    return rows
 
 
 def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
@@ -414,11 +425,12 @@ def local_days(utc_day: date, time_zone: str) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def merge_ranges(ranges: Iterable[tuple[date, date]]) -> list[tuple[date, date]]:
-    """Half-open day ranges merged where they overlap or touch."""
+def merge_ranges(ranges: Iterable[tuple[date, date]],
+                 gap: timedelta = timedelta(0)) -> list[tuple[date, date]]:
+    """Half-open day ranges merged where they overlap, touch or lie at most ``gap`` apart."""
     merged: list[tuple[date, date]] = []
     for first, end in sorted(ranges):
-        if merged and first <= merged[-1][1]:
+        if merged and first <= merged[-1][1] + gap:
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:
             merged.append((first, end))

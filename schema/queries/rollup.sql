@@ -24,11 +24,19 @@ UNION ALL
 SELECT DISTINCT 'prediction', NULL, model_version, (predicted_at AT TIME ZONE 'UTC')::date
 FROM model_predictions WHERE validated_at IS NOT NULL;
 
--- name: raise_work_mem
--- For the rest of the rollup's transaction, at least 64 MB per sort or hash: a year of
--- strategy days is grouped in about 35 MB, and spilling to disk cost a fifth of the time.
-SELECT set_config('work_mem', '64MB', true)
-WHERE pg_size_bytes(current_setting('work_mem')) < pg_size_bytes('64MB');
+-- name: plan_settings
+-- For the rest of the rollup's transaction ($1 true; false: the session of a replica reader):
+-- - at least 64 MB per sort or hash: a year of strategy days is grouped in about 35 MB, and
+--   spilling to disk cost a fifth of the time;
+-- - plans made for each execution's parameters (never a generic plan), so that trade_days
+--   scans a few days by index and a year sequentially;
+-- - no JIT compilation: on TimescaleDB a year's trade_days is a plan per chunk, and compiling
+--   them took 10-20 s of a query that runs in 1.
+SELECT set_config('work_mem', CASE
+           WHEN pg_size_bytes(current_setting('work_mem')) < pg_size_bytes('64MB') THEN '64MB'
+           ELSE current_setting('work_mem') END, $1),
+       set_config('plan_cache_mode', 'force_custom_plan', $1),
+       set_config('jit', 'off', $1);
 
 -- name: horizons
 -- Per fact table, the first local day ($1 time zone) whose facts are all still retained: a
@@ -40,7 +48,13 @@ WHERE table_name IN ('trade_outcomes', 'model_predictions');
 -- name: trade_days
 -- Closed trades per (strategy, model version, local exit day) of the given model versions in
 -- the given day ranges ($1 model version, $2 first day, $3 day after the last; $4 time zone),
--- for both the strategy periods and the model days' P&L. The ranges must not overlap.
+-- for both the strategy periods and the model days' P&L. The ranges must not overlap and
+-- must lie within one span of days ($5 first, $6 day after the last).
+-- The span is the only time condition on the table: as a constant it lets the planner choose
+-- an index scan for a few days and a sequential scan for a year. Joined to the ranges, each
+-- range was one index scan, however wide (the planner cannot see its width): 2x slower for
+-- a year. Days of the span outside every range are grouped, then dropped.
+SELECT g.* FROM (
 SELECT t.strategy_id, t.model_version, (t.exit_time AT TIME ZONE $4::text)::date AS day,
        count(*) AS trades,
        count(*) FILTER (WHERE t.outcome_type = 'WIN') AS wins,
@@ -56,13 +70,16 @@ SELECT t.strategy_id, t.model_version, (t.exit_time AT TIME ZONE $4::text)::date
        count(t.slippage) AS slippage_count,
        coalesce(sum(t.fill_latency_us_sum), 0) AS fill_latency_us_sum,
        coalesce(sum(t.fill_latency_count), 0)::bigint AS fill_latency_count
-FROM unnest($1::text[], $2::date[], $3::date[]) AS r(model_version, first_day, end_day)
-JOIN trade_outcomes AS t
-  ON t.model_version = r.model_version
- AND t.exit_time >= (r.first_day::timestamp AT TIME ZONE $4::text)
- AND t.exit_time < (r.end_day::timestamp AT TIME ZONE $4::text)
-WHERE t.outcome_type IN ('WIN', 'LOSS', 'BREAKEVEN')
-GROUP BY 1, 2, 3;
+FROM trade_outcomes AS t
+WHERE t.model_version = ANY($1::text[])
+  AND t.exit_time >= ($5::date::timestamp AT TIME ZONE $4::text)
+  AND t.exit_time < ($6::date::timestamp AT TIME ZONE $4::text)
+  AND t.outcome_type IN ('WIN', 'LOSS', 'BREAKEVEN')
+GROUP BY 1, 2, 3) AS g
+WHERE EXISTS (SELECT FROM unnest($1::text[], $2::date[], $3::date[])
+                              AS r(model_version, first_day, end_day)
+              WHERE r.model_version = g.model_version
+                AND g.day >= r.first_day AND g.day < r.end_day);
 
 -- name: upsert_strategy_periods
 -- $1..$26: one array per column, one element per period (one statement for all of them:

@@ -225,6 +225,30 @@ async def test_late_trade_counts_once_in_its_periods_and_its_model_day(
         "SELECT * FROM strategy_performance ORDER BY 2, 3, 4, 5")] == incremental
 
 
+async def test_late_trades_months_apart_match_a_full_rollup(db: asyncpg.Connection) -> None:
+    """Ranges more than a month apart are read by separate scans, ranges closer by one scan
+    over the days between them: either way every touched period gets all its trades."""
+    days = [MONDAY + timedelta(days=n) for n in (0, 16, 40, 120, 121, 200)]
+    for n, day in enumerate(days):
+        await add_trade(db, exit_day=day, net=str(10 * (n + 1)))
+        await add_trade(db, exit_day=day, net=str(-3 * n), model="m2")
+    await rollup(db, OPTIONS)
+    for day, model in ((days[0], "m1"), (days[2], "m2"), (days[3], "m1"), (days[5], "m2")):
+        await add_trade(db, exit_day=day + timedelta(days=1), net="-7", model=model)
+    report = await rollup(db, OPTIONS)
+    assert report.strategy_periods_recomputed == 4 * 3
+
+    incremental = [dict(r) for r in await db.fetch(
+        "SELECT * FROM strategy_performance ORDER BY 2, 3, 4, 5")]
+    live = [dict(r) for r in await db.fetch(
+        "SELECT * FROM model_performance ORDER BY model_version, evaluation_date")]
+    await rollup(db, OPTIONS, full=True)
+    assert [dict(r) for r in await db.fetch(
+        "SELECT * FROM strategy_performance ORDER BY 2, 3, 4, 5")] == incremental
+    assert [dict(r) for r in await db.fetch(
+        "SELECT * FROM model_performance ORDER BY model_version, evaluation_date")] == live
+
+
 async def test_reopened_trade_removes_its_emptied_period(db: asyncpg.Connection) -> None:
     trade = await add_trade(db, exit_day=MONDAY, net="10")
     await rollup(db, OPTIONS)

@@ -15,7 +15,7 @@ For bars and for fills it measures, on the local stack:
   beforehand), one transaction per batch: the least any fills writer must store;
 - end to end: ``cie consume`` as a real process draining the pre-produced topic, at batch sizes
   100 / 1,000 / 10,000 (events/s from its own flush log, peak RSS from /proc);
-- scale-out (bars): ``cie consume --processes N`` for each N, at the largest batch size,
+- scale-out: ``cie consume --processes N`` for each N, at the largest batch size,
   counted once every member has joined the group;
 - latency: with a consumer running (1,000-row batches), events produced at half the measured
   1,000-row rate for a while; event-to-commit latency = the time the flush that carried the
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
@@ -38,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -171,6 +172,15 @@ async def copy_limit(url: str, table: str, columns: Sequence[str], rows: list[tu
 
 
 CopyBatch = list[tuple[str, Sequence[str], list[str]]]  # (table, columns, COPY text lines)
+CopyBatches = Callable[[int], list[CopyBatch]]  # a case's reference batches for a batch size
+
+
+def reference_batches(name: str, table: str, columns: Sequence[str], events: list[Any],
+                      rows: list[tuple[Any, ...]], batch: int) -> list[CopyBatch]:
+    """What the server's COPY reference stores of a case (fills: with their trade rows)."""
+    if name == "fills":
+        return fills_with_trades_batches(events, batch)
+    return copy_batches(table, columns, rows, batch)
 
 
 def server_copy_limit(url: str, batches: list[CopyBatch], rows: int, workdir: Path) -> float:
@@ -298,6 +308,9 @@ def steady_rate(log: Path) -> float:
     member may idle while another finishes)."""
     settled = stamp(log_events(log, "partitions.assigned")[-1])
     done = [f for f in flushes(log) if stamp(f) - f["seconds"] >= settled]
+    if not done:
+        raise SystemExit(f"{log}: the topic was drained before every member had joined; "
+                         "produce more events (--bars, --fills)")
     last_of: dict[str, float] = {}
     for flush in done:
         for partition in flush["partitions"]:
@@ -381,22 +394,22 @@ async def latency(settings: Settings, url: str, name: str, events: Sequence[Any]
     return quantiles[49], quantiles[98], len(latencies)
 
 
-async def scale_out(settings: Settings, url: str, topic_env: dict[str, str], table: str,
-                    events: list[Any], rows: list[tuple[Any, ...]], args: argparse.Namespace,
-                    logs: Path) -> dict[str, Any]:
+async def scale_out(settings: Settings, url: str, name: str, topic_env: dict[str, str],
+                    table: str, events: list[Any], reference: CopyBatches,
+                    args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     """``cie consume --processes N`` at the largest batch size, against the server's COPY of
-    the same run."""
+    the same run (``reference``: its batches for a batch size)."""
     batch = max(args.batch_sizes)
-    server = server_copy_limit(url, copy_batches(table, tuple(Bar.__struct_fields__), rows,
-                                                 batch), len(events), logs)
+    server = server_copy_limit(url, reference(batch), len(events), logs)
     out: dict[str, Any] = {"batch": batch, "server_copy_per_s": round(server)}
     for n in args.processes:
         rate, rss = await end_to_end(settings, url, topic_env, table, len(events), batch,
-                                     logs / f"processes-{n}.log", processes=n)
+                                     logs / f"{name}-processes-{n}.log", processes=n)
         out[str(n)] = {"end_to_end_per_s": round(rate), "ratio_to_server_copy":
                        round(rate / server, 3), "peak_rss_mb_per_process": round(rss, 1)}
-        print(f"bars --processes {n} batch={batch}: {rate:,.0f}/s = {rate / server:.0%} of the "
-              f"server's COPY ({server:,.0f}/s); peak RSS {rss:.0f} MB a process", flush=True)
+        print(f"{name} --processes {n} batch={batch}: {rate:,.0f}/s = {rate / server:.0%} of "
+              f"the server's COPY ({server:,.0f}/s); peak RSS {rss:.0f} MB a process",
+              flush=True)
     return out
 
 
@@ -420,10 +433,9 @@ async def run(args: argparse.Namespace) -> None:
         kafka = await kafka_limit(settings, topic, n, pipeline)
         rows = [to_row(e) for e in events]
         case: dict[str, Any] = {"events": n, "kafka_getmany_decode_per_s": round(kafka)}
+        reference = functools.partial(reference_batches, name, table, columns, events, rows)
         for batch in args.batch_sizes:
-            reference = (fills_with_trades_batches(events, batch) if name == "fills"
-                         else copy_batches(table, columns, rows, batch))
-            server = server_copy_limit(url, reference, n, logs)
+            server = server_copy_limit(url, reference(batch), n, logs)
             copy = await copy_limit(url, table, columns, rows, batch)
             rate, rss = await end_to_end(settings, url, topic_env, table, n, batch,
                                          logs / f"{name}-{batch}.log")
@@ -436,9 +448,9 @@ async def run(args: argparse.Namespace) -> None:
                   f"the server's COPY of {what} ({server:,.0f}/s); asyncpg binary COPY "
                   f"{copy:,.0f}/s, Kafka+decode {kafka:,.0f}/s; peak RSS {rss:.0f} MB",
                   flush=True)
-        if name == "bars":
-            case["processes"] = await scale_out(settings, url, topic_env, table, events, rows,
-                                                args, logs)
+        if args.processes:
+            case["processes"] = await scale_out(settings, url, name, topic_env, table, events,
+                                                reference, args, logs)
         if "batch_1000" not in case:
             print(f"{name} latency: not measured (it runs at half the 1,000-row rate; "
                   "add 1000 to --batch-sizes)", flush=True)
@@ -463,8 +475,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")],
                         default=[100, 1000, 10_000])
     parser.add_argument("--latency-seconds", type=float, default=10.0)
-    parser.add_argument("--processes", type=lambda s: [int(x) for x in s.split(",")],
-                        default=[1, 2], help="bars: cie consume --processes N, for each N")
+    parser.add_argument("--processes", type=lambda s: [int(x) for x in s.split(",") if x],
+                        default=[1, 2], help="cie consume --processes N, for each N (empty: none)")
     parser.add_argument("--cases", type=lambda s: s.split(","), default=["bars", "fills"])
     parser.add_argument("--timescaledb", action="store_true",
                         help="hypertables (the extension must be installed)")

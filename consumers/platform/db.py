@@ -7,12 +7,14 @@ import contextlib
 import functools
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from datetime import datetime
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeAlias
 from uuid import UUID
 
 import asyncpg
+import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 # A plain connection or one lent by a pool: pipelines accept either.
@@ -100,7 +102,9 @@ def _escape(value: str) -> str:
     return value
 
 
-# COPY text format per Python type; anything else (int, Decimal, datetime, date) is its
+_json = msgspec.json.encode
+
+# COPY text format per Python type; anything else (int, Decimal, date) is its
 # str(), which PostgreSQL reads back exactly. Decimals go as their exact decimal text.
 _TEXT: dict[type, Callable[[Any], str]] = {
     type(None): lambda _: "\\N",
@@ -109,6 +113,9 @@ _TEXT: dict[type, Callable[[Any], str]] = {
     # PostgreSQL reads a UUID without hyphens too, and .hex costs a third of str() (which
     # made a quarter of encoding a fill's row)
     UUID: attrgetter("hex"),
+    # RFC 3339 as msgspec writes it ("...T06:26:26.800575Z", "+01:00" offsets kept; a naive
+    # value without a zone): 0.2 us against 1.4 us for str(), and a fill's row holds two
+    datetime: lambda value: _json(value)[1:-1].decode(),
 }
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+from itertools import product
 from typing import Any
 
 import asyncpg
@@ -25,7 +26,7 @@ from consumers.ingest.pipelines.base import Pipeline, Rejection, staging_tables
 from consumers.ingest.pipelines.fills import FillsPipeline
 from consumers.ingest.pipelines.predictions import PredictionsPipeline
 from consumers.ingest.sink import write_batch
-from consumers.platform.db import create_pool
+from consumers.platform.db import copy_rows, create_pool
 from tests.clock import T0
 
 
@@ -50,6 +51,24 @@ async def write(pool: asyncpg.Pool, pipeline: Pipeline, events: Sequence[Any]) -
 async def rows(pool: asyncpg.Pool, query: str) -> list[tuple[Any, ...]]:
     async with pool.acquire() as conn:
         return [tuple(r) for r in await conn.fetch(query)]
+
+
+async def test_copy_text_reads_back_every_kind_of_time_exactly(pool: asyncpg.Pool) -> None:
+    """copy_line renders datetimes itself (not str()): PostgreSQL must read them back as the
+    same instants (aware: any offset; naive: as written), and dates as the same days."""
+    zones = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+    values = [(datetime(2026, 3, 29, 1, 59, 59, micro, tzinfo=zone),
+               datetime(2026, 3, 29, 1, 59, 59, micro), date(2026, 2, 28) + timedelta(days=n))
+              for n, (micro, zone) in enumerate(product((0, 1, 999_999), zones))]
+    values.append((None, None, None))
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TEMP TABLE times (aware timestamptz, naive timestamp, "
+                           "day date, n int)")
+        await copy_rows(conn, "times", ("aware", "naive", "day", "n"),
+                        [(*row, n) for n, row in enumerate(values)])
+        stored = [tuple(r) for r in await conn.fetch(
+            "SELECT aware, naive, day FROM times ORDER BY n")]
+    assert stored == values
 
 
 async def test_new_bars_land_and_a_stored_key_late_in_a_batch_is_corrected(

@@ -303,10 +303,13 @@ def flushes(log: Path) -> list[dict[str, Any]]:
 
 def steady_rate(log: Path) -> float:
     """Messages per second flushed while every member was at work: from the last partition
-    assignment (with several members, the first joiner's head start and the rebalance the
-    others' joining causes are left out) until the first partition ran dry (after it, a
-    member may idle while another finishes)."""
-    settled = stamp(log_events(log, "partitions.assigned")[-1])
+    assignment before a member ran dry (with several members, the first joiner's head start
+    and the rebalance the others' joining causes are left out) until the first partition ran
+    dry (after it, a member may idle while another finishes)."""
+    # a member that has drained its partitions exits, and the rebalance hands them to another
+    drained = [stamp(e) for e in log_events(log, "consume.drained")] or [float("inf")]
+    settled = max(stamp(e) for e in log_events(log, "partitions.assigned")
+                  if stamp(e) < drained[0])
     done = [f for f in flushes(log) if stamp(f) - f["seconds"] >= settled]
     if not done:
         raise SystemExit(f"{log}: the topic was drained before every member had joined; "

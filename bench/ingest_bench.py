@@ -418,8 +418,21 @@ async def scale_out(settings: Settings, url: str, name: str, topic_env: dict[str
 
 async def run(args: argparse.Namespace) -> None:
     settings = load_settings()
-    url = await create_database(settings, f"cie_bench_{os.getpid()}", args.timescaledb)
+    name = f"cie_bench_{os.getpid()}"
+    url = await create_database(settings, name, args.timescaledb)
+    try:
+        await measure(args, settings, url)
+    finally:
+        admin = await asyncpg.connect(settings.database_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def measure(args: argparse.Namespace, settings: Settings, url: str) -> None:
     logs = Path(tempfile.mkdtemp(prefix="cie-bench-"))
+    print(f"consumer logs: {logs}", flush=True)
     cases: list[tuple[str, str, list[Any], Any, Sequence[str], Any]] = [
         ("bars", "market_conditions", make_bars(args.bars), BarsPipeline(),
          tuple(Bar.__struct_fields__), lambda e: msgspec.structs.astuple(e)),

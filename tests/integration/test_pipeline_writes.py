@@ -55,12 +55,15 @@ async def rows(pool: asyncpg.Pool, query: str) -> list[tuple[Any, ...]]:
 
 async def test_copy_text_reads_back_every_kind_of_time_exactly(pool: asyncpg.Pool) -> None:
     """copy_line renders datetimes itself (not str()): PostgreSQL must read them back as the
-    same instants (aware: any offset; naive: as written), and dates as the same days."""
+    same instants (aware: any offset, seconds included; naive: as written), and dates as the
+    same days."""
     zones = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
     values = [(datetime(2026, 3, 29, 1, 59, 59, micro, tzinfo=zone),
                datetime(2026, 3, 29, 1, 59, 59, micro), date(2026, 2, 28) + timedelta(days=n))
               for n, (micro, zone) in enumerate(product((0, 1, 999_999), zones))]
-    values.append((None, None, None))
+    odd = timezone(timedelta(minutes=9, seconds=21))  # Paris' local mean time until 1891
+    values += [(datetime(1890, 1, 1, 12, tzinfo=odd), datetime(1890, 1, 1, 12), date(1890, 1, 1)),
+               (None, None, None)]
     async with pool.acquire() as conn:
         await conn.execute("CREATE TEMP TABLE times (aware timestamptz, naive timestamp, "
                            "day date, n int)")

@@ -31,7 +31,7 @@ FROM model_predictions WHERE validated_at IS NOT NULL;
 -- - plans made for each execution's parameters (never a generic plan), so that trade_days
 --   scans a few days by index and a year sequentially;
 -- - no JIT compilation: on TimescaleDB a year's trade_days is a plan per chunk, and compiling
---   them took 10-20 s of a query that runs in 1.
+--   them made a query that runs in about 1 s take 20-25 s.
 SELECT set_config('work_mem', CASE
            WHEN pg_size_bytes(current_setting('work_mem')) < pg_size_bytes('64MB') THEN '64MB'
            ELSE current_setting('work_mem') END, $1),

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import pytest
@@ -24,7 +26,11 @@ from consumers.contracts.improvements import (
 )
 from consumers.contracts.predictions import Prediction, feature_hash
 from consumers.ingest.kafka import DLQ_ERROR_CLASS, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
+from consumers.ingest.pipelines.bars import BarsPipeline
+from consumers.ingest.pipelines.base import Rejection, TimeRules
+from consumers.platform.db import Conn
 from consumers.producer import encode
+from consumers.topics import BY_NAME, Topic
 from tests.clock import T0
 from tests.conftest import Stack
 from tests.integration.harness import Ingest, counter, eventually, ingest_environment
@@ -246,6 +252,51 @@ async def test_undecodable_messages_are_dead_lettered_with_the_reason(ingest: In
     assert reasons[1].startswith("JSON is malformed")
     url = ingest.settings.database_url
     assert await counter(url, "SELECT count(*) FROM market_conditions")() == 1
+
+
+class WatchedBars(BarsPipeline):
+    """The bars pipeline, noting when it decodes a message and when a write starts and ends."""
+
+    def __init__(self, steps: list[str], times: TimeRules | None = None) -> None:
+        super().__init__(times)
+        self.steps = steps
+
+    def accept(self, value: bytes, now: datetime) -> Any:
+        self.steps.append("decode")
+        return super().accept(value, now)
+
+    async def write_new(self, conn: Conn, events: Sequence[Any]) -> list[Rejection] | None:
+        self.steps.append("write")
+        try:
+            return await super().write_new(conn, events)
+        finally:
+            self.steps.append("written")
+
+
+async def test_the_next_batch_is_decoded_while_a_batch_is_written(
+        stack: Stack, plain_db: str) -> None:
+    """All the messages are fetched before the first batch is due, so fetching never waits:
+    the loop must still let each flush run while it decodes the next batch, or writing and
+    decoding take turns (half the throughput on two cores)."""
+    steps: list[str] = []
+    watched = Topic("bars", "bars", Bar, BY_NAME["bars"].key,
+                    lambda times: WatchedBars(steps, times))
+    ingest = Ingest(ingest_environment(stack.kafka, plain_db, CIE_BATCH_MAX_ROWS="100",
+                                       CIE_BATCH_MAX_LATENCY_MS="5000"), table=[watched])
+    await ingest.open()
+    try:
+        await ingest.send([bar("ONE", minute) for minute in range(1000)])  # one partition
+        await ingest.start()
+        await ingest.drained("bars", 1000)
+    finally:
+        await ingest.close()
+    assert steps.count("decode") == 1000 and steps.count("write") >= 10
+    overlapped = 0  # messages decoded while a write was in flight
+    writing = False
+    for step in steps:
+        writing = step == "write" or (writing and step != "written")
+        overlapped += writing and step == "decode"
+    assert overlapped >= 500, steps
 
 
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])

@@ -211,16 +211,31 @@ def _decimal_schema(precision: int, scale: int, bound: Bound) -> dict[str, Any]:
 def decimal_pattern(integer_digits: int, scale: int, bound: Bound) -> str:
     """A regular expression (unanchored) for the plain-notation decimals with at most
     ``integer_digits`` before the point and ``scale`` significant places after it, within
-    ``bound``: the JSON Schema's decimal strings, and the text fast path's check (text.py)."""
+    ``bound``: the JSON Schema's decimal strings, and the text fast path's check (text.py).
+
+    Written without lookaheads: Python's ``re`` runs each as a nested match, and with them
+    checking a bar's 17 decimals took 2.8 us instead of 0.4 us."""
     fraction = rf"(?:\.[0-9]{{0,{scale}}}0*)?" if scale else r"(?:\.0*)?"
-    some_digit = r"(?=\.?[0-9])"
+    # a digit before the point ("5", "5.", "0.5"), or none and one after it (".5")
+    point_first = rf"\.[0-9]{{1,{scale}}}0*" if scale else r"\.0+"
     if bound.high is not None:  # [0, H] or [-H, H], H a power of ten: 1 or 100 here
         high = int(bound.high)
         assert str(high).strip("0") == "1" and bound.low in (0, -high), bound
         sign = "-?" if bound.low == -high else ""
-        below = rf"0*[0-9]{{0,{len(str(high)) - 1}}}{fraction}"
-        return rf"{sign}{some_digit}(?:0*{high}(?:\.0*)?|{below})"
-    head = "-?"
-    if bound.low == 0:
-        head = r"(?=[0-9.]*[1-9])" if bound.low_exclusive else ""
-    return rf"{head}{some_digit}0*[0-9]{{0,{integer_digits}}}{fraction}"
+        below = _digits_first(len(str(high)) - 1) + fraction
+        return rf"{sign}(?:0*{high}(?:\.0*)?|{below}|{point_first})"
+    if bound.low == 0 and bound.low_exclusive:  # a nonzero digit among the significant ones
+        nonzero_fraction = "|".join(
+            f"0{{{zeros}}}[1-9][0-9]{{0,{scale - 1 - zeros}}}" for zeros in range(scale))
+        forms = [f"0*[1-9][0-9]{{0,{integer_digits - 1}}}{fraction}"] if integer_digits else []
+        if scale:
+            forms.append(rf"0*\.(?:{nonzero_fraction})0*")
+        return f"(?:{'|'.join(forms)})"
+    sign = "" if bound.low == 0 else "-?"
+    return rf"{sign}(?:{_digits_first(integer_digits)}{fraction}|{point_first})"
+
+
+def _digits_first(integer_digits: int) -> str:
+    """The integer part of a number that starts with a digit: leading zeros, then at most
+    ``integer_digits`` digits."""
+    return f"0*[0-9]{{1,{integer_digits}}}" if integer_digits else "0+"

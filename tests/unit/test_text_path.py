@@ -3,7 +3,9 @@ what it accepts is stored as the exact path would store it."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -14,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.contracts.bars import Bar
+from consumers.contracts.base import NON_NEGATIVE, POSITIVE, Bound, between, decimal_pattern
 from consumers.contracts.fills import Fill
 from consumers.ingest.pipelines.bars import BarsPipeline
 from consumers.ingest.pipelines.text import TextDecoder
@@ -48,7 +51,8 @@ def _json_number(text: str) -> bool:
 JSON_VALUE = st.one_of(
     NUMBER_TEXT.map(json.dumps),  # a decimal string
     NUMBER_TEXT.filter(_json_number),  # a JSON number
-    st.sampled_from(["null", "true", "[]", "{}", '"\\u0031"', '"1\\n"']),
+    st.sampled_from(["null", '"null"', '""', "true", "[]", "{}", '["1"]', '"\\u0031"',
+                     '"1\\n"']),
 )
 
 
@@ -130,6 +134,13 @@ def test_a_refused_decimal_is_refused_with_the_contracts_reason(text: str) -> No
         PIPELINE.accept(value, NOW)
 
 
+def test_the_string_null_is_not_taken_for_a_null() -> None:
+    value = message({"atr_14": '"null"'})  # atr_14 may be null, but not the string "null"
+    assert FAST.decode(value) is None
+    with pytest.raises(msgspec.ValidationError, match=r"atr_14"):
+        PIPELINE.accept(value, NOW)
+
+
 def test_a_contract_with_checks_of_its_own_cannot_take_the_text_path() -> None:
     class Checked(Fill, frozen=True, kw_only=True):
         def __post_init__(self) -> None:
@@ -137,3 +148,39 @@ def test_a_contract_with_checks_of_its_own_cannot_take_the_text_path() -> None:
 
     with pytest.raises(TypeError, match="checks more"):
         TextDecoder(Checked)
+
+
+# Every string of up to 7 characters from these: signs, points, zero and nonzero digits.
+SHORT_TEXTS = ["".join(chars) for length in range(8)
+               for chars in itertools.product("-019.", repeat=length)]
+
+
+def _plain_decimal_within(text: str, integer_digits: int, scale: int, bound: Bound) -> bool:
+    """What ``decimal_pattern`` must accept, said with Decimal: plain notation with a digit,
+    a sign only where the bound allows negatives, at most ``scale`` places that are not
+    trailing zeros, fewer than ``integer_digits`` digits before the point, within ``bound``."""
+    if re.fullmatch(r"-?[0-9]*\.?[0-9]*", text) is None or not any(c.isdigit() for c in text):
+        return False
+    if text.startswith("-") and bound.low is not None and bound.low >= 0:
+        return False
+    value = Decimal(text)
+    if value != value.quantize(Decimal(1).scaleb(-scale)):
+        return False
+    if bound.high is None and abs(value) >= 10 ** integer_digits:
+        return False
+    return bound.refuses(value) is None
+
+
+CASES = [(digits, scale, bound) for digits, scale in [(1, 0), (1, 1), (2, 2), (3, 1), (0, 2)]
+         for bound in [Bound(), POSITIVE, NON_NEGATIVE, between(0, 1), between(-1, 1),
+                       between(0, 10), between(-10, 10)]
+         if bound.high is None or len(str(int(bound.high))) - 1 <= digits]  # as contracts have
+
+
+@pytest.mark.parametrize(("integer_digits", "scale", "bound"), CASES)
+def test_the_decimal_pattern_accepts_exactly_the_plain_decimals_within_bounds(
+        integer_digits: int, scale: int, bound: Bound) -> None:
+    pattern = re.compile(decimal_pattern(integer_digits, scale, bound))
+    wrong = [text for text in SHORT_TEXTS if bool(pattern.fullmatch(text))
+             != _plain_decimal_within(text, integer_digits, scale, bound)]
+    assert wrong == [], wrong[:10]

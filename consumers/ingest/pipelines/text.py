@@ -61,16 +61,21 @@ class TextDecoder:
         except Exception:  # the exact path says what is wrong with it
             return None
         text = b"\t".join(self._decimal_values(event))
+        # A quote in a JSON value wraps a whole string: without them the expression has one
+        # form a field to try instead of two (a third less time). The string "null" must not
+        # pass for the null it would then read as.
+        if b'"null"' in text:
+            return None
+        text = text.replace(b'"', b"")
         if self._decimals.fullmatch(text) is None:
             return None
-        # matched: a quote can only wrap a whole value, and "null" only be a whole value
-        text = text.replace(b'"', b"").replace(b"null", b"\\N")
+        text = text.replace(b"null", b"\\N")  # matched: "null" can only be a whole value
         return event, f"{copy_line(self._plain_values(event))[:-1]}\t{text.decode()}\n"
 
 
 def _decimal_text(precision: int, scale: int, bound: Bound, *, nullable: bool) -> str:
     number = decimal_pattern(precision - scale, scale, bound)
-    return f'(?:{number}|"{number}"{"|null" if nullable else ""})'
+    return f"(?:{number}|null)" if nullable else number
 
 
 def _nullable(field: msgspec.structs.FieldInfo) -> bool:

@@ -354,8 +354,9 @@ async def end_to_end(settings: Settings, url: str, topic_env: dict[str, str], ta
 
 
 async def latency(settings: Settings, url: str, name: str, events: Sequence[Any],
-                  rate: float, seconds: float, log: Path) -> tuple[float, float, int]:
-    """p50/p99 event-to-commit latency (ms) at ``rate`` events/s, 1,000-row batches."""
+                  rate: float, seconds: float, log: Path) -> tuple[float, float, int, float]:
+    """p50/p99 event-to-commit latency (ms) at ``rate`` events/s, 1,000-row batches, and the
+    rate the producer (in this process, on the same cores) actually kept."""
     topic = f"bench-lat-{uuid.uuid4().hex[:8]}"
     await ensure_topics(settings, [topic, f"{topic}.dlq"], partitions=PARTITIONS,
                         replication_factor=1)
@@ -380,6 +381,7 @@ async def latency(settings: Settings, url: str, name: str, events: Sequence[Any]
             wall = time.time()
             future = await typed.send(event)
             pending.append((future, wall))
+        kept = count / (time.perf_counter() - started)
         for future, wall in pending:
             metadata = await future
             sent[(metadata.partition, metadata.offset)] = wall
@@ -394,7 +396,7 @@ async def latency(settings: Settings, url: str, name: str, events: Sequence[Any]
     latencies = sorted((committed[key] - wall) * 1000 for key, wall in sent.items()
                        if key in committed)
     quantiles = statistics.quantiles(latencies, n=100)
-    return quantiles[49], quantiles[98], len(latencies)
+    return quantiles[49], quantiles[98], len(latencies), kept
 
 
 async def scale_out(settings: Settings, url: str, name: str, topic_env: dict[str, str],
@@ -472,13 +474,14 @@ async def measure(args: argparse.Namespace, settings: Settings, url: str) -> Non
                   "add 1000 to --batch-sizes)", flush=True)
             results["cases"][name] = case
             continue
-        half = case["batch_1000"]["end_to_end_per_s"] / 2
-        p50, p99, measured = await latency(settings, url, name, events, half,
+        half = args.latency_rate or case["batch_1000"]["end_to_end_per_s"] / 2
+        p50, p99, measured, kept = await latency(settings, url, name, events, half,
                                            args.latency_seconds, logs / f"{name}-latency.log")
         case["latency_at_half_rate"] = {"rate_per_s": round(half), "p50_ms": round(p50, 1),
-                                        "p99_ms": round(p99, 1), "events": measured}
-        print(f"{name} latency at {half:,.0f}/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms "
-              f"({measured} events)", flush=True)
+                                        "p99_ms": round(p99, 1), "events": measured,
+                                        "producer_kept_per_s": round(kept)}
+        print(f"{name} latency at {half:,.0f}/s (the producer kept {kept:,.0f}/s): "
+              f"p50 {p50:.0f} ms, p99 {p99:.0f} ms ({measured} events)", flush=True)
         results["cases"][name] = case
     print(json.dumps(results, indent=2))
 
@@ -491,6 +494,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")],
                         default=[100, 1000, 10_000])
     parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--latency-rate", type=float, default=0,
+                        help="events/s for the latency run (default: half the 1,000-row rate)")
     parser.add_argument("--processes", type=lambda s: [int(x) for x in s.split(",") if x],
                         default=[1, 2], help="cie consume --processes N, for each N (empty: none)")
     parser.add_argument("--cases", type=lambda s: s.split(","), default=["bars", "fills"])

@@ -213,8 +213,8 @@ def decimal_pattern(integer_digits: int, scale: int, bound: Bound) -> str:
     ``integer_digits`` before the point and ``scale`` significant places after it, within
     ``bound``: the JSON Schema's decimal strings, and the text fast path's check (text.py).
 
-    Written without lookaheads: Python's ``re`` runs each as a nested match, and with them
-    checking a bar's 17 decimals took 2.8 us instead of 0.4 us."""
+    Written without lookaheads: Python's ``re`` runs each as a nested match, and a bar's 17
+    decimals took a fifth longer to check with them (3.8-4.2 us against 3.3 us)."""
     fraction = rf"(?:\.[0-9]{{0,{scale}}}0*)?" if scale else r"(?:\.0*)?"
     # a digit before the point ("5", "5.", "0.5"), or none and one after it (".5")
     point_first = rf"\.[0-9]{{1,{scale}}}0*" if scale else r"\.0+"

@@ -3,7 +3,9 @@ redelivery, dead letters, codecs and transactional producers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -28,6 +30,7 @@ from consumers.contracts.predictions import Prediction, feature_hash
 from consumers.ingest.kafka import DLQ_ERROR_CLASS, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from consumers.ingest.pipelines.bars import BarsPipeline
 from consumers.ingest.pipelines.base import Rejection, TimeRules
+from consumers.ingest.runner import let_others_run
 from consumers.platform.db import Conn
 from consumers.producer import encode
 from consumers.topics import BY_NAME, Topic
@@ -297,6 +300,35 @@ async def test_the_next_batch_is_decoded_while_a_batch_is_written(
         writing = step == "write" or (writing and step != "written")
         overlapped += writing and step == "decode"
     assert overlapped >= 500, steps
+
+
+async def test_a_flush_gets_each_reply_before_the_next_decoding_pass(plain_db: str) -> None:
+    """A flush waits for several replies (the fills' six): each must be taken up after the
+    decoding pass during which it arrived, not two passes later, or a flush takes 20-30 ms a
+    round trip while the loop decodes."""
+    conn = await asyncpg.connect(plain_db)
+    passes = 0
+    waited: list[int] = []  # decoding passes each round trip took
+
+    async def flush() -> None:
+        await conn.fetchval("SELECT 1")  # prepared once: one round trip each from here on
+        for _ in range(20):
+            start = passes
+            await conn.fetchval("SELECT 1")
+            waited.append(passes - start)
+
+    try:
+        writing = asyncio.create_task(flush())
+        deadline = time.monotonic() + 30
+        while not writing.done() and time.monotonic() < deadline:
+            # a decoding pass: holds the loop, for longer than a round trip takes
+            time.sleep(0.02)  # noqa: ASYNC251
+            passes += 1
+            await let_others_run()
+        await asyncio.wait_for(writing, 5)
+    finally:
+        await conn.close()
+    assert sorted(waited)[len(waited) // 2] <= 1, waited  # one yield a pass: 3
 
 
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])

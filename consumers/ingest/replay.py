@@ -12,6 +12,7 @@ was cut to fit the DLQ cannot be replayed as it was sent: it is reported and ski
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from consumers.platform.settings import Settings
 
 REPLAYED_FROM = "cie.replayed.from"  # header on a replayed message: <dlq>:<partition>:<offset>
 TRANSACTION_LETTERS = 500  # letters per replay transaction (with their offsets)
+METADATA_ATTEMPTS = 5  # metadata updates before a dead-letter topic counts as absent
+METADATA_PAUSE_SECONDS = 0.3
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,18 @@ async def letters(
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()
-    return consumer.partitions_for_topic(topic) or set()
+    """The topic's partitions, none if it does not exist. A metadata update leaves out a
+    topic whose metadata has an error at that moment (a busy broker, a leader being elected),
+    so a topic not found is asked about again, for at most METADATA_ATTEMPTS updates (CI once
+    showed 0 dead letters right after showing 2)."""
+    for attempt in range(1, METADATA_ATTEMPTS + 1):
+        await consumer._client.force_metadata_update()
+        partitions: set[int] | None = consumer.partitions_for_topic(topic)
+        if partitions:
+            return partitions
+        if attempt < METADATA_ATTEMPTS:
+            await asyncio.sleep(METADATA_PAUSE_SECONDS)
+    return set()
 
 
 @dataclass

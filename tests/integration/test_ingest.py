@@ -303,9 +303,9 @@ async def test_the_next_batch_is_decoded_while_a_batch_is_written(
 
 
 async def test_a_flush_gets_each_reply_before_the_next_decoding_pass(plain_db: str) -> None:
-    """A flush waits for several replies (the fills' six): each must be taken up after the
-    decoding pass during which it arrived, not two passes later, or a flush takes 20-30 ms a
-    round trip while the loop decodes."""
+    """A flush waits for several replies (a fills flush for nine): each must be taken up after
+    the decoding pass during which it arrived, not two passes later, or each round trip of a
+    flush takes 20-30 ms while the loop decodes."""
     conn = await asyncpg.connect(plain_db)
     passes = 0
     waited: list[int] = []  # decoding passes each round trip took

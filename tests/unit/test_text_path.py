@@ -158,7 +158,8 @@ SHORT_TEXTS = ["".join(chars) for length in range(8)
 def _plain_decimal_within(text: str, integer_digits: int, scale: int, bound: Bound) -> bool:
     """What ``decimal_pattern`` must accept, said with Decimal: plain notation with a digit,
     a sign only where the bound allows negatives, at most ``scale`` places that are not
-    trailing zeros, fewer than ``integer_digits`` digits before the point, within ``bound``."""
+    trailing zeros, a value below 10^``integer_digits`` (leading zeros aside, at most that many
+    digits before the point), within ``bound``."""
     if re.fullmatch(r"-?[0-9]*\.?[0-9]*", text) is None or not any(c.isdigit() for c in text):
         return False
     if text.startswith("-") and bound.low is not None and bound.low >= 0:

@@ -485,13 +485,13 @@ async def measure(args: argparse.Namespace, settings: Settings, url: str) -> Non
                   "add 1000 to --batch-sizes)", flush=True)
             results["cases"][name] = case
             continue
-        rate = args.latency_rate or case["batch_1000"]["end_to_end_per_s"] / 2
-        p50, p99, measured, kept = await latency(settings, url, name, events, rate,
+        latency_rate = args.latency_rate or case["batch_1000"]["end_to_end_per_s"] / 2
+        p50, p99, measured, kept = await latency(settings, url, name, events, latency_rate,
                                            args.latency_seconds, logs / f"{name}-latency.log")
-        case["latency"] = {"rate_per_s": round(rate), "rate_fixed": bool(args.latency_rate),
+        case["latency"] = {"rate_per_s": round(latency_rate), "rate_fixed": bool(args.latency_rate),
                            "p50_ms": round(p50, 1), "p99_ms": round(p99, 1),
                            "events": measured, "producer_kept_per_s": round(kept)}
-        print(f"{name} latency at {rate:,.0f}/s (the producer kept {kept:,.0f}/s): "
+        print(f"{name} latency at {latency_rate:,.0f}/s (the producer kept {kept:,.0f}/s): "
               f"p50 {p50:.0f} ms, p99 {p99:.0f} ms ({measured} events)", flush=True)
         results["cases"][name] = case
     print(json.dumps(results, indent=2))

@@ -51,6 +51,7 @@ from consumers.producer import encode, route
 from tests.private_kafka import PrivateKafka
 from tests.private_postgres import PrivatePostgres
 from tests.processes import cie_environment
+from tests.topic_reading import read_to_end
 
 TOPICS = ("bars", "predictions", "fills", "improvement-events")
 PARTITIONS = 4
@@ -242,24 +243,8 @@ async def caught_up(kafka: str, group: str, timeout: float) -> bool:
 
 async def read_all(kafka: str, topics: list[str]) -> list[Any]:
     """Every committed record of ``topics``, read to their end offsets."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, group_id=None,
-                                isolation_level="read_committed", enable_auto_commit=False,
-                                fetch_max_bytes=4 * 1024 * 1024)
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        partitions = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        deadline = time.monotonic() + 120
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            assert time.monotonic() < deadline, "topics not read to their end"
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
+    partitions = [TopicPartition(t, p) for t in topics for p in range(PARTITIONS)]
+    return await read_to_end(kafka, partitions, timeout=120, fetch_max_bytes=4 * 1024 * 1024)
 
 
 async def run_command(env: dict[str, str], *args: str, log: Path, timeout: float = 300) -> int:

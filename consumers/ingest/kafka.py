@@ -91,6 +91,17 @@ def make_consumer(settings: Settings, *, group_id: str | None = None) -> AIOKafk
     )
 
 
+async def rewind(consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition]) -> None:
+    """Put each assigned partition at its first offset. Not ``seek_to_beginning``: assigning
+    starts the consumer's default offset reset in the background, and aiokafka applies a reset's
+    answer to whatever reset is awaited when it lands, so a "latest" answer arriving after
+    ``seek_to_beginning`` put the reader at the end (``cie dlq show`` once listed 0 of 2). A
+    ``seek`` to offsets we fetched ends any awaited reset: a late answer is dropped."""
+    firsts = await consumer.beginning_offsets(list(partitions))
+    for tp in partitions:
+        consumer.seek(tp, firsts[tp])
+
+
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     options: dict[str, Any] = {"acks": "all", "enable_idempotence": True, "linger_ms": 5}
     options.update(overrides)

@@ -31,6 +31,7 @@ from consumers.ingest.kafka import (
     DLQ_VALUE_TRUNCATED,
     client_options,
     make_producer,
+    rewind,
 )
 from consumers.platform.settings import Settings
 
@@ -98,8 +99,8 @@ async def letters(
         partitions = [TopicPartition(dlq_topic, p)
                       for p in sorted(await _partitions(consumer, dlq_topic))]
         consumer.assign(partitions)
+        await rewind(consumer, partitions)
         ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
         if since is not None:
             found = await consumer.offsets_for_times(
                 dict.fromkeys(partitions, int(since.timestamp() * 1000)))
@@ -119,8 +120,8 @@ async def letters(
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     """The topic's partitions, none if it does not exist. A metadata update leaves out a
     topic whose metadata has an error at that moment (a busy broker, a leader being elected),
-    so a topic not found is asked about again, for at most METADATA_ATTEMPTS updates (CI once
-    showed 0 dead letters right after showing 2)."""
+    so a topic not found is asked about again, for at most METADATA_ATTEMPTS updates (a
+    dead-letter topic made a moment ago has no leader yet)."""
     for attempt in range(1, METADATA_ATTEMPTS + 1):
         await consumer._client.force_metadata_update()
         partitions: set[int] | None = consumer.partitions_for_topic(topic)

@@ -36,6 +36,7 @@ from consumers.producer import Contract, EventProducer
 from consumers.topics import TOPICS, Topic
 from tests.ports import PortTaken, log_size, log_text, on_free_port, taken
 from tests.processes import cie_environment
+from tests.topic_reading import read_to_end
 
 PARTITIONS = 3
 
@@ -141,24 +142,9 @@ class Ingest:
         """Every committed record of the pipeline's dead-letter topic, read to its end offset
         (as a read_committed reader sees it): an extra letter is never missed."""
         topic = f"{self.topic(pipeline)}.dlq"
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers, group_id=None,
-            isolation_level="read_committed", enable_auto_commit=False)
-        await consumer.start()
-        records: list[Any] = []
-        try:
-            partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]  # as open() made
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            ends = await consumer.end_offsets(partitions)
-            deadline = time.monotonic() + timeout
-            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-                assert time.monotonic() < deadline, "dead-letter topic not read to its end"
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    records.extend(batch)
-        finally:
-            await consumer.stop()
-        return records
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]  # as open() made
+        return await read_to_end(self.settings.kafka_bootstrap_servers, partitions,
+                                 timeout=timeout)
 
     async def committed(self, pipeline: str) -> int:
         """Sum of the group's committed offsets over the pipeline's topic."""

@@ -11,7 +11,6 @@ import collections
 import json
 import signal
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError
 
 from consumers.contracts.improvements import (
@@ -38,6 +37,7 @@ from consumers.platform.db import connect, queries
 from tests.conftest import NewTopics, Stack
 from tests.integration.harness import Ingest, eventually
 from tests.processes import cie_environment
+from tests.topic_reading import read_to_end
 
 RULES = Rules(batch=100, max_failures=5, retry_base_seconds=60, run_timeout_seconds=3600)
 
@@ -79,23 +79,8 @@ class Scheduling:
 async def read_topic(kafka: str, topic: str, timeout: float = 30) -> list[Any]:
     """Every record of ``topic`` (made by ``new_topic``: 3 partitions), read to its end
     offsets."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka, group_id=None,
-                                enable_auto_commit=False)
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(3)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        deadline = time.monotonic() + timeout
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            assert time.monotonic() < deadline, f"{topic} not read to its end"
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
+    return await read_to_end(kafka, [TopicPartition(topic, p) for p in range(3)],
+                             timeout=timeout)
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Literal, NamedTuple
 
+import msgspec
+
 PeriodType = Literal["DAY", "WEEK", "MONTH"]
 PERIOD_TYPES: tuple[PeriodType, ...] = ("DAY", "WEEK", "MONTH")
 REGIMES = ("trending_up", "trending_down", "ranging", "volatile")
@@ -43,9 +45,12 @@ def period_end(start: date, period: PeriodType) -> date:
     return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
-@dataclass(frozen=True)
-class TradeDay:
-    """Closed trades of one (strategy, model version) whose exit falls on ``day``."""
+class TradeDay(msgspec.Struct, frozen=True):
+    """Closed trades of one (strategy, model version) whose exit falls on ``day``.
+
+    This and StrategyFigures are Structs, not frozen dataclasses: a year's rollup makes tens
+    of thousands of each, and a Struct is built in 0.5 us where a 22-field frozen dataclass
+    took 5.4 (a fifth of the strategy figures' time)."""
 
     day: date
     trades: int
@@ -81,8 +86,7 @@ class Undefined:
         self.reasons.append((column, reason))
 
 
-@dataclass(frozen=True)
-class StrategyFigures:
+class StrategyFigures(msgspec.Struct, frozen=True):
     total_trades: int
     winning_trades: int
     losing_trades: int
@@ -195,8 +199,7 @@ def daily_returns(pnls: Sequence[Decimal], capital_base: Decimal) -> list[float]
     return returns
 
 
-@dataclass(frozen=True)
-class Drawdown:
+class Drawdown(msgspec.Struct, frozen=True):
     fraction: float | None  # (peak - trough) / peak, ≥ 0
     duration_days: int | None  # peak day to recovery day (or the last day if not recovered)
 

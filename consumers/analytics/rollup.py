@@ -161,7 +161,8 @@ async def _run(conn: Conn, reader: Conn, options: RollupOptions, *, full: bool) 
         status = await conn.execute(sql["delete_strategy_periods"], *_columns(deletes, 4))
         report.strategy_periods_deleted = int(status.split()[-1])
     if live_upserts:
-        await conn.executemany(sql["upsert_live_model_day"], live_upserts)
+        await conn.execute(sql["upsert_live_model_days"],
+                           *_numerics_as_text(_columns(live_upserts, LIVE_UPSERT_COLUMNS)))
     report.live_model_days_recomputed = len(live_upserts)
     if live_deletes:
         status = await conn.execute(sql["delete_live_model_days"], *_columns(live_deletes, 2))
@@ -324,6 +325,9 @@ def _prediction_days_args(wanted: dict[str, set[date]],
     ranges = [(version, first, end) for version, days in wanted.items()
               for first, end in merge_ranges((d, d + timedelta(days=1)) for d in days)]
     return *_columns(ranges, 3), options.regime_bar_max_age, options.time_zone
+
+
+LIVE_UPSERT_COLUMNS = 17  # upsert_live_model_days' parameters
 
 
 def _model_rows(

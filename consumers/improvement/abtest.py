@@ -196,7 +196,7 @@ async def _arm(conn: Conn, test: asyncpg.Record, version: str, rules: Rules) -> 
 
 
 def _metrics(arm: Arm) -> dict[str, Any]:
-    figures = {k: v for k, v in asdict(arm.figures).items() if v is not None}
+    figures = {k: v for k, v in msgspec.structs.asdict(arm.figures).items() if v is not None}
     return {**figures, "trades": len(arm.returns)}
 
 

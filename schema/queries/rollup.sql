@@ -224,14 +224,29 @@ LEFT JOIN LATERAL (
     ORDER BY m.evaluation_date DESC, m.id DESC LIMIT 1
 ) AS o ON true;
 
--- name: upsert_live_model_day
+-- name: upsert_live_model_days
+-- $1..$17: one array per column, one element per model day (as upsert_strategy_periods: a
+-- statement per day cost a year's rollup 0.12 s). live_accuracy is the day's accuracy.
 INSERT INTO model_performance AS m (
     source, model_version, model_type, evaluation_date, status, testing_samples,
     accuracy, precision, recall, f1_score, auc_roc, brier_score, expected_calibration_error,
     trending_up_accuracy, trending_down_accuracy, ranging_accuracy, volatile_accuracy,
     live_accuracy, live_pnl_contribution
-) VALUES ('live', $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-          $6, $17)
+)
+SELECT 'live', d.model_version, d.model_type, d.evaluation_date, d.status, d.testing_samples,
+       d.accuracy, d.precision, d.recall, d.f1_score, d.auc_roc, d.brier_score,
+       d.expected_calibration_error, d.trending_up_accuracy, d.trending_down_accuracy,
+       d.ranging_accuracy, d.volatile_accuracy, d.accuracy, d.live_pnl_contribution
+FROM unnest(
+    $1::text[], $2::text[], $3::date[], $4::text[], $5::integer[],
+    $6::text[]::numeric[], $7::text[]::numeric[], $8::text[]::numeric[],
+    $9::text[]::numeric[], $10::text[]::numeric[], $11::text[]::numeric[],
+    $12::text[]::numeric[], $13::text[]::numeric[], $14::text[]::numeric[],
+    $15::text[]::numeric[], $16::text[]::numeric[], $17::text[]::numeric[]
+) AS d(model_version, model_type, evaluation_date, status, testing_samples, accuracy,
+       precision, recall, f1_score, auc_roc, brier_score, expected_calibration_error,
+       trending_up_accuracy, trending_down_accuracy, ranging_accuracy, volatile_accuracy,
+       live_pnl_contribution)
 ON CONFLICT (model_version, evaluation_date) WHERE source = 'live' DO UPDATE SET
     model_type = EXCLUDED.model_type, status = EXCLUDED.status,
     testing_samples = EXCLUDED.testing_samples, accuracy = EXCLUDED.accuracy,

@@ -25,11 +25,12 @@ Averages and P&L are computed exactly and rounded once, half-even, to the column
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Literal, Protocol
 from uuid import UUID
+
+import msgspec
 
 from consumers.errors import LedgerError
 
@@ -65,8 +66,29 @@ class FillLike(Protocol):
 
 
 
-@dataclass(frozen=True)
-class TradeOutcome:
+class StoredFill(msgspec.Struct, frozen=True):
+    """A fill read back from trade_fills (the columns of ingest.sql's fills_ledgers, in this
+    order). It was checked when it was consumed, so it is not checked again: building a Fill
+    (whose __post_init__ checks every decimal) cost 2.6 us a row, a flush reads thousands."""
+
+    fill_id: UUID
+    trade_id: UUID
+    strategy_id: str
+    model_version: str
+    symbol: str
+    side: str
+    quantity: int
+    price: Decimal
+    commission: Decimal
+    intended_price: Decimal | None
+    filled_at: datetime
+    order_submitted_at: datetime | None
+
+
+class TradeOutcome(msgspec.Struct, frozen=True):
+    """A trade_outcomes row (a Struct: a flush of 10,000 fills builds 2,500 of them, in 0.5 us
+    each where an 18-field frozen dataclass took 4.5)."""
+
     trade_id: UUID
     strategy_id: str
     model_version: str
@@ -162,6 +184,9 @@ def _derive(fills: Sequence[FillLike]) -> TradeOutcome:
 
 
 def _same_trade(first: FillLike, fill: FillLike) -> None:
+    if (fill.strategy_id, fill.model_version, fill.symbol) == (
+            first.strategy_id, first.model_version, first.symbol):
+        return  # the common case, without a getattr per field
     for field in ("strategy_id", "model_version", "symbol"):
         if getattr(fill, field) != getattr(first, field):
             raise LedgerError(

@@ -15,6 +15,7 @@ from consumers.contracts.predictions import Prediction
 from consumers.ingest.pipelines.bars import BarsPipeline
 from consumers.ingest.pipelines.fills import FILL_COLUMNS, OUTCOME_COLUMNS
 from consumers.ingest.pipelines.predictions import PredictionsPipeline
+from consumers.ingest.trades import StoredFill
 from consumers.platform.db import queries
 
 SQL = queries("ingest")
@@ -74,3 +75,10 @@ def test_fills_and_trade_rows_lists() -> None:
     assert names(between(upsert, "INSERT INTO trade_outcomes (", ")")) == list(OUTCOME_COLUMNS)
     assert names(between(upsert, "SELECT", "FROM")) == list(OUTCOME_COLUMNS)
     assert set_columns(upsert) == [c for c in OUTCOME_COLUMNS if c not in ("trade_id", "entry_time")]
+
+
+def test_a_stored_fill_is_read_back_in_the_order_of_its_fields() -> None:
+    """fills_ledgers' rows become StoredFill positionally: the select list must be its fields,
+    which are the contract's."""
+    selected = names(between(SQL["fills_ledgers"], "SELECT", "FROM"))
+    assert selected == list(StoredFill.__struct_fields__) == list(FILL_COLUMNS)

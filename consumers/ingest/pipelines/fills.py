@@ -36,11 +36,7 @@ from consumers.ingest.pipelines.base import Encoded, Pipeline, Rejection
 from consumers.platform.db import Conn, copy_line, copy_lines, copy_new_lines, copy_rows, queries
 
 FILL_COLUMNS = tuple(Fill.__struct_fields__)
-OUTCOME_COLUMNS = (
-    "trade_id", "strategy_id", "model_version", "symbol", "direction", "entry_time",
-    "exit_time", "entry_price", "exit_price", "quantity", "gross_pnl", "net_pnl", "commission",
-    "slippage", "duration_seconds", "outcome_type", "fill_latency_us_sum", "fill_latency_count",
-)
+OUTCOME_COLUMNS = trades.TradeOutcome.__struct_fields__
 
 
 class FillsPipeline(Pipeline):
@@ -82,9 +78,9 @@ async def _write(conn: Conn, events: Sequence[Any], *, careful: bool) -> list[Re
     fills: list[Fill] = [e.event for e in encoded]
     trade_ids = sorted({f.trade_id for f in fills})
     await conn.execute(sql["fills_lock_trades"], trade_ids)
-    ledgers: dict[UUID, list[Fill]] = {trade_id: [] for trade_id in trade_ids}
+    ledgers: dict[UUID, list[trades.FillLike]] = {trade_id: [] for trade_id in trade_ids}
     for row in await conn.fetch(sql["fills_ledgers"], trade_ids):
-        stored = Fill(**dict(row))
+        stored = trades.StoredFill(*row)
         ledgers[stored.trade_id].append(stored)
     # Fills and their trade's row are written together, so a trade without stored fills
     # has (nearly always) no trade_outcomes row either.
@@ -146,11 +142,11 @@ def _closed_days(
 
 
 def _rows(outcomes: Sequence[trades.TradeOutcome]) -> list[tuple[Any, ...]]:
-    return [tuple(getattr(o, c) for c in OUTCOME_COLUMNS) for o in outcomes]
+    return list(map(msgspec.structs.astuple, outcomes))
 
 
 def _accept(
-    fills: Sequence[Fill], ledgers: Mapping[UUID, Sequence[Fill]],
+    fills: Sequence[Fill], ledgers: Mapping[UUID, Sequence[trades.FillLike]],
     taken: Mapping[UUID, UUID] | None = None,
 ) -> tuple[list[int], list[trades.TradeOutcome], list[Rejection]]:
     """Which new fills (indexes into ``fills``) join their trade's stored ledger, the outcome

@@ -120,14 +120,17 @@ async def test_letters_are_read_from_the_start_when_the_broker_answers_a_reset_l
     finally:
         await producer.stop()
     ask = Fetcher._proc_offset_request
+    held: list[int] = []
 
     async def late_reset_answer(fetcher: Fetcher, node_id: int, topic_data: Any) -> Any:
         answer = await ask(fetcher, node_id, topic_data)
         if sys._getframe(1).f_code.co_name == "_update_fetch_positions":  # a reset, not ours
+            held.append(node_id)
             await asyncio.sleep(0.5)
         return answer
 
     monkeypatch.setattr(Fetcher, "_proc_offset_request", late_reset_answer)
     read = [letter.value async for letter in replay.letters(
         Settings(kafka_bootstrap_servers=stack.kafka), topic)]
+    assert held, "no reset answer was held: aiokafka's fetcher changed, and this test with it"
     assert read == [b"letter 0", b"letter 1", b"letter 2"]

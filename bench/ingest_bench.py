@@ -48,11 +48,12 @@ from typing import Any
 import asyncpg
 import msgspec
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
 from consumers.ingest import trades
-from consumers.ingest.kafka import ensure_topics, make_producer
+from consumers.ingest.kafka import client_options, ensure_topics, make_producer, topic_config
 from consumers.ingest.pipelines.bars import BarsPipeline
 from consumers.ingest.pipelines.fills import FILL_COLUMNS, OUTCOME_COLUMNS, FillsPipeline
 from consumers.platform import migrations
@@ -354,25 +355,49 @@ async def end_to_end(settings: Settings, url: str, topic_env: dict[str, str], ta
     return steady_rate(log), consumer.peak_rss_mb
 
 
+class Latency(msgspec.Struct, frozen=True):
+    p50_ms: float  # from the producer's send() to the flush's commit
+    p99_ms: float
+    broker_p50_ms: float  # from the broker's append to the flush's commit: the consumer's part
+    broker_p99_ms: float
+    events: int
+    producer_kept_per_s: float
+    producer_cores: float  # this process's CPU while it produced, in cores: not the consumer's
+
+
 async def latency(settings: Settings, url: str, name: str, events: Sequence[Any],
-                  rate: float, seconds: float, log: Path) -> tuple[float, float, int, float]:
-    """p50/p99 event-to-commit latency (ms) at ``rate`` events/s, 1,000-row batches, and the
-    rate the producer (in this process, on the same cores) actually kept."""
+                  rate: float, seconds: float, log: Path) -> Latency:
+    """Event-to-commit latency at ``rate`` events/s, 1,000-row batches, and the rate the
+    producer (in this process, on the same cores) actually kept.
+
+    Measured from two starts: the producer's send(), and the broker's append (the topic stamps
+    LogAppendTime); the difference is a record's time in this process's producer. The producer
+    also takes CPU from the cores the consumer, broker and server share (``producer_cores``):
+    with it, half the consumer's rate without it can be all the consumer has left."""
     topic = f"bench-lat-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(settings, [topic, f"{topic}.dlq"], partitions=PARTITIONS,
+    await ensure_topics(settings, [f"{topic}.dlq"], partitions=PARTITIONS,
                         replication_factor=1)
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(
+            topic, num_partitions=PARTITIONS, replication_factor=1,
+            topic_configs={**topic_config(dead_letters=False, replicas=1),
+                           "message.timestamp.type": "LogAppendTime"})])
+    finally:
+        await admin.close()
     routed = msgspec.structs.replace(settings, topic_names={**settings.topic_names, name: topic})
     env = {f"CIE_TOPIC_{name.upper()}": topic,
            "CIE_BATCH_MAX_ROWS": "1000", "CIE_BATCH_MAX_LATENCY_MS": "100"}
     await truncate(url)
-    sent: dict[tuple[int, int], float] = {}
+    sent: dict[tuple[int, int], tuple[float, float]] = {}  # (send(), broker append) times
     async with Consumer(settings, url, env, log):
         await asyncio.sleep(3)  # let it join the group
         producer = make_producer(routed, linger_ms=1)
         await producer.start()
         typed = EventProducer(producer, routed)
         count = min(len(events), int(rate * seconds))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         pending = []
         for i, event in enumerate(events[:count]):
             due = started + i / rate
@@ -382,10 +407,11 @@ async def latency(settings: Settings, url: str, name: str, events: Sequence[Any]
             wall = time.time()
             future = await typed.send(event)
             pending.append((future, wall))
-        kept = count / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        kept, cores = count / elapsed, (time.process_time() - cpu) / elapsed
         for future, wall in pending:
             metadata = await future
-            sent[(metadata.partition, metadata.offset)] = wall
+            sent[(metadata.partition, metadata.offset)] = (wall, metadata.timestamp / 1000)
         await producer.stop()
         await asyncio.sleep(3)
     committed: dict[tuple[int, int], float] = {}
@@ -394,10 +420,13 @@ async def latency(settings: Settings, url: str, name: str, events: Sequence[Any]
             low, high = (int(x) for x in span.split("-"))
             for offset in range(low, high + 1):
                 committed[(int(partition), offset)] = stamp(flush)
-    latencies = sorted((committed[key] - wall) * 1000 for key, wall in sent.items()
-                       if key in committed)
-    quantiles = statistics.quantiles(latencies, n=100)
-    return quantiles[49], quantiles[98], len(latencies), kept
+    stored = [(committed[key], starts) for key, starts in sent.items() if key in committed]
+    from_send = statistics.quantiles([(commit - starts[0]) * 1000 for commit, starts in stored],
+                                     n=100)
+    from_broker = statistics.quantiles([(commit - starts[1]) * 1000
+                                        for commit, starts in stored], n=100)
+    return Latency(round(from_send[49], 1), round(from_send[98], 1), round(from_broker[49], 1),
+                   round(from_broker[98], 1), len(stored), round(kept), round(cores, 2))
 
 
 async def scale_out(settings: Settings, url: str, name: str, topic_env: dict[str, str],
@@ -486,13 +515,16 @@ async def measure(args: argparse.Namespace, settings: Settings, url: str) -> Non
             results["cases"][name] = case
             continue
         latency_rate = args.latency_rate or case["batch_1000"]["end_to_end_per_s"] / 2
-        p50, p99, measured, kept = await latency(settings, url, name, events, latency_rate,
-                                           args.latency_seconds, logs / f"{name}-latency.log")
+        measured = await latency(settings, url, name, events, latency_rate,
+                                 args.latency_seconds, logs / f"{name}-latency.log")
         case["latency"] = {"rate_per_s": round(latency_rate), "rate_fixed": bool(args.latency_rate),
-                           "p50_ms": round(p50, 1), "p99_ms": round(p99, 1),
-                           "events": measured, "producer_kept_per_s": round(kept)}
-        print(f"{name} latency at {latency_rate:,.0f}/s (the producer kept {kept:,.0f}/s): "
-              f"p50 {p50:.0f} ms, p99 {p99:.0f} ms ({measured} events)", flush=True)
+                           **msgspec.structs.asdict(measured)}
+        print(f"{name} latency at {latency_rate:,.0f}/s (the producer kept "
+              f"{measured.producer_kept_per_s:,.0f}/s on {measured.producer_cores:.2f} "
+              f"cores): from send() p50 {measured.p50_ms:.0f} ms, "
+              f"p99 {measured.p99_ms:.0f} ms; from the broker's append p50 "
+              f"{measured.broker_p50_ms:.0f} ms, p99 {measured.broker_p99_ms:.0f} ms "
+              f"({measured.events} events)", flush=True)
         results["cases"][name] = case
     print(json.dumps(results, indent=2))
 

@@ -19,7 +19,8 @@ For bars and for fills it measures, on the local stack:
   counted once every member has joined the group;
 - latency: with a consumer running (1,000-row batches), events produced at half the measured
   1,000-row rate for a while; event-to-commit latency = the time the flush that carried the
-  event logged its commit minus the time the event was sent.
+  event logged its commit minus the time the event was sent, and minus the time the broker
+  appended it (the consumer's part; the producer here shares the cores, see ``latency``).
 The machine is shared and noisy: compare the ratios, not the absolute figures.
 """
 

@@ -1,14 +1,16 @@
 """The consume loop: fetch, buffer per topic, flush on size or age, drain at the end.
 
 One asyncio loop per process, one consumer-group member. Records are decoded as they are
-fetched, into their topic's Batch (checkpoint.py). A batch is flushed through the Checkpoint
-when it holds ``batch_max_rows`` messages or its oldest message has waited
-``batch_max_latency_ms``.
+fetched, into their topic's Batch (checkpoint.py). A batch is due when it holds
+``batch_max_rows`` messages or its oldest message has waited ``batch_max_latency_ms``.
 One flush at a time is in flight, as a task: while PostgreSQL writes it, this loop fetches and
 decodes the next batch (on two cores that overlap roughly doubles throughput; the loop lets
 the flush go on between passes, let_others_run), and offset
-commits go on in the background (checkpoint.py). A batch that is due while another is in
-flight waits for it, so per topic at most two batches are held in memory, and flushes, with
+commits go on in the background (checkpoint.py). A batch that falls due while another is in
+flight keeps taking records until that flush ends, up to ``batch_backlog_max_rows``, and is
+flushed next: under a backlog the writer is never idle waiting for a batch to fill, nor the
+decoder for the writer, and a flush's fixed costs (a fills flush takes nine round trips) are
+spread over more rows. So per topic at most two batches are held in memory, and flushes, with
 their offset commits, happen in order. Flushes are serialised by a lock, which the rebalance
 listener also takes: partitions are given up only after what was read from them is written
 and committed, or, when that takes longer than the drain deadline (the database is down),
@@ -42,6 +44,9 @@ POLL_SECONDS_MAX = 0.1  # how long one fetch may wait: bounds the reaction to a 
 # Records decoded per pass of the loop, which yields between passes: a flush in flight (the
 # fills' take several round trips) moves on every 10-20 ms, not once per batch decoded.
 DECODE_CHUNK = 1000
+# How long a fetch waits while a due batch waits for the flush in flight (it starts when
+# records arrive or this passes, and the loop then looks at the flush again).
+BACKLOG_POLL_SECONDS = 0.005
 
 
 
@@ -66,6 +71,7 @@ class Runner:
         self._in_flight: asyncio.Task[None] | None = None  # the flush this loop waits for
         self._flushing: asyncio.Task[None] | None = None  # the last flush task started
         self._max_rows = settings.batch_max_rows
+        self._backlog_rows = max(settings.batch_max_rows, settings.batch_backlog_max_rows)
         self._max_age = settings.batch_max_latency_ms / 1000
         # Bumped at every revocation: a batch fetched before it is never written after it.
         self._generation = 0
@@ -87,6 +93,8 @@ class Runner:
                 self._oldest.setdefault(tp.topic, now)
                 metrics.MESSAGES_CONSUMED.labels(tp.topic).inc(len(records))
             for topic in self._due(now):
+                if self._writing() and len(self._buffers[topic].records) < self._backlog_rows:
+                    continue  # it grows until the writer is free
                 await self._wait_in_flight()
                 # taken now, not when the task first runs: by then more records may have come
                 batch = self._take(topic)
@@ -181,14 +189,21 @@ class Runner:
             if len(batch.records) >= self._max_rows or now - self._oldest[topic] >= self._max_age
         ]
 
+    def _writing(self) -> bool:
+        """Whether the flush this loop last started is still in flight."""
+        return self._in_flight is not None and not self._in_flight.done()
+
     def _room(self) -> int:
-        """Fetch no more than the fullest buffer can take, so batches stay near max rows."""
+        """Fetch no more than the fullest buffer can take, so batches stay near max rows (near
+        the backlog's limit while a flush is in flight)."""
         fullest = max((len(batch.records) for batch in self._buffers.values()), default=0)
-        return max(1, self._max_rows - fullest)
+        return max(1, (self._backlog_rows if self._writing() else self._max_rows) - fullest)
 
     def _poll_seconds(self) -> float:
         if not self._oldest:
             return POLL_SECONDS_MAX
+        if self._writing() and self._due(time.monotonic()):
+            return BACKLOG_POLL_SECONDS
         wait = min(self._oldest.values()) + self._max_age - time.monotonic()
         return max(0.0, min(POLL_SECONDS_MAX, wait))
 

@@ -54,6 +54,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     dead_letter_suffix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]+$")] = ".dlq"
     batch_max_rows: PositiveInt = 1000
     batch_max_latency_ms: PositiveInt = 500
+    # A due batch keeps taking records while the flush ahead of it is in flight, up to this
+    # many (never fewer than batch_max_rows): under a backlog, bigger batches, no waiting.
+    batch_backlog_max_rows: PositiveInt = 10_000
     drain_deadline_seconds: PositiveInt = 20
     # A value larger than this is a dead letter without being decoded (hostile producers).
     max_value_bytes: PositiveInt = 1_048_576
@@ -181,6 +184,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "dead_letter_suffix": "CIE_DEAD_LETTER_SUFFIX",
     "batch_max_rows": "CIE_BATCH_MAX_ROWS",
     "batch_max_latency_ms": "CIE_BATCH_MAX_LATENCY_MS",
+    "batch_backlog_max_rows": "CIE_BATCH_BACKLOG_MAX_ROWS",
     "drain_deadline_seconds": "CIE_DRAIN_DEADLINE_SECONDS",
     "max_value_bytes": "CIE_MAX_VALUE_BYTES",
     "liveness_timeout_seconds": "CIE_LIVENESS_TIMEOUT_SECONDS",

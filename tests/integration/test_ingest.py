@@ -285,6 +285,7 @@ async def test_the_next_batch_is_decoded_while_a_batch_is_written(
     watched = Topic("bars", "bars", Bar, BY_NAME["bars"].key,
                     lambda times: WatchedBars(steps, times))
     ingest = Ingest(ingest_environment(stack.kafka, plain_db, CIE_BATCH_MAX_ROWS="100",
+                                       CIE_BATCH_BACKLOG_MAX_ROWS="100",  # batches of 100
                                        CIE_BATCH_MAX_LATENCY_MS="5000"), table=[watched])
     await ingest.open()
     try:
@@ -300,6 +301,45 @@ async def test_the_next_batch_is_decoded_while_a_batch_is_written(
         writing = step == "write" or (writing and step != "written")
         overlapped += writing and step == "decode"
     assert overlapped >= 500, steps
+
+
+class SlowBars(BarsPipeline):
+    """The bars pipeline with a slow database: each write takes 0.2 s more, and its size is
+    noted."""
+
+    def __init__(self, sizes: list[int], times: TimeRules | None = None) -> None:
+        super().__init__(times)
+        self.sizes = sizes
+
+    async def write_new(self, conn: Conn, events: Sequence[Any]) -> list[Rejection] | None:
+        self.sizes.append(len(events))
+        await asyncio.sleep(0.2)
+        return await super().write_new(conn, events)
+
+
+async def test_a_due_batch_grows_while_a_flush_is_in_flight(
+        stack: Stack, plain_db: str) -> None:
+    """Under a backlog the loop does not wait for the writer with a full batch: the next
+    batch keeps taking messages while the flush ahead is written, up to the backlog's limit,
+    and every message lands once."""
+    sizes: list[int] = []
+    slow = Topic("bars", "bars", Bar, BY_NAME["bars"].key, lambda times: SlowBars(sizes, times))
+    ingest = Ingest(ingest_environment(stack.kafka, plain_db, CIE_BATCH_MAX_ROWS="100",
+                                       CIE_BATCH_BACKLOG_MAX_ROWS="300",
+                                       CIE_BATCH_MAX_LATENCY_MS="5000"), table=[slow])
+    await ingest.open()
+    try:
+        await ingest.send([bar("ONE", minute) for minute in range(1000)])  # one partition
+        await ingest.start()
+        await ingest.drained("bars", 1000)
+    finally:
+        await ingest.close()
+    assert sum(sizes) == 1000, sizes  # each once: no batch written twice, none lost
+    assert max(sizes) == 300 and min(sizes[:-1]) >= 100, sizes  # the last may be short
+    assert sizes.count(300) >= 2, sizes
+    rows = await fetch(plain_db, "SELECT count(*), count(DISTINCT timestamp) FROM "
+                                 "market_conditions WHERE symbol = 'ONE'")
+    assert tuple(rows[0]) == (1000, 1000)
 
 
 async def test_a_flush_gets_each_reply_before_the_next_decoding_pass(plain_db: str) -> None:

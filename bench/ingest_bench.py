@@ -104,10 +104,18 @@ def make_fills(n: int) -> list[Fill]:
     return out
 
 
-async def create_database(settings: Settings, name: str, timescaledb: bool = False) -> str:
+async def drop_database(settings: Settings, name: str) -> None:
     admin = await asyncpg.connect(settings.database_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def create_database(settings: Settings, name: str, timescaledb: bool = False) -> str:
+    await drop_database(settings, name)
+    admin = await asyncpg.connect(settings.database_url)
+    try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
@@ -494,11 +502,7 @@ async def run(args: argparse.Namespace) -> None:
     try:
         await measure(args, settings, url)
     finally:
-        admin = await asyncpg.connect(settings.database_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await drop_database(settings, name)
 
 
 async def measure(args: argparse.Namespace, settings: Settings, url: str) -> None:

@@ -321,8 +321,15 @@ def check(content: tuple[Any, ...], expected: tuple[Any, ...]) -> str:
 
 async def run(args: argparse.Namespace) -> None:
     settings = load_settings()
-    url = await ingest_bench.create_database(settings, f"cie_peers_{os.getpid()}",
-                                             args.timescaledb)
+    name = f"cie_peers_{os.getpid()}"
+    url = await ingest_bench.create_database(settings, name, args.timescaledb)
+    try:
+        await compare(args, settings, url)
+    finally:  # a run's database holds 600,000 bars (and, on TimescaleDB, jobs that keep running)
+        await ingest_bench.drop_database(settings, name)
+
+
+async def compare(args: argparse.Namespace, settings: Settings, url: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="cie-peers-"))
     bars = ingest_bench.make_bars(args.bars)
     reference = ingest_bench.copy_batches(TABLE, tuple(Bar.__struct_fields__),

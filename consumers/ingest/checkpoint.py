@@ -65,6 +65,7 @@ class Batch:
     events: list[Any] = field(default_factory=list)
     event_records: list[Record] = field(default_factory=list)  # the record of each event
     letters: list[DeadLetter] = field(default_factory=list)
+    value_bytes: int = 0  # what the records' values hold (a due batch grows only so far)
 
     def add(self, pipeline: Pipeline, records: Sequence[Record]) -> None:
         """Decode each record into an event or a dead letter; never raises for its content."""
@@ -76,6 +77,7 @@ class Batch:
                     self.max_value_bytes is not None and len(value) > self.max_value_bytes):
                 self.letters.append(self._refuse(record))
                 continue
+            self.value_bytes += len(value)
             try:
                 self.events.append(pipeline.accept(value, now))
                 self.event_records.append(record)

@@ -4,17 +4,17 @@ One asyncio loop per process, one consumer-group member. Records are decoded as 
 fetched, into their topic's Batch (checkpoint.py). A batch is due when it holds
 ``batch_max_rows`` messages or its oldest message has waited ``batch_max_latency_ms``.
 One flush at a time is in flight, as a task: while PostgreSQL writes it, this loop fetches and
-decodes the next batch (on two cores that overlap roughly doubles throughput; the loop lets
-the flush go on between passes, let_others_run), and offset
-commits go on in the background (checkpoint.py). A batch that falls due while another is in
-flight keeps taking records until that flush ends, up to ``batch_backlog_max_rows``, and is
+decodes the next batch (on two cores that overlap roughly doubles throughput; the loop lets the
+flush go on between passes, let_others_run), and offset commits go on in the background
+(checkpoint.py). A batch that falls due while another is in flight keeps taking records until
+that flush ends, up to ``batch_backlog_max_rows`` and ``fetch_max_bytes`` of values, and is
 flushed next: under a backlog the writer is never idle waiting for a batch to fill, nor the
 decoder for the writer, and a flush's fixed costs (a fills flush takes nine round trips) are
 spread over more rows. So per topic at most two batches are held in memory, and flushes, with
 their offset commits, happen in order. Flushes are serialised by a lock, which the rebalance
-listener also takes: partitions are given up only after what was read from them is written
-and committed, or, when that takes longer than the drain deadline (the database is down),
-given up uncommitted, and nothing read before the revocation is written after it.
+listener also takes: partitions are given up only after what was read from them is written and
+committed, or, when that takes longer than the drain deadline (the database is down), given up
+uncommitted, and nothing read before the revocation is written after it.
 On stop (SIGTERM) fetching stops, every buffer is flushed and committed, and the consumer
 leaves the group, all within ``drain_deadline_seconds``; past that the process exits without
 committing and the unflushed messages are simply read again by the next owner.
@@ -72,6 +72,7 @@ class Runner:
         self._flushing: asyncio.Task[None] | None = None  # the last flush task started
         self._max_rows = settings.batch_max_rows
         self._backlog_rows = max(settings.batch_max_rows, settings.batch_backlog_max_rows)
+        self._backlog_bytes = settings.fetch_max_bytes  # nor past what one fetch may hold
         self._max_age = settings.batch_max_latency_ms / 1000
         # Bumped at every revocation: a batch fetched before it is never written after it.
         self._generation = 0
@@ -93,7 +94,7 @@ class Runner:
                 self._oldest.setdefault(tp.topic, now)
                 metrics.MESSAGES_CONSUMED.labels(tp.topic).inc(len(records))
             for topic in self._due(now):
-                if self._writing() and len(self._buffers[topic].records) < self._backlog_rows:
+                if self._writing() and self._may_grow(self._buffers[topic]):
                     continue  # it grows until the writer is free
                 await self._wait_in_flight()
                 # taken now, not when the task first runs: by then more records may have come
@@ -192,6 +193,9 @@ class Runner:
     def _writing(self) -> bool:
         """Whether the flush this loop last started is still in flight."""
         return self._in_flight is not None and not self._in_flight.done()
+
+    def _may_grow(self, batch: Batch) -> bool:
+        return len(batch.records) < self._backlog_rows and batch.value_bytes < self._backlog_bytes
 
     def _room(self) -> int:
         """Fetch no more than the fullest buffer can take, so batches stay near max rows (near

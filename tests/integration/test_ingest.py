@@ -322,24 +322,41 @@ async def test_a_due_batch_grows_while_a_flush_is_in_flight(
     """Under a backlog the loop does not wait for the writer with a full batch: the next
     batch keeps taking messages while the flush ahead is written, up to the backlog's limit,
     and every message lands once."""
+    sizes = await slow_drain(stack, plain_db, CIE_BATCH_BACKLOG_MAX_ROWS="300")
+    assert max(sizes) == 300 and min(sizes[:-1]) >= 100, sizes  # the last may be short
+    assert sizes.count(300) >= 2, sizes
+
+
+async def test_a_growing_batch_stops_at_what_one_fetch_may_hold(
+        stack: Stack, plain_db: str) -> None:
+    """However many rows the backlog's limit allows, a growing batch stops taking messages
+    once their values hold CIE_FETCH_MAX_BYTES (it may finish the fetch it is decoding)."""
+    per_bar = len(encode(bar("ONE", 0)))
+    sizes = await slow_drain(stack, plain_db, CIE_BATCH_BACKLOG_MAX_ROWS="100000",
+                             CIE_FETCH_MAX_BYTES=str(200 * per_bar))
+    assert max(sizes) > 100, sizes  # it grew
+    assert max(sizes) <= 2 * 200 + 50, sizes  # and stopped near 200 bars' bytes, not at 900
+
+
+async def slow_drain(stack: Stack, plain_db: str, **settings: str) -> list[int]:
+    """1,000 bars on one partition through a slow writer, batches of 100: the sizes written."""
     sizes: list[int] = []
     slow = Topic("bars", "bars", Bar, BY_NAME["bars"].key, lambda times: SlowBars(sizes, times))
     ingest = Ingest(ingest_environment(stack.kafka, plain_db, CIE_BATCH_MAX_ROWS="100",
-                                       CIE_BATCH_BACKLOG_MAX_ROWS="300",
-                                       CIE_BATCH_MAX_LATENCY_MS="5000"), table=[slow])
+                                       CIE_BATCH_MAX_LATENCY_MS="5000", **settings),
+                    table=[slow])
     await ingest.open()
     try:
-        await ingest.send([bar("ONE", minute) for minute in range(1000)])  # one partition
+        await ingest.send([bar("ONE", minute) for minute in range(1000)])
         await ingest.start()
         await ingest.drained("bars", 1000)
     finally:
         await ingest.close()
     assert sum(sizes) == 1000, sizes  # each once: no batch written twice, none lost
-    assert max(sizes) == 300 and min(sizes[:-1]) >= 100, sizes  # the last may be short
-    assert sizes.count(300) >= 2, sizes
     rows = await fetch(plain_db, "SELECT count(*), count(DISTINCT timestamp) FROM "
                                  "market_conditions WHERE symbol = 'ONE'")
     assert tuple(rows[0]) == (1000, 1000)
+    return sizes
 
 
 async def test_a_flush_gets_each_reply_before_the_next_decoding_pass(plain_db: str) -> None:

@@ -75,7 +75,9 @@ async def logged(log: Path, event: str) -> bool:
 async def test_sigkill_mid_stream_then_restart_lands_everything_once(
     stack: Stack, plain_db: str, tmp_path: Path
 ) -> None:
+    # batches of 200 that do not grow: many commits, so a kill can land between two
     environment = ingest_environment(stack.kafka, plain_db, CIE_BATCH_MAX_ROWS="200",
+                                     CIE_BATCH_BACKLOG_MAX_ROWS="200",
                                      CIE_BATCH_MAX_LATENCY_MS="50")
     ingest = Ingest(environment)
     await ingest.open()
@@ -149,7 +151,9 @@ async def test_stop_writes_what_is_buffered_and_commits_every_offset_before_retu
 ) -> None:
     # Ten batches flush on size while the consumer runs (each offset commit overlapping the
     # next write); the last 50 bars wait for an age they never reach: only the drain writes them.
+    # (Batches do not grow here: a due batch would take the last 50 with it.)
     harness = Ingest(ingest_environment(stack.kafka, plain_db, CIE_BATCH_MAX_ROWS="100",
+                                        CIE_BATCH_BACKLOG_MAX_ROWS="100",
                                         CIE_BATCH_MAX_LATENCY_MS="600000"))
     await harness.open()
     try:

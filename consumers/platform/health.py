@@ -8,7 +8,8 @@
   connection, the answer reused for a second) and the Kafka consumer has partitions
   assigned. 503 with the failing checks otherwise.
 - /metrics: Prometheus text format (every metric is in consumers/platform/metrics.py), with
-  the scheduled commands' last successes read from the database every ten seconds.
+  what the database knows read every ten seconds: the scheduled commands' last successes,
+  cold storage's progress and, on TimescaleDB, whether its policies' last runs failed.
 A deliberately small HTTP/1.0 responder: three GET routes need no web framework.
 """
 
@@ -67,11 +68,13 @@ class Health:
         return result
 
     async def watch(self, every: float = 10.0) -> None:
-        """Keep cie_ready, and the scheduled commands' last successes, current for
-        Prometheus between probes."""
+        """Keep cie_ready, and what the database knows (below), current for Prometheus
+        between probes."""
         while True:
             if (await self.checks())["database"]:
                 await self._export_command_successes()
+                await self._export_oldest_trade()
+                await self._export_timescaledb_jobs()
             await asyncio.sleep(every)
 
     async def _export_command_successes(self) -> None:
@@ -85,7 +88,6 @@ class Health:
             return  # the next round tries again; cie_ready says what is wrong
         for row in rows:
             metrics.COMMAND_LAST_SUCCESS.labels(row["command"]).set(row["at"])
-        await self._export_oldest_trade()
 
     async def _export_oldest_trade(self) -> None:
         """Cold storage: the oldest trade kept against the retention (how far archiving is
@@ -103,6 +105,23 @@ class Health:
         for table in archived:
             metrics.ARCHIVED_ROWS.labels(table["table_name"]).set(table["rows"])
             metrics.ARCHIVED_BYTES.labels(table["table_name"]).set(table["bytes"])
+
+    async def _export_timescaledb_jobs(self) -> None:
+        """TimescaleDB runs retention, compression and the summaries' refresh as background
+        jobs inside the server: a job that fails there fails silently unless exported."""
+        sql = queries("health")
+        try:
+            async with asyncio.timeout(READY_DB_TIMEOUT_SECONDS), self._database_lock:
+                assert self._conn is not None
+                if not await self._conn.fetchval(sql["timescaledb_jobs_visible"]):
+                    return  # plain PostgreSQL: maintain does this work, and is exported above
+                jobs = await self._conn.fetch(sql["timescaledb_jobs"])
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return
+        metrics.TIMESCALEDB_JOB_FAILED.clear()  # a job removed since is not reported
+        for job in jobs:
+            metrics.TIMESCALEDB_JOB_FAILED.labels(job["job"], job["relation"]).set(
+                1 if job["last_run_failed"] else 0)
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -88,6 +88,11 @@ OLDEST_ROW = Gauge(
     "Unix time of the oldest row kept (trade_outcomes): older than the retention means rows "
     "wait for cie archive (retention removes only what is archived)", ["table"])
 RETENTION = Gauge("cie_retention_seconds", "The table's retention (retention_rules)", ["table"])
+TIMESCALEDB_JOB_FAILED = Gauge(
+    "cie_timescaledb_job_failed",
+    "1 when the last run of a TimescaleDB job (a retention, compression or refresh policy, by "
+    "its procedure and relation) failed, 0 when it succeeded or has not run yet", ["job",
+    "relation"])
 ARCHIVED_ROWS = Gauge("cie_archived_rows", "Rows in S3 as verified Parquet (archive_parts)",
                       ["table"])
 ARCHIVED_BYTES = Gauge("cie_archived_bytes", "Bytes of verified Parquet in S3 (archive_parts)",

@@ -27,3 +27,18 @@ FROM retention_rules WHERE table_name = 'trade_outcomes';
 -- What cold storage holds, per table (a small table: one row per Parquet object).
 SELECT table_name, sum(row_count)::float8 AS rows, sum(bytes)::float8 AS bytes
 FROM archive_parts GROUP BY table_name;
+
+-- name: timescaledb_jobs_visible
+-- TimescaleDB is installed in this database (its job views exist).
+SELECT to_regclass('timescaledb_information.job_stats') IS NOT NULL;
+
+-- name: timescaledb_jobs
+-- The policies' jobs, by procedure and relation, and whether the last run of one failed (a job
+-- not run yet has not). Jobs below 1000 are TimescaleDB's own (telemetry, its job history's
+-- retention), not the schema's.
+SELECT j.proc_name::text AS job, coalesce(j.hypertable_name::text, '') AS relation,
+       bool_or(coalesce(s.last_run_status = 'Failed', false)) AS last_run_failed
+FROM timescaledb_information.jobs AS j
+JOIN timescaledb_information.job_stats AS s USING (job_id)
+WHERE j.job_id >= 1000
+GROUP BY 1, 2;

@@ -2,11 +2,13 @@
 
 Runs wherever the local PostgreSQL has the extension; skipped with that reason elsewhere.
 Jobs are run with CALL run_job(...) rather than waited for (and PostgreSQL 15.20's scheduler
-logs a failure for each policy run even though the work commits).
+logs a failure for each policy run even though the work commits), except in the test that
+watches a failing job get exported.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -216,3 +218,51 @@ async def test_ingest_role_creates_chunks_on_hypertables(ts: asyncpg.Connection)
     await ts.execute("SET ROLE cie_ingest")
     await insert_bars(ts, three_bars("TSLA", utc_day(40)))
     assert await ts.fetchval("SELECT count(*) FROM market_conditions") == 3
+
+
+async def test_a_job_that_fails_in_the_background_is_exported(
+        ts: asyncpg.Connection, timescale_db: str) -> None:
+    """TimescaleDB's scheduler runs the policies inside the server, where nobody sees one fail:
+    every consumer exports cie_timescaledb_job_failed (the CieTimescaleJobFailing alert) by
+    procedure and relation, 1 once a job's last run failed, 0 for one not run yet."""
+    from prometheus_client import REGISTRY
+
+    from consumers.platform import health
+    from tests.integration.harness import eventually
+
+    await ts.execute("""
+        CREATE PROCEDURE cie_test_out_of_disk(job_id int, config jsonb) LANGUAGE plpgsql
+        AS $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device'; END $$""")
+    await ts.execute("CREATE PROCEDURE cie_test_tomorrow(job_id int, config jsonb) "
+                     "LANGUAGE plpgsql AS $$ BEGIN END $$")
+    await ts.execute("SELECT add_job('cie_test_out_of_disk', interval '1 hour', "
+                     "initial_start => now())")  # scheduled: the server runs it at once
+    await ts.execute("SELECT add_job('cie_test_tomorrow', interval '1 day', "
+                     "initial_start => now() + interval '1 day')")
+    # a database cloned from a template gets its scheduler at the launcher's next poll (a
+    # minute); this starts it now
+    await ts.execute("SELECT _timescaledb_functions.start_background_workers()")
+
+    def exported(job: str, relation: str) -> float | None:
+        return REGISTRY.get_sample_value("cie_timescaledb_job_failed",
+                                         {"job": job, "relation": relation})
+
+    async def failed_and_not_run() -> tuple[float | None, float | None]:
+        return exported("cie_test_out_of_disk", ""), exported("cie_test_tomorrow", "")
+
+    checks = health.Health(timescale_db, None)
+    watcher = asyncio.create_task(checks.watch(every=0.1))
+    try:
+        assert await eventually(failed_and_not_run, (1.0, 0.0)) == (1.0, 0.0)
+        # the schema's policies, by the relation they keep (their values depend on whether
+        # the server ran them before the suite unscheduled them)
+        assert exported("policy_compression", "market_conditions") is not None
+        assert exported("policy_refresh_continuous_aggregate",
+                        "market_daily_summary") is not None
+    finally:
+        watcher.cancel()
+        await checks.close()
+    assert await ts.fetchval(
+        "SELECT last_run_status FROM timescaledb_information.job_stats AS s "
+        "JOIN timescaledb_information.jobs USING (job_id) "
+        "WHERE proc_name = 'cie_test_out_of_disk'") == "Failed"

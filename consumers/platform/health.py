@@ -31,6 +31,8 @@ from consumers.platform.db import connect, queries
 
 READY_DB_TIMEOUT_SECONDS = 2.0
 READY_CACHE_SECONDS = 1.0
+# What a check or export may meet from the database: answered by cie_ready, retried next round
+DATABASE_UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class Health:
@@ -84,7 +86,7 @@ class Health:
             async with asyncio.timeout(READY_DB_TIMEOUT_SECONDS), self._database_lock:
                 assert self._conn is not None  # the check just connected
                 rows = await self._conn.fetch(queries("health")["command_successes"])
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DATABASE_UNREACHABLE:
             return  # the next round tries again; cie_ready says what is wrong
         for row in rows:
             metrics.COMMAND_LAST_SUCCESS.labels(row["command"]).set(row["at"])
@@ -97,7 +99,7 @@ class Health:
                 assert self._conn is not None
                 row = await self._conn.fetchrow(queries("health")["oldest_trade"])
                 archived = await self._conn.fetch(queries("health")["archived"])
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DATABASE_UNREACHABLE:
             return
         if row is not None and row["oldest"] is not None:
             metrics.OLDEST_ROW.labels("trade_outcomes").set(row["oldest"])
@@ -116,7 +118,7 @@ class Health:
                 if not await self._conn.fetchval(sql["timescaledb_jobs_visible"]):
                     return  # plain PostgreSQL: maintain does this work, and is exported above
                 jobs = await self._conn.fetch(sql["timescaledb_jobs"])
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DATABASE_UNREACHABLE:
             return
         metrics.TIMESCALEDB_JOB_FAILED.clear()  # a job removed since is not reported
         for job in jobs:
@@ -144,7 +146,7 @@ class Health:
                     self._conn = await connect(self._database_url)
                 await self._conn.fetchval(queries("health")["ping"])
             return True
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DATABASE_UNREACHABLE:
             await self.close()  # reconnect at the next check
             return False
 

@@ -95,7 +95,7 @@ async def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
         await conn.close()
     log.info("maintain.done", timescaledb=report.timescaledb,
              summary_days_refreshed=report.summary_days_refreshed,
-             rows_deleted=report.rows_deleted)
+             rows_deleted=report.rows_deleted, jobs_run=report.jobs_run)
     return 0
 
 
@@ -104,30 +104,54 @@ async def cmd_archive(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.archive import archiver
     from consumers.archive.store import Location, ObjectStore
 
+    if args.restore:
+        return await _archive_restore(settings, args)
     await _require_schema(settings)
     conn = await connect(settings.database_url)
     try:
         if args.status:
             await _archive_status(conn)
             return 0
-        if not settings.archive_url:
-            raise SettingsError("CIE_ARCHIVE_URL: required by cie archive (s3://bucket/prefix)")
-        store = ObjectStore(Location.parse(settings.archive_url))
-        if args.restore:
-            for table, rows, path in await archiver.restore(store, args.restore, args.tables,
-                                                            args.into):
-                print(f"{table} {args.restore:%Y-%m}: {rows} rows in {path}")
-            return 0
+        store = ObjectStore(Location.parse(_archive_url(settings)))
         started = time.monotonic()
         horizon = (timedelta(days=settings.archive_horizon_days)
                    if settings.archive_horizon_days else None)
         parts = await archiver.archive(
-            conn, store, archiver.Options(horizon, settings.archive_batch_rows))
+            conn, store, archiver.Options(horizon, settings.archive_batch_rows, args.adopt))
         await _record_success(conn, "archive", started)
     finally:
         await conn.close()
     log.info("archive.done", parts=len(parts), rows=sum(p.rows for p in parts),
              bytes=sum(p.bytes for p in parts))
+    return 0
+
+
+def _archive_url(settings: Settings) -> str:
+    if not settings.archive_url:
+        raise SettingsError("CIE_ARCHIVE_URL: required by cie archive (s3://bucket/prefix)")
+    return settings.archive_url
+
+
+async def _archive_restore(settings: Settings, args: argparse.Namespace) -> int:
+    """A month's parts from S3, checked against the database's records when it answers (a
+    restore is also what is left when it does not)."""
+    from consumers.archive import archiver
+    from consumers.archive.store import Location, ObjectStore
+
+    store = ObjectStore(Location.parse(_archive_url(settings)))
+    conn: Conn | None = None
+    try:
+        conn = await connect(settings.database_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        log.warning("archive.restore_without_database", error=str(exc),
+                    checked="against the manifests only")
+    try:
+        for table, rows, path in await archiver.restore(store, args.restore, args.tables,
+                                                        args.into, conn):
+            print(f"{table} {args.restore:%Y-%m}: {rows} rows in {path}")
+    finally:
+        if conn is not None:
+            await conn.close()
     return 0
 
 
@@ -514,8 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(run=cmd_migrate, needs=("database",))
 
     maintain = sub.add_parser(
-        "maintain", help="plain PostgreSQL: refresh daily summaries, delete expired rows"
-    )
+        "maintain", help="refresh daily summaries and remove expired rows (plain PostgreSQL); "
+        "run TimescaleDB's jobs that are overdue or failed (TimescaleDB)")
     maintain.add_argument("--batch-rows", type=int, default=10_000,
                           help="rows per delete or refresh batch (default 10000)")
     maintain.set_defaults(run=cmd_maintain, needs=("database",))
@@ -533,6 +557,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="--restore: this table only (repeatable; default both)")
     archive.add_argument("--into", type=Path, default=Path("."),
                          help="--restore: the directory to write into (default .)")
+    archive.add_argument("--adopt", action="store_true",
+                         help="record parts found in S3 that this database does not know (after "
+                         "restoring the database to an earlier time) instead of refusing")
     archive.set_defaults(run=cmd_archive, needs=("database",))
 
     rollup_ = sub.add_parser(

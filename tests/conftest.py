@@ -286,6 +286,10 @@ async def bucket() -> AsyncIterator[Bucket]:
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
             for item in page.get("Contents", []):
                 client.delete_object(Bucket=name, Key=item["Key"])
+        # a test may turn versioning on: the old versions go too
+        for page in client.get_paginator("list_object_versions").paginate(Bucket=name):
+            for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                client.delete_object(Bucket=name, Key=item["Key"], VersionId=item["VersionId"])
         client.delete_bucket(Bucket=name)
     await asyncio.to_thread(empty_and_delete)
 

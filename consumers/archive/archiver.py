@@ -1,41 +1,45 @@
 """`cie archive`: trade_outcomes and trade_fills months past the archive horizon, to Parquet in
 S3, each object verified by reading it back before anything may be removed.
 
-For each table and each UTC month that ended before ``now - horizon`` (default: the table's
-retention, 5 years) and still has rows, in one REPEATABLE READ snapshot:
+The unit is the *slice*, what retention removes at once: a month on plain PostgreSQL (`cie
+maintain` deletes months), a chunk's share of a month on TimescaleDB (its drop job drops
+chunks). For each table and each UTC month that ended before ``now - horizon`` (default: the
+table's retention, 5 years), each slice whose rows differ from what S3 holds for it (count or
+checksum, ``archive_slices``; cie_slice_content in migration 20) is written again, whole:
 
-1. The month's *slices* (what retention removes at once: a chunk's share of the month on
-   TimescaleDB, the whole month on plain PostgreSQL) are counted and compared with
-   ``archive_slices`` (rows archived minus rows removed). Equal everywhere: nothing to do, so a
-   re-run writes nothing.
-2. Otherwise the rows not yet archived are streamed from a server-side cursor (``batch_rows``
-   at a time, one Parquet row group each, so memory stays bounded) into a new part: all rows of
-   a month never archived (part 0), or the rows missing from the month's parts (a late trade:
-   part 1, 2, ...; the parts' keys are read back from S3 to tell which).
-3. The file (zstd, exact types: consumers/archive/parquet.py) is uploaded to
-   ``<prefix>/<table>/year=YYYY/month=MM/part-NNNNN.parquet`` (Hive-style: DuckDB, Spark,
-   Athena and pandas read the tree directly), downloaded again, and checked: SHA-256, row count
-   and the sum of net_pnl as read back. Then its manifest goes beside it (``.json``), and one
-   transaction records the part and adds its rows to its slices.
+1. In one REPEATABLE READ snapshot its content is summed and its rows streamed from a
+   server-side cursor (``batch_rows`` at a time, one Parquet row group each, so memory stays
+   bounded) into a file (zstd, exact types: consumers/archive/parquet.py).
+2. The file goes to ``<prefix>/<table>/year=YYYY/month=MM/part-NNNNN-<sha256>.parquet``
+   (Hive-style: DuckDB, Spark, Athena and pandas read the tree) as a new object only, is read
+   back and checked (SHA-256, row count, the sum of net_pnl), and one transaction records the
+   part and the slice's new content. Retention compares that content with what it removes.
+3. Its manifest (``.json``) goes beside it; a run that dies first leaves it to the next run.
 
-Only that last transaction makes a part count. A run killed before it leaves an object no
-manifest row counts, and the next run writes the same part again, byte for byte (the same
-rows in the same order, the same writer). One run at a time (an advisory lock).
+A part holds every row of one slice for one *epoch* (the rows written between two removals of
+that slice). What a reader reads, and what ``restore`` applies: for each (slice, epoch) the
+latest part; where a key is in more than one of those (a row written again after its removal),
+the latest part's row. Nothing is ever overwritten: names carry the content's hash, puts are
+conditional, and a month whose prefix holds manifests the database does not know (a restored
+database, another environment on the same bucket) is refused unless ``adopt`` records them.
+One run at a time (an advisory lock).
 """
 
 from __future__ import annotations
 
-import bisect
+import asyncio
 import json
+import re
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import structlog
@@ -53,16 +57,21 @@ TABLES: dict[str, tuple[str, tuple[str, str]]] = {
     "trade_fills": ("filled_at", ("fill_id", "filled_at")),
 }
 LOCK_KEY = 0x43494541  # pg_advisory_lock: one archive run at a time ("CIEA")
+# A part's name within its month: part-NNNNN.parquet before migration 20, then with the first
+# 16 hex digits of its SHA-256.
+PART_NAME = re.compile(r"part-(\d{5})(?:-[0-9a-f]{16})?\.parquet")
 
 
 class ArchiveError(CieError):
-    """An uploaded object did not read back as written: nothing is recorded, nothing removed."""
+    """An uploaded object did not read back as written, or the bucket holds what this database
+    does not know: nothing is recorded, nothing removed."""
 
 
 @dataclass(frozen=True)
 class Options:
     horizon: timedelta | None  # None: each table's retention (retention_rules)
     batch_rows: int  # rows per fetch and per Parquet row group
+    adopt: bool = False  # record manifests this database does not know instead of refusing
 
 
 @dataclass(frozen=True)
@@ -75,13 +84,32 @@ class Part:
     bytes: int
 
 
+@dataclass(frozen=True)
+class Slice:
+    """What retention removes at once, in one month: its rows now (count, checksum), and what
+    S3 holds for its current epoch. Up to date when the two agree."""
+
+    start: datetime
+    end: datetime
+    rows: int
+    checksum: Decimal
+    archived_rows: int
+    archived_checksum: Decimal | None  # None: unknown (archived before migration 20)
+    epoch: int
+
+    @property
+    def behind(self) -> bool:
+        if self.rows == 0 and self.archived_rows == 0:
+            return False
+        return (self.rows, self.checksum) != (self.archived_rows, self.archived_checksum)
+
+
 @dataclass
 class _Written:
     rows: int = 0
     min_time: datetime | None = None
     max_time: datetime | None = None
     net_pnl: Decimal | None = None
-    slices: dict[datetime, int] = field(default_factory=dict)
 
 
 async def archive(conn: Conn, store: ObjectStore, options: Options) -> list[Part]:
@@ -89,6 +117,8 @@ async def archive(conn: Conn, store: ObjectStore, options: Options) -> list[Part
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
         raise CieError("another cie archive is running (advisory lock held)")
     try:
+        await _check_versioning(conn, store)
+        await _write_missing_manifests(conn, store)
         parts = []
         for table in TABLES:
             rule = await conn.fetchrow(queries("archive")["rule"], table)
@@ -96,65 +126,23 @@ async def archive(conn: Conn, store: ObjectStore, options: Options) -> list[Part
             horizon = options.horizon or rule["keep_for"]
             due = queries("archive")["due_months"].format(
                 table=f'"{table}"', time=f'"{TABLES[table][0]}"')
-            for row in await conn.fetch(due, horizon):
-                part = await archive_month(conn, store, table, row["month"], options)
-                if part:
-                    parts.append(part)
+            for row in await conn.fetch(due, horizon, table):
+                parts.extend(await archive_month(conn, store, table, row["month"], options))
         return parts
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
 
 
 async def archive_month(conn: Conn, store: ObjectStore, table: str, month: date,
-                        options: Options) -> Part | None:
-    sql = queries("archive")
-    time_column, key_columns = TABLES[table]
-    with tempfile.TemporaryDirectory(prefix="cie-archive-") as tmp:
-        local = Path(tmp) / "part.parquet"
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            slices = await month_slices(conn, table, month)
-            behind = [s for s in slices if s.live != s.archived - s.removed]
-            if not behind:
-                return None
-            previous = await conn.fetch(sql["month_parts"], table, month)
-            number = max((p["part"] for p in previous), default=-1) + 1
-            archived_keys = await _archived_keys(store, [p["object_key"] for p in previous],
-                                                 key_columns, Path(tmp))
-            written = await _export(conn, table, time_column, key_columns, month,
-                                    [s.start for s in slices], archived_keys,
-                                    local, options.batch_rows)
-        if written.rows == 0:  # the counts differ, yet every row is archived: rows went away
-            log.warning("archive.rows_removed_outside_retention", table=table,
-                        month=month.isoformat(),
-                        slices=[str(s) for s in behind])
-            return None
-        key = f"{table}/year={month.year:04d}/month={month.month:02d}/part-{number:05d}.parquet"
-        digest = await _upload_and_verify(store, local, key, written, Path(tmp))
-        size = local.stat().st_size
-        await store.put_bytes(_manifest(table, month, number, key, written, digest, size), key
-                              + ".json")
-        async with conn.transaction():
-            await conn.execute(sql["record_part"], table, month, number, key, written.rows,
-                               written.min_time, written.max_time, written.net_pnl, size,
-                               digest)
-            for start, count in written.slices.items():
-                end = next(s.end for s in slices if s.start == start)
-                await conn.execute(sql["add_to_slice"], table, start, end, count)
-    log.info("archive.part_written", table=table, month=month.isoformat(), part=number,
-             key=key, rows=written.rows, bytes=size, sha256=digest)
-    return Part(table, month, number, key, written.rows, size)
-
-
-@dataclass(frozen=True)
-class Slice:
-    """What retention removes at once, in one month: rows in the table now, archived, and
-    removed after archiving. Up to date when live == archived - removed."""
-
-    start: datetime
-    end: datetime
-    live: int
-    archived: int
-    removed: int
+                        options: Options) -> list[Part]:
+    await _check_prefix(conn, store, table, month, adopt=options.adopt)
+    parts = []
+    for piece in await month_slices(conn, table, month):
+        if piece.behind:
+            part = await _archive_slice(conn, store, table, month, piece, options.batch_rows)
+            if part is not None:
+                parts.append(part)
+    return parts
 
 
 def month_bounds(month: date) -> tuple[datetime, datetime]:
@@ -163,61 +151,89 @@ def month_bounds(month: date) -> tuple[datetime, datetime]:
     return start, datetime(following.year, following.month, 1, tzinfo=UTC)
 
 
+def month_prefix(table: str, month: date) -> str:
+    return f"{table}/year={month.year:04d}/month={month.month:02d}/"
+
+
 async def month_slices(conn: Conn, table: str, month: date) -> list[Slice]:
     """The month's slices: its share of each TimescaleDB chunk (the drop job removes chunks),
-    or the whole month on plain PostgreSQL (`cie maintain` deletes months)."""
+    or the whole month on plain PostgreSQL (`cie maintain` deletes months); and the slices
+    recorded before whose chunk is gone (their rows may have moved elsewhere)."""
     sql = queries("archive")
     start, end = month_bounds(month)
-    ranges = [(start, end)]
+    ranges = {(start, end)}
     if (await conn.fetchval(sql["timescaledb_here"])
             and await conn.fetchval(sql["is_hypertable"], table)):
-        ranges = [(r["slice_start"], r["slice_end"])
-                  for r in await conn.fetch(sql["month_chunks"], table, start, end)]
-    time_column = TABLES[table][0]
-    count = sql["slice_rows"].format(table=f'"{table}"', time=f'"{time_column}"')
-    slices = []
-    for slice_start, slice_end in ranges:
-        recorded = await conn.fetchrow(sql["slice_state"], table, slice_start)
-        slices.append(Slice(slice_start, slice_end,
-                            await conn.fetchval(count, slice_start, slice_end),
-                            recorded["archived_rows"] if recorded else 0,
-                            recorded["removed_rows"] if recorded else 0))
-    return slices
+        ranges = {(r["slice_start"], r["slice_end"])
+                  for r in await conn.fetch(sql["month_chunks"], table, start, end)}
+    ranges.update((r["slice_start"], r["slice_end"])
+                  for r in await conn.fetch(sql["month_slices_recorded"], table, start, end))
+    return [await _slice(conn, table, s, e) for s, e in sorted(ranges)]
 
 
-async def _archived_keys(store: ObjectStore, keys: Sequence[str], key_columns: tuple[str, str],
-                         tmp: Path) -> set[tuple[str, datetime]]:
-    """The keys of the rows a month's parts hold, read back from S3 (only the key columns)."""
-    found: set[tuple[str, datetime]] = set()
-    for number, key in enumerate(keys):
-        path = tmp / f"previous-{number}.parquet"
-        await store.download(key, path)
-        table = pq.read_table(path, columns=list(key_columns))
-        found.update(zip(table.column(0).to_pylist(), table.column(1).to_pylist(), strict=True))
-    return found
+async def _slice(conn: Conn, table: str, start: datetime, end: datetime) -> Slice:
+    sql = queries("archive")
+    content = await conn.fetchrow(sql["slice_content"], table, TABLES[table][0], start, end)
+    recorded = await conn.fetchrow(sql["slice_state"], table, start)
+    assert content is not None
+    return Slice(start, end, content["row_count"], content["checksum"],
+                 recorded["live_rows"] if recorded else 0,
+                 recorded["live_checksum"] if recorded else Decimal(0),
+                 recorded["epoch"] if recorded else 0)
 
 
-async def _export(conn: Conn, table: str, time_column: str, key_columns: tuple[str, str],
-                  month: date, slice_starts: list[datetime],
-                  archived_keys: set[tuple[str, datetime]], path: Path,
+async def _archive_slice(conn: Conn, store: ObjectStore, table: str, month: date,
+                         piece: Slice, batch_rows: int) -> Part | None:
+    sql = queries("archive")
+    with tempfile.TemporaryDirectory(prefix="cie-archive-") as tmp:
+        local = Path(tmp) / "part.parquet"
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            now = await _slice(conn, table, piece.start, piece.end)  # in the export's snapshot
+            if not now.behind:
+                return None
+            number = await conn.fetchval(sql["next_part"], table, month)
+            written = await _export(conn, table, now, local, batch_rows)
+        if written.rows != now.rows:
+            raise ArchiveError(f"{table} {now.start}: {written.rows} rows exported, "
+                               f"{now.rows} counted in the same snapshot")
+        digest = sha256_of(local)
+        key = month_prefix(table, month) + f"part-{number:05d}-{digest[:16]}.parquet"
+        await _upload_and_verify(store, local, key, written, digest, Path(tmp))
+        size = local.stat().st_size
+    async with conn.transaction():
+        epoch = await conn.fetchval(sql["lock_slice"], table, now.start)
+        if (epoch or 0) != now.epoch:  # removed meanwhile: what was exported is stale
+            log.warning("archive.slice_removed_meanwhile", table=table,
+                        slice_start=now.start.isoformat(), key=key)
+            return None
+        await conn.execute(sql["record_part"], table, month, number, key, written.rows,
+                           written.min_time, written.max_time, written.net_pnl, size, digest,
+                           now.start, now.end, now.epoch, now.checksum)
+        await conn.execute(sql["record_slice"], table, now.start, now.end, now.rows,
+                           now.checksum, now.epoch)
+    await _put_manifest(conn, store, key)
+    log.info("archive.part_written", table=table, month=month.isoformat(), part=number,
+             key=key, rows=written.rows, bytes=size, sha256=digest,
+             slice_start=now.start.isoformat(), epoch=now.epoch)
+    return Part(table, month, number, key, written.rows, size)
+
+
+async def _export(conn: Conn, table: str, piece: Slice, path: Path,
                   batch_rows: int) -> _Written:
+    time_column, key_columns = TABLES[table]
     columns = await parquet.table_columns(conn, table)
     names = [c.name for c in columns]
-    key_index = (names.index(key_columns[0]), names.index(key_columns[1]))
     time_index = names.index(time_column)
     pnl_index = names.index("net_pnl") if "net_pnl" in names else None
     written = _Written(net_pnl=Decimal(0) if pnl_index is not None else None)
-    statement = queries("archive")["month_rows"].format(
+    statement = queries("archive")["slice_rows_ordered"].format(
         columns=", ".join(f'"{n}"' for n in names), table=f'"{table}"',
         time=f'"{time_column}"', key=f'"{key_columns[0]}"')
-    start, end = month_bounds(month)
     with pq.ParquetWriter(path, parquet.schema(columns), compression="zstd") as writer:
         batch: list[asyncpg.Record] = []
-        async for row in conn.cursor(statement, start, end, prefetch=batch_rows):
-            if archived_keys and (str(row[key_index[0]]), row[key_index[1]]) in archived_keys:
-                continue
+        async for row in conn.cursor(statement, piece.start, piece.end, prefetch=batch_rows):
             batch.append(row)
-            _count(written, row, time_index, pnl_index, slice_starts)
+            _count(written, row[time_index], row[pnl_index] if pnl_index is not None else None)
             if len(batch) >= batch_rows:
                 writer.write_batch(parquet.record_batch(columns, batch))
                 batch = []
@@ -226,73 +242,239 @@ async def _export(conn: Conn, table: str, time_column: str, key_columns: tuple[s
     return written
 
 
-def _count(written: _Written, row: asyncpg.Record, time_index: int, pnl_index: int | None,
-           slice_starts: list[datetime]) -> None:
-    at: datetime = row[time_index]
+def _count(written: _Written, at: datetime, net_pnl: Decimal | None) -> None:
     written.rows += 1
     written.min_time = at if written.min_time is None else min(written.min_time, at)
     written.max_time = at if written.max_time is None else max(written.max_time, at)
-    if pnl_index is not None and row[pnl_index] is not None:
-        assert written.net_pnl is not None
-        written.net_pnl += row[pnl_index]
-    start = slice_starts[bisect.bisect_right(slice_starts, at) - 1]
-    written.slices[start] = written.slices.get(start, 0) + 1
+    if written.net_pnl is not None and net_pnl is not None:
+        written.net_pnl += net_pnl
 
 
 async def _upload_and_verify(store: ObjectStore, local: Path, key: str, written: _Written,
-                             tmp: Path) -> str:
-    digest = sha256_of(local)
-    await store.upload(local, key)
+                             digest: str, tmp: Path) -> None:
+    if not await store.create(local, key):  # the same bytes from a run that died after it
+        log.info("archive.object_exists", key=key)
     back = tmp / "read-back.parquet"
     read_digest = await store.download(key, back)
-    table = pq.read_table(back)
     problems = []
     if read_digest != digest:
         problems.append(f"sha256 {read_digest} != {digest}")
-    if table.num_rows != written.rows:
-        problems.append(f"{table.num_rows} rows read back, {written.rows} written")
-    if written.net_pnl is not None:
-        total = pc.sum(table.column("net_pnl")).as_py()
-        if (total or Decimal(0)) != written.net_pnl:
-            problems.append(f"net_pnl sums to {total} read back, {written.net_pnl} written")
+    rows, total = _rows_and_net_pnl(back, written.net_pnl is not None)
+    if rows != written.rows:
+        problems.append(f"{rows} rows read back, {written.rows} written")
+    if written.net_pnl is not None and total != written.net_pnl:
+        problems.append(f"net_pnl sums to {total} read back, {written.net_pnl} written")
     if problems:
         raise ArchiveError(f"{key}: {'; '.join(problems)}")
-    return digest
 
 
-def _manifest(table: str, month: date, part: int, key: str, written: _Written, digest: str,
-              size: int) -> bytes:
+def _rows_and_net_pnl(path: Path, with_pnl: bool) -> tuple[int, Decimal]:
+    """Read back a row group at a time: a month of millions of trades stays in bounded memory."""
+    file = pq.ParquetFile(path)
+    rows, total = 0, Decimal(0)
+    if not with_pnl:
+        return file.metadata.num_rows, total
+    for batch in file.iter_batches(columns=["net_pnl"]):
+        rows += batch.num_rows
+        total += pc.sum(batch.column(0)).as_py() or Decimal(0)
+    return rows, total
+
+
+async def _put_manifest(conn: Conn, store: ObjectStore, key: str) -> None:
+    """The part's manifest beside it, from what the database recorded, and noted as written."""
+    row = await conn.fetchrow(queries("archive")["part_by_key"], key)
+    assert row is not None, key
+    if not await store.create_bytes(_manifest(row), key + ".json"):
+        log.info("archive.manifest_exists", key=key + ".json")
+    await conn.execute(queries("archive")["manifest_written"], key)
+
+
+async def _write_missing_manifests(conn: Conn, store: ObjectStore) -> None:
+    for row in await conn.fetch(queries("archive")["parts_without_manifest"]):
+        await _put_manifest(conn, store, row["object_key"])
+
+
+def _manifest(part: asyncpg.Record) -> bytes:
+    def text(value: Any) -> str | None:
+        return None if value is None else value.isoformat() if hasattr(value, "isoformat") \
+            else str(value)
     manifest: dict[str, Any] = {
-        "table": table, "month": month.strftime("%Y-%m"), "part": part, "object": key,
-        "rows": written.rows, "bytes": size, "sha256": digest,
-        "min_time": written.min_time.isoformat() if written.min_time else None,
-        "max_time": written.max_time.isoformat() if written.max_time else None,
-        "net_pnl_sum": str(written.net_pnl) if written.net_pnl is not None else None,
-        "slices": {start.isoformat(): count for start, count in written.slices.items()},
+        "table": part["table_name"], "month": part["month"].strftime("%Y-%m"),
+        "part": part["part"], "object": part["object_key"], "rows": part["row_count"],
+        "bytes": part["bytes"], "sha256": part["sha256"], "min_time": text(part["min_time"]),
+        "max_time": text(part["max_time"]), "net_pnl_sum": text(part["net_pnl_sum"]),
+        "slice_start": text(part["slice_start"]), "slice_end": text(part["slice_end"]),
+        "epoch": part["epoch"], "checksum": text(part["checksum"]),
     }
     return json.dumps(manifest, indent=2).encode()
 
 
-async def restore(store: ObjectStore, month: date, tables: Sequence[str] | None,
-                  into: Path) -> list[tuple[str, int, Path]]:
-    """Download a month's parts of each table (checked against their manifests) into
-    ``into/<table>/year=YYYY/month=MM/``; per table, the rows and where they are."""
+async def _check_versioning(conn: Conn, store: ObjectStore) -> None:
+    state = await store.versioning()
+    await conn.execute(queries("archive")["record_bucket"], store.location.url, state)
+    if state != "Enabled":
+        log.warning("archive.bucket_versioning_off", bucket=store.location.bucket,
+                    versioning=state, why="a deleted or replaced part could not be recovered")
+
+
+async def _check_prefix(conn: Conn, store: ObjectStore, table: str, month: date, *,
+                        adopt: bool) -> None:
+    """Refuse a month whose prefix holds manifests this database does not know; with
+    ``adopt``, check each such part against its manifest and record it."""
+    known = {r["object_key"] for r in await conn.fetch(queries("archive")["month_parts"],
+                                                        table, month)}
+    manifests = [k for k in await store.keys(month_prefix(table, month))
+                 if k.endswith(".parquet.json")]
+    unknown = sorted(k.removesuffix(".json") for k in manifests
+                     if k.removesuffix(".json") not in known)
+    if not unknown:
+        return
+    if not adopt:
+        raise ArchiveError(
+            f"{month_prefix(table, month)} holds parts this database does not know "
+            f"({', '.join(unknown)}): a database restored to an earlier time, or another "
+            "environment writing to the same prefix. Check them, then run cie archive --adopt "
+            "to record them (a restored database), or give this environment a prefix of its "
+            "own.")
+    for key in unknown:
+        await _adopt(conn, store, table, month, key)
+
+
+async def _adopt(conn: Conn, store: ObjectStore, table: str, month: date, key: str) -> None:
+    manifest = json.loads(await store.read(key + ".json"))
+    with tempfile.TemporaryDirectory(prefix="cie-adopt-") as tmp:
+        digest = await store.download(key, Path(tmp) / "part.parquet")
+    if manifest.get("object") != key or manifest.get("sha256") != digest:
+        raise ArchiveError(f"{key}: its manifest does not describe it; not adopted")
+    number = part_number(month_prefix(table, month), key)
+    await conn.execute(queries("archive")["adopt_part"], table, month, number, key,
+                       manifest["rows"], _time(manifest["min_time"]),
+                       _time(manifest["max_time"]), _decimal(manifest.get("net_pnl_sum")),
+                       manifest["bytes"], digest, _time(manifest.get("slice_start")),
+                       _time(manifest.get("slice_end")), manifest.get("epoch"),
+                       _decimal(manifest.get("checksum")))
+    log.warning("archive.part_adopted", key=key, rows=manifest["rows"])
+
+
+def _time(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+# --- reading back ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Listed:
+    key: str
+    part: int
+    slice_start: str | None  # None: a part from before migration 20, always current
+    epoch: int | None
+    sha256: str
+
+
+async def restore(store: ObjectStore, month: date, tables: Sequence[str] | None, into: Path,
+                  conn: Conn | None = None) -> list[tuple[str, int, Path]]:
+    """The month's current parts of each table into ``into/<table>/year=YYYY/month=MM/``, as a
+    reader must take them: for each (slice, epoch) the latest part, and where a key is in more
+    than one of those, only the latest part's row. Every key is checked against the layout and
+    every part's SHA-256 against its manifest and, given ``conn``, against the database's
+    record. Per table: the rows and where they are."""
     restored = []
+    root = await asyncio.to_thread(into.resolve)
     for table in tables or list(TABLES):
-        prefix = f"{table}/year={month.year:04d}/month={month.month:02d}/"
-        # the parts a manifest vouches for (one without is a run's unfinished upload)
-        keys = sorted(k.removesuffix(".json") for k in await store.keys(prefix)
-                      if k.endswith(".parquet.json"))
+        if table not in TABLES:
+            raise ArchiveError(f"{table}: not an archived table")
+        prefix = month_prefix(table, month)
+        listed = [await _listed(store, prefix, k, conn) for k in sorted(await store.keys(prefix))
+                  if k.endswith(".parquet.json")]
+        current = _current(listed)
         rows = 0
-        for key in keys:
-            target = into / key
+        newer_keys: pa.Array | None = None
+        for item in sorted(current, key=lambda i: -i.part):  # latest first
+            target = (root / item.key).resolve()
+            if not target.is_relative_to(root):
+                raise ArchiveError(f"{item.key}: outside {root}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            digest = await store.download(key, target)
-            manifest_path = target.with_name(target.name + ".json")
-            await store.download(key + ".json", manifest_path)
-            manifest = json.loads(manifest_path.read_text())
-            if manifest["sha256"] != digest:
-                raise ArchiveError(f"{key}: sha256 {digest} differs from its manifest's")
-            rows += pq.read_metadata(target).num_rows
-        restored.append((table, rows, into / prefix))
+            digest = await store.download(item.key, target)
+            if digest != item.sha256:
+                raise ArchiveError(f"{item.key}: sha256 {digest} differs from its record's")
+            rows += _drop_superseded_rows(target, table, newer_keys)
+            newer_keys = _with_keys(target, table, newer_keys)
+        restored.append((table, rows, root / prefix))
     return restored
+
+
+def part_number(prefix: str, key: str) -> int:
+    """The number of the part ``key`` names in the month ``prefix``; ArchiveError for a key of
+    any other shape (``..``, a folder more, another month), which a restore would otherwise
+    write wherever it points."""
+    number = PART_NAME.fullmatch(key.removeprefix(prefix)) if key.startswith(prefix) else None
+    if number is None:
+        raise ArchiveError(f"{key!r}: not a part of {prefix} (the layout is "
+                           f"{prefix}part-NNNNN-<sha256>.parquet)")
+    return int(number.group(1))
+
+
+async def _listed(store: ObjectStore, prefix: str, manifest_key: str,
+                  conn: Conn | None) -> _Listed:
+    key = manifest_key.removesuffix(".json")
+    number = part_number(prefix, key)
+    manifest = json.loads(await store.read(manifest_key))
+    if manifest.get("object") != key:
+        raise ArchiveError(f"{manifest_key}: describes {manifest.get('object')!r}, not {key}")
+    sha256 = str(manifest["sha256"])
+    if conn is not None:
+        recorded = await conn.fetchval(queries("archive")["part_sha256"], key)
+        if recorded is None:
+            raise ArchiveError(f"{key}: not recorded in this database (archive_parts)")
+        if recorded != sha256:
+            raise ArchiveError(f"{key}: its manifest's sha256 differs from the database's")
+    return _Listed(key, number, manifest.get("slice_start"),
+                   manifest.get("epoch"), sha256)
+
+
+def _current(listed: list[_Listed]) -> list[_Listed]:
+    """For each (slice, epoch), the latest part; parts from before slices all count."""
+    latest: dict[tuple[str, int], _Listed] = {}
+    current = []
+    for item in listed:
+        if item.slice_start is None or item.epoch is None:
+            current.append(item)
+            continue
+        slot = (item.slice_start, item.epoch)
+        if slot not in latest or latest[slot].part < item.part:
+            latest[slot] = item
+    return current + list(latest.values())
+
+
+def _key_array(table: pa.Table, table_name: str) -> pa.Array:
+    """Each row's key (the table's primary key) as one string."""
+    _, (key, time_key) = TABLES[table_name]
+    table = table.combine_chunks()
+    joined = pc.binary_join_element_wise(table.column(key).cast(pa.string()),
+                                         table.column(time_key).cast(pa.string()), "|")
+    return joined.combine_chunks()
+
+
+def _with_keys(path: Path, table: str, keys: pa.Array | None) -> pa.Array:
+    _, key_columns = TABLES[table]
+    mine = _key_array(pq.read_table(path, columns=list(key_columns)), table)
+    return mine if keys is None else pa.concat_arrays([keys, mine])
+
+
+def _drop_superseded_rows(path: Path, table: str, newer_keys: pa.Array | None) -> int:
+    """Rewrite ``path`` without the rows whose key a later part holds; its rows left."""
+    rows: int = pq.read_metadata(path).num_rows
+    if newer_keys is None or len(newer_keys) == 0:
+        return rows
+    _, key_columns = TABLES[table]
+    keys = _key_array(pq.read_table(path, columns=list(key_columns)), table)
+    stale = pc.is_in(keys, value_set=newer_keys)
+    if not pc.any(stale).as_py():
+        return rows
+    kept = pq.read_table(path).filter(pc.invert(stale))
+    pq.write_table(kept, path, compression="zstd")
+    return int(kept.num_rows)

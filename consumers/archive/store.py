@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from consumers.errors import SettingsError
 
@@ -39,6 +40,10 @@ class Location:
     def key(self, name: str) -> str:
         return self.prefix + name
 
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
 
 class ObjectStore:
     def __init__(self, location: Location) -> None:
@@ -48,19 +53,46 @@ class ObjectStore:
             "s3", config=Config(s3={"addressing_style": "path" if endpoint else "auto"},
                                 retries={"max_attempts": 5, "mode": "standard"}))
 
-    async def upload(self, path: Path, key: str) -> None:
-        await asyncio.to_thread(self._client.upload_file, str(path), self.location.bucket,
-                                self.location.key(key))
+    async def create(self, path: Path, key: str) -> bool:
+        """Upload ``path`` as a new object ``key``, never over an existing one: a conditional
+        put (If-None-Match: *), which servers without it take as a plain put (the archive's
+        names are unique anyway). False when ``key`` already existed."""
+        def put() -> bool:
+            with path.open("rb") as body:
+                return self._put_new(key, body)
+        return await asyncio.to_thread(put)
 
-    async def put_bytes(self, data: bytes, key: str) -> None:
-        await asyncio.to_thread(self._client.put_object, Bucket=self.location.bucket,
-                                Key=self.location.key(key), Body=data)
+    async def create_bytes(self, data: bytes, key: str) -> bool:
+        """As ``create``, from memory."""
+        return await asyncio.to_thread(self._put_new, key, data)
+
+    def _put_new(self, key: str, body: Any) -> bool:
+        try:
+            self._client.put_object(Bucket=self.location.bucket, Key=self.location.key(key),
+                                    Body=body, IfNoneMatch="*")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                return False
+            raise
+        return True
+
+    async def versioning(self) -> str:
+        """The bucket's versioning: Enabled, Suspended, or Off (never turned on)."""
+        answer = await asyncio.to_thread(self._client.get_bucket_versioning,
+                                         Bucket=self.location.bucket)
+        return str(answer.get("Status") or "Off")
 
     async def download(self, key: str, path: Path) -> str:
         """Fetch ``key`` into ``path``; its SHA-256 (hex), computed from what was read."""
         await asyncio.to_thread(self._client.download_file, self.location.bucket,
                                 self.location.key(key), str(path))
         return await asyncio.to_thread(sha256_of, path)
+
+    async def read(self, key: str) -> bytes:
+        """A small object (a manifest), whole."""
+        answer = await asyncio.to_thread(self._client.get_object, Bucket=self.location.bucket,
+                                         Key=self.location.key(key))
+        return bytes(await asyncio.to_thread(answer["Body"].read))
 
     async def keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix`` (relative to the archive's own prefix)."""

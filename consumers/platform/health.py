@@ -99,6 +99,7 @@ class Health:
                 assert self._conn is not None
                 row = await self._conn.fetchrow(queries("health")["oldest_trade"])
                 archived = await self._conn.fetch(queries("health")["archived"])
+                buckets = await self._conn.fetch(queries("health")["archive_buckets"])
         except DATABASE_UNREACHABLE:
             return
         if row is not None and row["oldest"] is not None:
@@ -107,6 +108,9 @@ class Health:
         for table in archived:
             metrics.ARCHIVED_ROWS.labels(table["table_name"]).set(table["rows"])
             metrics.ARCHIVED_BYTES.labels(table["table_name"]).set(table["bytes"])
+        for bucket in buckets:
+            metrics.ARCHIVE_BUCKET_VERSIONED.labels(bucket["location"]).set(
+                1 if bucket["versioned"] else 0)
 
     async def _export_timescaledb_jobs(self) -> None:
         """TimescaleDB runs retention, compression and the summaries' refresh as background
@@ -124,6 +128,16 @@ class Health:
         for job in jobs:
             metrics.TIMESCALEDB_JOB_FAILED.labels(job["job"], job["relation"]).set(
                 1 if job["last_run_failed"] else 0)
+        try:  # a login that may not read it exports nothing
+            async with asyncio.timeout(READY_DB_TIMEOUT_SECONDS), self._database_lock:
+                assert self._conn is not None
+                foreground = await self._conn.fetch(sql["maintenance_job_runs"])
+        except DATABASE_UNREACHABLE:
+            return
+        metrics.MAINTAIN_JOB_FAILED.clear()
+        for job in foreground:  # what cie maintain ran where the background could not
+            metrics.MAINTAIN_JOB_FAILED.labels(job["job"], job["relation"]).set(
+                1 if job["failed"] else 0)
 
     async def close(self) -> None:
         if self._conn is not None:

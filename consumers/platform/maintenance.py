@@ -1,16 +1,23 @@
-"""`cie maintain`: retention and daily summaries on plain PostgreSQL.
+"""`cie maintain`: the data's lifetime, run daily.
 
-On TimescaleDB its jobs do this work (retention, compression and continuous-aggregate
-policies), so maintain only reports that. On plain PostgreSQL it
+On TimescaleDB the policies' jobs do this work inside the server (retention, compression, the
+summary's refresh, the archived-chunk and summarised-bar drops), but a scheduler that cannot
+run them (every background job fails on TimescaleDB 2.28 with PostgreSQL 15.20) leaves it
+undone. So maintain runs in the foreground (``CALL run_job``) every job of the project that is
+overdue or whose last run failed, and records each outcome (maintenance_job_runs, exported by
+the consumers). The background's own status is left as it is, so its alert still fires.
+
+On plain PostgreSQL it
 
 1. refreshes market_daily_summary for every (symbol, day) a bar write touched since the last
    run, in bounded batches, before
 2. deleting rows past each table's retention (``retention_rules``) in batches of ``batch_rows``,
    one short transaction each, so no lock is held for long and replicas keep up; except
 3. trade_outcomes and trade_fills, which are removed a month at a time and only once
-   `cie archive` has verified that month in S3: when the month holds exactly the rows archived
-   and not yet removed (archive_slices). A month not archived, or with a late row not archived
-   yet, stays.
+   `cie archive` has verified that month in S3: one DELETE removes the month and sums what it
+   removed, and is rolled back unless that is exactly the content S3 holds (count and checksum,
+   archive_slices; cie_remove_archived_slice in migration 20). A month not archived, or with a
+   row added or changed since, stays until `cie archive` has written it again.
 """
 
 from __future__ import annotations
@@ -32,13 +39,15 @@ class MaintenanceReport:
     timescaledb: bool
     summary_days_refreshed: int = 0
     rows_deleted: dict[str, int] = field(default_factory=dict)
+    jobs_run: dict[str, bool] = field(default_factory=dict)  # "proc_name relation" -> succeeded
 
 
 async def maintain(conn: asyncpg.Connection, *, batch_rows: int = 10_000) -> MaintenanceReport:
     plain_path = await conn.fetchval(queries("maintenance")["plain_path"])
     if not plain_path and await timescaledb_usable(conn):
-        log.info("maintain.skipped", reason="TimescaleDB jobs own retention and summaries")
-        return MaintenanceReport(timescaledb=True)
+        report = MaintenanceReport(timescaledb=True)
+        report.jobs_run = await run_due_jobs(conn)
+        return report
     report = MaintenanceReport(timescaledb=False)
     report.summary_days_refreshed = await refresh_daily_summaries(conn, batch_rows=batch_rows)
     for rule in await conn.fetch(queries("maintenance")["retention_rules"]):
@@ -71,25 +80,40 @@ async def refresh_daily_summaries(conn: asyncpg.Connection, *, batch_rows: int =
 ARCHIVED_FIRST = frozenset({"trade_outcomes", "trade_fills"})
 
 
+async def run_due_jobs(conn: asyncpg.Connection) -> dict[str, bool]:
+    """TimescaleDB: each of the project's jobs that is overdue or whose last run failed, run
+    in the foreground, one after the other (the summary's refresh before the drops)."""
+    sql = queries("maintenance")
+    outcomes: dict[str, bool] = {}
+    for job in await conn.fetch(sql["due_jobs"]):
+        name = f"{job['proc_name']} {job['relation']}".strip()
+        error: str | None = None
+        try:
+            await conn.execute("CALL run_job($1)", job["job_id"])
+        except asyncpg.PostgresError as exc:  # one job's failure does not stop the others
+            error = f"{type(exc).__name__}: {exc}"
+        await conn.execute(sql["record_job_run"], job["job_id"], job["proc_name"],
+                           job["relation"], error is None, error)
+        outcomes[name] = error is None
+        if error is None:
+            log.info("maintain.job_ran", job_id=job["job_id"], job=name)
+        else:
+            log.error("maintain.job_failed", job_id=job["job_id"], job=name, error=error)
+    return outcomes
+
+
 async def _remove_archived(conn: asyncpg.Connection, rule: asyncpg.Record) -> int:
     sql = queries("maintenance")
-    names = {"table": rule["table_ident"], "column": rule["column_ident"]}
     removed = 0
     for due in await conn.fetch(sql["archived_slices_due"], rule["table_name"],
                                 rule["keep_for"]):
-        async with conn.transaction():
-            live = await conn.fetchval(sql["slice_rows"].format(**names), due["slice_start"],
-                                       due["slice_end"])
-            if live != due["archived_live"]:  # a late row: archived first, removed next time
-                log.warning("maintain.not_archived_yet", table=rule["table_name"],
-                            slice_start=due["slice_start"].isoformat(), rows=live,
-                            archived=due["archived_live"])
-                continue
-            await conn.execute(sql["remove_slice"].format(**names), due["slice_start"],
-                               due["slice_end"])
-            await conn.execute(sql["record_slice_removed"], rule["table_name"],
-                               due["slice_start"])
-            removed += live
+        gone = await conn.fetchval(sql["remove_archived_slice"], rule["table_name"],
+                                   due["slice_start"], due["slice_end"])
+        if gone is None:  # changed or added since archived: archived again first
+            log.warning("maintain.not_archived_yet", table=rule["table_name"],
+                        slice_start=due["slice_start"].isoformat())
+            continue
+        removed += gone
     return removed
 
 

@@ -93,6 +93,14 @@ TIMESCALEDB_JOB_FAILED = Gauge(
     "1 when the last run of a TimescaleDB job (a retention, compression or refresh policy, by "
     "its procedure and relation) failed, 0 when it succeeded or has not run yet", ["job",
     "relation"])
+MAINTAIN_JOB_FAILED = Gauge(
+    "cie_maintain_job_failed",
+    "1 when cie maintain's last foreground run of a TimescaleDB job (by its procedure and "
+    "relation) failed, 0 when it succeeded", ["job", "relation"])
+ARCHIVE_BUCKET_VERSIONED = Gauge(
+    "cie_archive_bucket_versioned",
+    "1 when the archive's bucket keeps old versions of its objects (as cie archive last found "
+    "it), 0 when a deleted or replaced part could not be recovered", ["location"])
 ARCHIVED_ROWS = Gauge("cie_archived_rows", "Rows in S3 as verified Parquet (archive_parts)",
                       ["table"])
 ARCHIVED_BYTES = Gauge("cie_archived_bytes", "Bytes of verified Parquet in S3 (archive_parts)",

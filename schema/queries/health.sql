@@ -24,9 +24,18 @@ SELECT extract(epoch FROM (SELECT min(entry_time) FROM trade_outcomes))::float8 
 FROM retention_rules WHERE table_name = 'trade_outcomes';
 
 -- name: archived
--- What cold storage holds, per table (a small table: one row per Parquet object).
+-- What cold storage holds, per table (a small table: one row per Parquet object): the parts
+-- a reader reads, not those a later part replaced.
 SELECT table_name, sum(row_count)::float8 AS rows, sum(bytes)::float8 AS bytes
-FROM archive_parts GROUP BY table_name;
+FROM archive_parts_current GROUP BY table_name;
+
+-- name: archive_buckets
+-- Whether each archive bucket keeps old versions, as `cie archive` last found it.
+SELECT location, (versioning = 'Enabled') AS versioned FROM archive_buckets;
+
+-- name: maintenance_job_runs
+-- TimescaleDB: the jobs `cie maintain` ran in the foreground, and whether the last run failed.
+SELECT proc_name AS job, relation, NOT succeeded AS failed FROM maintenance_job_runs;
 
 -- name: timescaledb_jobs_visible
 -- TimescaleDB is installed in this database (its job views exist).

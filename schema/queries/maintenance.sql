@@ -93,20 +93,35 @@ WHERE ctid = ANY(ARRAY(
 
 -- name: archived_slices_due
 -- Plain PostgreSQL, trade_outcomes and trade_fills: months past retention ($2) of table $1
--- with archived rows not yet removed (consumers/archive/, migration 15).
-SELECT slice_start, slice_end, archived_rows - removed_rows AS archived_live
+-- that still hold rows (consumers/archive/, migration 15); whether S3 holds exactly those
+-- rows is cie_remove_archived_slice's to check, as it removes them.
+SELECT slice_start, slice_end
 FROM archive_slices
-WHERE table_name = $1 AND slice_end <= now() - $2::interval AND archived_rows > removed_rows
+WHERE table_name = $1 AND slice_end <= now() - $2::interval AND live_rows > 0
 ORDER BY slice_start;
 
--- name: slice_rows
--- A template ({table}, {column} as in expire_rows): rows in [$1, $2).
-SELECT count(*) FROM {table} WHERE {column} >= $1 AND {column} < $2;
+-- name: remove_archived_slice
+-- Removes the slice when its rows are exactly what S3 holds: the rows removed, or NULL.
+SELECT cie_remove_archived_slice($1, $2, $3);
 
--- name: remove_slice
--- A template: the month's rows, all at once (the same transaction records the removal).
-DELETE FROM {table} WHERE {column} >= $1 AND {column} < $2;
+-- name: due_jobs
+-- TimescaleDB: the project's jobs (its hypertables' and continuous aggregate's policies, and
+-- its own cie_* procedures) that are overdue or whose last run failed. Refreshes first, so
+-- a day is summarised before a drop in the same run; then compression, then the rest.
+SELECT j.job_id, j.proc_name::text AS proc_name,
+       coalesce(j.hypertable_name::text, '') AS relation
+FROM timescaledb_information.jobs AS j
+LEFT JOIN timescaledb_information.job_stats AS s USING (job_id)
+WHERE j.scheduled
+  AND (j.proc_name::text LIKE 'cie\_%' OR j.hypertable_schema = current_schema())
+  AND (coalesce(s.last_run_status = 'Failed', false)
+       OR coalesce(s.next_start, j.next_start, '-infinity') <= now())
+ORDER BY CASE j.proc_name WHEN 'policy_refresh_continuous_aggregate' THEN 0
+                          WHEN 'policy_compression' THEN 1 ELSE 2 END, j.job_id;
 
--- name: record_slice_removed
-UPDATE archive_slices SET removed_rows = archived_rows
-WHERE table_name = $1 AND slice_start = $2;
+-- name: record_job_run
+INSERT INTO maintenance_job_runs (job_id, proc_name, relation, ran_at, succeeded, error)
+VALUES ($1, $2, $3, now(), $4, $5)
+ON CONFLICT (job_id) DO UPDATE SET
+    proc_name = EXCLUDED.proc_name, relation = EXCLUDED.relation, ran_at = EXCLUDED.ran_at,
+    succeeded = EXCLUDED.succeeded, error = EXCLUDED.error;

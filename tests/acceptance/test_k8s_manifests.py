@@ -151,6 +151,20 @@ def test_scheduled_commands_run_one_at_a_time(overlay: tuple[str, list[Any]]) ->
         assert scheduled[name]["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] > 0
 
 
+def test_each_environment_archives_to_a_bucket_of_its_own() -> None:
+    """Two environments on one archive prefix would each find parts the other's database does
+    not know (cie archive refuses them) and read each other's data."""
+    def archive_url(environment: str) -> str:
+        [cron] = [c for c in by_kind(render(K8S / "overlays" / environment), "CronJob")
+                  if c["metadata"]["name"] == "cie-archive"]
+        container = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        [url] = [e["value"] for e in container["env"] if e["name"] == "CIE_ARCHIVE_URL"]
+        return str(url)
+
+    dev, prod = archive_url("dev"), archive_url("prod")
+    assert dev.split("/")[2] != prod.split("/")[2], (dev, prod)
+
+
 def test_database_cluster_reference() -> None:
     objects = render(K8S / "database")
     [cluster] = by_kind(objects, "Cluster")

@@ -1,4 +1,5 @@
-"""`cie maintain` on plain PostgreSQL: summaries refreshed incrementally, expired rows deleted."""
+"""`cie maintain`: on plain PostgreSQL summaries refreshed incrementally and expired rows
+deleted; on TimescaleDB the jobs its scheduler did not run, run in the foreground."""
 
 from __future__ import annotations
 
@@ -124,10 +125,67 @@ async def test_retention_deletes_whole_days_and_never_a_pending_one(db: asyncpg.
     assert await db.fetchval("SELECT array_agg(DISTINCT symbol) FROM market_conditions") == ["EDGE"]
 
 
-async def test_maintain_leaves_timescaledb_to_its_jobs(timescale_db: str) -> None:
-    conn = await asyncpg.connect(timescale_db)
+async def test_maintain_runs_the_timescaledb_jobs_its_scheduler_did_not(
+    timescale_db: str,
+) -> None:
+    """Where TimescaleDB's scheduler cannot run the policies (every background job fails with
+    2.28 on PostgreSQL 15.20), `cie maintain` alone compresses, expires, summarises and drops:
+    each job that is overdue or failed is run in the foreground and its outcome recorded."""
+    conn = await asyncpg.connect(timescale_db, server_settings={"timezone": "UTC"})
     try:
+        # as in production: the jobs scheduled (the suite unschedules them), and overdue
+        await conn.execute("SELECT alter_job(job_id, scheduled => true, "
+                           "next_start => now() - interval '1 minute') "
+                           "FROM timescaledb_information.jobs WHERE job_id >= 1000")
+        await insert_bars(conn, three_bars("NEW", utc_day(10)) + three_bars("OLD", utc_day(900)))
+        await conn.execute(
+            "INSERT INTO model_predictions (prediction_id, model_version, model_type, symbol, "
+            "predicted_at, prediction_horizon_minutes, feature_vector) VALUES "
+            "($1, 'v', 'direction', 'AAPL', now() - interval '4 years', 5, '{}'), "
+            "($2, 'v', 'direction', 'AAPL', now() - interval '1 day', 5, '{}')",
+            uuid.uuid4(), uuid.uuid4())
+
         report = await maintain(conn)
+
+        assert report.timescaledb and report.jobs_run and all(report.jobs_run.values()), report
+        assert await conn.fetchval(  # compression (bars older than 7 days)
+            "SELECT bool_and(is_compressed) FROM timescaledb_information.chunks "
+            "WHERE hypertable_name = 'market_conditions'")
+        assert await conn.fetchval("SELECT count(*) FROM model_predictions") == 1  # retention
+        summary = {r["symbol"]: r for r in await summaries(conn)}  # refreshed, both days
+        assert same_numbers(summary["NEW"], expected_summary("NEW", utc_day(10)))
+        assert same_numbers(summary["OLD"], expected_summary("OLD", utc_day(900)))
+        assert await conn.fetchval(  # the old raw day went, after its summary
+            "SELECT array_agg(DISTINCT symbol) FROM market_conditions") == ["NEW"]
+        runs = await conn.fetch("SELECT proc_name, relation, succeeded "
+                                "FROM maintenance_job_runs ORDER BY job_id")
+        assert {(r["proc_name"], r["relation"]) for r in runs} >= {
+            ("policy_compression", "market_conditions"),
+            ("policy_retention", "model_predictions"),
+            ("policy_refresh_continuous_aggregate", "market_daily_summary"),
+            ("cie_drop_summarised_bars", ""), ("cie_drop_archived_chunks", "")}
+        assert all(r["succeeded"] for r in runs)
     finally:
         await conn.close()
-    assert report.timescaledb and report.rows_deleted == {}
+
+
+async def test_maintain_records_a_job_that_fails_and_runs_the_others(timescale_db: str) -> None:
+    conn = await asyncpg.connect(timescale_db)
+    try:
+        await conn.execute("""
+            CREATE PROCEDURE cie_test_broken(job_id int, config jsonb) LANGUAGE plpgsql
+            AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$""")
+        await conn.execute("SELECT add_job('cie_test_broken', interval '1 hour', "
+                           "initial_start => now() - interval '1 minute')")
+        await conn.execute("SELECT alter_job(job_id, scheduled => true, "
+                           "next_start => now() - interval '1 minute') "
+                           "FROM timescaledb_information.jobs "
+                           "WHERE proc_name = 'cie_drop_summarised_bars'")
+        report = await maintain(conn)
+        assert report.jobs_run == {"cie_test_broken": False, "cie_drop_summarised_bars": True}
+        error = await conn.fetchval("SELECT error FROM maintenance_job_runs "
+                                    "WHERE proc_name = 'cie_test_broken'")
+        assert "disk full" in error
+        assert report.rows_deleted == {}  # retention on TimescaleDB is its jobs' work
+    finally:
+        await conn.close()

@@ -88,8 +88,8 @@ def valid_rows() -> dict[str, dict[str, Any]]:
             object_key="trade_outcomes/year=2020/month=03/part-00000.parquet", row_count=10,
             min_time=T0, max_time=T0, bytes=2048, sha256="0" * 64, verified_at=T0),
         "archive_slices": dict(table_name="trade_outcomes", slice_start=T0,
-                               slice_end=T0 + timedelta(days=7), archived_rows=10,
-                               removed_rows=0),
+                               slice_end=T0 + timedelta(days=7), live_rows=10,
+                               live_checksum=Decimal(123), epoch=0, removed_rows=0),
     }
 
 
@@ -172,9 +172,11 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
     ("command_runs_duration_not_negative", "command_runs", {"last_duration_seconds": -1.0}, ()),
     ("archive_parts_month_first_day", "archive_parts", {"month": date(2020, 3, 2)}, ()),
     ("archive_parts_part_not_negative", "archive_parts", {"part": -1}, ()),
-    ("archive_parts_rows_positive", "archive_parts", {"row_count": 0}, ()),
+    ("archive_parts_rows_not_negative", "archive_parts", {"row_count": -1}, ()),
+    ("archive_parts_slice_whole", "archive_parts", {"slice_start": T0}, ()),
     ("archive_slices_ordered", "archive_slices", {"slice_end": T0}, ()),
-    ("archive_slices_removed_archived", "archive_slices", {"removed_rows": 11}, ()),
+    ("archive_slices_live_not_negative", "archive_slices", {"live_rows": -1}, ()),
+    ("archive_slices_removed_not_negative", "archive_slices", {"removed_rows": -1}, ()),
 ]
 
 UNIQUE_KEYS = {

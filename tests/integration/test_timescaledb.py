@@ -60,9 +60,11 @@ async def test_migration_schedules_every_policy(stack: Stack, empty_db: str) -> 
                                 "WHERE job_id >= 1000")
     finally:
         await conn.close()
-    # 3 retention, 4 compression, the summary's refresh, and the archived-chunk drop (16)
+    # 2 retention, 4 compression, the summary's refresh, the archived-chunk drop (16) and the
+    # summarised-bar drop (21)
     assert len(jobs) == 9 and all(job["scheduled"] for job in jobs), jobs
-    assert "cie_drop_archived_chunks" in {job["proc_name"] for job in jobs}
+    assert {"cie_drop_archived_chunks", "cie_drop_summarised_bars"} <= {
+        job["proc_name"] for job in jobs}
 
 
 async def test_hypertables_have_the_seed_chunk_intervals(ts: asyncpg.Connection) -> None:
@@ -83,12 +85,13 @@ async def test_retention_compression_and_refresh_jobs_exist(ts: asyncpg.Connecti
         "WHERE hypertable_name IS NOT NULL")
     jobs = {(r["proc_name"], r["hypertable_name"]): json.loads(r["config"]) for r in rows}
     retention = {t: c["drop_after"] for (p, t), c in jobs.items() if p == "policy_retention"}
-    assert retention == {  # trades: dropped once archived (cie_drop_archived_chunks, 16)
-        "market_conditions": "2 years 1 day",
+    assert retention == {  # trades: dropped once archived (cie_drop_archived_chunks, 16);
+        # raw bars: once summarised (cie_drop_summarised_bars, 21)
         "model_predictions": "3 years", "market_daily_summary": "10 years",
     }
-    assert await ts.fetchval("SELECT count(*) FROM timescaledb_information.jobs "
-                             "WHERE proc_name = 'cie_drop_archived_chunks'") == 1
+    for proc in ("cie_drop_archived_chunks", "cie_drop_summarised_bars"):
+        assert await ts.fetchval("SELECT count(*) FROM timescaledb_information.jobs "
+                                 "WHERE proc_name = $1", proc) == 1
     compression = {t for (p, t) in jobs if p in ("policy_compression", "policy_columnstore")}
     assert compression == {"market_conditions", "model_predictions", "trade_outcomes", "trade_fills"}
     assert ("policy_refresh_continuous_aggregate", "market_daily_summary") in jobs
@@ -161,11 +164,35 @@ async def test_on_conflict_upserts_work_on_every_hypertable(ts: asyncpg.Connecti
     assert await ts.fetchval("SELECT count(*) FROM trade_fills") == 1
 
 
+async def custom_job(conn: asyncpg.Connection, proc: str) -> int:
+    job = await conn.fetchval(
+        "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = $1", proc)
+    assert job is not None, proc
+    return int(job)
+
+
 async def test_retention_job_drops_only_expired_chunks(ts: asyncpg.Connection) -> None:
     old, recent = utc_day(3 * 365), utc_day(1)
     await insert_bars(ts, three_bars("OLD", old) + three_bars("NEW", recent))
-    await ts.execute("CALL run_job($1)", await job_id(ts, "policy_retention", "market_conditions"))
+    await ts.execute("CALL run_job($1)", await custom_job(ts, "cie_drop_summarised_bars"))
     assert await ts.fetchval("SELECT array_agg(DISTINCT symbol) FROM market_conditions") == ["NEW"]
+
+
+async def test_a_history_load_older_than_retention_is_summarised_before_it_goes(
+    ts: asyncpg.Connection,
+) -> None:
+    """Bars loaded three years back fall in no refresh window (the hourly policy looks back as
+    far as raw bars are kept); the drop job summarises each chunk's days before dropping it."""
+    old = utc_day(3 * 365)
+    await insert_bars(ts, three_bars("HIST", old) + three_bars("HIST", old + timedelta(days=1)))
+    await ts.execute("CALL run_job($1)", await job_id(
+        ts, "policy_refresh_continuous_aggregate", "market_daily_summary"))
+    assert await summaries(ts) == []  # the policy's window does not reach them
+    await ts.execute("CALL run_job($1)", await custom_job(ts, "cie_drop_summarised_bars"))
+    assert await ts.fetchval("SELECT count(*) FROM market_conditions") == 0
+    first, second = await summaries(ts)
+    assert same_numbers(first, expected_summary("HIST", old))
+    assert same_numbers(second, expected_summary("HIST", old + timedelta(days=1)))
 
 
 async def test_a_backfill_older_than_a_month_is_summarised_before_its_raw_rows_go(
@@ -185,7 +212,7 @@ async def test_a_backfill_older_than_a_month_is_summarised_before_its_raw_rows_g
                      "WHERE table_name = 'market_conditions'")
     await ts.execute("SELECT cie_schedule_market_data_jobs()")
     await ts.execute(UNSCHEDULE_JOBS)  # the new jobs run when this test says, not by chance
-    await ts.execute("CALL run_job($1)", await job_id(ts, "policy_retention", "market_conditions"))
+    await ts.execute("CALL run_job($1)", await custom_job(ts, "cie_drop_summarised_bars"))
     assert await ts.fetchval("SELECT count(*) FROM market_conditions") == 0
     await ts.execute("CALL run_job($1)", await job_id(
         ts, "policy_refresh_continuous_aggregate", "market_daily_summary"))

@@ -9,9 +9,16 @@
 --
 -- Raw bars: 10 dropped market_conditions chunks with a plain retention policy one day after
 -- they left the summary's refresh window, so a bar loaded older than the raw retention (a
--- history load) was dropped before any refresh saw it. Now a job refreshes the summary over
--- each chunk's own range and then drops that chunk. The chunks are whole UTC days (02), as
--- are the summary's buckets, so a refresh never recomputes a day from part of its bars.
+-- history load, a new symbol universe) was dropped before any refresh saw it. Now a job
+-- summarises each expiring chunk's (symbol, day) pairs itself and then drops the chunk. It
+-- does not refresh the continuous aggregate there: a refresh recomputes whole days for every
+-- symbol, and would replace the summary of a day whose bars were dropped long ago with one of
+-- the few bars that arrived late (or delete it, for a symbol with none). Instead, per (symbol,
+-- day): no summary yet, or one of no more bars than are here, is (re)computed; a summary of
+-- more bars than are here (a late bar for a day already dropped) stays the record. The same
+-- rule as `cie maintain` on plain PostgreSQL (refresh_summary_days). The pairs are written to
+-- the aggregate's materialization hypertable, outside the policy's refresh window (which ends
+-- where raw retention begins), so the policy never recomputes them.
 
 CREATE OR REPLACE FUNCTION cie_drop_archived_chunk(tbl TEXT, chunk REGCLASS,
                                                    chunk_start TIMESTAMPTZ,
@@ -71,26 +78,64 @@ $$;
 
 DROP FUNCTION cie_archive_release(TEXT, TIMESTAMPTZ, TIMESTAMPTZ);
 
+-- The (symbol, day) pairs of raw bars in [s, e) written to the summary where it holds none,
+-- or one of no more bars than are here; the others keep the summary they have.
+CREATE FUNCTION cie_summarise_expiring_bars(s TIMESTAMPTZ, e TIMESTAMPTZ) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    summary REGCLASS := (
+        SELECT format('%I.%I', materialization_hypertable_schema,
+                      materialization_hypertable_name)::regclass
+        FROM timescaledb_information.continuous_aggregates
+        WHERE view_schema = current_schema() AND view_name = 'market_daily_summary');
+BEGIN
+    EXECUTE format($sql$
+        DELETE FROM %s AS m
+        WHERE m.day >= $1 AND m.day < $2
+          AND m.bar_count <= (SELECT count(*) FROM market_conditions AS r
+                              WHERE r.symbol = m.symbol AND r.timestamp >= m.day
+                                AND r.timestamp < m.day + INTERVAL '1 day')
+          AND EXISTS (SELECT 1 FROM market_conditions AS r
+                      WHERE r.symbol = m.symbol AND r.timestamp >= m.day
+                        AND r.timestamp < m.day + INTERVAL '1 day')$sql$, summary)
+        USING s, e;
+    -- the continuous aggregate's own definition (06), for the pairs without a summary now
+    EXECUTE format($sql$
+        INSERT INTO %1$s
+        SELECT * FROM (
+            SELECT symbol, time_bucket(INTERVAL '1 day', timestamp) AS day,
+                   first(open, timestamp), max(high), min(low), last(close, timestamp),
+                   sum(volume), count(*), avg(atr_14), avg(rsi_14), avg(volatility_20d),
+                   avg(vix), avg(regime_confidence),
+                   mode() WITHIN GROUP (ORDER BY detected_regime)
+            FROM market_conditions
+            WHERE timestamp >= $1 AND timestamp < $2
+            GROUP BY symbol, time_bucket(INTERVAL '1 day', timestamp)) AS computed
+        WHERE NOT EXISTS (SELECT 1 FROM %1$s AS m
+                          WHERE m.symbol = computed.symbol AND m.day = computed.day)$sql$,
+        summary)
+        USING s, e;
+END
+$$;
+
 -- Each raw chunk past retention: its days summarised, then dropped.
 CREATE PROCEDURE cie_drop_summarised_bars(job_id INTEGER, config JSONB)
 LANGUAGE plpgsql AS $$
 DECLARE
     keep_raw INTERVAL := (SELECT keep_for FROM retention_rules
                           WHERE table_name = 'market_conditions');
-    ranges TSTZRANGE[];
-    chunk TSTZRANGE;
+    chunk RECORD;
 BEGIN
-    -- collected first: refresh_continuous_aggregate commits, so no query may stay open
-    SELECT coalesce(array_agg(tstzrange(range_start, range_end) ORDER BY range_start), '{}')
-    INTO ranges
-    FROM timescaledb_information.chunks
-    WHERE hypertable_schema = current_schema() AND hypertable_name = 'market_conditions'
-      AND range_end <= now() - keep_raw;
-    FOREACH chunk IN ARRAY ranges LOOP
-        CALL refresh_continuous_aggregate('market_daily_summary', lower(chunk), upper(chunk));
-        PERFORM drop_chunks('market_conditions', older_than => upper(chunk),
-                            newer_than => lower(chunk));
-        COMMIT;
+    FOR chunk IN
+        SELECT range_start, range_end FROM timescaledb_information.chunks
+        WHERE hypertable_schema = current_schema() AND hypertable_name = 'market_conditions'
+          AND range_end <= now() - keep_raw
+        ORDER BY range_start
+    LOOP
+        PERFORM cie_summarise_expiring_bars(chunk.range_start, chunk.range_end);
+        PERFORM drop_chunks('market_conditions', older_than => chunk.range_end,
+                            newer_than => chunk.range_start);
+        COMMIT;  -- a chunk at a time
     END LOOP;
 END
 $$;

@@ -25,9 +25,11 @@ SELECT keep_for FROM retention_rules WHERE table_name = 'market_conditions';
 
 -- name: refresh_summary_days
 -- Claims up to $1 pending (symbol, day) pairs and recomputes those days from the raw bars.
--- Days before the one holding the raw bars' retention horizon ($2) are dropped from the
--- queue, not recomputed: retention deletes whole days only (expire_market_conditions), so
--- their raw rows are gone and the stored summary is the record; later days are intact.
+-- A day before the one holding the raw bars' retention horizon ($2) may have lost its raw
+-- rows already (retention deletes whole days, expire_market_conditions): there a stored
+-- summary of more bars than are left is the record (a late bar for a deleted day), while a
+-- day with no summary, or one of no more bars (a history load, a new symbol universe), is
+-- computed. The same rule as cie_summarise_expiring_bars on TimescaleDB (migration 21).
 -- Days are UTC days; "+ 24 hours" because "+ 1 day" follows the session's DST rules.
 WITH claimed AS (
     DELETE FROM market_daily_summary_pending AS p
@@ -61,8 +63,11 @@ computed AS (
       ON m.symbol = c.symbol
      AND m.timestamp >= c.day
      AND m.timestamp < c.day + INTERVAL '24 hours'
-    WHERE c.day >= date_trunc('day', now() - $2::interval, 'UTC')
     GROUP BY m.symbol, c.day
+    HAVING c.day >= date_trunc('day', now() - $2::interval, 'UTC')
+        OR NOT EXISTS (SELECT 1 FROM market_daily_summary AS s
+                       WHERE s.symbol = m.symbol AND s.day = c.day
+                         AND s.bar_count > count(m.timestamp))
 ),
 upserted AS (
     INSERT INTO market_daily_summary AS s

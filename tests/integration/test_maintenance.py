@@ -85,12 +85,37 @@ async def test_an_expired_day_is_never_recomputed_from_partial_data(db: asyncpg.
     await maintain(db)
     before = await summaries(db)
     await db.execute("UPDATE retention_rules SET keep_for = '1 day' WHERE table_name = 'market_conditions'")
-    # a straggler for the expired day arrives after the day's summary was made
+    await maintain(db)  # the day's raw bars go
+    assert await db.fetchval("SELECT count(*) FROM market_conditions") == 0
+    # a straggler for the expired day arrives after its summary was made and its bars went
     await db.execute(
         "INSERT INTO market_conditions (symbol, timestamp, open, high, low, close, volume) "
         "VALUES ('OLD', $1, 1, 1, 1, 1, 1)", utc_day(3) + timedelta(hours=20))
     await maintain(db)
     assert await summaries(db) == before
+
+
+async def test_a_history_load_older_than_retention_is_summarised_before_it_goes(
+    db: asyncpg.Connection,
+) -> None:
+    """Bars loaded three years back (a new symbol universe, research) into days whose other
+    symbols were summarised and deleted long ago: the new symbols' days are summarised, the
+    old summaries stay as they were, and the raw bars go."""
+    old = utc_day(3 * 365)
+    await insert_bars(db, three_bars("KEPT", old))
+    await db.execute("UPDATE retention_rules SET keep_for = '1000 days' "
+                     "WHERE table_name = 'market_conditions'")
+    await maintain(db)  # summarised while raw rows were kept (say), then deleted
+    assert await db.fetchval("SELECT count(*) FROM market_conditions") == 0
+    await db.execute("UPDATE retention_rules SET keep_for = '2 years' "
+                     "WHERE table_name = 'market_conditions'")
+    await insert_bars(db, three_bars("HIST", old) + three_bars("HIST", old + timedelta(days=1)))
+    await maintain(db)
+    assert await db.fetchval("SELECT count(*) FROM market_conditions") == 0
+    first, second, kept = await summaries(db)  # by symbol, then day
+    assert same_numbers(kept, expected_summary("KEPT", old))
+    assert same_numbers(first, expected_summary("HIST", old))
+    assert same_numbers(second, expected_summary("HIST", old + timedelta(days=1)))
 
 
 async def test_a_backfill_is_summarised_before_retention_deletes_its_day(

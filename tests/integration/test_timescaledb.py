@@ -182,17 +182,30 @@ async def test_a_history_load_older_than_retention_is_summarised_before_it_goes(
     ts: asyncpg.Connection,
 ) -> None:
     """Bars loaded three years back fall in no refresh window (the hourly policy looks back as
-    far as raw bars are kept); the drop job summarises each chunk's days before dropping it."""
+    far as raw bars are kept): the drop job summarises each expiring chunk's (symbol, day)
+    pairs before dropping it. A day summarised and dropped before keeps its summary when a
+    straggler arrives for it, and a new symbol on that day gets its own."""
     old = utc_day(3 * 365)
-    await insert_bars(ts, three_bars("HIST", old) + three_bars("HIST", old + timedelta(days=1)))
+    drop = await custom_job(ts, "cie_drop_summarised_bars")
+    await insert_bars(ts, three_bars("KEPT", old))
     await ts.execute("CALL run_job($1)", await job_id(
         ts, "policy_refresh_continuous_aggregate", "market_daily_summary"))
     assert await summaries(ts) == []  # the policy's window does not reach them
-    await ts.execute("CALL run_job($1)", await custom_job(ts, "cie_drop_summarised_bars"))
+    await ts.execute("CALL run_job($1)", drop)
     assert await ts.fetchval("SELECT count(*) FROM market_conditions") == 0
-    first, second = await summaries(ts)
+    [kept] = await summaries(ts)
+    assert same_numbers(kept, expected_summary("KEPT", old))
+
+    await insert_bars(ts, three_bars("HIST", old) + three_bars("HIST", old + timedelta(days=1)))
+    await ts.execute(  # a straggler for a day whose bars went
+        "INSERT INTO market_conditions (symbol, timestamp, open, high, low, close, volume) "
+        "VALUES ('KEPT', $1, 1, 1, 1, 1, 1)", old + timedelta(hours=20))
+    await ts.execute("CALL run_job($1)", drop)
+    assert await ts.fetchval("SELECT count(*) FROM market_conditions") == 0
+    first, second, still = await summaries(ts)
     assert same_numbers(first, expected_summary("HIST", old))
     assert same_numbers(second, expected_summary("HIST", old + timedelta(days=1)))
+    assert still == kept
 
 
 async def test_a_backfill_older_than_a_month_is_summarised_before_its_raw_rows_go(

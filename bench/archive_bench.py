@@ -105,7 +105,8 @@ def run_cie(env: dict[str, str], *args: str) -> tuple[float, float]:
                           capture_output=True, text=True, timeout=3600)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
-        raise SystemExit(f"cie {' '.join(args)} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+        raise SystemExit(f"cie {' '.join(args)} failed:\n{done.stdout[-3000:]}"
+                         f"{done.stderr[-3000:]}")
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, the largest child yet
     return seconds, max(peak, before) / 1024
 

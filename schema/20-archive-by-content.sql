@@ -132,7 +132,7 @@ $$;
 -- delete or an overwrite of a verified part cannot be undone. The consumers export it.
 CREATE TABLE archive_buckets (
     location TEXT PRIMARY KEY,  -- s3://bucket/prefix
-    versioning TEXT NOT NULL,  -- Enabled, Suspended, or Off (never turned on)
+    versioning TEXT NOT NULL,  -- Enabled, Suspended, Off (never turned on), Unknown (no right)
     checked_at TIMESTAMPTZ NOT NULL
 );
 GRANT SELECT, INSERT, UPDATE ON archive_buckets TO cie_archiver;

@@ -77,9 +77,15 @@ class ObjectStore:
         return True
 
     async def versioning(self) -> str:
-        """The bucket's versioning: Enabled, Suspended, or Off (never turned on)."""
-        answer = await asyncio.to_thread(self._client.get_bucket_versioning,
-                                         Bucket=self.location.bucket)
+        """The bucket's versioning: Enabled, Suspended, Off (never turned on), or Unknown
+        (credentials that may not read it: the archive needs only to list, get and put)."""
+        try:
+            answer = await asyncio.to_thread(self._client.get_bucket_versioning,
+                                             Bucket=self.location.bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("AccessDenied", "403"):
+                return "Unknown"
+            raise
         return str(answer.get("Status") or "Off")
 
     async def download(self, key: str, path: Path) -> str:

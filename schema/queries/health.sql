@@ -31,7 +31,8 @@ FROM archive_parts_current GROUP BY table_name;
 
 -- name: archive_buckets
 -- Whether each archive bucket keeps old versions, as `cie archive` last found it.
-SELECT location, (versioning = 'Enabled') AS versioned FROM archive_buckets;
+SELECT location, (versioning = 'Enabled') AS versioned FROM archive_buckets
+WHERE versioning <> 'Unknown';
 
 -- name: maintenance_job_runs
 -- TimescaleDB: the jobs `cie maintain` ran in the foreground, and whether the last run failed.

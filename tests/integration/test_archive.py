@@ -185,6 +185,36 @@ async def test_a_run_that_dies_after_its_upload_counts_nothing_and_the_next_writ
         k for p in parts if p.table == "trade_outcomes" for k in (p.key, p.key + ".json"))
 
 
+async def test_a_run_that_dies_before_the_manifest_has_it_written_by_the_next(
+    cold: Cold, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The part is recorded (retention may remove its rows), its manifest not yet written:
+    the next run writes it from the database's record, and writes nothing else."""
+    await cold.add_trade(at(OLD, 2), "3.5")
+    create_bytes = ObjectStore.create_bytes
+
+    async def dies(self: ObjectStore, data: bytes, key: str) -> bool:
+        raise ConnectionError("killed after the part was recorded, before its manifest")
+
+    monkeypatch.setattr(ObjectStore, "create_bytes", dies)
+    with pytest.raises(ConnectionError):
+        await cold.archive()
+    monkeypatch.setattr(ObjectStore, "create_bytes", create_bytes)
+    [key] = await cold.store.keys("trade_outcomes/")
+    assert await cold.db.fetchval("SELECT manifest_at FROM archive_parts "
+                                  "WHERE object_key = $1", key) is None
+    await cold.retention()
+    assert await cold.rows("trade_outcomes", OLD) == []  # it was recorded: S3 holds it
+
+    parts = await cold.archive()  # the fills' part, and the trade's manifest
+    assert [p.table for p in parts] == ["trade_fills"]
+    assert sorted(await cold.store.keys("trade_outcomes/")) == [key, key + ".json"]
+    manifest = json.loads(await cold.store.read(key + ".json"))
+    assert (manifest["object"], manifest["rows"]) == (key, 1)
+    [row] = await cold.read_back("trade_outcomes", OLD)
+    assert row["net_pnl"] == Decimal("3.5")
+
+
 async def test_a_late_trade_in_an_archived_month_is_archived_before_it_goes(cold: Cold) -> None:
     for day in (3, 10):
         await cold.add_trade(at(OLD, day), "2")

@@ -165,7 +165,7 @@ async def run(args: argparse.Namespace) -> None:
         finally:
             await conn.close()
         print(f"retention: {removal_s:.1f} s; rows left {left}; rows in current parts "
-              f"{archived:,} ({parts} parts written in all)")
+              f"{int(archived or 0):,} ({parts} parts written in all)")
         if left != 0 or archived != args.trades:
             raise SystemExit("retention did not remove exactly what S3 holds")
     finally:

@@ -57,6 +57,7 @@ TABLES: dict[str, tuple[str, tuple[str, str]]] = {
     "trade_fills": ("filled_at", ("fill_id", "filled_at")),
 }
 LOCK_KEY = 0x43494541  # pg_advisory_lock: one archive run at a time ("CIEA")
+CONVERT_ROWS = 5_000  # rows fetched and turned into Arrow at once
 # A part's name within its month: part-NNNNN.parquet before migration 20, then with the first
 # 16 hex digits of its SHA-256.
 PART_NAME = re.compile(r"part-(\d{5})(?:-[0-9a-f]{16})?\.parquet")
@@ -229,16 +230,25 @@ async def _export(conn: Conn, table: str, piece: Slice, path: Path,
     statement = queries("archive")["slice_rows_ordered"].format(
         columns=", ".join(f'"{n}"' for n in names), table=f'"{table}"',
         time=f'"{time_column}"', key=f'"{key_columns[0]}"')
+    # Rows become Arrow a few thousand at a time (a row as Python objects takes many times
+    # its Arrow size), and a row group is written once it holds batch_rows of them.
+    convert = min(batch_rows, CONVERT_ROWS)
     with pq.ParquetWriter(path, parquet.schema(columns), compression="zstd") as writer:
-        batch: list[asyncpg.Record] = []
-        async for row in conn.cursor(statement, piece.start, piece.end, prefetch=batch_rows):
-            batch.append(row)
+        rows: list[asyncpg.Record] = []
+        group: list[pa.RecordBatch] = []
+        async for row in conn.cursor(statement, piece.start, piece.end, prefetch=convert):
+            rows.append(row)
             _count(written, row[time_index], row[pnl_index] if pnl_index is not None else None)
-            if len(batch) >= batch_rows:
-                writer.write_batch(parquet.record_batch(columns, batch))
-                batch = []
-        if batch:
-            writer.write_batch(parquet.record_batch(columns, batch))
+            if len(rows) >= convert:
+                group.append(parquet.record_batch(columns, rows))
+                rows = []
+                if sum(b.num_rows for b in group) >= batch_rows:
+                    writer.write_table(pa.Table.from_batches(group), row_group_size=batch_rows)
+                    group = []
+        if rows:
+            group.append(parquet.record_batch(columns, rows))
+        if group:
+            writer.write_table(pa.Table.from_batches(group), row_group_size=batch_rows)
     return written
 
 

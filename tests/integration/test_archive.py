@@ -271,8 +271,9 @@ async def test_a_row_changed_after_archiving_is_archived_again_before_it_goes(
 async def test_a_row_changed_while_retention_waits_for_it_is_not_removed(
     cold: Cold, any_db: str,
 ) -> None:
-    """Check and removal are one: a row updated by a transaction retention has to wait for is
-    compared as it is once that transaction commits, not as it was counted before."""
+    """Check and removal are one: a row updated, and a row inserted, by a transaction that
+    retention has to wait for are compared as they are once it commits, not as they were
+    counted before."""
     trades = [await cold.add_trade(at(OLD, day), "1.5") for day in (4, 5)]
     await cold.archive()
     expected = [{**r, "max_adverse_excursion": Decimal("-4.25")}
@@ -284,6 +285,7 @@ async def test_a_row_changed_while_retention_waits_for_it_is_not_removed(
         await update.start()
         await writer.execute("UPDATE trade_outcomes SET max_adverse_excursion = -4.25 "
                              "WHERE trade_id = $1", trades[1])
+        late = await Cold(writer, cold.store, cold.tmp).add_trade(at(OLD, 5, 18), "2", late=True)
         retention = asyncio.create_task(cold.retention())
         await waits_for_a_lock(writer)
         await update.commit()
@@ -293,6 +295,9 @@ async def test_a_row_changed_while_retention_waits_for_it_is_not_removed(
     kept = await cold.rows("trade_outcomes", OLD)
     assert [r["max_adverse_excursion"] for r in kept if r["trade_id"] == str(trades[1])] == [
         Decimal("-4.25")]
+    assert str(late) in {r["trade_id"] for r in kept}  # inserted meanwhile: kept too
+    expected = sorted(expected + [r for r in kept if r["trade_id"] == str(late)],
+                      key=lambda r: (r["entry_time"], r["trade_id"]))
     await cold.archive()
     await cold.retention()
     assert await cold.rows("trade_outcomes", OLD) == []

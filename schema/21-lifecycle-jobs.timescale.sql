@@ -20,7 +20,7 @@
 -- the aggregate's materialization hypertable, outside the policy's refresh window (which ends
 -- where raw retention begins), so the policy never recomputes them.
 
-CREATE OR REPLACE FUNCTION cie_drop_archived_chunk(tbl TEXT, chunk REGCLASS,
+CREATE OR REPLACE FUNCTION cie_drop_archived_chunk(tbl TEXT, chunk TEXT,
                                                    chunk_start TIMESTAMPTZ,
                                                    chunk_end TIMESTAMPTZ)
 RETURNS boolean
@@ -30,6 +30,12 @@ DECLARE
     slice RECORD;
     content RECORD;
 BEGIN
+    -- one drop at a time (the scheduler's run and `cie maintain`'s may meet); a chunk another
+    -- run dropped meanwhile is done
+    PERFORM pg_advisory_xact_lock(hashtextextended('cie_drop_archived_chunk', 0));
+    IF to_regclass(chunk::text) IS NULL THEN
+        RETURN false;
+    END IF;
     EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', chunk);
     FOR slice IN SELECT * FROM cie_month_slices(chunk_start, chunk_end) LOOP
         SELECT * INTO content
@@ -69,7 +75,7 @@ BEGIN
           AND c.range_end <= now() - r.keep_for
         ORDER BY r.table_name, c.range_start
     LOOP
-        PERFORM cie_drop_archived_chunk(due.table_name, due.chunk::regclass, due.range_start,
+        PERFORM cie_drop_archived_chunk(due.table_name, due.chunk, due.range_start,
                                         due.range_end);
         COMMIT;  -- the chunk's lock is held only while it is checked and dropped
     END LOOP;
@@ -89,6 +95,8 @@ DECLARE
         FROM timescaledb_information.continuous_aggregates
         WHERE view_schema = current_schema() AND view_name = 'market_daily_summary');
 BEGIN
+    -- one run at a time: two would both find a pair unsummarised and write it twice
+    PERFORM pg_advisory_xact_lock(hashtextextended('cie_summarise_expiring_bars', 0));
     EXECUTE format($sql$
         DELETE FROM %s AS m
         WHERE m.day >= $1 AND m.day < $2

@@ -111,8 +111,9 @@ SELECT cie_remove_archived_slice($1, $2, $3);
 
 -- name: due_jobs
 -- TimescaleDB: the project's jobs (its hypertables' and continuous aggregate's policies, and
--- its own cie_* procedures) that are overdue or whose last run failed. Refreshes first, so
--- a day is summarised before a drop in the same run; then compression, then the rest.
+-- its own cie_* procedures) whose last run failed, or that are ten minutes overdue (a working
+-- scheduler starts a job within seconds of its time: maintain does not race it). Refreshes
+-- first, so a day is summarised before a drop in the same run; then compression, the rest.
 SELECT j.job_id, j.proc_name::text AS proc_name,
        coalesce(j.hypertable_name::text, '') AS relation
 FROM timescaledb_information.jobs AS j
@@ -120,7 +121,7 @@ LEFT JOIN timescaledb_information.job_stats AS s USING (job_id)
 WHERE j.scheduled
   AND (j.proc_name::text LIKE 'cie\_%' OR j.hypertable_schema = current_schema())
   AND (coalesce(s.last_run_status = 'Failed', false)
-       OR coalesce(s.next_start, j.next_start, '-infinity') <= now())
+       OR coalesce(s.next_start, j.next_start, '-infinity') <= now() - INTERVAL '10 minutes')
 ORDER BY CASE j.proc_name WHEN 'policy_refresh_continuous_aggregate' THEN 0
                           WHEN 'policy_compression' THEN 1 ELSE 2 END, j.job_id;
 

@@ -160,7 +160,7 @@ async def test_maintain_runs_the_timescaledb_jobs_its_scheduler_did_not(
     try:
         # as in production: the jobs scheduled (the suite unschedules them), and overdue
         await conn.execute("SELECT alter_job(job_id, scheduled => true, "
-                           "next_start => now() - interval '1 minute') "
+                           "next_start => now() - interval '1 hour') "
                            "FROM timescaledb_information.jobs WHERE job_id >= 1000")
         await insert_bars(conn, three_bars("NEW", utc_day(10)) + three_bars("OLD", utc_day(900)))
         await conn.execute(
@@ -201,9 +201,9 @@ async def test_maintain_records_a_job_that_fails_and_runs_the_others(timescale_d
             CREATE PROCEDURE cie_test_broken(job_id int, config jsonb) LANGUAGE plpgsql
             AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$""")
         await conn.execute("SELECT add_job('cie_test_broken', interval '1 hour', "
-                           "initial_start => now() - interval '1 minute')")
+                           "initial_start => now() - interval '1 hour')")
         await conn.execute("SELECT alter_job(job_id, scheduled => true, "
-                           "next_start => now() - interval '1 minute') "
+                           "next_start => now() - interval '1 hour') "
                            "FROM timescaledb_information.jobs "
                            "WHERE proc_name = 'cie_drop_summarised_bars'")
         report = await maintain(conn)

@@ -491,8 +491,11 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{verb} {letter.line()}")
     for letter in report.not_replayable:
         print(f"skipped {letter.line()}")
+    for letter in report.misaddressed:
+        print(f"refused (names another source topic) {letter.line()}")
     print(f"{verb} {len(report.replayed)}; skipped {len(report.not_replayable)} cut to fit and "
-          f"{report.other_class} of other classes"
+          f"{report.other_class} of other classes; refused {len(report.misaddressed)} naming "
+          "another topic"
           + ("" if args.dry_run else f"; progress kept in group "
              f"{replay.replay_group(settings, args.error_class)}"))
     return 0

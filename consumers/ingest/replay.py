@@ -3,7 +3,10 @@ send them back to their source topic (`cie dlq replay`).
 
 A dead letter carries the original key, value and headers plus the ``dlq.*`` headers saying
 where it came from and why it was refused (consumers/ingest/kafka.py). A replay republishes
-key, value and original headers to the source topic with a ``cie.replayed.from`` header, and
+key, value and original headers to the topic the dead-letter topic belongs to (its name
+without the suffix; never the topic a letter's own header names: whoever may write to a
+dead-letter topic would otherwise choose where the operator's replay publishes) with a
+``cie.replayed.from`` header; a letter whose header names another topic is refused. It
 records how far it got as the committed offset of a consumer group of its own (one per
 ``--class`` filter), in the same Kafka transaction as the republished messages: a second run
 starts where the first stopped and never sends a letter twice. A letter whose value or key
@@ -76,13 +79,25 @@ class Letter:
         )
 
     def line(self) -> str:
-        """One line for people: where it is, where it came from, why it was refused."""
+        """One line for people: where it is, where it came from, why it was refused. What a
+        producer chose (key, and the reason quoting its message) is printed with control
+        characters escaped, so none reaches the operator's terminal."""
         key = self.key.decode(errors="replace") if self.key is not None else "-"
         cut = " [cut to fit: not replayable]" if self.cut else ""
         return (f"{self.dlq.topic}[{self.dlq.partition}]@{self.offset} "
                 f"{self.dead_lettered_at.isoformat(timespec='seconds')} "
-                f"from {self.source}[{self.source_partition}]@{self.source_offset} "
-                f"key={key} {self.error_class}: {self.reason}{cut}")
+                f"from {printable(self.source)}[{self.source_partition}]@{self.source_offset} "
+                f"key={printable(key)} {printable(self.error_class)}: "
+                f"{printable(self.reason)}{cut}")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (escape sequences, newlines,
+    bidirectional overrides) written as a Python escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
 
 
 async def letters(
@@ -137,6 +152,7 @@ class ReplayReport:
     replayed: list[Letter] = field(default_factory=list)
     other_class: int = 0
     not_replayable: list[Letter] = field(default_factory=list)
+    misaddressed: list[Letter] = field(default_factory=list)  # naming another source topic
 
 
 def replay_group(settings: Settings, error_class: str | None) -> str:
@@ -149,8 +165,12 @@ async def replay(
     until: int | None = None, dry_run: bool = False,
 ) -> ReplayReport:
     """Republish the dead letters of ``dlq_topic`` (those of ``error_class``, before DLQ
-    offset ``until``) to their source topic, from where the last replay with this filter
-    stopped."""
+    offset ``until``) to the topic it belongs to, from where the last replay with this
+    filter stopped."""
+    if not dlq_topic.endswith(settings.dead_letter_suffix):
+        raise ValueError(f"{dlq_topic}: not a dead-letter topic "
+                         f"(its name ends with {settings.dead_letter_suffix})")
+    source = dlq_topic.removesuffix(settings.dead_letter_suffix)
     group = replay_group(settings, error_class)
     start = await _committed(settings, dlq_topic, group)
     report = ReplayReport()
@@ -166,15 +186,17 @@ async def replay(
             pending.append(letter)
             if letter.cut:
                 report.not_replayable.append(letter)
+            elif letter.source != source:
+                report.misaddressed.append(letter)
             elif error_class is not None and letter.error_class != error_class:
                 report.other_class += 1
             else:
                 report.replayed.append(letter)
             if producer is not None and len(pending) >= TRANSACTION_LETTERS:
-                await _send(producer, pending, report, group)
+                await _send(producer, source, pending, report, group)
                 pending = []
         if producer is not None and pending:
-            await _send(producer, pending, report, group)
+            await _send(producer, source, pending, report, group)
     finally:
         if producer is not None:
             await producer.stop()
@@ -197,16 +219,16 @@ async def _committed(settings: Settings, dlq_topic: str, group: str) -> dict[Top
         await consumer.stop()
 
 
-async def _send(producer: AIOKafkaProducer, looked_at: Sequence[Letter],
+async def _send(producer: AIOKafkaProducer, source: str, looked_at: Sequence[Letter],
                 report: ReplayReport, group: str) -> None:
-    """One transaction: the replayed letters among ``looked_at`` and the replay group's new
-    position past all of them."""
+    """One transaction: the replayed letters among ``looked_at``, to ``source``, and the
+    replay group's new position past all of them."""
     chosen = {id(letter) for letter in report.replayed}
     async with producer.transaction():
         for letter in looked_at:
             if id(letter) in chosen:
                 await producer.send(
-                    letter.source, key=letter.key, value=letter.value,
+                    source, key=letter.key, value=letter.value,
                     headers=[*letter.headers, (REPLAYED_FROM, (
                         f"{letter.dlq.topic}:{letter.dlq.partition}:{letter.offset}").encode())])
         positions: dict[TopicPartition, int] = {}

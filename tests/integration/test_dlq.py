@@ -134,3 +134,41 @@ async def test_letters_are_read_from_the_start_when_the_broker_answers_a_reset_l
         Settings(kafka_bootstrap_servers=stack.kafka), topic)]
     assert held, "no reset answer was held: aiokafka's fetcher changed, and this test with it"
     assert read == [b"letter 0", b"letter 1", b"letter 2"]
+
+
+async def test_a_letter_naming_another_topic_is_refused_not_replayed_there(
+    ingest: Ingest,
+) -> None:
+    """Whoever may write to a dead-letter topic (the ingest login may) could plant a letter
+    whose header names another topic: the operator's replay would publish it there with the
+    operator's rights. A replay sends only to the topic the dead-letter topic belongs to."""
+    from consumers.ingest.kafka import (
+        DLQ_ERROR_CLASS,
+        DLQ_OFFSET,
+        DLQ_PARTITION,
+        DLQ_REASON,
+        DLQ_TOPIC,
+    )
+
+    target = ingest.topic("improvements")
+    planted = uuid.uuid4().hex.encode()
+    producer = AIOKafkaProducer(bootstrap_servers=ingest.settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            f"{ingest.topic('fills')}.dlq", key=planted, value=b'{"event_type": "x"}',
+            headers=[(DLQ_TOPIC, target.encode()), (DLQ_PARTITION, b"0"), (DLQ_OFFSET, b"1"),
+                     (DLQ_ERROR_CLASS, b"LedgerError"),
+                     (DLQ_REASON, b"flip \x1b]0;pwned\x07\x1b[2J")])
+    finally:
+        await producer.stop()
+
+    shown = await cie(ingest, "dlq", "show", "fills")
+    assert "\x1b" not in shown and "\x07" not in shown  # escaped, not sent to the terminal
+    assert "flip \\x1b]0;pwned\\x07\\x1b[2J" in shown
+    done = await cie(ingest, "dlq", "replay", "fills")
+    assert done.splitlines()[-1].startswith(
+        "replayed 0; skipped 0 cut to fit and 0 of other classes; refused 1 naming another")
+    partitions = [TopicPartition(target, p) for p in range(PARTITIONS)]
+    records = await read_to_end(ingest.settings.kafka_bootstrap_servers, partitions)
+    assert [r for r in records if r.key == planted] == []

@@ -57,8 +57,9 @@ class Improvement(Event, frozen=True, kw_only=True, tag="improvement"):
     approval_timestamp: UtcTime | None = None
     can_rollback: bool = True
     rollback_timestamp: UtcTime | None = None
-    discord_notified: bool = False
-    notification_message_id: Text100 | None = None
+    # No discord_notified or notification_message_id: whether the event was announced is the
+    # notifier's to record. A producer that sends them is ignored (unknown fields are), so a
+    # compromised producer cannot mark its event as announced and silence Discord.
 
 
 class ModelEvaluation(Event, frozen=True, kw_only=True, tag="model_evaluation"):

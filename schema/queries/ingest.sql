@@ -145,10 +145,9 @@ DELETE FROM applied_events WHERE event_id = $1;
 INSERT INTO improvement_events (
     event_id, event_type, event_timestamp, component_type, component_id, old_value, new_value,
     trigger_reason, performance_before, performance_after, improvement_metrics, automated,
-    approved_by, approval_timestamp, can_rollback, rollback_timestamp, discord_notified,
-    notification_message_id)
+    approved_by, approval_timestamp, can_rollback, rollback_timestamp)
 VALUES ($1, $2, COALESCE($3, now()), $4, $5, $6::jsonb, $7::jsonb, $8, $9::jsonb, $10::jsonb,
-        $11::jsonb, $12, $13, $14, $15, $16, $17, $18)
+        $11::jsonb, $12, $13, $14, $15, $16)
 -- the event a service recorded itself and then published (consumers/improvement/announce.py)
 ON CONFLICT (event_id) DO NOTHING;
 

@@ -54,6 +54,11 @@ async def test_ingest_writes_every_table_it_fills(db: asyncpg.Connection) -> Non
     "UPDATE retention_rules SET keep_for = '1 day'",
     "DELETE FROM rollup_pending",  # it marks work; taking the marks is the rollup's
     "DELETE FROM strategy_performance",
+    # whether an event was announced is the notifier's (22): no silencing Discord
+    "UPDATE improvement_events SET discord_notified = true",
+    "UPDATE improvement_events SET notification_message_id = 'x'",
+    "INSERT INTO improvement_events (event_id, event_type, component_type, component_id, "
+    "discord_notified) VALUES (gen_random_uuid(), 'x', 'x', 'x', true)",
 ])
 async def test_ingest_cannot_change_schema_or_delete_history(
     db: asyncpg.Connection, statement: str

@@ -14,6 +14,7 @@ from consumers.contracts.predictions import feature_hash
 from consumers.ingest.pipelines.bars import BarsPipeline
 from consumers.ingest.pipelines.improvements import ImprovementsPipeline
 from consumers.ingest.pipelines.predictions import PredictionsPipeline
+from consumers.platform.db import queries
 from consumers.topics import TOPICS
 
 BAR = {"symbol": "AAPL", "timestamp": "2026-03-02T14:30:00+01:00", "open": 187.12345678,
@@ -94,6 +95,24 @@ def test_improvement_events_are_a_tagged_union() -> None:
     assert isinstance(event, OptimizationFailed)
     with pytest.raises(msgspec.ValidationError, match="Invalid value 'optimisation_failed'"):
         ImprovementsPipeline().decode(b'{"type": "optimisation_failed"}')
+
+
+def test_a_producer_cannot_mark_its_improvement_event_as_announced() -> None:
+    """Notification state is the notifier's: the contract does not carry it, so a producer's
+    discord_notified is ignored and the event is stored unannounced."""
+    from consumers.contracts.improvements import Improvement
+    from consumers.ingest.pipelines.improvements import statement_and_args
+
+    event = ImprovementsPipeline().decode(json.dumps({
+        "type": "improvement", "event_id": "0b6cbe0e-2f44-4c3c-8a1d-333333333333",
+        "event_type": "param_change", "component_type": "strategy", "component_id": "s1",
+        "discord_notified": True, "notification_message_id": "42"}).encode())
+    assert isinstance(event, Improvement)
+    assert not hasattr(event, "discord_notified")
+    name, args = statement_and_args(event)
+    assert "discord_notified" not in queries("ingest")[name] and len(args) == 16
+    schema = contract_schema(Improvement)["$defs"]["Improvement"]["properties"]
+    assert "discord_notified" not in schema and "notification_message_id" not in schema
 
 
 def test_every_topic_exports_a_json_schema() -> None:

@@ -53,8 +53,7 @@ def statement_and_args(event: Event) -> tuple[str, tuple[Any, ...]]:
                 event.trigger_reason, as_json(event.performance_before),
                 as_json(event.performance_after), as_json(event.improvement_metrics),
                 event.automated, event.approved_by, event.approval_timestamp,
-                event.can_rollback, event.rollback_timestamp, event.discord_notified,
-                event.notification_message_id)
+                event.can_rollback, event.rollback_timestamp)
         case ModelEvaluation():
             return "model_evaluation_insert", (
                 event.model_version, event.model_type, event.evaluation_date,

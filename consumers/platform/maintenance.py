@@ -1,4 +1,4 @@
-"""`cie maintain`: the data's lifetime, run daily.
+"""`cie maintain`: the data's lifetime, run hourly (the CronJob).
 
 On TimescaleDB the policies' jobs do this work inside the server (retention, compression, the
 summary's refresh, the archived-chunk and summarised-bar drops), but a scheduler that cannot

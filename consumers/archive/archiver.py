@@ -8,8 +8,8 @@ table's retention, 5 years), each slice whose rows differ from what S3 holds for
 checksum, ``archive_slices``; cie_slice_content in migration 20) is written again, whole:
 
 1. In one REPEATABLE READ snapshot its content is summed and its rows streamed from a
-   server-side cursor (``batch_rows`` at a time, one Parquet row group each, so memory stays
-   bounded) into a file (zstd, exact types: consumers/archive/parquet.py).
+   server-side cursor (``CONVERT_ROWS`` at a time, ``batch_rows`` to a Parquet row group, so
+   memory stays bounded) into a file (zstd, exact types: consumers/archive/parquet.py).
 2. The file goes to ``<prefix>/<table>/year=YYYY/month=MM/part-NNNNN-<sha256>.parquet``
    (Hive-style: DuckDB, Spark, Athena and pandas read the tree) as a new object only, is read
    back and checked (SHA-256, row count, the sum of net_pnl), and one transaction records the
@@ -71,7 +71,7 @@ class ArchiveError(CieError):
 @dataclass(frozen=True)
 class Options:
     horizon: timedelta | None  # None: each table's retention (retention_rules)
-    batch_rows: int  # rows per fetch and per Parquet row group
+    batch_rows: int  # rows per Parquet row group (fetched CONVERT_ROWS at a time)
     adopt: bool = False  # record manifests this database does not know instead of refusing
 
 
@@ -138,11 +138,10 @@ async def archive_month(conn: Conn, store: ObjectStore, table: str, month: date,
                         options: Options) -> list[Part]:
     await _check_prefix(conn, store, table, month, adopt=options.adopt)
     parts = []
-    for piece in await month_slices(conn, table, month):
-        if piece.behind:
-            part = await _archive_slice(conn, store, table, month, piece, options.batch_rows)
-            if part is not None:
-                parts.append(part)
+    for start, end in await month_slices(conn, table, month):
+        part = await _archive_slice(conn, store, table, month, start, end, options.batch_rows)
+        if part is not None:
+            parts.append(part)
     return parts
 
 
@@ -156,10 +155,11 @@ def month_prefix(table: str, month: date) -> str:
     return f"{table}/year={month.year:04d}/month={month.month:02d}/"
 
 
-async def month_slices(conn: Conn, table: str, month: date) -> list[Slice]:
-    """The month's slices: its share of each TimescaleDB chunk (the drop job removes chunks),
-    or the whole month on plain PostgreSQL (`cie maintain` deletes months); and the slices
-    recorded before whose chunk is gone (their rows may have moved elsewhere)."""
+async def month_slices(conn: Conn, table: str,
+                       month: date) -> list[tuple[datetime, datetime]]:
+    """The month's slices, as ranges: its share of each TimescaleDB chunk (the drop job removes
+    chunks), or the whole month on plain PostgreSQL (`cie maintain` deletes months); and the
+    slices recorded before whose chunk is gone (their rows may have moved elsewhere)."""
     sql = queries("archive")
     start, end = month_bounds(month)
     ranges = {(start, end)}
@@ -169,7 +169,7 @@ async def month_slices(conn: Conn, table: str, month: date) -> list[Slice]:
                   for r in await conn.fetch(sql["month_chunks"], table, start, end)}
     ranges.update((r["slice_start"], r["slice_end"])
                   for r in await conn.fetch(sql["month_slices_recorded"], table, start, end))
-    return [await _slice(conn, table, s, e) for s, e in sorted(ranges)]
+    return sorted(ranges)
 
 
 async def _slice(conn: Conn, table: str, start: datetime, end: datetime) -> Slice:
@@ -184,12 +184,14 @@ async def _slice(conn: Conn, table: str, start: datetime, end: datetime) -> Slic
 
 
 async def _archive_slice(conn: Conn, store: ObjectStore, table: str, month: date,
-                         piece: Slice, batch_rows: int) -> Part | None:
+                         start: datetime, end: datetime, batch_rows: int) -> Part | None:
+    """The slice written again when its rows differ from what S3 holds: its content is summed
+    once, in the snapshot its rows are exported from."""
     sql = queries("archive")
     with tempfile.TemporaryDirectory(prefix="cie-archive-") as tmp:
         local = Path(tmp) / "part.parquet"
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            now = await _slice(conn, table, piece.start, piece.end)  # in the export's snapshot
+            now = await _slice(conn, table, start, end)
             if not now.behind:
                 return None
             number = await conn.fetchval(sql["next_part"], table, month)
@@ -209,7 +211,7 @@ async def _archive_slice(conn: Conn, store: ObjectStore, table: str, month: date
             return None
         await conn.execute(sql["record_part"], table, month, number, key, written.rows,
                            written.min_time, written.max_time, written.net_pnl, size, digest,
-                           now.start, now.end, now.epoch, now.checksum)
+                           now.start, now.end, now.epoch, now.checksum, None)
         await conn.execute(sql["record_slice"], table, now.start, now.end, now.rows,
                            now.checksum, now.epoch)
     await _put_manifest(conn, store, key)
@@ -357,12 +359,12 @@ async def _adopt(conn: Conn, store: ObjectStore, table: str, month: date, key: s
     if manifest.get("object") != key or manifest.get("sha256") != digest:
         raise ArchiveError(f"{key}: its manifest does not describe it; not adopted")
     number = part_number(month_prefix(table, month), key)
-    await conn.execute(queries("archive")["adopt_part"], table, month, number, key,
+    await conn.execute(queries("archive")["record_part"], table, month, number, key,
                        manifest["rows"], _time(manifest["min_time"]),
                        _time(manifest["max_time"]), _decimal(manifest.get("net_pnl_sum")),
                        manifest["bytes"], digest, _time(manifest.get("slice_start")),
                        _time(manifest.get("slice_end")), manifest.get("epoch"),
-                       _decimal(manifest.get("checksum")))
+                       _decimal(manifest.get("checksum")), datetime.now(UTC))
     log.warning("archive.part_adopted", key=key, rows=manifest["rows"])
 
 
@@ -411,8 +413,9 @@ async def restore(store: ObjectStore, month: date, tables: Sequence[str] | None,
             digest = await store.download(item.key, target)
             if digest != item.sha256:
                 raise ArchiveError(f"{item.key}: sha256 {digest} differs from its record's")
-            rows += _drop_superseded_rows(target, table, newer_keys)
-            newer_keys = _with_keys(target, table, newer_keys)
+            keys = _key_array(target, table)
+            rows += _drop_superseded_rows(target, keys, newer_keys)
+            newer_keys = keys if newer_keys is None else pa.concat_arrays([newer_keys, keys])
         restored.append((table, rows, root / prefix))
     return restored
 
@@ -460,28 +463,21 @@ def _current(listed: list[_Listed]) -> list[_Listed]:
     return current + list(latest.values())
 
 
-def _key_array(table: pa.Table, table_name: str) -> pa.Array:
-    """Each row's key (the table's primary key) as one string."""
+def _key_array(path: Path, table_name: str) -> pa.Array:
+    """Each row's key (the table's primary key) in the part at ``path``, as one string."""
     _, (key, time_key) = TABLES[table_name]
-    table = table.combine_chunks()
+    table = pq.read_table(path, columns=[key, time_key]).combine_chunks()
     joined = pc.binary_join_element_wise(table.column(key).cast(pa.string()),
                                          table.column(time_key).cast(pa.string()), "|")
     return joined.combine_chunks()
 
 
-def _with_keys(path: Path, table: str, keys: pa.Array | None) -> pa.Array:
-    _, key_columns = TABLES[table]
-    mine = _key_array(pq.read_table(path, columns=list(key_columns)), table)
-    return mine if keys is None else pa.concat_arrays([keys, mine])
-
-
-def _drop_superseded_rows(path: Path, table: str, newer_keys: pa.Array | None) -> int:
-    """Rewrite ``path`` without the rows whose key a later part holds; its rows left."""
-    rows: int = pq.read_metadata(path).num_rows
+def _drop_superseded_rows(path: Path, keys: pa.Array, newer_keys: pa.Array | None) -> int:
+    """Rewrite ``path`` (whose rows' keys are ``keys``) without the rows whose key a later
+    part holds; its rows left."""
+    rows = len(keys)
     if newer_keys is None or len(newer_keys) == 0:
         return rows
-    _, key_columns = TABLES[table]
-    keys = _key_array(pq.read_table(path, columns=list(key_columns)), table)
     stale = pc.is_in(keys, value_set=newer_keys)
     if not pc.any(stale).as_py():
         return rows

@@ -77,17 +77,12 @@ WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum;
 
 -- name: record_part
-INSERT INTO archive_parts (table_name, month, part, object_key, row_count, min_time, max_time,
-                           net_pnl_sum, bytes, sha256, verified_at, slice_start, slice_end,
-                           epoch, checksum)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), $11, $12, $13, $14);
-
--- name: adopt_part
--- A part found in S3 with its manifest, checked, that this database did not know.
+-- A part written and read back, its manifest still to go up ($15 NULL); or one found in S3
+-- with its manifest, checked, that this database did not know (adopted: $15 now).
 INSERT INTO archive_parts (table_name, month, part, object_key, row_count, min_time, max_time,
                            net_pnl_sum, bytes, sha256, verified_at, slice_start, slice_end,
                            epoch, checksum, manifest_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), $11, $12, $13, $14, now());
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), $11, $12, $13, $14, $15);
 
 -- name: record_slice
 -- What S3 now holds for the slice's current epoch: exactly the rows just archived.

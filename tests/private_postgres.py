@@ -1,7 +1,9 @@
 """A disposable PostgreSQL cluster of a test's own (initdb into a temporary directory, its own
 port), for tests that stop and start the server: they must not take the shared stack's
 cluster down under other tests or a running ``stack.sh run``. ``secure`` secures it as
-`stack.sh up --secure` does: TLS, scram-sha-256 only, a login user per component."""
+`stack.sh up --secure` does: TLS, scram-sha-256 only, a login user per component; such a
+server comes from Debian's PostgreSQL (``tls=True``), since the stack's own is built without
+OpenSSL."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -16,7 +19,26 @@ import asyncpg
 
 from tests.ports import PortTaken, on_free_port, taken
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+def _server_bin(variable: str) -> Path:
+    """A server's tools, as `deploy/local/stack.sh env` names them."""
+    try:
+        return Path(os.environ[variable])
+    except KeyError:
+        raise RuntimeError(f"{variable} is not set: eval \"$(deploy/local/stack.sh env)\" "
+                           "first (deploy/local/stack.sh test does)") from None
+
+
+def pg_bin(*, tls: bool = False) -> Path:
+    """The stack's PostgreSQL (``CIE_PG_BIN``), or with ``tls`` one built with OpenSSL."""
+    return _server_bin("CIE_PG_TLS_BIN" if tls else "CIE_PG_BIN")
+
+
+def timescaledb_installed(bin_dir: Path) -> bool:
+    """Whether TimescaleDB is installed for the server whose tools are in ``bin_dir``."""
+    share = subprocess.run([str(bin_dir / "pg_config"), "--sharedir"], capture_output=True,
+                           text=True, check=True, timeout=30).stdout.strip()
+    return (Path(share) / "extension" / "timescaledb.control").exists()
 
 
 def _as_postgres(*command: str) -> list[str]:
@@ -33,8 +55,10 @@ async def _run(*command: str) -> None:
 
 
 class PrivatePostgres:
-    def __init__(self, *, timescaledb: bool = False) -> None:
+    def __init__(self, *, timescaledb: bool = False, tls: bool = False,
+                 bin_dir: Path | None = None) -> None:
         self.timescaledb = timescaledb  # preload the extension (it must be installed)
+        self.bin = bin_dir or pg_bin(tls=tls)  # bin_dir: another server's (the upgrade drill)
         # under /var/tmp, not pytest's tmp_path: the 'postgres' user must reach it
         self.root = Path(tempfile.mkdtemp(prefix="cie-pg-", dir="/var/tmp"))
         self.data = self.root / "data"
@@ -44,11 +68,11 @@ class PrivatePostgres:
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    async def init(self) -> None:
+    async def init(self, *initdb_options: str) -> None:
         if os.getuid() == 0:
             shutil.chown(self.root, "postgres")
-        await _run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
-                   "--auth=trust", "-E", "UTF8", "--locale=C")
+        await _run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+                   "--auth=trust", "-E", "UTF8", "--locale=C", *initdb_options)
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write("listen_addresses = '127.0.0.1'\n"
                        f"unix_socket_directories = '{self.root}'\nfsync = off\n"
@@ -69,7 +93,7 @@ class PrivatePostgres:
         log = self.root / "postgres.log"
         log.unlink(missing_ok=True)
         try:
-            await _run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(log),
+            await _run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(log),
                        "-o", f"-p {port}", "-w", "-t", "60", "start")
         except RuntimeError:
             if log.exists() and taken(log.read_text(errors="replace")):
@@ -94,7 +118,7 @@ class PrivatePostgres:
         await self.reload()
 
     async def reload(self) -> None:
-        await _run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "reload")
+        await _run(str(self.bin / "pg_ctl"), "-D", str(self.data), "reload")
 
     def user_url(self, user: str, tls: Path, *, database: str = "cie",
                  ca: Path | None = None) -> str:
@@ -104,7 +128,7 @@ class PrivatePostgres:
                 f"?sslmode=verify-full&sslrootcert={ca or tls / 'ca.crt'}")
 
     async def stop(self) -> None:
-        await _run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        await _run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     async def destroy(self) -> None:
         with contextlib.suppress(RuntimeError):  # not running

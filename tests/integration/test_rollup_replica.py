@@ -2,7 +2,7 @@
 what the primary's snapshot can see, so a lagging replica never yields stale figures.
 
 A small primary and its hot standby (pg_basebackup) are started on loopback for this module,
-beside the stack's own cluster, with the same Debian PostgreSQL binaries.
+beside the stack's own cluster, with the same PostgreSQL binaries.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from consumers.platform import migrations
 from consumers.platform.db import connect
 from tests.integration.test_rollup import MONDAY, OPTIONS, add_trade
 from tests.ports import PortTaken, on_free_port_sync, taken
-
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+from tests.private_postgres import pg_bin
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ def start(data: Path, port: int) -> int:
     log = data.parent / f"{data.name}.log"
     log.unlink(missing_ok=True)
     result = subprocess.run(as_postgres(
-        str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
+        str(pg_bin() / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
         f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
         "-c shared_preload_libraries='' -c fsync=off -c wal_level=replica", "start"),
         capture_output=True, text=True, timeout=120)
@@ -64,19 +63,19 @@ def start(data: Path, port: int) -> int:
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:
-    if not (PG_BIN / "pg_basebackup").exists():
-        pytest.fail("PostgreSQL 15 binaries are missing: deploy/local/stack.sh up installs them")
+    if not (pg_bin() / "pg_basebackup").exists():
+        pytest.fail(f"{pg_bin()} has no pg_basebackup: deploy/local/stack.sh up installs it")
     root = Path(tempfile.mkdtemp(prefix="cie-replica-", dir="/var/tmp"))
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
     primary, replica = root / "primary", root / "replica"
     started: list[Path] = []
     try:
-        run(str(PG_BIN / "initdb"), "-D", str(primary), "-U", "postgres", "--auth=trust",
+        run(str(pg_bin() / "initdb"), "-D", str(primary), "-U", "postgres", "--auth=trust",
             "-E", "UTF8", "--locale=C", "--no-sync")
         primary_port = on_free_port_sync(lambda port: start(primary, port))
         started.append(primary)
-        run(str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary_port),
+        run(str(pg_bin() / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary_port),
             "-U", "postgres", "-D", str(replica), "-R", "-X", "stream", "--no-sync",
             "-c", "fast")
         replica_port = on_free_port_sync(lambda port: start(replica, port))
@@ -85,7 +84,7 @@ def pair() -> Iterator[Pair]:
                    f"postgresql://postgres@127.0.0.1:{replica_port}/postgres")
     finally:
         for data in reversed(started):
-            subprocess.run(as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m",
+            subprocess.run(as_postgres(str(pg_bin() / "pg_ctl"), "-D", str(data), "-m",
                                        "immediate", "-w", "stop"), capture_output=True,
                            timeout=60)
         shutil.rmtree(root, ignore_errors=True)

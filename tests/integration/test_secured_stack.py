@@ -33,7 +33,7 @@ from tests.conftest import Stack
 from tests.fake_discord import FakeDiscord
 from tests.integration.harness import eventually
 from tests.private_kafka import PrivateKafka, secure_sh
-from tests.private_postgres import PrivatePostgres
+from tests.private_postgres import PrivatePostgres, pg_bin, timescaledb_installed
 from tests.processes import cie_environment
 
 SOURCE_TOPICS = [topic.default for topic in TOPICS]
@@ -79,10 +79,12 @@ async def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
 @pytest.fixture(scope="module", params=["plain", "timescaledb"])
 async def secured(request: pytest.FixtureRequest, stack: Stack,
                   secured_kafka: tuple[PrivateKafka, Path]) -> AsyncIterator[Secured]:
-    if request.param == "timescaledb" and not stack.timescaledb:
-        pytest.skip("TimescaleDB is not installed in the local PostgreSQL: TimescaleDB path not tested")
+    if request.param == "timescaledb" and not timescaledb_installed(pg_bin(tls=True)):
+        pytest.skip("TimescaleDB is not installed in the PostgreSQL with TLS (Debian's): "
+                    "TimescaleDB path not tested")
     kafka, tls = secured_kafka
-    postgres = PrivatePostgres(timescaledb=request.param == "timescaledb")
+    # TLS needs a server built with OpenSSL: Debian's, not the stack's (deploy/platform.env)
+    postgres = PrivatePostgres(timescaledb=request.param == "timescaledb", tls=True)
     try:
         await postgres.init()
         await postgres.start()

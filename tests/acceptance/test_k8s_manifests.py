@@ -23,6 +23,7 @@ from consumers.ingest.kafka import topic_config
 from consumers.platform.settings import ENVIRONMENT, SECRET_VARIABLES, load_settings
 from consumers.topics import PUBLISHED, TOPICS, unknown_names
 from tests.conftest import REPO
+from tests.platform import platform
 
 K8S = REPO / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"
@@ -393,3 +394,25 @@ def test_custom_resources_validate_against_their_operators_crds(
     misspelt["spec"]["maxReplicas"] = misspelt["spec"].pop("maxReplicaCount")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(misspelt, crd_schema("ScaledObject", misspelt["apiVersion"]))
+
+
+def test_the_database_images_are_the_platform_the_suite_runs() -> None:
+    """deploy/platform.env states the versions once; production's cluster, its restore and
+    docker-compose name exactly those images (the integration suite checks its own server
+    runs them: tests/integration/test_platform.py)."""
+    versions = platform()
+    major, timescaledb = versions["POSTGRES_MAJOR"], versions["TIMESCALEDB_VERSION"]
+    ha_image, image = versions["TIMESCALEDB_HA_IMAGE"], versions["TIMESCALEDB_IMAGE"]
+    assert ha_image.endswith(f":pg{major}-ts{timescaledb.rsplit('.', 1)[0]}"), ha_image
+    assert image.endswith(f":{timescaledb}-pg{major}"), image
+    [cluster] = by_kind(render(K8S / "database"), "Cluster")
+    restore = yaml.safe_load((K8S / "database" / "restore" / "cluster-restore.yaml").read_text())
+    assert cluster["spec"]["imageName"] == ha_image
+    assert restore["spec"]["imageName"] == ha_image
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    assert compose["services"]["timescaledb"]["image"] == image
+    for spec in (cluster["spec"], restore["spec"]):  # room for every database's scheduler
+        parameters = spec["postgresql"]["parameters"]
+        assert int(parameters["max_worker_processes"]) >= (
+            int(parameters["timescaledb.max_background_workers"])
+            + int(parameters["max_parallel_workers"]) + 1)

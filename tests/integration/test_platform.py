@@ -1,0 +1,33 @@
+"""The suite runs the platform deploy/platform.env states, the one production deploys (the
+manifest tests check production's images name the same versions)."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from tests.conftest import Stack
+from tests.platform import platform
+
+
+async def test_the_stack_runs_the_stated_postgresql(stack: Stack) -> None:
+    conn = await asyncpg.connect(stack.server_url)
+    try:
+        version = await conn.fetchval("SHOW server_version_num")
+    finally:
+        await conn.close()
+    assert int(version) // 10000 == int(platform()["POSTGRES_MAJOR"])
+
+
+@pytest.mark.timescaledb
+async def test_the_stack_runs_the_stated_timescaledb(stack: Stack) -> None:
+    if not stack.timescaledb:
+        pytest.skip("TimescaleDB is not installed in the local PostgreSQL: TimescaleDB path "
+                    "not tested")
+    conn = await asyncpg.connect(stack.server_url)
+    try:
+        available = await conn.fetchval(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'")
+    finally:
+        await conn.close()
+    assert available == platform()["TIMESCALEDB_VERSION"]

@@ -2,10 +2,11 @@
 
 On TimescaleDB the policies' jobs do this work inside the server (retention, compression, the
 summary's refresh, the archived-chunk and summarised-bar drops), but a scheduler that cannot
-run them (every background job fails on TimescaleDB 2.28 with PostgreSQL 15.20) leaves it
-undone. So maintain runs in the foreground (``CALL run_job``) every job of the project that is
-overdue or whose last run failed, and records each outcome (maintenance_job_runs, exported by
-the consumers). The background's own status is left as it is, so its alert still fires.
+run them (out of background workers; or every job failing, as on the old line, TimescaleDB
+2.28 with PostgreSQL 15.20) leaves it undone. So maintain runs in the foreground
+(``CALL run_job``) every job of the project that is overdue or whose last run failed, and
+records each outcome (maintenance_job_runs, exported by the consumers). The background's own
+status is left as it is, so its alert still fires.
 
 On plain PostgreSQL it
 

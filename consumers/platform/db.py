@@ -1,4 +1,7 @@
-"""Database access helpers: connections and the named-query loader for schema/queries/*.sql."""
+"""Database access helpers: connections and the named-query loader for schema/queries/*.sql.
+
+The SQL ships inside the package (``consumers/schema`` links to the repository's ``schema/``,
+and the wheel carries its files), so an installed ``cie`` finds it with importlib.resources."""
 
 from __future__ import annotations
 
@@ -8,8 +11,9 @@ import functools
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from operator import attrgetter
-from pathlib import Path
 from typing import Any, TypeAlias
 from uuid import UUID
 
@@ -20,7 +24,7 @@ from asyncpg.pool import PoolConnectionProxy
 # A plain connection or one lent by a pool: pipelines accept either.
 Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
-QUERIES_DIR = Path(__file__).resolve().parents[2] / "schema" / "queries"
+SCHEMA: Traversable = files("consumers") / "schema"  # the migrations; queries/ beside them
 
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
@@ -28,7 +32,7 @@ _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 @functools.cache
 def queries(module: str) -> dict[str, str]:
     """The named blocks of ``schema/queries/<module>.sql``: ``-- name: x`` starts block x."""
-    text = (QUERIES_DIR / f"{module}.sql").read_text(encoding="utf-8")
+    text = (SCHEMA / "queries" / f"{module}.sql").read_text(encoding="utf-8")
     parts = _NAME.split(text)
     # parts = [preamble, name1, body1, name2, body2, ...]
     named = {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}

@@ -17,14 +17,12 @@ import hashlib
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import asyncpg
 
 from consumers.errors import MigrationError, SchemaBehind
-from consumers.platform.db import queries
-
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
+from consumers.platform.db import SCHEMA, queries
 
 # Any constant will do; it only has to be the same for every replica of this project.
 ADVISORY_LOCK_KEY = 0x43_49_45_5F_4D_49_47  # "CIE_MIG"
@@ -62,10 +60,11 @@ class Step:
     action: str  # "apply", "skip", "applied", "skipped"
 
 
-def load_migrations(directory: Path = SCHEMA_DIR) -> list[Migration]:
+def load_migrations(directory: Traversable = SCHEMA) -> list[Migration]:
     """Read every migration file, in the order they apply."""
     migrations = []
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted((f for f in directory.iterdir() if f.name.endswith(".sql")),
+                       key=lambda f: f.name):
         if not _MIGRATION_NAME.match(path.name):
             raise MigrationError(f"{path.name}: migration names look like 08-what-it-does.sql")
         sql = path.read_text(encoding="utf-8")

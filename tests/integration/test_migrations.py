@@ -78,7 +78,7 @@ async def test_plain_path_records_timescaledb_files_as_skipped(plain_db: str) ->
 
 async def test_edited_applied_migration_is_refused(empty_db: str, tmp_path: Path) -> None:
     schema = tmp_path / "schema"
-    shutil.copytree(migrations.SCHEMA_DIR, schema, ignore=shutil.ignore_patterns("queries", "seed"))
+    shutil.copytree(str(migrations.SCHEMA), schema, ignore=shutil.ignore_patterns("queries", "seed"))
     conn = await asyncpg.connect(empty_db)
     try:
         await migrations.migrate(conn, use_timescaledb=False,

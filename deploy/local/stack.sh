@@ -4,15 +4,18 @@
 # the checkout) and an S3 server (SeaweedFS, built from the Go module proxy), all on loopback.
 # The versions are in deploy/platform.env.
 #
-#   deploy/local/stack.sh up       install what is missing, start Kafka and PostgreSQL, wait
+#   deploy/local/stack.sh up       install what is missing, start Kafka, PostgreSQL and S3, wait
 #   deploy/local/stack.sh down     stop both (data is kept)
 #   deploy/local/stack.sh status   health of both; exit 1 when either is down
 #   deploy/local/stack.sh logs     tail both server logs
 #   deploy/local/stack.sh env      print the environment a process needs to reach the stack
-#   deploy/local/stack.sh run      the main job: up, migrate, consumers, validator, scheduler and
+#   deploy/local/stack.sh run      the main job: Kafka and PostgreSQL (no S3, no test tools: it
+#                                  needs neither), migrate, consumers, validator, scheduler and
 #                                  notifier in the background (posting to a local webhook sink),
 #                                  then the demo session and its improvement loop
-#   deploy/local/stack.sh test     up, then lint, type-check and the whole test suite
+#   deploy/local/stack.sh test     the test tools (the virtualenv's dev extras, promtool,
+#                                  kustomize, the operators' CRDs), up, then lint, type-check and
+#                                  the whole test suite
 #   deploy/local/stack.sh backup [off]  WAL archiving on (off) and a base backup, to S3
 #   deploy/local/stack.sh restore-drill [--size-mb N]  backup to S3 and a point-in-time restore
 #
@@ -88,16 +91,19 @@ as_postgres() {  # PostgreSQL refuses to run as root; run its tools as the 'post
 
 # --- Python environment ---------------------------------------------------------------------
 
-ensure_venv() {
-  local stamp="$venv/.installed"
-  if [ -x "$venv/bin/cie" ] && [ "$stamp" -nt "$repo/pyproject.toml" ]; then return; fi
+ensure_venv() {  # ensure_venv [dev]: the package and its runtime dependencies; with dev, the
+  # test and lint tools too (only `test` needs them: they are most of the virtualenv's size)
+  local extras=${1:-} stamp="$venv/.installed${1:+-$1}"
+  if [ -x "$venv/bin/cie" ] && { [ "$stamp" -nt "$repo/pyproject.toml" ] \
+       || [ "$venv/.installed-dev" -nt "$repo/pyproject.toml" ]; }; then return; fi
   need python3 "install Python 3.11 or newer"
   python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "python3 is $(python3 --version 2>&1); 3.11 or newer is required"
-  say "creating the virtualenv in .venv (pip install -e '.[dev]')"
+  local target="$repo${extras:+[$extras]}"
+  say "installing into the virtualenv .venv: pip install -e '$target'"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   mkdir -p "$log_dir"
-  { "$venv/bin/pip" install --upgrade pip && "$venv/bin/pip" install -e "$repo[dev]"; } \
+  { "$venv/bin/pip" install --upgrade pip && "$venv/bin/pip" install -e "$target"; } \
     >"$log_dir/pip.log" 2>&1 || die "pip install failed; see $log_dir/pip.log"
   touch "$stamp"
 }
@@ -456,27 +462,32 @@ ensure_crds() {
   touch "$stamp"
 }
 
-cmd_up() {
+services_up() {  # what the main job needs: Kafka and PostgreSQL (started, not yet waited for)
   mkdir -p "$state" "$kafka_dir" "$pg_dir" "$log_dir"
   if [ "$secure" = 1 ]; then
     need openssl "install OpenSSL (Debian: apt-get install openssl)"
     "$here/secure.sh" certs "$tls_dir"
   fi
   ensure_venv
-  ensure_prometheus
-  ensure_kustomize
-  ensure_crds
   kafka_up
   pg_up
-  s3_up
-  ensure_barman
-  kafka_wait 90
-  s3_wait 90
+}
+
+say_ready() {
   if [ "$secure" = 1 ]; then
     say "ready (secured); the admin's settings: eval \"\$($0 env --secure)\""
   else
     say "ready: $(print_env | sed "s/AWS_SECRET_ACCESS_KEY=[^ ]*/AWS_SECRET_ACCESS_KEY=***/" | tr '\n' ' ')"
   fi
+}
+
+cmd_up() {  # the whole stack: Kafka, PostgreSQL, and S3 with the backup tools
+  services_up
+  s3_up
+  ensure_barman
+  kafka_wait 90
+  s3_wait 90
+  say_ready
 }
 
 cmd_status() {
@@ -493,8 +504,10 @@ cmd_status() {
   fi
   if s3_running && s3_answers; then
     echo "s3:         healthy  http://127.0.0.1:$s3_port bucket $s3_bucket (SeaweedFS, pid $(s3_pid))"
-  else
+  elif [ -f "$s3_dir/weed.pid" ]; then
     echo "s3:         DOWN     (log: $log_dir/s3.log)"; ok=1
+  else
+    echo "s3:         not started (run does not need it; up and test start it)"
   fi
   return $ok
 }
@@ -523,8 +536,10 @@ webhook_sink() {  # a loopback stand-in for Discord that logs every message it r
   echo $! >"$pidfile"
 }
 
-cmd_run() {
-  cmd_up
+cmd_run() {  # the main job needs no S3 and no test tools: it starts neither
+  services_up
+  kafka_wait 90
+  say_ready
   eval "$(print_env)"
   "$venv/bin/cie" migrate
   "$venv/bin/cie" topics ensure --partitions 3
@@ -589,6 +604,11 @@ cmd_backup() {  # continuous WAL archiving of the stack's cluster to S3, and a b
 }
 
 cmd_test() {
+  mkdir -p "$state" "$log_dir"
+  ensure_venv dev
+  ensure_prometheus
+  ensure_kustomize
+  ensure_crds
   cmd_up
   ensure_tls_postgres  # the secured stack's tests start TLS clusters of their own
   eval "$(print_env)"

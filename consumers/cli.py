@@ -340,8 +340,8 @@ def _collect_garbage_rarely() -> None:
     """A consumer allocates millions of short-lived objects (records, events, lines) that form
     no reference cycles and are freed by reference counting; at the default threshold (700
     allocations) the cycle collector ran every few messages and rescanned the batch held in
-    memory. Rarer collections, and everything loaded at start-up set aside for good: bars
-    drained about 8 % faster (bench/ingest_bench.py)."""
+    memory. So collections are rarer, and everything loaded at start-up is set aside for good
+    (figures: bench/README.md)."""
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
 

@@ -95,7 +95,7 @@ async def rewind(consumer: AIOKafkaConsumer, partitions: Sequence[TopicPartition
     """Put each assigned partition at its first offset. Not ``seek_to_beginning``: assigning
     starts the consumer's default offset reset in the background, and aiokafka applies a reset's
     answer to whatever reset is awaited when it lands, so a "latest" answer arriving after
-    ``seek_to_beginning`` put the reader at the end (``cie dlq show`` once listed 0 of 2). A
+    ``seek_to_beginning`` can put the reader at the end, and a reader would see nothing. A
     ``seek`` to offsets we fetched ends any awaited reset: a late answer is dropped."""
     firsts = await consumer.beginning_offsets(list(partitions))
     for tp in partitions:

@@ -222,14 +222,12 @@ async def let_others_run() -> None:
     """Let the flush in flight and the fetcher take their turn before the next decoding pass.
 
     getmany returns buffered records without yielding to the loop: without a yield the flush
-    just started, and the fetcher's next request, waited until the next batch was decoded,
-    and writing and decoding took turns (bench: 34 % -> 54 % of the server's COPY for bars,
-    the machine's second core idle 40 % before). Three turns, because a reply takes two
-    before the flush goes on: in the first the selector reports the socket and the protocol
-    completes the flush's future, in the second the flush resumes. With one yield a pass,
-    this loop's next pass ran before each of those turns, and each of a fills flush's nine
-    round trips waited two or three passes of up to 10 ms (the lock and the ledger read:
-    52 ms -> 19 ms; fills at batch 10,000: 37 -> 45 k/s, bench/).
+    just started, and the fetcher's next request, would wait until the next batch was
+    decoded, and writing and decoding would take turns instead of overlapping. Three turns,
+    because a reply takes two before the flush goes on: in the first the selector reports the
+    socket and the protocol completes the flush's future, in the second the flush resumes;
+    with one, each of a fills flush's round trips would wait for a whole decoding pass
+    (figures: bench/README.md).
     """
     for _ in range(3):
         await asyncio.sleep(0)

@@ -52,10 +52,9 @@ async def connect(database_url: str) -> asyncpg.Connection:
 SERVER_SETTINGS = {"timezone": "UTC", "application_name": "cie"}
 
 # asyncpg prepares every statement, and after five runs PostgreSQL may switch it to a generic
-# plan that it keeps until the table is next analyzed. A consumer started on an empty table
-# then kept a sequential scan for the fills ledger read while the table grew (34 ms a batch
-# at 40,000 fills, against 3 ms with a plan made for the actual arguments; bench/). The
-# pool's statements are few and cheap to plan, so plan every run for its arguments.
+# plan that it keeps until the table is next analyzed: a consumer started on an empty table
+# would keep a sequential scan for the fills ledger read while the table grows. The pool's
+# statements are few and cheap to plan, so plan every run for its arguments (bench/README.md).
 CUSTOM_PLANS = {"plan_cache_mode": "force_custom_plan"}
 
 
@@ -167,13 +166,12 @@ async def copy_lines(
 ) -> None:
     """COPY rows, already ``copy_line`` text, into ``table``.
 
-    Text, not binary: the client-side cost of asyncpg's binary encoding of Decimal dominated a
-    flush (about 15 us a bar against 2.6 us for text, measured with bench/), and decimal text
-    is exact. Every value has been validated by its contract before it gets here.
+    Text, not binary: asyncpg's binary encoding of Decimal costs more on the client than the
+    text of the same value, and decimal text is exact. Every value has been validated by its
+    contract before it gets here.
     """
-    # An async iterable is sent as it comes. A file-like source (BytesIO) is read through a
-    # thread pool, two thread hops per COPY (bars at batch 100: 79 % -> 95 % of raw COPY
-    # without them).
+    # An async iterable is sent as it comes; a file-like source (BytesIO) would be read
+    # through a thread pool, two thread hops per COPY.
     await conn.copy_to_table(
         table, source=_once("".join(lines).encode()), columns=list(columns), format="text")
 

@@ -99,8 +99,8 @@ class Pipeline(ABC):
         Runs outside any transaction, so it must be atomic by itself: one statement, or its own
         transaction. A key that turns out to be stored already must fail it with a unique
         violation and leave nothing behind; the caller then writes the batch with ``write``.
-        Skipping BEGIN, savepoints and staging is worth it: a transaction around a COPY of
-        100 bars costs as much as the COPY itself (bench/).
+        Skipping BEGIN, savepoints and staging is worth it: for a small batch those round trips
+        cost as much as the COPY itself (bench/README.md).
         """
         return None
 

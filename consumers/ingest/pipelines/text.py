@@ -5,8 +5,8 @@ numeric input reads exactly as written. For such a message the decimal fields ar
 their raw JSON text (``msgspec.Raw``), checked all at once by one regular expression built from
 the contract's precisions and bounds (``decimal_pattern``, the JSON Schema's own), and copied
 into the row's COPY line as they are; every other field is decoded with its contract type as
-usual. Building 17 ``Decimal`` objects, checking them and printing them again was two thirds
-of the consumer's time per bar (py-spy; 13 us a bar against 5 us this way, bench/).
+usual. Building 17 ``Decimal`` objects, checking them and printing them again would be most
+of the consumer's time per bar (bench/README.md).
 
 The expression decides only which path a message takes: a message it does not match (exponent
 notation, escapes, too many places, out of range, anything at all) is decoded exactly with the

@@ -47,9 +47,9 @@ from consumers.analytics.performance import (
     ratio,
     strategy_figures,
 )
-from consumers.errors import FatalError, RollupError
+from consumers.errors import RollupError
+from consumers.platform import periodic
 from consumers.platform.db import Conn, queries
-from consumers.platform.faults import classify, describe
 from consumers.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -180,20 +180,14 @@ async def rollup_forever(pool: asyncpg.Pool, options: RollupOptions, *, every: f
 
     A failed run is logged and retried at the next period: the marks it did not consume stay.
     """
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=every)
-        if stop.is_set():
-            return
+    async def step() -> None:
         try:
             async with pool.acquire() as conn:
                 await rollup(conn, options)
-        except RollupError as exc:
+        except RollupError as exc:  # the run could not finish; the next one will
             log.warning("rollup.failed", error=str(exc))
-        except Exception as exc:  # one error policy: consumers/platform/faults.py
-            if classify(exc) == "fatal":
-                raise FatalError(f"rollup: {describe(exc)}") from exc
-            log.warning("rollup.failed", error=describe(exc))
+
+    await periodic.every(every, step, stop, name="rollup", wait_first=True)
 
 
 # --- what to recompute, and the trades it reads ---------------------------------------------

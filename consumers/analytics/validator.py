@@ -28,11 +28,9 @@ import structlog
 
 from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
-from consumers.errors import FatalError
 from consumers.ingest.pipelines.base import Pipeline, Rejection
-from consumers.platform import metrics
+from consumers.platform import metrics, periodic
 from consumers.platform.db import Conn, queries
-from consumers.platform.faults import classify, describe
 from consumers.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -253,14 +251,9 @@ async def sweep(pool: asyncpg.Pool, rules: Rules, *, batch: int) -> SweepReport:
 
 async def sweep_forever(pool: asyncpg.Pool, rules: Rules, *, batch: int, every: float,
                         stop: asyncio.Event) -> None:
-    """The periodic sweep; a failed sweep is logged and retried at the next period, unless
-    the failure is fatal (consumers/platform/faults.py: a missing table or privilege)."""
-    while not stop.is_set():
-        try:
-            await sweep(pool, rules, batch=batch)
-        except Exception as exc:
-            if classify(exc) == "fatal":
-                raise FatalError(f"validator sweep: {describe(exc)}") from exc
-            log.warning("validator.sweep_failed", error=describe(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=every)
+    """The periodic sweep (consumers/platform/periodic.py: a failed sweep is retried at the
+    next period, a fatal failure stops the process)."""
+    async def step() -> None:
+        await sweep(pool, rules, batch=batch)
+
+    await periodic.every(every, step, stop, name="validator.sweep")

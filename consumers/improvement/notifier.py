@@ -39,7 +39,7 @@ import structlog
 
 from consumers.errors import FatalError
 from consumers.improvement.discord import InDoubt, NotPosted, Posted, Refused, Webhook, message
-from consumers.platform import metrics
+from consumers.platform import metrics, periodic
 from consumers.platform.db import queries
 from consumers.platform.faults import Backoff, classify, describe
 from consumers.platform.settings import Settings
@@ -77,13 +77,14 @@ class Notifier:
 
     async def run(self, every: float, stop: asyncio.Event) -> None:
         await self._execute("retry_refused")
+
+        async def step() -> bool:  # a full batch leased: more are waiting, go on at once
+            leased = await self._step()
+            self.progressed_at = time.monotonic()
+            return leased >= self._rules.batch
+
         try:
-            while not stop.is_set():
-                leased = await self._step()
-                self.progressed_at = time.monotonic()
-                if leased < self._rules.batch:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=every)
+            await periodic.every(every, step, stop, name="notifier")
         finally:
             with contextlib.suppress(Exception):  # best effort: leases also run out
                 await self._execute("release_lease", self.owner)

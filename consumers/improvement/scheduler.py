@@ -19,7 +19,6 @@ them. Reports come back on improvement-events and are recorded by `cie consume`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from consumers.contracts.tasks import OptimizationTask
 from consumers.errors import FatalError
 from consumers.improvement import abtest
 from consumers.improvement.announce import Announcer
-from consumers.platform import metrics
+from consumers.platform import metrics, periodic
 from consumers.platform.db import Conn, queries
 from consumers.platform.faults import classify, describe
 from consumers.platform.settings import Settings
@@ -137,7 +136,9 @@ class Scheduler:
 
     async def run(self, every: float, stop: asyncio.Event) -> None:
         evaluated_at: float | None = None
-        while not stop.is_set():
+
+        async def step() -> None:
+            nonlocal evaluated_at
             await self._step("scheduler", self._pass)
             if self._ab_every and (evaluated_at is None
                                    or time.monotonic() - evaluated_at >= self._ab_every):
@@ -145,8 +146,8 @@ class Scheduler:
                 await self._step("abtest", self._evaluate)
             self.progressed_at = time.monotonic()
             metrics.SCHEDULER_LAST_PASS.set(time.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every)
+
+        await periodic.every(every, step, stop, name="scheduler")
 
     async def _pass(self, conn: Conn) -> None:
         done = await schedule_once(conn, self._producer, self._topic, self._rules,

@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from consumers.ingest.kafka import client_options
-from consumers.platform import metrics
+from consumers.platform import metrics, periodic
 from consumers.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -45,18 +45,20 @@ class LagMonitor:
         """Refresh every ``every`` seconds until ``stop``; a broker that does not answer
         leaves the last figures in place (and is tried again next time)."""
         started = False
+
+        async def step() -> None:
+            nonlocal started
+            try:
+                if not started:
+                    await self._admin.start()
+                    await self._offsets.start()
+                    started = True
+                await self.refresh()
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.debug("lag.unavailable", error=type(exc).__name__)
+
         try:
-            while not stop.is_set():
-                try:
-                    if not started:
-                        await self._admin.start()
-                        await self._offsets.start()
-                        started = True
-                    await self.refresh()
-                except (KafkaError, OSError, TimeoutError) as exc:
-                    log.debug("lag.unavailable", error=type(exc).__name__)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self._every)
+            await periodic.every(self._every, step, stop, name="lag")
         finally:
             self.forget(self._reported)
             await self._offsets.stop()

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from consumers.platform.db import queries
-from consumers.platform.migrations import SCHEMA_DIR
+from consumers.platform.db import SCHEMA
 from tests.integration.test_schema_constraints import insert, valid_rows
 
 WRITTEN_BY_INGEST = [
@@ -124,7 +124,7 @@ async def test_notifier_records_notifications_and_touches_nothing_else(
 async def test_nobody_but_the_owner_creates_in_public(db: asyncpg.Connection) -> None:
     """Said by the migrations (12), not left to PostgreSQL 15's default."""
     await db.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")  # as an older server had it
-    await db.execute((SCHEMA_DIR / "12-rollup-role.sql").read_text())
+    await db.execute((SCHEMA / "12-rollup-role.sql").read_text())
     assert not await db.fetchval("SELECT has_schema_privilege('public', 'public', 'CREATE')")
 
 

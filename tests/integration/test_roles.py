@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from consumers.platform.db import queries
-from consumers.platform.db import SCHEMA
+from consumers.platform.db import SCHEMA, queries
 from tests.integration.test_schema_constraints import insert, valid_rows
 
 WRITTEN_BY_INGEST = [

@@ -40,6 +40,7 @@ import time
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -372,26 +373,27 @@ async def update_extension(url: str) -> str:
         await conn.close()
 
 
-async def use(env: dict[str, str], url: str, report: Report) -> None:
-    """Ingestion, the validator and the rollups on the upgraded database."""
+async def progress(url: str) -> tuple[int, datetime | None]:
+    """Predictions validated so far, and when strategy figures were last recomputed."""
     conn = await asyncpg.connect(url)
     try:
-        validated_before = await conn.fetchval(
+        validated: int = await conn.fetchval(
             "SELECT count(*) FROM model_predictions WHERE validated_at IS NOT NULL")
-        rolled_before = await conn.fetchval("SELECT max(updated_at) FROM strategy_performance")
+        rolled: datetime | None = await conn.fetchval(
+            "SELECT max(updated_at) FROM strategy_performance")
+        return validated, rolled
     finally:
         await conn.close()
+
+
+async def use(env: dict[str, str], url: str, report: Report) -> None:
+    """Ingestion, the validator and the rollups on the upgraded database."""
+    validated_before, rolled_before = await progress(url)
     sent = await ingest_demo(env, url, seed=11, minutes=90, symbols=["NVDA", "AMZN"])
     await cie(env, "validate", "--once")
     await cie(env, "rollup")
     await cie(env, "maintain")
-    conn = await asyncpg.connect(url)
-    try:
-        validated = await conn.fetchval(
-            "SELECT count(*) FROM model_predictions WHERE validated_at IS NOT NULL")
-        rolled = await conn.fetchval("SELECT max(updated_at) FROM strategy_performance")
-    finally:
-        await conn.close()
+    validated, rolled = await progress(url)
     if validated <= validated_before:
         raise RuntimeError(f"the validator validated nothing new ({validated})")
     if rolled is None or (rolled_before is not None and rolled <= rolled_before):
@@ -409,12 +411,7 @@ async def drill(*, size_mb: int, archive_url: str) -> Report:
     try:
         await old.init()
         await old.start()
-        admin = await asyncpg.connect(old.url)
-        try:
-            await admin.execute(f"CREATE DATABASE {DATABASE}")
-        finally:
-            await admin.close()
-        url = old.url.rsplit("/", 1)[0] + f"/{DATABASE}"
+        url = await old.create_database(DATABASE)
         conn = await asyncpg.connect(url)
         try:
             await conn.execute("CREATE EXTENSION timescaledb VERSION "

@@ -135,16 +135,20 @@ class PrivatePostgres:
             await self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    async def migrated(self, name: str = "cie") -> str:
-        """Create a database with the schema (this server's path); returns its URL."""
-        from consumers.platform import migrations
-
+    async def create_database(self, name: str) -> str:
+        """A new empty database; returns its URL."""
         conn = await asyncpg.connect(self.url)
         try:
             await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
             await conn.close()
-        url = self.url.rsplit("/", 1)[0] + f"/{name}"
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+    async def migrated(self, name: str = "cie") -> str:
+        """Create a database with the schema (this server's path); returns its URL."""
+        from consumers.platform import migrations
+
+        url = await self.create_database(name)
         conn = await asyncpg.connect(url)
         try:
             await migrations.migrate(conn, use_timescaledb=self.timescaledb)

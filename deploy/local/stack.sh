@@ -231,17 +231,9 @@ s3_up() {
 
 s3_answers() { curl -s -o /dev/null -m 2 "http://127.0.0.1:$s3_port/"; }
 
-s3_wait() {  # the gateway answers, and the bucket exists (made once the filer is up)
-  local _
-  for _ in $(seq 1 "$1"); do
-    if s3_answers && (eval "$(print_s3_env)"; "$venv/bin/python" -c "
-import boto3, botocore.config, sys
-c = boto3.client('s3', config=botocore.config.Config(s3={'addressing_style': 'path'}))
-sys.exit(0 if any(b['Name'] == '$s3_bucket' for b in c.list_buckets()['Buckets']) else 1)
-" 2>/dev/null); then return; fi
-    sleep 1
-  done
-  die "S3 did not come up within ${1}s; see $log_dir/s3.log"
+s3_wait() {  # s3_wait SECONDS: the bucket exists (made once the filer is up)
+  (eval "$(print_s3_env)"; "$venv/bin/python" "$here/probe_s3.py" "$s3_bucket" "$1") \
+    || die "S3 did not come up within ${1}s; see $log_dir/s3.log"
 }
 
 s3_down() { stop_pidfile S3 "$s3_dir/weed.pid"; }
@@ -531,7 +523,7 @@ webhook_sink() {  # a loopback stand-in for Discord that logs every message it r
   port_free "$sink_port" "the webhook sink"
   say "starting the webhook sink on 127.0.0.1:$sink_port (log: $log_dir/webhook-sink.log)"
   : >"$log_dir/webhook-sink.log"
-  setsid nohup "$venv/bin/python" "$repo/tests/fake_discord.py" --port "$sink_port" \
+  setsid nohup "$venv/bin/python" "$here/webhook_sink.py" --port "$sink_port" \
     >>"$log_dir/webhook-sink.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
 }

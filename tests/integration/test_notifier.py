@@ -1,5 +1,5 @@
 """The Discord notifier against the real database (both schema paths) and a loopback server
-that answers like Discord's webhook endpoint (tests/fake_discord.py): each event posted once
+that answers like Discord's webhook endpoint (deploy/local/webhook_sink.py): each event posted once
 with the message id recorded, 429s and rate-limit headers waited out, 5xx retried with
 backoff, 4xx kept until a restart, an answer that never came (or a process killed mid-post)
 never posted twice, three notifier processes posting 300 events exactly once, no webhook
@@ -22,13 +22,13 @@ from typing import Any
 import asyncpg
 import pytest
 from structlog.testing import capture_logs
+from webhook_sink import Answer, FakeDiscord
 
 from consumers.improvement.discord import Webhook
 from consumers.improvement.notifier import Notifier, Rules
 from consumers.platform.db import create_pool
 from consumers.platform.faults import Backoff
 from tests.conftest import NewTopics
-from tests.fake_discord import Answer, FakeDiscord
 from tests.integration.harness import Ingest, eventually
 from tests.processes import cie_environment
 

@@ -27,10 +27,10 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from webhook_sink import FakeDiscord
 
 from consumers.topics import TOPICS
 from tests.conftest import Stack
-from tests.fake_discord import FakeDiscord
 from tests.integration.harness import eventually
 from tests.private_kafka import PrivateKafka, secure_sh
 from tests.private_postgres import PrivatePostgres, pg_bin, timescaledb_installed

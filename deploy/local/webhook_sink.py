@@ -1,6 +1,7 @@
 """A loopback HTTP server that answers like Discord's "execute webhook" endpoint: the tests'
-stand-in for Discord, and the demo's webhook sink (`python -m tests.fake_discord --port N`
-logs each message it receives as one JSON line).
+stand-in for Discord (pytest finds it: pythonpath in pyproject.toml), and the demo's webhook
+sink (`python deploy/local/webhook_sink.py --port N` logs each message it receives as one JSON
+line; stdlib only, so docker-compose runs it in a bare Python image).
 
 With ``?wait=true`` a created message is answered with its id (a snowflake-like string), as
 Discord does. A test scripts what the next requests get (``answer_next``): ``ok``, a 429 with

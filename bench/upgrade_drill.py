@@ -37,7 +37,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,9 +48,10 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from consumers.demo import run_demo
 from consumers.platform.settings import load_settings
+from tests.integration.harness import ingest_environment
 from tests.platform import platform
 from tests.private_postgres import PrivatePostgres, _as_postgres, pg_bin
-from tests.processes import cie_environment
+from tests.processes import S3_VARIABLES, cie_environment
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +60,6 @@ DATABASE = "cie"
 FIXED_SETTINGS = ("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; "
                   "SET IntervalStyle = 'postgres'; SET extra_float_digits = 1")
 SYMBOLS = [f"H{n:03d}" for n in range(40)]  # the bulk history's symbols
-S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
 
 
 def old_bin() -> Path:
@@ -123,21 +122,13 @@ async def timed(report: Report, step: str, work: Awaitable[T]) -> T:
 
 # -- the cie commands, as real processes --------------------------------------------------------
 
-def drill_environment(database_url: str, tag: str, archive_url: str) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092"),
-        "CIE_CONSUMER_GROUP": f"drill-{tag}",
-        "CIE_TOPIC_FILLS": f"drill-{tag}-fills",
-        "CIE_TOPIC_PREDICTIONS": f"drill-{tag}-predictions",
-        "CIE_TOPIC_BARS": f"drill-{tag}-bars",
-        "CIE_TOPIC_IMPROVEMENTS": f"drill-{tag}-improvements",
-        "CIE_ARCHIVE_URL": f"{archive_url}-drill-{tag}",
-        "CIE_ARCHIVE_HORIZON_DAYS": "30",
-        "CIE_METRICS_PORT": "0",
-        "CIE_LOG_FORMAT": "json",
-        **{name: os.environ[name] for name in S3_VARIABLES if name in os.environ},
-    }
+def drill_environment(archive_url: str, s3: dict[str, str]) -> dict[str, str]:
+    """A consumer's settings with topics and a group of the drill's own (the tests' harness),
+    an archive prefix of its own, and the S3 variables; DATABASE_URL is set per cluster."""
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    env = ingest_environment(kafka, "", CIE_ARCHIVE_HORIZON_DAYS="30", **s3)
+    env["CIE_ARCHIVE_URL"] = f"{archive_url}-{env['CIE_CONSUMER_GROUP']}"
+    return env
 
 
 async def cie(env: dict[str, str], *args: str, timeout: float = 1800) -> str:
@@ -402,9 +393,9 @@ async def use(env: dict[str, str], url: str, report: Report) -> None:
                         "predictions validated": validated - validated_before}
 
 
-async def drill(*, size_mb: int, archive_url: str) -> Report:
+async def drill(*, size_mb: int, archive_url: str, s3: dict[str, str]) -> Report:
     versions = platform()
-    tag = uuid.uuid4().hex[:8]
+    env = drill_environment(archive_url, s3)
     report = Report()
     old = PrivatePostgres(timescaledb=True, bin_dir=old_bin())
     new = PrivatePostgres(timescaledb=True)
@@ -418,7 +409,7 @@ async def drill(*, size_mb: int, archive_url: str) -> Report:
                                f"'{versions['OLD_TIMESCALEDB_VERSION']}'")
         finally:
             await conn.close()
-        env = drill_environment(url, tag, archive_url)
+        env["DATABASE_URL"] = url
 
         await timed(report, "fill: cie migrate", cie(env, "migrate"))
         await timed(report, "fill: demo session through cie consume",
@@ -437,7 +428,7 @@ async def drill(*, size_mb: int, archive_url: str) -> Report:
         await new.start()
         await timed(report, "pg_upgrade --link", pg_upgrade(old, new))
         url = new.url.rsplit("/", 1)[0] + f"/{DATABASE}"
-        env = drill_environment(url, tag, archive_url)
+        env["DATABASE_URL"] = url
         report.extension = await timed(report, "ALTER EXTENSION timescaledb UPDATE",
                                        update_extension(url))
         if report.extension != versions["TIMESCALEDB_VERSION"]:
@@ -456,7 +447,7 @@ async def drill(*, size_mb: int, archive_url: str) -> Report:
     finally:
         for cluster in (new, old):
             await cluster.destroy()
-        await _clean_up(drill_environment("", tag, archive_url))
+        await _clean_up(env)
 
 
 async def _clean_up(env: dict[str, str]) -> None:
@@ -496,7 +487,8 @@ def main() -> None:
         return
     if reason := missing():
         sys.exit(f"upgrade drill: {reason} (see the docstring)")
-    report = asyncio.run(drill(size_mb=args.size_mb, archive_url=args.archive_url))
+    report = asyncio.run(drill(size_mb=args.size_mb, archive_url=args.archive_url, s3={
+        name: os.environ[name] for name in S3_VARIABLES if name in os.environ}))
     print("\n".join(report.lines()))
 
 

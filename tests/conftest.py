@@ -24,6 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hypothesis import settings as hypothesis_settings
 
 from consumers.platform import migrations
+from tests.processes import S3_VARIABLES
 
 # Property tests: reproducible in CI (the same examples every run); HYPOTHESIS_PROFILE=random
 # explores new ones (a nightly-style run), and prints the seed of any failure to replay it.
@@ -266,7 +267,6 @@ class Bucket:
         return f"s3://{self.name}/archive"
 
 
-S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 
 SETTING_PREFIXES = ("CIE_", "DATABASE_", "KAFKA_", "AWS_", "DISCORD_")
+# what a `cie` process needs to reach S3 (the stack's: deploy/local/stack.sh env)
+S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
 
 
 def cie_environment(settings: dict[str, str]) -> dict[str, str]:

@@ -25,7 +25,7 @@ async def test_a_database_on_the_old_line_upgrades_whole_and_keeps_working(
     if reason := missing():
         pytest.skip(f"the old line cannot be upgraded here: {reason} (the drill needs both "
                     "lines' TimescaleDB, built by hand)")
-    report = await drill(size_mb=24, archive_url=bucket.url)
+    report = await drill(size_mb=24, archive_url=bucket.url, s3=bucket.environment)
     assert report.before is not None
     tables = report.before.tables
     for table in ("market_conditions", "model_predictions", "trade_outcomes", "trade_fills",

@@ -38,13 +38,13 @@ from decimal import Decimal
 import asyncpg
 
 from consumers.analytics.performance import RatioSettings
-from consumers.analytics.rollup import RollupOptions, rollup
+from consumers.analytics.rollup import RollupSettings, rollup
 from consumers.platform import migrations
 from consumers.platform.db import connect, queries
 from consumers.platform.settings import load_settings
 
 YEAR_START = datetime(2025, 1, 1, tzinfo=UTC)
-OPTIONS = RollupOptions(time_zone="UTC",
+OPTIONS = RollupSettings(time_zone="UTC",
                         ratios=RatioSettings(Decimal(1_000_000), 252, Decimal("0.04")),
                         regime_bar_max_age=timedelta(minutes=5), replica_wait_seconds=30)
 

@@ -1,3 +1,3 @@
-from consumers.cli import main
+from consumers.cli.main import main
 
 raise SystemExit(main())

@@ -23,7 +23,7 @@ from consumers.contracts.predictions import Prediction
 from consumers.contracts.tasks import OptimizationTask
 from consumers.errors import SettingsError
 from consumers.ingest.pipelines.bars import BarsPipeline
-from consumers.ingest.pipelines.base import Pipeline, TimeRules
+from consumers.ingest.pipelines.base import EventTimeSettings, Pipeline
 from consumers.ingest.pipelines.fills import FillsPipeline
 from consumers.ingest.pipelines.improvements import ImprovementsPipeline
 from consumers.ingest.pipelines.predictions import PredictionsPipeline
@@ -49,7 +49,7 @@ class PublishedTopic:
 class Topic(PublishedTopic):
     """A topic this project consumes."""
 
-    pipeline: Callable[[TimeRules], Pipeline]  # its writer
+    pipeline: Callable[[EventTimeSettings], Pipeline]  # its writer
 
     def dead_letter_name(self, settings: Settings) -> str:
         return settings.dead_letter_topic(self.kafka_name(settings))
@@ -90,7 +90,7 @@ def pipelines(
     unknown = set(chosen) - set(by_name)
     if unknown:
         raise SettingsError(f"unknown topics {sorted(unknown)}; choose from {sorted(by_name)}")
-    times = TimeRules(future=timedelta(seconds=settings.future_tolerance_seconds),
+    times = EventTimeSettings(future=timedelta(seconds=settings.future_tolerance_seconds),
                       skew=timedelta(milliseconds=settings.clock_skew_tolerance_ms))
     return {by_name[name].kafka_name(settings): by_name[name].pipeline(times)
             for name in chosen}

@@ -65,14 +65,14 @@ Period = tuple[PeriodType, date]
 
 
 @dataclass(frozen=True)
-class RollupOptions:
+class RollupSettings:
     time_zone: str
     ratios: RatioSettings
     regime_bar_max_age: timedelta  # a prediction's regime comes from a bar at most this old
     replica_wait_seconds: float
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RollupOptions:
+    def from_settings(cls, settings: Settings) -> RollupSettings:
         return cls(
             time_zone=settings.rollup_time_zone,
             ratios=RatioSettings(settings.rollup_capital_base, settings.rollup_periods_per_year,
@@ -92,7 +92,7 @@ class RollupReport:
     offline_rows_updated: int = 0
 
 
-async def rollup(conn: Conn, options: RollupOptions, *, reader: Conn | None = None,
+async def rollup(conn: Conn, options: RollupSettings, *, reader: Conn | None = None,
                  full: bool = False) -> RollupReport:
     """One incremental run (``full``: everything counts as changed).
 
@@ -117,7 +117,7 @@ async def rollup(conn: Conn, options: RollupOptions, *, reader: Conn | None = No
     return report
 
 
-async def _run(conn: Conn, reader: Conn, options: RollupOptions, *, full: bool) -> RollupReport:
+async def _run(conn: Conn, reader: Conn, options: RollupSettings, *, full: bool) -> RollupReport:
     sql = queries("rollup")
     # The first statement takes the snapshot: every commit it sees is before this position
     # (read before this transaction writes: its own WAL reaches a replica only at commit).
@@ -174,7 +174,7 @@ async def _run(conn: Conn, reader: Conn, options: RollupOptions, *, full: bool) 
     return report
 
 
-async def rollup_forever(pool: asyncpg.Pool, options: RollupOptions, *, every: float,
+async def rollup_forever(pool: asyncpg.Pool, options: RollupSettings, *, every: float,
                          stop: asyncio.Event) -> None:
     """Roll up every ``every`` seconds until ``stop`` (the validator's optional trigger).
 
@@ -217,7 +217,7 @@ def _wanted_model_days(touched: set[tuple[str, date]], time_zone: str,
     return wanted
 
 
-async def _trade_days(reader: Conn, options: RollupOptions,
+async def _trade_days(reader: Conn, options: RollupSettings,
                       strategy_periods: dict[StrategyKey, set[Period]],
                       model_days: dict[str, set[date]]) -> list[asyncpg.Record]:
     """The trade_days rows of every wanted period and model day, in one pass over the trades.
@@ -252,7 +252,7 @@ def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object
 
 
 def _strategy_rows(
-    options: RollupOptions, wanted: dict[StrategyKey, set[Period]],
+    options: RollupSettings, wanted: dict[StrategyKey, set[Period]],
     trade_days: list[asyncpg.Record], undefined: Counter[tuple[str, str]],
 ) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
     """The wanted periods' upsert rows (key and figures) and the emptied periods' keys."""
@@ -315,7 +315,7 @@ def _strategy_columns(f: StrategyFigures) -> tuple[object, ...]:
 
 
 def _prediction_days_args(wanted: dict[str, set[date]],
-                          options: RollupOptions) -> tuple[object, ...]:
+                          options: RollupSettings) -> tuple[object, ...]:
     ranges = [(version, first, end) for version, days in wanted.items()
               for first, end in merge_ranges((d, d + timedelta(days=1)) for d in days)]
     return *_columns(ranges, 3), options.regime_bar_max_age, options.time_zone
@@ -364,7 +364,7 @@ def _model_rows(
     return upserts, deletes
 
 
-async def _offline_live_columns(conn: Conn, reader: Conn, options: RollupOptions,
+async def _offline_live_columns(conn: Conn, reader: Conn, options: RollupSettings,
                                 versions: list[str], undefined: Counter[tuple[str, str]]) -> int:
     """live_accuracy and live_pnl_contribution of offline evaluations: since their date."""
     sql = queries("rollup")

@@ -40,14 +40,14 @@ _NO_CURSOR = (datetime(1970, 1, 1, tzinfo=UTC), uuid.UUID(int=0))
 
 
 @dataclass(frozen=True)
-class Rules:
+class ValidatorSettings:
     gap_tolerance: timedelta
     neutral_band: Decimal
     max_horizon: timedelta
     ingest_wait: timedelta
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Rules:
+    def from_settings(cls, settings: Settings) -> ValidatorSettings:
         return cls(
             gap_tolerance=timedelta(seconds=settings.validator_gap_tolerance_seconds),
             neutral_band=settings.validator_neutral_band,
@@ -70,7 +70,7 @@ def bar_ranges(bars: Sequence[Bar]) -> tuple[list[str], list[datetime], list[dat
 EXCURSION_LIMIT = Decimal("1e14")  # the excursions are DECIMAL(18, 4)
 
 
-async def validate(conn: Conn, rules: Rules, keys: Sequence[asyncpg.Record]) -> int:
+async def validate(conn: Conn, rules: ValidatorSettings, keys: Sequence[asyncpg.Record]) -> int:
     """Compute and store the outcomes of the given predictions; returns how many changed.
 
     Must run in a transaction: it marks the rollup's pending days itself (one row per model
@@ -172,7 +172,7 @@ class ValidatorBarsPipeline(Pipeline):
     name = "validator-bars"
     event_type = Bar
 
-    def __init__(self, rules: Rules) -> None:
+    def __init__(self, rules: ValidatorSettings) -> None:
         super().__init__()
         self.rules = rules
 
@@ -209,7 +209,7 @@ class SweepReport:
     backlog: int = 0
 
 
-async def sweep(pool: asyncpg.Pool, rules: Rules, *, batch: int) -> SweepReport:
+async def sweep(pool: asyncpg.Pool, rules: ValidatorSettings, *, batch: int) -> SweepReport:
     """One pass over the backlog (each batch its own transaction), then open trades."""
     sql = queries("validator")
     report = SweepReport()
@@ -249,7 +249,7 @@ async def sweep(pool: asyncpg.Pool, rules: Rules, *, batch: int) -> SweepReport:
     return report
 
 
-async def sweep_forever(pool: asyncpg.Pool, rules: Rules, *, batch: int, every: float,
+async def sweep_forever(pool: asyncpg.Pool, rules: ValidatorSettings, *, batch: int, every: float,
                         stop: asyncio.Event) -> None:
     """The periodic sweep (consumers/platform/periodic.py: a failed sweep is retried at the
     next period, a fatal failure stops the process)."""

@@ -48,6 +48,7 @@ from consumers.archive import parquet
 from consumers.archive.store import ObjectStore, sha256_of
 from consumers.errors import CieError
 from consumers.platform.db import Conn, queries
+from consumers.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -69,10 +70,16 @@ class ArchiveError(CieError):
 
 
 @dataclass(frozen=True)
-class Options:
+class ArchiveSettings:
     horizon: timedelta | None  # None: each table's retention (retention_rules)
     batch_rows: int  # rows per Parquet row group (fetched CONVERT_ROWS at a time)
     adopt: bool = False  # record manifests this database does not know instead of refusing
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, adopt: bool = False) -> ArchiveSettings:
+        horizon = (timedelta(days=settings.archive_horizon_days)
+                   if settings.archive_horizon_days else None)
+        return cls(horizon, settings.archive_batch_rows, adopt)
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,7 @@ class _Written:
     net_pnl: Decimal | None = None
 
 
-async def archive(conn: Conn, store: ObjectStore, options: Options) -> list[Part]:
+async def archive(conn: Conn, store: ObjectStore, options: ArchiveSettings) -> list[Part]:
     """Archive every table's due months; the parts written (none when all is archived)."""
     if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
         raise CieError("another cie archive is running (advisory lock held)")
@@ -135,7 +142,7 @@ async def archive(conn: Conn, store: ObjectStore, options: Options) -> list[Part
 
 
 async def archive_month(conn: Conn, store: ObjectStore, table: str, month: date,
-                        options: Options) -> list[Part]:
+                        options: ArchiveSettings) -> list[Part]:
     await _check_prefix(conn, store, table, month, adopt=options.adopt)
     parts = []
     for start, end in await month_slices(conn, table, month):

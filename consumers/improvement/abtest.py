@@ -36,7 +36,7 @@ from consumers.analytics.performance import (
     Undefined,
     strategy_figures,
 )
-from consumers.analytics.rollup import RollupOptions
+from consumers.analytics.rollup import RollupSettings
 from consumers.analytics.significance import Welch, welch_t_test
 from consumers.improvement.announce import Announcer
 from consumers.platform import metrics
@@ -58,7 +58,7 @@ Status = Literal["running", "promoted", "rejected", "rollback"]
 
 
 @dataclass(frozen=True)
-class Rules:
+class AbTestSettings:
     ratios: RatioSettings
     time_zone: str
     significance_level: float  # the p-value below which a difference is taken as real
@@ -67,8 +67,8 @@ class Rules:
     max_duration_factor: Decimal = Decimal(2)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Rules:
-        rollup = RollupOptions.from_settings(settings)  # the arms' figures as the rollups' own
+    def from_settings(cls, settings: Settings) -> AbTestSettings:
+        rollup = RollupSettings.from_settings(settings)  # the arms' figures as the rollups' own
         return cls(rollup.ratios, rollup.time_zone, float(settings.ab_significance_level),
                    settings.ab_min_trades, settings.ab_max_duration_factor)
 
@@ -88,7 +88,7 @@ class Verdict:
     conclusion: str | None
 
 
-async def evaluate(conn: Conn, rules: Rules, announce: Announcer) -> list[Verdict]:
+async def evaluate(conn: Conn, rules: AbTestSettings, announce: Announcer) -> list[Verdict]:
     """Evaluate every running test once; each in its own transaction, which commits a
     conclusion only after its improvement event is published."""
     verdicts = []
@@ -106,7 +106,7 @@ async def evaluate(conn: Conn, rules: Rules, announce: Announcer) -> list[Verdic
     return verdicts
 
 
-async def _evaluate_test(conn: Conn, test: asyncpg.Record, rules: Rules,
+async def _evaluate_test(conn: Conn, test: asyncpg.Record, rules: AbTestSettings,
                          announce: Announcer) -> Verdict:
     at: datetime = test["evaluated_at"]
     control = await _arm(conn, test, test["control_version"], rules)
@@ -147,7 +147,7 @@ async def _evaluate_test(conn: Conn, test: asyncpg.Record, rules: Rules,
 
 def decide(*, improvement: Decimal | None, welch: Welch | None, minimum: Decimal,
            duration_over: bool, longest_over: bool, trades: tuple[int, int],
-           rules: Rules) -> tuple[Status, str | None]:
+           rules: AbTestSettings) -> tuple[Status, str | None]:
     """The test's status after this evaluation, and why (ab_tests.conclusion, 200 chars).
     ``longest_over``: the test has run ``max_duration_factor`` times its duration."""
     enough = min(trades) >= rules.min_trades
@@ -187,7 +187,7 @@ def improvement_percent(metric: str, control: Decimal | int | None,
     return percent if abs(percent) <= IMPROVEMENT_LIMIT else None
 
 
-async def _arm(conn: Conn, test: asyncpg.Record, version: str, rules: Rules) -> Arm:
+async def _arm(conn: Conn, test: asyncpg.Record, version: str, rules: AbTestSettings) -> Arm:
     rows = await conn.fetch(queries("abtest")["arm_days"], test["test_type"], version,
                             test["started_at"], test["evaluated_at"], rules.time_zone)
     days = [TradeDay(**{k: v for k, v in row.items() if k != "trade_returns"}) for row in rows]
@@ -200,7 +200,7 @@ def _metrics(arm: Arm) -> dict[str, Any]:
     return {**figures, "trades": len(arm.returns)}
 
 
-def _significance(welch: Welch | None, rules: Rules) -> dict[str, Any]:
+def _significance(welch: Welch | None, rules: AbTestSettings) -> dict[str, Any]:
     base: dict[str, Any] = {"test": "welch_t", "level": rules.significance_level}
     if welch is None:
         return {**base, "defined": False}

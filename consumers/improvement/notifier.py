@@ -51,7 +51,7 @@ JSON_COLUMNS = ("old_value", "new_value", "performance_before", "performance_aft
 
 
 @dataclass(frozen=True)
-class Rules:
+class NotifierSettings:
     batch: int  # events leased per pass
     lease_seconds: int  # how long a leased event is this notifier's
     max_age_hours: int  # events recorded longer ago are not posted
@@ -59,7 +59,7 @@ class Rules:
     retry_max_seconds: float  # ... up to this
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Rules:
+    def from_settings(cls, settings: Settings) -> NotifierSettings:
         return cls(settings.notify_batch, settings.notify_lease_seconds,
                    settings.notify_max_age_hours, settings.notify_retry_base_seconds,
                    settings.notify_retry_max_seconds)
@@ -68,7 +68,7 @@ class Rules:
 class Notifier:
     """Passes every ``every`` seconds until ``stop`` (at once after a full batch)."""
 
-    def __init__(self, pool: asyncpg.Pool, webhook: Webhook, rules: Rules,
+    def __init__(self, pool: asyncpg.Pool, webhook: Webhook, rules: NotifierSettings,
                  backoff: Backoff) -> None:
         self._pool, self._webhook, self._rules, self._backoff = pool, webhook, rules, backoff
         self.owner = uuid.uuid4()  # this process's leases

@@ -43,14 +43,14 @@ _encode = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True)
-class Rules:
+class SchedulerSettings:
     batch: int  # tasks claimed (and published) per transaction
     max_failures: int  # consecutive failures that disable a task
     retry_base_seconds: int  # first retry's delay, doubled per further failure
     run_timeout_seconds: int  # a run with no report for this long counts as failed
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Rules:
+    def from_settings(cls, settings: Settings) -> SchedulerSettings:
         return cls(settings.scheduler_batch, settings.scheduler_max_failures,
                    settings.scheduler_retry_base_seconds, settings.scheduler_run_timeout_seconds)
 
@@ -66,7 +66,7 @@ class Pass:
 
 
 async def schedule_once(conn: Conn, producer: AIOKafkaProducer, topic: str,
-                        rules: Rules, announce: Announcer) -> Pass:
+                        rules: SchedulerSettings, announce: Announcer) -> Pass:
     sql = queries("scheduler")
     reaped = await conn.fetch(sql["reap_stuck"], rules.run_timeout_seconds)
     for row in reaped:
@@ -128,7 +128,7 @@ class Scheduler:
     unless the failure is fatal (a missing table or privilege)."""
 
     def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str,
-                 rules: Rules, announce: Announcer, ab_rules: abtest.Rules,
+                 rules: SchedulerSettings, announce: Announcer, ab_rules: abtest.AbTestSettings,
                  ab_every: float) -> None:
         self._pool, self._producer, self._topic, self._rules = pool, producer, topic, rules
         self._announce, self._ab_rules, self._ab_every = announce, ab_rules, ab_every

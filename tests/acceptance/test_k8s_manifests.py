@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from consumers.cli import build_parser
+from consumers.cli.parser import build_parser
 from consumers.errors import SettingsError
 from consumers.ingest.kafka import topic_config
 from consumers.platform.settings import ENVIRONMENT, SECRET_VARIABLES, load_settings
@@ -240,7 +240,7 @@ def test_every_container_command_line_starts_with_its_environment(
     """A dry run of each Deployment's, Job's and CronJob's command: its arguments parse and
     its settings load from what the manifests give it (a job that lacks a setting it needs,
     say the Kafka password once the overlay switches to SASL_SSL, exits 2 at start: here)."""
-    from consumers.cli import _needs
+    from consumers.cli.main import needs_of
 
     _, objects = overlay
     containers = [(spec, c) for spec in pod_specs(objects) for c in spec["containers"]]
@@ -249,7 +249,7 @@ def test_every_container_command_line_starts_with_its_environment(
         args = build_parser().parse_args(container["args"])
         environment = container_environment(objects, spec, container, tmp_path)
         try:
-            settings = load_settings(environment, needs=_needs(args))
+            settings = load_settings(environment, needs=needs_of(args))
         except SettingsError as exc:
             pytest.fail(f"{container['name']} ({' '.join(container['args'])}): {exc}")
         assert not unknown_names(settings), container["name"]

@@ -22,7 +22,7 @@ from scipy import stats
 
 from consumers.analytics.performance import RatioSettings
 from consumers.contracts.improvements import Improvement
-from consumers.improvement.abtest import Rules, Verdict
+from consumers.improvement.abtest import AbTestSettings, Verdict
 from consumers.improvement.abtest import evaluate as evaluate_with
 from consumers.improvement.announce import Announcer
 from consumers.platform.db import Conn, connect
@@ -31,7 +31,7 @@ from tests.conftest import NewTopics, Stack
 from tests.integration.test_rollup import add_trade
 from tests.integration.test_scheduler import read_topic
 
-RULES = Rules(RatioSettings(Decimal(10_000), 252, Decimal(0)), "UTC", 0.05, 30)
+RULES = AbTestSettings(RatioSettings(Decimal(10_000), 252, Decimal(0)), "UTC", 0.05, 30)
 STAKE = Decimal(1000)  # add_trade's trades: 10 shares at 100
 
 # Control wins half its trades, treatment three in four (and by more).
@@ -68,13 +68,13 @@ async def announced(stack: Stack, new_topic: NewTopics) -> AsyncIterator[Announc
 
 
 @pytest.fixture
-def evaluate(announced: Announced) -> Callable[[Conn, Rules], Awaitable[list[Verdict]]]:
-    async def run(conn: Conn, rules: Rules) -> list[Verdict]:
+def evaluate(announced: Announced) -> Callable[[Conn, AbTestSettings], Awaitable[list[Verdict]]]:
+    async def run(conn: Conn, rules: AbTestSettings) -> list[Verdict]:
         return await evaluate_with(conn, rules, announced.announce)
     return run
 
 
-Evaluate = Callable[[Conn, Rules], Awaitable[list[Verdict]]]
+Evaluate = Callable[[Conn, AbTestSettings], Awaitable[list[Verdict]]]
 
 
 async def start_test(db: asyncpg.Connection, *, hours: int, metric: str = "win_rate",

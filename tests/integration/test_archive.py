@@ -35,7 +35,7 @@ from tests.processes import cie_environment
 
 OLD = date(TODAY.year - 6, 3, 1)  # past the 5-year retention
 OLDER = date(TODAY.year - 6, 2, 1)
-OPTIONS = archiver.Options(horizon=None, batch_rows=7)  # several row groups per part
+OPTIONS = archiver.ArchiveSettings(horizon=None, batch_rows=7)  # several row groups per part
 
 
 @dataclass
@@ -334,7 +334,7 @@ async def test_an_unknown_part_in_the_prefix_is_refused_and_never_replaced(
     await cold.retention()
     assert len(await cold.rows("trade_outcomes", OLD)) == 1
 
-    adopted = await archiver.archive(cold.db, cold.store, archiver.Options(None, 7, adopt=True))
+    adopted = await archiver.archive(cold.db, cold.store, archiver.ArchiveSettings(None, 7, adopt=True))
     assert {p.table for p in adopted} == {"trade_outcomes", "trade_fills"}
     assert not {p.key for p in adopted} & set(originals)
     assert min(p.part for p in adopted if p.table == "trade_outcomes") > max(

@@ -29,7 +29,7 @@ from consumers.contracts.improvements import (
 from consumers.contracts.predictions import Prediction, feature_hash
 from consumers.ingest.kafka import DLQ_ERROR_CLASS, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from consumers.ingest.pipelines.bars import BarsPipeline
-from consumers.ingest.pipelines.base import Rejection, TimeRules
+from consumers.ingest.pipelines.base import EventTimeSettings, Rejection
 from consumers.ingest.runner import let_others_run
 from consumers.platform.db import Conn
 from consumers.producer import encode
@@ -260,7 +260,7 @@ async def test_undecodable_messages_are_dead_lettered_with_the_reason(ingest: In
 class WatchedBars(BarsPipeline):
     """The bars pipeline, noting when it decodes a message and when a write starts and ends."""
 
-    def __init__(self, steps: list[str], times: TimeRules | None = None) -> None:
+    def __init__(self, steps: list[str], times: EventTimeSettings | None = None) -> None:
         super().__init__(times)
         self.steps = steps
 
@@ -307,7 +307,7 @@ class SlowBars(BarsPipeline):
     """The bars pipeline with a slow database: each write takes 0.2 s more, and its size is
     noted."""
 
-    def __init__(self, sizes: list[int], times: TimeRules | None = None) -> None:
+    def __init__(self, sizes: list[int], times: EventTimeSettings | None = None) -> None:
         super().__init__(times)
         self.sizes = sizes
 

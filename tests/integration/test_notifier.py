@@ -25,14 +25,14 @@ from structlog.testing import capture_logs
 from webhook_sink import Answer, FakeDiscord
 
 from consumers.improvement.discord import Webhook
-from consumers.improvement.notifier import Notifier, Rules
+from consumers.improvement.notifier import Notifier, NotifierSettings
 from consumers.platform.db import create_pool
 from consumers.platform.faults import Backoff
 from tests.conftest import NewTopics
 from tests.integration.harness import Ingest, eventually
 from tests.processes import cie_environment
 
-RULES = Rules(batch=20, lease_seconds=60, max_age_hours=24, retry_base_seconds=0.2,
+RULES = NotifierSettings(batch=20, lease_seconds=60, max_age_hours=24, retry_base_seconds=0.2,
               retry_max_seconds=1.0)
 TOKEN = "secret-token-abc"  # in the fake's webhook path: must never be logged
 
@@ -45,7 +45,7 @@ class Outbox:
     discord: FakeDiscord
     webhook_url: str
 
-    def notifier(self, rules: Rules = RULES, timeout: float = 5.0) -> Notifier:
+    def notifier(self, rules: NotifierSettings = RULES, timeout: float = 5.0) -> Notifier:
         return Notifier(self.pool, Webhook(self.webhook_url, timeout), rules,
                         Backoff(0.05, 0.5))
 

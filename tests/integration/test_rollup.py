@@ -23,13 +23,13 @@ from structlog.testing import capture_logs
 
 from consumers.analytics import rollup as rollup_module
 from consumers.analytics.performance import RatioSettings
-from consumers.analytics.rollup import RollupOptions, rollup, rollup_forever
+from consumers.analytics.rollup import RollupSettings, rollup, rollup_forever
 from consumers.platform.db import connect, create_pool
 from tests.clock import MONDAY
 from tests.conftest import Stack
 from tests.processes import cie_environment
 
-OPTIONS = RollupOptions(
+OPTIONS = RollupSettings(
     time_zone="UTC",
     ratios=RatioSettings(capital_base=Decimal(10_000), periods_per_year=252,
                          risk_free_rate=Decimal(0)),

@@ -31,7 +31,7 @@ from consumers.contracts.improvements import (
 )
 from consumers.contracts.tasks import OptimizationTask
 from consumers.improvement.announce import Announcer
-from consumers.improvement.scheduler import Pass, Rules, schedule_once
+from consumers.improvement.scheduler import Pass, SchedulerSettings, schedule_once
 from consumers.ingest.kafka import make_producer
 from consumers.platform.db import connect, queries
 from tests.conftest import NewTopics, Stack
@@ -39,7 +39,7 @@ from tests.integration.harness import Ingest, eventually
 from tests.processes import cie_environment
 from tests.topic_reading import read_to_end
 
-RULES = Rules(batch=100, max_failures=5, retry_base_seconds=60, run_timeout_seconds=3600)
+RULES = SchedulerSettings(batch=100, max_failures=5, retry_base_seconds=60, run_timeout_seconds=3600)
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Scheduling:
     kafka: str
     announce: Announcer  # to the ingest consumer's improvement-events topic
 
-    async def run(self, rules: Rules = RULES) -> Pass:
+    async def run(self, rules: SchedulerSettings = RULES) -> Pass:
         return await schedule_once(self.db, self.producer, self.topic, rules, self.announce)
 
     async def add_task(self, *, priority: int = 5, due_in: timedelta = timedelta(minutes=-1),
@@ -185,7 +185,7 @@ async def test_failures_back_off_exponentially_up_to_the_period_then_disable_the
     scheduling: Scheduling, ingest: Ingest,
 ) -> None:
     s = scheduling
-    rules = Rules(batch=100, max_failures=4, retry_base_seconds=1000, run_timeout_seconds=3600)
+    rules = SchedulerSettings(batch=100, max_failures=4, retry_base_seconds=1000, run_timeout_seconds=3600)
     task_id = await s.add_task(frequency="hourly", due_in=-timedelta(hours=6))
     now = datetime.now(UTC)
     failed_at = [now - timedelta(hours=h) for h in (5, 4, 3, 2)]
@@ -238,7 +238,7 @@ async def test_a_run_with_no_report_is_reaped_as_a_failure(
     scheduling: Scheduling, ingest: Ingest,
 ) -> None:
     s = scheduling
-    rules = Rules(batch=100, max_failures=5, retry_base_seconds=60, run_timeout_seconds=1)
+    rules = SchedulerSettings(batch=100, max_failures=5, retry_base_seconds=60, run_timeout_seconds=1)
     task_id = await s.add_task()
     assert await s.run(rules) == Pass(0, 0, 0, 1)
     claimed_at = (await s.task(task_id))["claimed_at"]

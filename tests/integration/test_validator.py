@@ -26,7 +26,7 @@ from tests.integration.harness import Ingest, counter, eventually, ingest_enviro
 from tests.processes import cie_environment
 
 T0 = T0_1430 - timedelta(minutes=30)
-RULES = validator.Rules(gap_tolerance=timedelta(minutes=2), neutral_band=Decimal("0.0005"),
+RULES = validator.ValidatorSettings(gap_tolerance=timedelta(minutes=2), neutral_band=Decimal("0.0005"),
                         max_horizon=timedelta(days=1), ingest_wait=timedelta(seconds=0))
 
 

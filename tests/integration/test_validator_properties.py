@@ -68,7 +68,7 @@ def at(minute: int) -> datetime:
 
 
 async def check(url: str, world: World) -> None:
-    rules = validator.Rules(gap_tolerance=timedelta(seconds=world.gap_seconds),
+    rules = validator.ValidatorSettings(gap_tolerance=timedelta(seconds=world.gap_seconds),
                             neutral_band=world.band, max_horizon=timedelta(days=1),
                             ingest_wait=timedelta(0))
     pool = await create_pool(url)

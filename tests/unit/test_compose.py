@@ -28,7 +28,7 @@ def test_our_services_set_only_variables_the_code_reads_and_all_it_needs() -> No
 
 
 def test_our_services_run_commands_the_cli_has() -> None:
-    from consumers.cli import build_parser
+    from consumers.cli.parser import build_parser
 
     commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     for name in OURS:

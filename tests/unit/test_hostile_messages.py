@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from consumers.errors import ImplausibleTime
 from consumers.ingest.checkpoint import Batch
 from consumers.ingest.pipelines.bars import BarsPipeline
-from consumers.ingest.pipelines.base import Pipeline, TimeRules
+from consumers.ingest.pipelines.base import EventTimeSettings, Pipeline
 from consumers.ingest.pipelines.fills import FillsPipeline
 from consumers.ingest.pipelines.improvements import ImprovementsPipeline
 from consumers.ingest.pipelines.predictions import PredictionsPipeline
@@ -154,7 +154,7 @@ def test_mutated_valid_messages(name: str, data: st.DataObject) -> None:
 
 
 def test_future_event_times_are_refused() -> None:
-    pipeline = BarsPipeline(TimeRules(future=timedelta(minutes=5)))
+    pipeline = BarsPipeline(EventTimeSettings(future=timedelta(minutes=5)))
     now = datetime.now(UTC)  # not NOW: the suite may have run for minutes since import
     soon = json.dumps({**VALID["bars"], "timestamp": (now + timedelta(minutes=4)).isoformat()})
     late = json.dumps({**VALID["bars"], "timestamp": (now + timedelta(minutes=6)).isoformat()})
@@ -165,7 +165,7 @@ def test_future_event_times_are_refused() -> None:
 
 
 def test_clock_skew_within_tolerance_clamps_latency_to_zero() -> None:
-    pipeline = FillsPipeline(TimeRules(skew=timedelta(milliseconds=50)))
+    pipeline = FillsPipeline(EventTimeSettings(skew=timedelta(milliseconds=50)))
     filled = NOW - timedelta(minutes=1)
     skewed = {**VALID["fills"], "filled_at": filled.isoformat(),
               "order_submitted_at": (filled + timedelta(milliseconds=3)).isoformat()}

@@ -102,14 +102,15 @@ def test_topic_names_come_from_the_topic_table_and_its_variables() -> None:
 
 def test_consume_and_validate_default_to_different_metrics_ports() -> None:
     """Started side by side with defaults, the second used to die on 'address in use'."""
-    from consumers.cli import _metrics_port, build_parser
+    from consumers.cli.parser import build_parser
+    from consumers.platform.service import metrics_port
 
     base = {"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "DATABASE_URL": "postgresql://u@h/db"}
     defaults = load_settings(base)
-    assert (_metrics_port(defaults, "consume"), _metrics_port(defaults, "validate")) == (9108, 9109)
+    assert (metrics_port(defaults, "consume"), metrics_port(defaults, "validate")) == (9108, 9109)
     chosen = load_settings({**base, "CIE_METRICS_PORT": "9200"})
-    assert _metrics_port(chosen, "validate") == 9200
-    assert _metrics_port(load_settings({**base, "CIE_METRICS_PORT": "0"}), "consume") == 0
+    assert metrics_port(chosen, "validate") == 9200
+    assert metrics_port(load_settings({**base, "CIE_METRICS_PORT": "0"}), "consume") == 0
     help_text = build_parser().format_help()
     assert "9108" in help_text and "9109" in help_text
 
@@ -117,17 +118,18 @@ def test_consume_and_validate_default_to_different_metrics_ports() -> None:
 def test_each_command_asks_only_for_what_it_uses() -> None:
     """The prod overlay's jobs (migrate, maintain, rollup) have no Kafka password: they must
     start without one, while consume still refuses to."""
-    from consumers.cli import _needs, build_parser
+    from consumers.cli.main import needs_of
+    from consumers.cli.parser import build_parser
 
     db_only = {"DATABASE_URL": "postgresql://u@h/db", "KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}
     for command in (["migrate"], ["maintain"], ["rollup"], ["validate", "--once"]):
-        load_settings(db_only, needs=_needs(build_parser().parse_args(command)))
+        load_settings(db_only, needs=needs_of(build_parser().parse_args(command)))
     with pytest.raises(SettingsError, match="KAFKA_BOOTSTRAP_SERVERS"):
-        load_settings(db_only, needs=_needs(build_parser().parse_args(["consume"])))
+        load_settings(db_only, needs=needs_of(build_parser().parse_args(["consume"])))
     with pytest.raises(SettingsError, match="KAFKA_SASL_MECHANISM"):
         load_settings({**db_only, "KAFKA_BOOTSTRAP_SERVERS": "k:9093"},
-                      needs=_needs(build_parser().parse_args(["validate"])))
-    assert _needs(build_parser().parse_args(["contracts"])) == ()
+                      needs=needs_of(build_parser().parse_args(["validate"])))
+    assert needs_of(build_parser().parse_args(["contracts"])) == ()
 
 
 def test_operator_settings_have_todays_defaults_and_are_checked() -> None:

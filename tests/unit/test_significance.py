@@ -13,7 +13,7 @@ from scipy import stats
 
 from consumers.analytics.performance import RatioSettings
 from consumers.analytics.significance import Welch, welch_t_test
-from consumers.improvement.abtest import Rules, decide, improvement_percent
+from consumers.improvement.abtest import AbTestSettings, decide, improvement_percent
 
 # per-trade returns in basis points, as trades have them
 samples = st.lists(st.integers(-2500, 2500).map(lambda bp: bp / 10_000), min_size=2,
@@ -52,7 +52,7 @@ def test_tiny_p_values_and_undefined_cases() -> None:
     assert welch_t_test([0.1, 0.1], [0.2, 0.2]) is None  # no variance at all
 
 
-RULES = Rules(RatioSettings(Decimal(100_000), 252, Decimal(0)), "UTC", 0.05, 30)
+RULES = AbTestSettings(RatioSettings(Decimal(100_000), 252, Decimal(0)), "UTC", 0.05, 30)
 
 
 def welch(difference: float, p_value: float) -> Welch:

@@ -34,7 +34,7 @@ class Rejection:
 
 
 @dataclass(frozen=True)
-class TimeRules:
+class EventTimeSettings:
     """How far event times may disagree with the consumer's clock and with each other."""
 
     future: timedelta = timedelta(minutes=5)  # an event time further ahead is refused
@@ -49,11 +49,11 @@ class Pipeline(ABC):
     # Fields holding when the event happened: none of them may lie in the future.
     time_fields: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, times: TimeRules | None = None) -> None:
+    def __init__(self, times: EventTimeSettings | None = None) -> None:
         # float_hook: numbers in free-form JSON (feature vectors, metrics) stay exact, too
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
             self.event_type, float_hook=Decimal)
-        self.times = times or TimeRules()
+        self.times = times or EventTimeSettings()
 
     def decode(self, value: bytes) -> Any:
         """Raises msgspec.DecodeError (not JSON) or msgspec.ValidationError (not the contract)."""
@@ -145,7 +145,7 @@ class CopyUpsertPipeline(Pipeline):
     key: ClassVar[tuple[str, ...]]  # the target's unique key (the upsert's conflict target)
     text_path: ClassVar[bool] = False
 
-    def __init__(self, times: TimeRules | None = None) -> None:
+    def __init__(self, times: EventTimeSettings | None = None) -> None:
         super().__init__(times)
         self._text = TextDecoder(self.event_type) if self.text_path else None
 

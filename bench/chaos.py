@@ -5,7 +5,7 @@ restart, a broker restart and a member joining and leaving during a database out
     .venv/bin/python bench/chaos.py [--symbols 50] [--minutes 2400] [--kills 5]
         [--seconds 150] [--timescaledb]
 
-What it does and checks is in tests/chaos.py; CI runs a short form (tests/integration/
+What it does and checks is in tests/support/chaos.py; CI runs a short form (tests/integration/
 test_chaos.py). Prints the report as JSON; exits 1 when a check failed.
 """
 
@@ -20,9 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.chaos
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.support.chaos
 
-from tests.chaos import Plan, run
+from tests.support.chaos import Plan, run
 
 
 def main() -> int:

@@ -35,7 +35,7 @@ from pathlib import Path
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.private_postgres import PrivatePostgres, _as_postgres
+from tests.support.private_postgres import PrivatePostgres, _as_postgres
 
 # barman-cloud's commands: PostgreSQL's own user runs them (archive_command, and the backup
 # reads the data directory), so they live in a virtualenv of Debian's Python that it can

@@ -48,10 +48,10 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from consumers.demo import run_demo
 from consumers.platform.settings import load_settings
-from tests.integration.harness import ingest_environment
-from tests.platform import platform
-from tests.private_postgres import PrivatePostgres, _as_postgres, pg_bin
-from tests.processes import S3_VARIABLES, cie_environment
+from tests.support.cie import S3_VARIABLES, cie_environment
+from tests.support.harness import ingest_environment
+from tests.support.platform import platform
+from tests.support.private_postgres import PrivatePostgres, _as_postgres, pg_bin
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,5 @@
-"""Fixtures on real services: the local Kafka broker and PostgreSQL from deploy/local/stack.sh.
+"""Fixtures on real services: the local Kafka broker, PostgreSQL and S3 from deploy/local/stack.sh
+(their helpers: tests/support/stack.py).
 
 The stack is reused when it answers (KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL, or the stack's
 defaults) and started otherwise. Every test gets its own database, cloned from a migrated
@@ -10,13 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -24,46 +21,28 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from hypothesis import settings as hypothesis_settings
 
 from consumers.platform import migrations
-from tests.processes import S3_VARIABLES
+from tests.support.cie import S3_VARIABLES
+from tests.support.stack import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_KAFKA,
+    STACK,
+    Bucket,
+    NewTopics,
+    Stack,
+    Templates,
+    admin_execute,
+    clone,
+    database_url,
+    drop_database,
+    make_template,
+    reachable,
+)
 
 # Property tests: reproducible in CI (the same examples every run); HYPOTHESIS_PROFILE=random
 # explores new ones (a nightly-style run), and prints the seed of any failure to replay it.
 hypothesis_settings.register_profile("ci", derandomize=True, database=None)
 hypothesis_settings.register_profile("random", derandomize=False, print_blob=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-REPO = Path(__file__).resolve().parent.parent
-STACK = REPO / "deploy" / "local" / "stack.sh"
-DEFAULT_KAFKA = "127.0.0.1:19092"
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:55432/postgres"
-
-
-def database_url(server_url: str, dbname: str) -> str:
-    parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path=f"/{dbname}"))
-
-
-@dataclass(frozen=True)
-class Stack:
-    kafka: str
-    server_url: str  # the maintenance database; tests never write there
-    timescaledb: bool
-
-
-async def _reachable(kafka: str, server_url: str) -> bool:
-    try:
-        conn = await asyncpg.connect(server_url, timeout=3)
-        await conn.close()
-        admin = AIOKafkaAdminClient(bootstrap_servers=kafka, request_timeout_ms=3000)
-        try:
-            await admin.start()
-            await admin.list_topics()
-        finally:
-            await admin.close()
-    except (TimeoutError, OSError, asyncpg.PostgresError, Exception):
-        return False
-    return True
-
 
 @pytest.fixture(autouse=True)
 async def no_task_outlives_its_test() -> AsyncIterator[None]:
@@ -82,7 +61,7 @@ async def no_task_outlives_its_test() -> AsyncIterator[None]:
 async def stack() -> Stack:
     kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA)
     server_url = os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL)
-    if not await _reachable(kafka, server_url):
+    if not await reachable(kafka, server_url):
         proc = await asyncio.create_subprocess_exec(str(STACK), "up")
         await asyncio.wait_for(proc.wait(), timeout=900)
         assert proc.returncode == 0, "deploy/local/stack.sh up failed"
@@ -94,81 +73,26 @@ async def stack() -> Stack:
     return Stack(kafka=kafka, server_url=server_url, timescaledb=timescale)
 
 
-async def _admin_execute(server_url: str, *statements: str) -> None:
-    conn = await asyncpg.connect(server_url)
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-# TimescaleDB's scheduler would run the policies in every test database whenever it liked:
-# compress a chunk or drop old rows in the middle of a test, by chance. The jobs stay defined
-# (tests check them) but unscheduled; a test that wants one runs it: CALL run_job(id).
-UNSCHEDULE_JOBS = """
-    SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs
-    WHERE job_id >= 1000"""  # below 1000: the extension's own jobs (telemetry and such)
-
-
-async def _make_template(stack: Stack, name: str, timescale: bool) -> str:
-    await _admin_execute(stack.server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
-                         f'CREATE DATABASE "{name}"')
-    conn = await asyncpg.connect(database_url(stack.server_url, name))
-    try:
-        await migrations.migrate(conn, use_timescaledb=timescale)
-        if timescale:
-            await conn.execute(UNSCHEDULE_JOBS)
-    finally:
-        await conn.close()
-    # No connections to a template while it is cloned: TimescaleDB's scheduler would hold one.
-    await _admin_execute(
-        stack.server_url,
-        f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false',
-        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
-    )
-    return name
-
-
-@dataclass(frozen=True)
-class Templates:
-    plain: str
-    timescale: str | None
-
-
 @pytest.fixture(scope="session")
 async def templates(stack: Stack) -> AsyncIterator[Templates]:
     suffix = os.getpid()
-    plain = await _make_template(stack, f"cie_tpl_plain_{suffix}", timescale=False)
+    plain = await make_template(stack, f"cie_tpl_plain_{suffix}", timescale=False)
     timescale = (
-        await _make_template(stack, f"cie_tpl_ts_{suffix}", timescale=True)
+        await make_template(stack, f"cie_tpl_ts_{suffix}", timescale=True)
         if stack.timescaledb else None
     )
     yield Templates(plain=plain, timescale=timescale)
     for name in (plain, timescale):
         if name:
-            await _admin_execute(stack.server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _clone(stack: Stack, template: str) -> str:
-    name = f"cie_test_{uuid.uuid4().hex[:12]}"
-    deadline = time.monotonic() + 30
-    while True:  # a just-terminated template backend may linger for a moment
-        try:
-            await _admin_execute(stack.server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-            return name
-        except asyncpg.ObjectInUseError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
+            await drop_database(stack, name)
 
 
 @pytest.fixture
 async def plain_db(stack: Stack, templates: Templates) -> AsyncIterator[str]:
     """DATABASE_URL of a fresh, migrated database on the plain-PostgreSQL path."""
-    name = await _clone(stack, templates.plain)
+    name = await clone(stack, templates.plain)
     yield database_url(stack.server_url, name)
-    await _admin_execute(stack.server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+    await drop_database(stack, name)
 
 
 @pytest.fixture
@@ -176,18 +100,18 @@ async def timescale_db(stack: Stack, templates: Templates) -> AsyncIterator[str]
     """DATABASE_URL of a fresh, migrated database on the TimescaleDB path (skips without it)."""
     if templates.timescale is None:
         pytest.skip("TimescaleDB is not installed in the local PostgreSQL: TimescaleDB path not tested")
-    name = await _clone(stack, templates.timescale)
+    name = await clone(stack, templates.timescale)
     yield database_url(stack.server_url, name)
-    await _admin_execute(stack.server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+    await drop_database(stack, name)
 
 
 async def _clone_for(request: pytest.FixtureRequest, stack: Stack,
                      templates: Templates) -> str:
     if request.param == "plain":
-        return await _clone(stack, templates.plain)
+        return await clone(stack, templates.plain)
     if templates.timescale is None:
         pytest.skip("TimescaleDB is not installed in the local PostgreSQL: TimescaleDB path not tested")
-    return await _clone(stack, templates.timescale)
+    return await clone(stack, templates.timescale)
 
 
 @pytest.fixture(params=["plain", "timescaledb"])
@@ -195,7 +119,7 @@ async def any_db(request: pytest.FixtureRequest, stack: Stack, templates: Templa
     """A fresh migrated database on each schema path in turn."""
     name = await _clone_for(request, stack, templates)
     yield database_url(stack.server_url, name)
-    await _admin_execute(stack.server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+    await drop_database(stack, name)
 
 
 @pytest.fixture(scope="module", params=["plain", "timescaledb"])
@@ -203,7 +127,7 @@ async def module_db(request: pytest.FixtureRequest, stack: Stack, templates: Tem
     """Like any_db, shared by one module's tests (which must leave no trace: roll back)."""
     name = await _clone_for(request, stack, templates)
     yield database_url(stack.server_url, name)
-    await _admin_execute(stack.server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+    await drop_database(stack, name)
 
 
 @pytest.fixture
@@ -221,9 +145,9 @@ async def module_conn(module_db: str) -> AsyncIterator[asyncpg.Connection]:
 async def empty_db(stack: Stack) -> AsyncIterator[str]:
     """DATABASE_URL of a brand-new database with no schema at all."""
     name = f"cie_empty_{uuid.uuid4().hex[:12]}"
-    await _admin_execute(stack.server_url, f'CREATE DATABASE "{name}"')
+    await admin_execute(stack.server_url, f'CREATE DATABASE "{name}"')
     yield database_url(stack.server_url, name)
-    await _admin_execute(stack.server_url, f'DROP DATABASE "{name}" WITH (FORCE)')
+    await drop_database(stack, name)
 
 
 @pytest.fixture
@@ -231,9 +155,6 @@ async def conn(plain_db: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(plain_db, server_settings={"timezone": "UTC"})
     yield connection
     await connection.close()
-
-
-NewTopics = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
@@ -253,20 +174,6 @@ async def new_topic(stack: Stack) -> AsyncIterator[NewTopics]:
     if created:
         await admin.delete_topics(created)
     await admin.close()
-
-
-@dataclass(frozen=True)
-class Bucket:
-    """A bucket of the test's own on the stack's S3 server (deploy/local/stack.sh: SeaweedFS)."""
-
-    name: str
-    environment: dict[str, str]  # the AWS variables a `cie` process needs to reach it
-
-    @property
-    def url(self) -> str:
-        return f"s3://{self.name}/archive"
-
-
 
 
 @pytest.fixture

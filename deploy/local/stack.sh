@@ -606,7 +606,7 @@ cmd_test() {
   eval "$(print_env)"
   cd "$repo"
   "$venv/bin/ruff" check consumers tests bench
-  "$venv/bin/mypy" consumers
+  "$venv/bin/mypy" consumers tests/support
   local rc=0
   "$venv/bin/pytest" "$@" || rc=$?
   if ! timescaledb_installed; then

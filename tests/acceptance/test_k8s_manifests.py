@@ -22,8 +22,8 @@ from consumers.errors import SettingsError
 from consumers.ingest.kafka import topic_config
 from consumers.platform.settings import ENVIRONMENT, SECRET_VARIABLES, load_settings
 from consumers.topics import PUBLISHED, TOPICS, unknown_names
-from tests.conftest import REPO
-from tests.platform import platform
+from tests.support.platform import platform
+from tests.support.stack import REPO
 
 K8S = REPO / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"

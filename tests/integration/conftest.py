@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.conftest import Stack
-from tests.integration.harness import Ingest, ingest_environment
-from tests.private_postgres import PrivatePostgres
+from tests.support.harness import Ingest, ingest_environment
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.stack import Stack
 
 
 @pytest.fixture

@@ -26,10 +26,10 @@ from consumers.improvement.abtest import AbTestSettings, Verdict
 from consumers.improvement.abtest import evaluate as evaluate_with
 from consumers.improvement.announce import Announcer
 from consumers.platform.db import Conn, connect
-from tests.clock import TODAY
-from tests.conftest import NewTopics, Stack
-from tests.integration.test_rollup import add_trade
-from tests.integration.test_scheduler import read_topic
+from tests.support.builders import add_trade
+from tests.support.clock import TODAY
+from tests.support.stack import NewTopics, Stack
+from tests.support.topic_reading import read_topic
 
 RULES = AbTestSettings(RatioSettings(Decimal(10_000), 252, Decimal(0)), "UTC", 0.05, 30)
 STAKE = Decimal(1000)  # add_trade's trades: 10 shares at 100

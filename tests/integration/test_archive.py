@@ -29,9 +29,9 @@ from consumers.archive import archiver
 from consumers.archive.store import Location, ObjectStore, sha256_of
 from consumers.platform import maintenance
 from consumers.platform.db import connect
-from tests.clock import TODAY
-from tests.conftest import Bucket
-from tests.processes import cie_environment
+from tests.support.cie import cie_environment
+from tests.support.clock import TODAY
+from tests.support.stack import Bucket
 
 OLD = date(TODAY.year - 6, 3, 1)  # past the 5-year retention
 OLDER = date(TODAY.year - 6, 2, 1)
@@ -359,7 +359,7 @@ async def test_the_bucket_versioning_is_recorded_and_exported(cold: Cold, any_db
     from prometheus_client import REGISTRY
 
     from consumers.platform import health
-    from tests.integration.harness import eventually
+    from tests.support.harness import eventually
 
     await cold.add_trade(at(OLD, 8), "1")
     await cold.archive()
@@ -493,7 +493,7 @@ async def test_the_consumers_export_what_is_archived_and_how_old_the_oldest_trad
     from prometheus_client import REGISTRY
 
     from consumers.platform import health
-    from tests.integration.harness import eventually
+    from tests.support.harness import eventually
 
     oldest = at(OLD, 2)
     for day in (2, 9, 16):

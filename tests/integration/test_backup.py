@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Bucket, Stack
+from tests.support.stack import Bucket, Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from restore_drill import drill

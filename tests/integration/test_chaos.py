@@ -1,4 +1,4 @@
-"""The chaos scenario in its short form (tests/chaos.py; bench/chaos.py runs the full one)."""
+"""The chaos scenario in its short form (tests/support/chaos.py; bench/chaos.py runs the full one)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos import Plan, run
-from tests.conftest import Stack
+from tests.support.chaos import Plan, run
+from tests.support.stack import Stack
 
 
 @pytest.mark.parametrize("path", ["plain", pytest.param("timescaledb", marks=pytest.mark.timescaledb)])

@@ -7,24 +7,25 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.consumer.fetcher import Fetcher
 
-from consumers.contracts.fills import Fill
 from consumers.ingest import replay
 from consumers.ingest.replay import REPLAYED_FROM
 from consumers.platform.settings import Settings
 from consumers.producer import encode
-from tests.clock import T0
-from tests.conftest import NewTopics, Stack
-from tests.integration.harness import PARTITIONS, Ingest, counter, row_of
-from tests.processes import cie_environment
-from tests.topic_reading import read_to_end
+from tests.support.builders import fill as build_fill
+from tests.support.cie import cie_environment
+from tests.support.harness import PARTITIONS, Ingest, counter, row_of
+from tests.support.stack import NewTopics, Stack
+from tests.support.topic_reading import read_to_end
+
+fill = partial(build_fill, commission="0.5")
 
 
 async def cie(ingest: Ingest, *args: str) -> str:
@@ -35,13 +36,6 @@ async def cie(ingest: Ingest, *args: str) -> str:
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
     assert await proc.wait() == 0, err.decode()[-2000:]
     return out.decode()
-
-
-def fill(trade: uuid.UUID, side: str, quantity: int, price: str, minute: int) -> Fill:
-    return Fill(fill_id=uuid.uuid4(), trade_id=trade, strategy_id="s", model_version="v1",
-                symbol="AAPL", side=side,  # type: ignore[arg-type]
-                quantity=quantity, price=Decimal(price), commission=Decimal("0.5"),
-                filled_at=T0 + timedelta(minutes=minute))
 
 
 async def last_source_message(ingest: Ingest, trade: uuid.UUID) -> Any:

@@ -31,14 +31,14 @@ from consumers.ingest.pipelines.base import Pipeline, staging_tables
 from consumers.ingest.runner import Runner
 from consumers.platform.db import create_pool
 from consumers.platform.settings import load_settings
-from tests.conftest import Stack
-from tests.integration.harness import (
+from tests.support.harness import (
     Ingest,
     consume_subprocess,
     counter,
     eventually,
     ingest_environment,
 )
+from tests.support.stack import Stack
 
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
 

@@ -8,27 +8,17 @@ from decimal import Decimal
 from pathlib import Path
 
 from consumers.contracts.bars import Bar
-from tests.clock import T0
-from tests.conftest import Stack
-from tests.integration.harness import (
+from tests.support.cie import run_cie
+from tests.support.clock import T0
+from tests.support.harness import (
     Ingest,
     consume_serving_metrics,
     eventually,
     ingest_environment,
 )
-from tests.private_postgres import PrivatePostgres
-
-
-async def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
-    except OSError:
-        return 0, ""
-    writer.write(f"GET {path} HTTP/1.0\r\n\r\n".encode())
-    raw = await asyncio.wait_for(reader.read(), timeout=10)
-    writer.close()
-    head, _, body = raw.decode().partition("\r\n\r\n")
-    return int(head.split()[1]), body
+from tests.support.http import get
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.stack import Stack
 
 
 async def test_ready_follows_the_database_while_alive_stays_up(
@@ -133,10 +123,10 @@ async def test_the_scheduled_commands_last_successes_are_exported(
     from prometheus_client import REGISTRY
 
     from consumers.platform import health
-    from tests.integration.test_migrations import run_cli
 
     for command in ("rollup", "maintain"):
-        code, out = await run_cli(command, database=plain_db, stack=stack)
+        code, out = await run_cie(command, env={"DATABASE_URL": plain_db,
+                                                "KAFKA_BOOTSTRAP_SERVERS": stack.kafka})
         assert code == 0, out
     conn = await asyncpg.connect(plain_db)
     try:

@@ -22,9 +22,9 @@ from typing import Any
 import asyncpg
 
 from consumers.ingest.kafka import DLQ_ERROR_CLASS, DLQ_TOPIC
-from tests.clock import T0
-from tests.conftest import Stack
-from tests.integration.harness import Ingest, ingest_environment
+from tests.support.clock import T0
+from tests.support.harness import Ingest, ingest_environment
+from tests.support.stack import Stack
 
 PER_TOPIC = 50_000
 MAX_VALUE_BYTES = 65_536

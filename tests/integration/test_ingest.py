@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -17,7 +18,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from consumers.contracts.bars import Bar
-from consumers.contracts.fills import Fill
 from consumers.contracts.improvements import (
     AbTestResults,
     AbTestStarted,
@@ -34,9 +34,13 @@ from consumers.ingest.runner import let_others_run
 from consumers.platform.db import Conn
 from consumers.producer import encode
 from consumers.topics import BY_NAME, Topic
-from tests.clock import T0
-from tests.conftest import Stack
-from tests.integration.harness import Ingest, counter, eventually, ingest_environment
+from tests.support.builders import fill as build_fill
+from tests.support.clock import T0
+from tests.support.harness import Ingest, counter, eventually, ingest_environment
+from tests.support.stack import Stack
+
+# the fills these tests' expected figures were worked out with
+fill = partial(build_fill, strategy="momentum", commission="0.25")
 
 
 def bar(symbol: str, minute: int, close: str = "100.5", high: str = "101", low: str = "99") -> Bar:
@@ -108,14 +112,6 @@ async def test_predictions_land_once_with_their_feature_hash(ingest: Ingest) -> 
     assert json.loads(stored["feature_vector"]) == {"rsi": 55.5}
     assert stored["feature_hash"] == feature_hash({"rsi": Decimal("55.5")})
     assert rows[raw_id]["feature_hash"] == "a" * 64
-
-
-def fill(trade: uuid.UUID, side: str, quantity: int, price: str, minutes: int,
-         fill_id: uuid.UUID | None = None) -> Fill:
-    return Fill(fill_id=fill_id or uuid.uuid4(), trade_id=trade, strategy_id="momentum",
-                model_version="v1", symbol="AAPL", side=side,  # type: ignore[arg-type]
-                quantity=quantity, price=Decimal(price), commission=Decimal("0.25"),
-                filled_at=T0 + timedelta(minutes=minutes))
 
 
 async def test_partial_out_of_order_and_repeated_fills_give_one_exact_trade(ingest: Ingest) -> None:

@@ -8,23 +8,25 @@ import uuid
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 import asyncpg
 from prometheus_client import REGISTRY
 
 from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
-from tests.clock import T0
-from tests.conftest import Stack
-from tests.integration.harness import (
+from tests.support.builders import fill as build_fill
+from tests.support.clock import T0
+from tests.support.harness import (
     Ingest,
     consume_subprocess,
     counter,
     eventually,
     ingest_environment,
 )
-from tests.ports import log_text
-from tests.private_postgres import PrivatePostgres
+from tests.support.ports import log_text
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.stack import Stack
 
 
 def bars(symbols: int, minutes: range) -> list[Bar]:
@@ -37,11 +39,8 @@ def bars(symbols: int, minutes: range) -> list[Bar]:
 
 
 def round_trip(trade: uuid.UUID, minute: int) -> list[Fill]:
-    def fill(side: str, quantity: int, price: str, offset: int) -> Fill:
-        return Fill(fill_id=uuid.uuid4(), trade_id=trade, strategy_id="s", model_version="v",
-                    symbol="AAPL", side=side,  # type: ignore[arg-type]
-                    quantity=quantity, price=Decimal(price), commission=Decimal("0.1"),
-                    filled_at=T0 + timedelta(minutes=minute + offset))
+    def fill(side: Literal["BUY", "SELL"], quantity: int, price: str, offset: int) -> Fill:
+        return build_fill(trade, side, quantity, price, minute + offset, commission="0.1")
     return [fill("BUY", 10, "100", 0), fill("BUY", 5, "101", 1),
             fill("SELL", 7, "102.5", 5), fill("SELL", 8, "99.75", 6)]
 

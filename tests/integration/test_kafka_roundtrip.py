@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.ingest.kafka import make_consumer, make_producer
 from consumers.platform.settings import Settings, load_settings
-from tests.conftest import NewTopics, Stack
+from tests.support.stack import NewTopics, Stack
 
 TOTAL = 10_000
 BATCH = 300

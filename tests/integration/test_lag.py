@@ -11,17 +11,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.contracts.bars import Bar
-from tests.clock import T0
-from tests.conftest import Stack
-from tests.integration.harness import (
+from tests.support.clock import T0
+from tests.support.harness import (
     PARTITIONS,
     Ingest,
     consume_serving_metrics,
     eventually,
     ingest_environment,
 )
-from tests.integration.test_health import get
-from tests.private_postgres import PrivatePostgres
+from tests.support.http import get
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.stack import Stack
 
 Lag = dict[tuple[str, int], float]
 

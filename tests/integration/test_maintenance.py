@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from consumers.platform.maintenance import maintain
-from tests.integration.market_data import (
+from tests.support.market_data import (
     expected_summary,
     insert_bars,
     same_numbers,

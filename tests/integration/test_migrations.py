@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sys
 from pathlib import Path
 
 import asyncpg
@@ -12,19 +11,14 @@ import pytest
 
 from consumers.errors import MigrationError
 from consumers.platform import migrations
-from tests.conftest import Stack
-from tests.processes import cie_environment
+from tests.support.cie import run_cie
+from tests.support.stack import Stack
 
 
 async def run_cli(*args: str, database: str, stack: Stack) -> tuple[int, str]:
-    env = cie_environment({"DATABASE_URL": database, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
-           "CIE_LOG_FORMAT": "json"})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "consumers", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
-    return await proc.wait(), out.decode()
+    return await run_cie(*args, env={"DATABASE_URL": database,
+                                     "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
+                                     "CIE_LOG_FORMAT": "json"})
 
 
 async def ledger(url: str) -> list[asyncpg.Record]:

@@ -16,8 +16,8 @@ from consumers.contracts.base import POSITIVE, Bound, Contract, Symbol, UtcTime
 from consumers.ingest.pipelines.base import CopyUpsertPipeline, Rejection
 from consumers.platform.db import Conn, copy_lines
 from consumers.topics import TOPICS, Topic
-from tests.conftest import Stack
-from tests.integration.harness import Ingest, counter, eventually, ingest_environment
+from tests.support.harness import Ingest, counter, eventually, ingest_environment
+from tests.support.stack import Stack
 
 
 class Tick(Contract, frozen=True, kw_only=True):

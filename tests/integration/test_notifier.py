@@ -28,9 +28,9 @@ from consumers.improvement.discord import Webhook
 from consumers.improvement.notifier import Notifier, NotifierSettings
 from consumers.platform.db import create_pool
 from consumers.platform.faults import Backoff
-from tests.conftest import NewTopics
-from tests.integration.harness import Ingest, eventually
-from tests.processes import cie_environment
+from tests.support.cie import cie_environment, cie_fleet
+from tests.support.harness import Ingest, eventually
+from tests.support.stack import NewTopics
 
 RULES = NotifierSettings(batch=20, lease_seconds=60, max_age_hours=24, retry_base_seconds=0.2,
               retry_max_seconds=1.0)
@@ -280,24 +280,13 @@ async def test_three_notifiers_post_three_hundred_events_exactly_once(
                    "CIE_NOTIFY_POLL_MS": "100", "CIE_NOTIFY_BATCH": "10",
                    "CIE_NOTIFY_RETRY_BASE_SECONDS": "0.1", "CIE_METRICS_PORT": "0",
                    "CIE_LOG_FORMAT": "json"}
-    logs = [tmp_path / f"notify-{n}.log" for n in range(3)]
-    processes = []
-    for log in logs:
-        with log.open("wb") as sink:
-            processes.append(await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "consumers", "notify",
-                env=cie_environment(environment), stdout=sink, stderr=sink))
-    try:
+    async with cie_fleet("notify", environment,
+                         [tmp_path / f"notify-{n}.log" for n in range(3)]) as fleet:
         notified = await eventually(lambda: outbox.db.fetchval(
             "SELECT count(*) FROM improvement_events WHERE discord_notified"), 300, timeout=90)
-        assert notified == 300, [log.read_text()[-2000:] for log in logs]
-    finally:
-        for proc in processes:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = [await asyncio.wait_for(proc.wait(), timeout=30) for proc in processes]
-    texts = [log.read_text() for log in logs]
-    assert codes == [0, 0, 0], [text[-2000:] for text in texts]
+        assert notified == 300, fleet.tails()
+    texts = fleet.texts()
+    assert fleet.exit_codes == [0, 0, 0], fleet.tails()
     assert len(outbox.discord.messages) == 300 and set(outbox.posted().values()) == {1}
     recorded = dict(await outbox.db.fetch(
         "SELECT event_id::text, notification_message_id FROM improvement_events"))

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+from functools import partial
 from itertools import product
 from typing import Any
 
@@ -27,7 +28,10 @@ from consumers.ingest.pipelines.fills import FillsPipeline
 from consumers.ingest.pipelines.predictions import PredictionsPipeline
 from consumers.ingest.sink import write_batch
 from consumers.platform.db import copy_rows, create_pool
-from tests.clock import T0
+from tests.support.builders import fill as build_fill
+from tests.support.clock import T0
+
+fill = partial(build_fill, strategy="s1")
 
 
 @pytest.fixture
@@ -125,12 +129,6 @@ async def test_redelivered_predictions_among_new_ones_keep_their_first_version(
     assert sorted(stored) == sorted([(first, Decimal("0.6")), (second, Decimal("0.7"))])
 
 
-def fill(trade_id: uuid.UUID, side: str, quantity: int, price: str, second: int) -> Fill:
-    return Fill(fill_id=uuid.uuid4(), trade_id=trade_id, strategy_id="s1", model_version="v1",
-                symbol="AAPL", side=side, quantity=quantity,  # type: ignore[arg-type]
-                price=Decimal(price), filled_at=T0 + timedelta(seconds=second))
-
-
 async def outcomes(pool: asyncpg.Pool) -> dict[uuid.UUID, tuple[Any, ...]]:
     found = await rows(pool, "SELECT trade_id, quantity, gross_pnl, outcome_type "
                              "FROM trade_outcomes")
@@ -141,13 +139,13 @@ async def test_new_and_stored_trades_in_one_batch_are_each_derived_from_their_le
     pool: asyncpg.Pool,
 ) -> None:
     stored, fresh = uuid.uuid4(), uuid.uuid4()
-    opening = fill(stored, "BUY", 10, "100", 0)
+    opening = fill(stored, "BUY", 10, "100", seconds=0)
     assert await write(pool, FillsPipeline(), [opening]) == []
     batch: Sequence[Fill] = [
-        fill(fresh, "SELL", 5, "50", 1),
-        fill(stored, "SELL", 10, "101.5", 2),  # closes the stored trade: +15
+        fill(fresh, "SELL", 5, "50", seconds=1),
+        fill(stored, "SELL", 10, "101.5", seconds=2),  # closes the stored trade: +15
         opening,  # redelivered
-        fill(fresh, "BUY", 5, "49", 3),  # closes the new SHORT trade: +5
+        fill(fresh, "BUY", 5, "49", seconds=3),  # closes the new SHORT trade: +5
     ]
     assert await write(pool, FillsPipeline(), batch) == []
     assert await outcomes(pool) == {
@@ -164,13 +162,13 @@ async def test_a_fill_id_stored_under_another_trade_is_refused_and_left_out_of_t
     pool: asyncpg.Pool,
 ) -> None:
     first, second = uuid.uuid4(), uuid.uuid4()
-    taken = fill(first, "BUY", 10, "100", 0)
+    taken = fill(first, "BUY", 10, "100", seconds=0)
     assert await write(pool, FillsPipeline(), [taken]) == []
     # the same execution (fill_id and filled_at) again, but under another trade, among good
     # fills: the copy meets the stored key, so only that fill is refused
     reused = Fill(**{**msgspec.structs.asdict(taken), "trade_id": second, "quantity": 7})
-    batch = [fill(second, "BUY", 4, "100", 1), reused, fill(second, "SELL", 4, "102", 2),
-             fill(first, "SELL", 10, "101", 3)]
+    batch = [fill(second, "BUY", 4, "100", seconds=1), reused, fill(second, "SELL", 4, "102", seconds=2),
+             fill(first, "SELL", 10, "101", seconds=3)]
     rejected = await write(pool, FillsPipeline(), batch)
     assert [(r.index, r.error_class) for r in rejected] == [(1, "DuplicateFillId")]
     assert str(first) in rejected[0].reason
@@ -184,11 +182,11 @@ async def test_a_fill_id_given_to_two_trades_in_one_batch_stays_with_the_first(
     pool: asyncpg.Pool,
 ) -> None:
     first, second = uuid.uuid4(), uuid.uuid4()
-    shared = fill(first, "BUY", 10, "100", 0)
+    shared = fill(first, "BUY", 10, "100", seconds=0)
     # same fill_id, another time and trade: the key differs, so only the batch can tell
     again = Fill(**{**msgspec.structs.asdict(shared), "trade_id": second,
                     "filled_at": T0 + timedelta(seconds=5)})
-    rejected = await write(pool, FillsPipeline(), [shared, fill(second, "BUY", 3, "90", 1),
+    rejected = await write(pool, FillsPipeline(), [shared, fill(second, "BUY", 3, "90", seconds=1),
                                                    again])
     assert [(r.index, r.error_class) for r in rejected] == [(2, "DuplicateFillId")]
     assert await rows(pool, "SELECT trade_id, quantity FROM trade_fills ORDER BY filled_at") \
@@ -205,8 +203,8 @@ async def test_a_trade_row_stored_without_fills_is_re_derived_when_its_fills_arr
             "INSERT INTO trade_outcomes (trade_id, strategy_id, model_version, symbol, direction,"
             " entry_time, entry_price, quantity, outcome_type)"
             " VALUES ($1, 's1', 'v1', 'AAPL', 'LONG', $2, 1, 1, 'OPEN')", imported, T0)
-    batch = [fill(imported, "BUY", 10, "100", 0), fill(imported, "SELL", 10, "99", 1),
-             fill(uuid.uuid4(), "BUY", 1, "5", 2)]
+    batch = [fill(imported, "BUY", 10, "100", seconds=0), fill(imported, "SELL", 10, "99", seconds=1),
+             fill(uuid.uuid4(), "BUY", 1, "5", seconds=2)]
     assert await write(pool, FillsPipeline(), batch) == []
     assert (await outcomes(pool))[imported] == (10, Decimal("-10.0000"), "LOSS")
     assert await rows(pool, "SELECT count(*) FROM trade_outcomes") == [(2,)]
@@ -229,18 +227,18 @@ async def test_fills_mark_each_changed_day_once_with_the_days_a_trade_leaves(
     day_after = 24 * 3600
     closed, also_closed, still_open = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     assert await write(pool, FillsPipeline(), [
-        fill(closed, "BUY", 10, "100", 0), fill(closed, "SELL", 10, "101", day_after),
-        fill(also_closed, "BUY", 1, "100", 0), fill(also_closed, "SELL", 1, "99", day_after + 1),
-        fill(still_open, "BUY", 1, "100", 0)]) == []
+        fill(closed, "BUY", 10, "100", seconds=0), fill(closed, "SELL", 10, "101", seconds=day_after),
+        fill(also_closed, "BUY", 1, "100", seconds=0), fill(also_closed, "SELL", 1, "99", seconds=day_after + 1),
+        fill(still_open, "BUY", 1, "100", seconds=0)]) == []
     exit_day = (T0 + timedelta(seconds=day_after)).date()
     assert await trade_marks(pool) == [("s1", "v1", exit_day)]
 
     # a late buy before the sell: the closed trade is open again and leaves its exit day
-    assert await write(pool, FillsPipeline(), [fill(closed, "BUY", 5, "100", 60)]) == []
+    assert await write(pool, FillsPipeline(), [fill(closed, "BUY", 5, "100", seconds=60)]) == []
     assert (await outcomes(pool))[closed] == (15, None, "OPEN")
     assert await trade_marks(pool) == [("s1", "v1", exit_day)]
 
     # and the open one closes on the next day (a new day) while a stored trade stays put
     assert await write(pool, FillsPipeline(), [
-        fill(still_open, "SELL", 1, "103", 2 * day_after)]) == []
+        fill(still_open, "SELL", 1, "103", seconds=2 * day_after)]) == []
     assert await trade_marks(pool) == [("s1", "v1", exit_day + timedelta(days=1))]

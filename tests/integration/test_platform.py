@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from tests.conftest import Stack
-from tests.platform import platform
+from tests.support.platform import platform
+from tests.support.stack import Stack
 
 
 async def test_the_stack_runs_the_stated_postgresql(stack: Stack) -> None:

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from consumers.contracts.bars import Bar
-from tests.conftest import Stack
-from tests.integration.harness import (
+from tests.support.harness import (
     Ingest,
     consume_subprocess,
     counter,
     eventually,
     ingest_environment,
 )
+from tests.support.stack import Stack
 
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
 

@@ -19,16 +19,16 @@ import pytest
 import yaml
 
 from consumers.contracts.bars import Bar
-from tests.clock import T0
-from tests.conftest import REPO, Stack
-from tests.integration.harness import (
+from tests.support.clock import T0
+from tests.support.harness import (
     Ingest,
     consume_serving_metrics,
     eventually,
     ingest_environment,
 )
-from tests.integration.test_health import get
-from tests.ports import PortTaken, log_text, on_free_port, taken
+from tests.support.http import get
+from tests.support.ports import PortTaken, log_text, on_free_port, taken
+from tests.support.stack import REPO, Stack
 
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
 

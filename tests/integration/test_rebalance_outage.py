@@ -18,9 +18,9 @@ from prometheus_client import REGISTRY
 
 from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
-from tests.conftest import Stack
-from tests.integration.harness import Ingest, counter, eventually, ingest_environment, row_of
-from tests.private_postgres import PrivatePostgres
+from tests.support.harness import Ingest, counter, eventually, ingest_environment, row_of
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.stack import Stack
 
 T0 = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=2)
 

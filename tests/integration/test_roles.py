@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from consumers.platform.db import SCHEMA, queries
-from tests.integration.test_schema_constraints import insert, valid_rows
+from tests.support.builders import insert, valid_rows
 
 WRITTEN_BY_INGEST = [
     "trade_outcomes", "trade_fills", "model_predictions", "market_conditions",

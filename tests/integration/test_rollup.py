@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,24 +22,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from consumers.analytics import rollup as rollup_module
-from consumers.analytics.performance import RatioSettings
-from consumers.analytics.rollup import RollupSettings, rollup, rollup_forever
+from consumers.analytics.rollup import rollup, rollup_forever
 from consumers.platform.db import connect, create_pool
-from tests.clock import MONDAY
-from tests.conftest import Stack
-from tests.processes import cie_environment
-
-OPTIONS = RollupSettings(
-    time_zone="UTC",
-    ratios=RatioSettings(capital_base=Decimal(10_000), periods_per_year=252,
-                         risk_free_rate=Decimal(0)),
-    regime_bar_max_age=timedelta(minutes=5),
-    replica_wait_seconds=5,
-)
-
-
-def at(day: date, hour: int = 15, minute: int = 0) -> datetime:
-    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC)
+from tests.support.builders import ROLLUP_SETTINGS, add_trade, at
+from tests.support.cie import cie_environment
+from tests.support.clock import MONDAY
+from tests.support.stack import Stack
 
 
 @pytest.fixture
@@ -47,32 +35,6 @@ async def db(any_db: str) -> AsyncIterator[asyncpg.Connection]:
     conn = await connect(any_db)
     yield conn
     await conn.close()
-
-
-async def add_trade(db: asyncpg.Connection, *, exit_day: date | None, net: str,
-                    commission: str = "0", strategy: str = "s1", model: str = "m1",
-                    slippage: str | None = None, exit_hour: int = 15,
-                    fill_latencies_ms: tuple[int | None, ...] = ()) -> uuid.UUID:
-    """A trade row as the fills pipeline derives it (fill latencies summed per trade)."""
-    trade_id = uuid.uuid4()
-    net_pnl = Decimal(net)
-    exit_time = at(exit_day, exit_hour) if exit_day else None
-    entry_time = (exit_time or at(MONDAY)) - timedelta(hours=1)
-    outcome = ("OPEN" if exit_time is None else
-               "WIN" if net_pnl > 0 else "LOSS" if net_pnl < 0 else "BREAKEVEN")
-    timed = [ms for ms in fill_latencies_ms if ms is not None]
-    await db.execute(
-        """INSERT INTO trade_outcomes (trade_id, strategy_id, model_version, symbol, direction,
-               entry_time, exit_time, entry_price, exit_price, quantity, gross_pnl, net_pnl,
-               commission, slippage, duration_seconds, outcome_type, fill_latency_us_sum,
-               fill_latency_count)
-           VALUES ($1, $2, $3, 'AAPL', 'LONG', $4, $5, 100, 101, 10, $6, $7, $8, $9, 3600, $10,
-                   $11, $12)""",
-        trade_id, strategy, model, entry_time, exit_time,
-        net_pnl + Decimal(commission) if exit_time else None, net_pnl if exit_time else None,
-        Decimal(commission), Decimal(slippage) if slippage is not None else None, outcome,
-        sum(ms * 1000 for ms in timed), len(timed))
-    return trade_id
 
 
 async def hand_computed_trades(db: asyncpg.Connection) -> None:
@@ -118,7 +80,7 @@ def calmar(returns: list[float], drawdown: float) -> float:
 
 async def test_week_has_hand_computed_figures_in_every_column(db: asyncpg.Connection) -> None:
     await hand_computed_trades(db)
-    report = await rollup(db, OPTIONS)
+    report = await rollup(db, ROLLUP_SETTINGS)
     # s1/m1: 4 exit days, 2 weeks, 1 month; s1/m2: 1 day, 1 week, 1 month
     assert report.strategy_periods_recomputed == 4 + 2 + 1 + 3
 
@@ -147,7 +109,7 @@ async def test_week_has_hand_computed_figures_in_every_column(db: asyncpg.Connec
 
 async def test_month_day_and_other_model_version(db: asyncpg.Connection) -> None:
     await hand_computed_trades(db)
-    await rollup(db, OPTIONS)
+    await rollup(db, ROLLUP_SETTINGS)
     month = await period(db, "MONTH", MONDAY.replace(day=1))
     assert (month["total_trades"], month["net_pnl"]) == (6, Decimal("300.0000"))
     # equity 10,000 -> 10,200 -> 9,700 -> 10,100 -> 10,300: recovered on the Monday after
@@ -177,20 +139,20 @@ async def test_rerun_changes_nothing_and_late_trade_changes_only_its_periods(
     db: asyncpg.Connection,
 ) -> None:
     await hand_computed_trades(db)
-    await rollup(db, OPTIONS)
+    await rollup(db, ROLLUP_SETTINGS)
     before = {(r["model_version"], r["period_type"], r["period_start"]): dict(r)
               for r in await db.fetch("SELECT * FROM strategy_performance")}
 
-    again = await rollup(db, OPTIONS)
+    again = await rollup(db, ROLLUP_SETTINGS)
     assert again.marks == 0 and again.strategy_periods_recomputed == 0
-    full = await rollup(db, OPTIONS, full=True)  # recompute everything: same values
+    full = await rollup(db, ROLLUP_SETTINGS, full=True)  # recompute everything: same values
     assert full.strategy_periods_recomputed == len(before)
     after_full = {(r["model_version"], r["period_type"], r["period_start"]): dict(r)
                   for r in await db.fetch("SELECT * FROM strategy_performance")}
     assert after_full == before  # updated_at included: identical rows are not rewritten
 
     await add_trade(db, exit_day=MONDAY + timedelta(days=8), net="-40")  # the Tuesday after
-    report = await rollup(db, OPTIONS)
+    report = await rollup(db, ROLLUP_SETTINGS)
     assert report.strategy_periods_recomputed == 3
     after = {(r["model_version"], r["period_type"], r["period_start"]): dict(r)
              for r in await db.fetch("SELECT * FROM strategy_performance")}
@@ -208,9 +170,9 @@ async def test_late_trade_counts_once_in_its_periods_and_its_model_day(
     (the day, for every strategy, and the rest of the month): no trade counts twice."""
     await hand_computed_trades(db)
     await add_trade(db, exit_day=MONDAY, net="70", strategy="s2")
-    await rollup(db, OPTIONS)
+    await rollup(db, ROLLUP_SETTINGS)
     await add_trade(db, exit_day=MONDAY, net="-30")  # s1, m1: s2 is not touched
-    await rollup(db, OPTIONS)
+    await rollup(db, ROLLUP_SETTINGS)
 
     assert await db.fetchval(
         "SELECT live_pnl_contribution FROM model_performance WHERE source = 'live' "
@@ -220,7 +182,7 @@ async def test_late_trade_counts_once_in_its_periods_and_its_model_day(
     assert (await period(db, "MONTH", MONDAY.replace(day=1)))["net_pnl"] == Decimal("270.0000")
     incremental = [dict(r) for r in await db.fetch(
         "SELECT * FROM strategy_performance ORDER BY 2, 3, 4, 5")]
-    await rollup(db, OPTIONS, full=True)
+    await rollup(db, ROLLUP_SETTINGS, full=True)
     assert [dict(r) for r in await db.fetch(
         "SELECT * FROM strategy_performance ORDER BY 2, 3, 4, 5")] == incremental
 
@@ -232,17 +194,17 @@ async def test_late_trades_months_apart_match_a_full_rollup(db: asyncpg.Connecti
     for n, day in enumerate(days):
         await add_trade(db, exit_day=day, net=str(10 * (n + 1)))
         await add_trade(db, exit_day=day, net=str(-3 * n), model="m2")
-    await rollup(db, OPTIONS)
+    await rollup(db, ROLLUP_SETTINGS)
     for day, model in ((days[0], "m1"), (days[2], "m2"), (days[3], "m1"), (days[5], "m2")):
         await add_trade(db, exit_day=day + timedelta(days=1), net="-7", model=model)
-    report = await rollup(db, OPTIONS)
+    report = await rollup(db, ROLLUP_SETTINGS)
     assert report.strategy_periods_recomputed == 4 * 3
 
     incremental = [dict(r) for r in await db.fetch(
         "SELECT * FROM strategy_performance ORDER BY 2, 3, 4, 5")]
     live = [dict(r) for r in await db.fetch(
         "SELECT * FROM model_performance ORDER BY model_version, evaluation_date")]
-    await rollup(db, OPTIONS, full=True)
+    await rollup(db, ROLLUP_SETTINGS, full=True)
     assert [dict(r) for r in await db.fetch(
         "SELECT * FROM strategy_performance ORDER BY 2, 3, 4, 5")] == incremental
     assert [dict(r) for r in await db.fetch(
@@ -251,12 +213,12 @@ async def test_late_trades_months_apart_match_a_full_rollup(db: asyncpg.Connecti
 
 async def test_reopened_trade_removes_its_emptied_period(db: asyncpg.Connection) -> None:
     trade = await add_trade(db, exit_day=MONDAY, net="10")
-    await rollup(db, OPTIONS)
+    await rollup(db, ROLLUP_SETTINGS)
     assert await db.fetchval("SELECT count(*) FROM strategy_performance") == 3
     # a late, earlier fill re-derives the trade as still open
     await db.execute("UPDATE trade_outcomes SET exit_time = NULL, outcome_type = 'OPEN', "
                      "net_pnl = NULL WHERE trade_id = $1", trade)
-    report = await rollup(db, OPTIONS)
+    report = await rollup(db, ROLLUP_SETTINGS)
     assert report.strategy_periods_deleted == 3
     assert await db.fetchval("SELECT count(*) FROM strategy_performance") == 0
 
@@ -273,16 +235,16 @@ async def test_a_failure_while_a_query_is_in_flight_keeps_the_marks_and_the_conn
 
     monkeypatch.setattr(rollup_module, "strategy_figures", failing)
     with pytest.raises(ArithmeticError, match="a figure failed"):
-        await rollup(db, OPTIONS)
+        await rollup(db, ROLLUP_SETTINGS)
     monkeypatch.undo()
     assert await db.fetchval("SELECT count(*) FROM strategy_performance") == 0
     assert await db.fetchval("SELECT count(*) FROM rollup_pending") > 0  # kept for the retry
-    assert (await rollup(db, OPTIONS)).strategy_periods_recomputed == 10
+    assert (await rollup(db, ROLLUP_SETTINGS)).strategy_periods_recomputed == 10
 
 
 async def test_excursion_updates_do_not_mark_anything(db: asyncpg.Connection) -> None:
     trade = await add_trade(db, exit_day=MONDAY, net="10")
-    await rollup(db, OPTIONS)
+    await rollup(db, ROLLUP_SETTINGS)
     await db.execute("UPDATE trade_outcomes SET max_favorable_excursion = 5 WHERE trade_id = $1",
                      trade)
     assert await db.fetchval("SELECT count(*) FROM rollup_pending") == 0
@@ -299,7 +261,7 @@ async def test_degenerate_inputs_yield_null_and_a_log_line(db: asyncpg.Connectio
     await add_trade(db, exit_day=MONDAY, net="90000000000000", strategy="overflow")
     await add_trade(db, exit_day=MONDAY, net="90000000000000", strategy="overflow")
     with capture_logs() as logs:
-        await rollup(db, OPTIONS)
+        await rollup(db, ROLLUP_SETTINGS)
 
     flat = await db.fetchrow("SELECT * FROM strategy_performance WHERE strategy_id = 'flat' "
                              "AND period_type = 'WEEK'")
@@ -327,7 +289,7 @@ async def test_degenerate_inputs_yield_null_and_a_log_line(db: asyncpg.Connectio
 async def test_time_zone_puts_trades_in_local_days(db: asyncpg.Connection) -> None:
     # 02:00 UTC on Tuesday is 21:00 on Monday in New York
     await add_trade(db, exit_day=MONDAY + timedelta(days=1), exit_hour=2, net="10")
-    await rollup(db, dataclasses.replace(OPTIONS, time_zone="America/New_York"))
+    await rollup(db, dataclasses.replace(ROLLUP_SETTINGS, time_zone="America/New_York"))
     days = await db.fetch("SELECT period_start FROM strategy_performance "
                           "WHERE period_type = 'DAY'")
     assert [r["period_start"] for r in days] == [MONDAY]
@@ -343,12 +305,12 @@ async def test_concurrent_rollups_and_writers_agree_with_one_run(any_db: str) ->
             for n in range(20):
                 await add_trade(writer, exit_day=MONDAY + timedelta(days=n % 10), net=str(n - 7))
 
-        await asyncio.gather(rollup(first, OPTIONS), rollup(second, OPTIONS), write_more())
-        await rollup(first, OPTIONS)  # whatever the last concurrent run could not see
+        await asyncio.gather(rollup(first, ROLLUP_SETTINGS), rollup(second, ROLLUP_SETTINGS), write_more())
+        await rollup(first, ROLLUP_SETTINGS)  # whatever the last concurrent run could not see
         stored = {tuple(r.values()) for r in await writer.fetch(
             "SELECT strategy_id, model_version, period_type, period_start, total_trades, "
             "net_pnl, sharpe_ratio, max_drawdown FROM strategy_performance")}
-        await rollup(first, OPTIONS, full=True)
+        await rollup(first, ROLLUP_SETTINGS, full=True)
         recomputed = {tuple(r.values()) for r in await writer.fetch(
             "SELECT strategy_id, model_version, period_type, period_start, total_trades, "
             "net_pnl, sharpe_ratio, max_drawdown FROM strategy_performance")}
@@ -367,7 +329,7 @@ async def test_expired_periods_are_not_recomputed(db: asyncpg.Connection) -> Non
                      "period_start, total_trades, net_pnl) VALUES ('s1', 'm1', 'DAY', $1, 7, 70)",
                      date.today() - timedelta(days=60))
     await db.execute("DELETE FROM trade_outcomes WHERE trade_id = $1", old)  # retention
-    await rollup(db, OPTIONS)
+    await rollup(db, ROLLUP_SETTINGS)
     kept = await db.fetchrow("SELECT total_trades, net_pnl FROM strategy_performance")
     assert kept is not None and tuple(kept) == (7, Decimal(70))
 
@@ -417,7 +379,7 @@ async def test_model_performance_live_row_and_offline_live_columns(
     # no bar within 5 minutes before this one: no regime
     await add_prediction(db, predicted="NEUTRAL", actual="LONG", confidence="0.4", symbol="TSLA",
                          minute=9)
-    await rollup(db, OPTIONS)
+    await rollup(db, ROLLUP_SETTINGS)
 
     live = await db.fetchrow("SELECT * FROM model_performance WHERE source = 'live' "
                              "AND model_version = 'm1' AND evaluation_date = $1", MONDAY)
@@ -453,13 +415,13 @@ async def test_model_performance_live_row_and_offline_live_columns(
     assert trade_only is not None
     assert tuple(trade_only) == (0, None, Decimal("200.0000"))
 
-    assert (await rollup(db, OPTIONS)).live_model_days_recomputed == 0  # nothing changed
+    assert (await rollup(db, ROLLUP_SETTINGS)).live_model_days_recomputed == 0  # nothing changed
 
     # an evaluation arriving after the facts is filled in by the next run
     await db.execute(
         """INSERT INTO model_performance (model_version, model_type, evaluation_date, accuracy)
            VALUES ('m1', 'gbm', $1, 0.7)""", MONDAY + timedelta(days=7))
-    assert (await rollup(db, OPTIONS)).offline_rows_updated == 1
+    assert (await rollup(db, ROLLUP_SETTINGS)).offline_rows_updated == 1
     late = await db.fetchrow("SELECT accuracy, live_accuracy, live_pnl_contribution "
                              "FROM model_performance WHERE evaluation_date = $1 "
                              "AND source = 'offline'", MONDAY + timedelta(days=7))
@@ -485,7 +447,7 @@ async def test_regime_bar_found_in_the_age_window_across_time_bins(
                          minute=10, model="m3")
     await add_prediction(db, predicted="LONG", actual="LONG", confidence="0.7", symbol="NFLX",
                          minute=10, model="m3")
-    await rollup(db, OPTIONS)
+    await rollup(db, ROLLUP_SETTINGS)
     live = await db.fetchrow(
         "SELECT trending_up_accuracy, trending_down_accuracy, ranging_accuracy, "
         "volatile_accuracy FROM model_performance WHERE model_version = 'm3'")
@@ -542,7 +504,7 @@ async def test_validator_can_roll_up_on_its_own_period(any_db: str) -> None:
         conn = await connect(any_db)
         pool = await create_pool(validator)
         stop = asyncio.Event()
-        task = asyncio.create_task(rollup_forever(pool, OPTIONS, every=0.2, stop=stop))
+        task = asyncio.create_task(rollup_forever(pool, ROLLUP_SETTINGS, every=0.2, stop=stop))
         try:
             await add_trade(conn, exit_day=MONDAY, net="10")
             deadline = time.monotonic() + 15

@@ -26,9 +26,10 @@ from consumers.analytics.rollup import rollup
 from consumers.errors import RollupError
 from consumers.platform import migrations
 from consumers.platform.db import connect
-from tests.integration.test_rollup import MONDAY, OPTIONS, add_trade
-from tests.ports import PortTaken, on_free_port_sync, taken
-from tests.private_postgres import pg_bin
+from tests.support.builders import ROLLUP_SETTINGS, add_trade
+from tests.support.clock import MONDAY
+from tests.support.ports import PortTaken, on_free_port_sync, taken
+from tests.support.private_postgres import pg_bin
 
 
 @dataclass(frozen=True)
@@ -131,12 +132,12 @@ async def test_reads_wait_for_a_lagging_replica(
     primary, replica = conns
     assert await replica.fetchval("SELECT pg_is_in_recovery()")
     await add_trade(primary, exit_day=MONDAY, net="10")
-    await rollup(primary, OPTIONS, reader=replica)
+    await rollup(primary, ROLLUP_SETTINGS, reader=replica)
     assert await week_trades(primary) == 1
 
     await replica.execute("SELECT pg_wal_replay_pause()")
     await add_trade(primary, exit_day=MONDAY + timedelta(days=1), net="-5")  # the replica cannot see it
-    run_ = asyncio.create_task(rollup(primary, OPTIONS, reader=replica))
+    run_ = asyncio.create_task(rollup(primary, ROLLUP_SETTINGS, reader=replica))
     await waiting_on_replica(pair.replica)
     assert not run_.done()  # waiting for the replica, not computing from its stale state
     assert await week_trades(primary) == 1
@@ -152,12 +153,12 @@ async def test_a_replica_too_far_behind_fails_the_run_and_keeps_the_marks(
     primary, replica = conns
     await replica.execute("SELECT pg_wal_replay_pause()")
     await add_trade(primary, exit_day=MONDAY, net="10")
-    impatient = dataclasses.replace(OPTIONS, replica_wait_seconds=0.5)
+    impatient = dataclasses.replace(ROLLUP_SETTINGS, replica_wait_seconds=0.5)
     started = time.monotonic()
     with pytest.raises(RollupError, match="has not replayed"):
         await rollup(primary, impatient, reader=replica)
     assert time.monotonic() - started < 10
     assert await primary.fetchval("SELECT count(*) FROM rollup_pending") > 0
     await replica.execute("SELECT pg_wal_replay_resume()")
-    await rollup(primary, OPTIONS, reader=replica)  # the next run does the work
+    await rollup(primary, ROLLUP_SETTINGS, reader=replica)  # the next run does the work
     assert await week_trades(primary) == 1

@@ -6,11 +6,8 @@ stuck runs reaped, stale reports ignored, a refused publish loses nothing, and t
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import json
-import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,7 +18,7 @@ from typing import Any
 import asyncpg
 import msgspec
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from consumers.contracts.improvements import (
@@ -34,10 +31,10 @@ from consumers.improvement.announce import Announcer
 from consumers.improvement.scheduler import Pass, SchedulerSettings, schedule_once
 from consumers.ingest.kafka import make_producer
 from consumers.platform.db import connect, queries
-from tests.conftest import NewTopics, Stack
-from tests.integration.harness import Ingest, eventually
-from tests.processes import cie_environment
-from tests.topic_reading import read_to_end
+from tests.support.cie import cie_fleet
+from tests.support.harness import Ingest, eventually
+from tests.support.stack import NewTopics, Stack
+from tests.support.topic_reading import read_topic
 
 RULES = SchedulerSettings(batch=100, max_failures=5, retry_base_seconds=60, run_timeout_seconds=3600)
 
@@ -74,13 +71,6 @@ class Scheduling:
     async def published(self) -> list[OptimizationTask]:
         return [msgspec.json.decode(record.value, type=OptimizationTask)
                 for record in await read_topic(self.kafka, self.topic)]
-
-
-async def read_topic(kafka: str, topic: str, timeout: float = 30) -> list[Any]:
-    """Every record of ``topic`` (made by ``new_topic``: 3 partitions), read to its end
-    offsets."""
-    return await read_to_end(kafka, [TopicPartition(topic, p) for p in range(3)],
-                             timeout=timeout)
 
 
 @pytest.fixture
@@ -282,27 +272,16 @@ async def test_three_schedulers_publish_a_thousand_due_tasks_exactly_once(
         "KAFKA_BOOTSTRAP_SERVERS": s.kafka, "DATABASE_URL": ingest.settings.database_url,
         "CIE_TOPIC_TASKS": s.topic, "CIE_SCHEDULER_BATCH": "25", "CIE_SCHEDULER_POLL_MS": "100",
         "CIE_METRICS_PORT": "0", "CIE_LOG_FORMAT": "json"}
-    logs = [tmp_path / f"schedule-{n}.log" for n in range(3)]
-    processes = []
-    for log in logs:
-        with log.open("wb") as sink:
-            processes.append(await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "consumers", "schedule",
-                env=cie_environment(environment), stdout=sink, stderr=sink))
-    try:
+    async with cie_fleet("schedule", environment,
+                         [tmp_path / f"schedule-{n}.log" for n in range(3)]) as fleet:
         running = await eventually(lambda: s.db.fetchval(
             "SELECT count(*) FROM optimization_queue WHERE status = 'running'"), 1000,
             timeout=90)
-        assert running == 1000, [log.read_text()[-2000:] for log in logs]
-    finally:
-        for proc in processes:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = [await asyncio.wait_for(proc.wait(), timeout=30) for proc in processes]
-    assert codes == [0, 0, 0], [log.read_text()[-2000:] for log in logs]
+        assert running == 1000, fleet.tails()
+    assert fleet.exit_codes == [0, 0, 0], fleet.tails()
     published = await s.published()
     runs = collections.Counter((task.task_id, task.run_number) for task in published)
     assert len(published) == 1000 and set(runs.values()) == {1}
     assert {run for _, run in runs} == {1}
-    by_process = [log.read_text().count('"scheduler.published"') for log in logs]
+    by_process = [text.count('"scheduler.published"') for text in fleet.texts()]
     assert sum(by_process) == 1000

@@ -6,8 +6,6 @@ CREATE TABLE), so each case breaks one rule only, or drops the rules that would 
 
 from __future__ import annotations
 
-import json
-import uuid
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,89 +13,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.clock import MONDAY, T0
-
-T1 = T0 + timedelta(minutes=20)
-
-
-def valid_rows() -> dict[str, dict[str, Any]]:
-    """One valid row per table; fresh ids each call."""
-    return {
-        "trade_outcomes": dict(
-            trade_id=uuid.uuid4(), strategy_id="momentum", model_version="v1.2", symbol="AAPL",
-            direction="LONG", entry_time=T0, exit_time=T1, entry_price=Decimal("10"),
-            exit_price=Decimal("11"), quantity=5, commission=Decimal("1"), duration_seconds=1200,
-            outcome_type="WIN",
-        ),
-        "trade_fills": dict(
-            fill_id=uuid.uuid4(), trade_id=uuid.uuid4(), strategy_id="momentum",
-            model_version="v1.2", symbol="AAPL", side="BUY", quantity=5, price=Decimal("10"),
-            commission=Decimal("0.5"), intended_price=Decimal("10"), filled_at=T1,
-            order_submitted_at=T0,
-        ),
-        "model_predictions": dict(
-            prediction_id=uuid.uuid4(), model_version="v1.2", model_type="direction",
-            symbol="AAPL", predicted_at=T0, prediction_horizon_minutes=5,
-            predicted_direction="LONG", confidence_score=Decimal("0.7"),
-            predicted_volatility=Decimal("0.01"), feature_vector=json.dumps({"rsi": 50}),
-            actual_direction="SHORT",
-        ),
-        "market_conditions": dict(
-            symbol="AAPL", timestamp=T0, open=Decimal("10"), high=Decimal("11"),
-            low=Decimal("9"), close=Decimal("10.5"), volume=100, rsi_14=Decimal("50"),
-            detected_regime="ranging", regime_confidence=Decimal("0.5"),
-            spy_correlation=Decimal("0.5"), sector_correlation=Decimal("-0.5"),
-        ),
-        "strategy_performance": dict(
-            strategy_id="momentum", model_version="v1.2", period_type="DAY",
-            period_start=MONDAY, total_trades=3, winning_trades=1, losing_trades=1,
-            breakeven_trades=1, win_rate=Decimal("0.3333"),
-        ),
-        "model_performance": dict(
-            model_version="v1.2", model_type="direction", evaluation_date=MONDAY,
-            training_samples=10, testing_samples=5, training_period_start=MONDAY - timedelta(days=60),
-            training_period_end=MONDAY - timedelta(days=29), accuracy=Decimal("0.5"),
-            precision=Decimal("0.5"), recall=Decimal("0.5"), f1_score=Decimal("0.5"),
-            auc_roc=Decimal("0.5"), brier_score=Decimal("0.2"),
-            expected_calibration_error=Decimal("0.1"), live_accuracy=Decimal("0.5"),
-            status="staging",
-        ),
-        "improvement_events": dict(
-            event_id=uuid.uuid4(), event_type="model_deployed", component_type="model",
-            component_id="direction-v1.2",
-        ),
-        "ab_tests": dict(
-            test_id=uuid.uuid4(), test_name="v1.2 vs v1.3", control_version="v1.2",
-            treatment_version="v1.3", test_type="model", control_traffic_percent=50,
-            treatment_traffic_percent=50, started_at=T0, ended_at=T1,
-            scheduled_duration_hours=48, success_metric="sharpe_ratio", status="running",
-        ),
-        "optimization_queue": dict(
-            task_type="hyperparameter", component_id="direction-v1.2", frequency="daily",
-            next_run_at=T0, status="pending", priority=1, consecutive_failures=0,
-            config=json.dumps({"trials": 20}),
-        ),
-        "retention_rules": dict(
-            table_name="scratch", time_column="ts", keep_for=timedelta(days=1),
-        ),
-        "rollup_pending": dict(kind="trade", strategy_id="momentum", model_version="v1.2",
-                               day=T0.date()),
-        "command_runs": dict(command="rollup", last_success_at=T0, last_duration_seconds=1.5),
-        "archive_parts": dict(
-            table_name="trade_outcomes", month=date(2020, 3, 1), part=0,
-            object_key="trade_outcomes/year=2020/month=03/part-00000.parquet", row_count=10,
-            min_time=T0, max_time=T0, bytes=2048, sha256="0" * 64, verified_at=T0),
-        "archive_slices": dict(table_name="trade_outcomes", slice_start=T0,
-                               slice_end=T0 + timedelta(days=7), live_rows=10,
-                               live_checksum=Decimal(123), epoch=0, removed_rows=0),
-    }
-
-
-async def insert(conn: asyncpg.Connection, table: str, row: dict[str, Any]) -> None:
-    names = ", ".join(f'"{name}"' for name in row)
-    params = ", ".join(f"${i}" for i in range(1, len(row) + 1))
-    await conn.execute(f"INSERT INTO {table} ({names}) VALUES ({params})", *row.values())
-
+from tests.support.builders import T1, insert, valid_rows
+from tests.support.clock import MONDAY, T0
 
 # (constraint, table, bad values, constraints to drop first because they would fire first)
 CASES: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [

@@ -11,7 +11,7 @@ import re
 import asyncpg
 import pytest
 
-from tests.seed_schema import (
+from tests.support.seed_schema import (
     REPO,
     SEED_COPY,
     SEED_SHARED,

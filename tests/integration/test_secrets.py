@@ -3,25 +3,23 @@ including when connecting fails (asyncpg and aiokafka put addresses in their err
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from consumers.contracts.bars import Bar
-from tests.clock import T0
-from tests.conftest import Stack
-from tests.integration.harness import (
+from tests.support.cie import run_cie
+from tests.support.clock import T0
+from tests.support.harness import (
     Ingest,
     consume_serving_metrics,
     consume_subprocess,
     eventually,
     ingest_environment,
 )
-from tests.integration.test_health import get
-from tests.ports import free_port, log_text
-from tests.processes import cie_environment
+from tests.support.http import get
+from tests.support.ports import free_port, log_text
+from tests.support.stack import Stack
 
 DB_SECRET = "S3cr3t-db-pw"
 KAFKA_SECRET = "S3cr3t-kafka-pw"
@@ -40,14 +38,6 @@ def secret_files(tmp_path: Path, database_url: str) -> dict[str, str]:
             "KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "kafka")}
 
 
-async def cie(env: dict[str, str], *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "consumers", *args, env=cie_environment(env),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
-    return await proc.wait(), out.decode(errors="replace")
-
-
 async def test_secrets_from_files_never_show_even_when_connecting_fails(
     stack: Stack, plain_db: str, tmp_path: Path
 ) -> None:
@@ -56,15 +46,15 @@ async def test_secrets_from_files_never_show_even_when_connecting_fails(
                "CIE_LOG_FORMAT": "json"}
     outputs = []
     for command in (["migrate"], ["rollup"], ["maintain"], ["validate", "--once"]):
-        code, out = await cie(failing, *command)
+        code, out = await run_cie(*command, env=failing)
         assert code == 1, out  # the database is not there: one line saying so
         [line] = out.strip().splitlines()
         assert "command.failed" in line and "Connect call failed" in line
         outputs.append(out)
     # SASL against a listener that speaks none: the handshake fails
-    code, out = await cie({**failing, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-                           "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-                           "KAFKA_SASL_USERNAME": "ingest"}, "topics", "ensure")
+    code, out = await run_cie("topics", "ensure", env={
+        **failing, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USERNAME": "ingest"})
     assert code == 1 and "Traceback" not in out, out
     outputs.append(out)
     # a long-running consumer waits for the database, logging why

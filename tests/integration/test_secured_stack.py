@@ -30,11 +30,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from webhook_sink import FakeDiscord
 
 from consumers.topics import TOPICS
-from tests.conftest import Stack
-from tests.integration.harness import eventually
-from tests.private_kafka import PrivateKafka, secure_sh
-from tests.private_postgres import PrivatePostgres, pg_bin, timescaledb_installed
-from tests.processes import cie_environment
+from tests.support.cie import cie_environment
+from tests.support.harness import eventually
+from tests.support.private_kafka import PrivateKafka, secure_sh
+from tests.support.private_postgres import PrivatePostgres, pg_bin, timescaledb_installed
+from tests.support.stack import Stack
 
 SOURCE_TOPICS = [topic.default for topic in TOPICS]
 

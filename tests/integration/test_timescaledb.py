@@ -18,9 +18,8 @@ import asyncpg
 import pytest
 
 from consumers.platform import migrations
-from tests.clock import MONDAY, at
-from tests.conftest import UNSCHEDULE_JOBS, Stack
-from tests.integration.market_data import (
+from tests.support.clock import MONDAY, at
+from tests.support.market_data import (
     expected_summary,
     insert_bars,
     same_numbers,
@@ -28,6 +27,7 @@ from tests.integration.market_data import (
     three_bars,
     utc_day,
 )
+from tests.support.stack import UNSCHEDULE_JOBS, Stack
 
 pytestmark = pytest.mark.timescaledb
 
@@ -306,7 +306,7 @@ async def test_a_job_that_fails_in_the_background_is_exported(
     from prometheus_client import REGISTRY
 
     from consumers.platform import health
-    from tests.integration.harness import eventually
+    from tests.support.harness import eventually
 
     await ts.execute("""
         CREATE PROCEDURE cie_test_out_of_disk(job_id int, config jsonb) LANGUAGE plpgsql

@@ -12,8 +12,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from consumers.ingest.kafka import topic_config
 from consumers.topics import TOPICS
-from tests.conftest import Stack
-from tests.processes import cie_environment
+from tests.support.cie import cie_environment
+from tests.support.stack import Stack
 
 
 async def ensure(stack: Stack, names: dict[str, str]) -> str:

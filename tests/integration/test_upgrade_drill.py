@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Bucket, Stack
+from tests.support.stack import Bucket, Stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from upgrade_drill import drill, missing

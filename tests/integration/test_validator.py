@@ -20,10 +20,10 @@ from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
 from consumers.contracts.predictions import Prediction
 from consumers.platform.db import create_pool
-from tests.clock import T0 as T0_1430
-from tests.conftest import Stack
-from tests.integration.harness import Ingest, counter, eventually, ingest_environment, row_of
-from tests.processes import cie_environment
+from tests.support.cie import cie_environment
+from tests.support.clock import T0 as T0_1430
+from tests.support.harness import Ingest, counter, eventually, ingest_environment, row_of
+from tests.support.stack import Stack
 
 T0 = T0_1430 - timedelta(minutes=30)
 RULES = validator.ValidatorSettings(gap_tolerance=timedelta(minutes=2), neutral_band=Decimal("0.0005"),

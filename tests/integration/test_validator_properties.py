@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 
 from consumers.analytics import validator
 from consumers.platform.db import create_pool
-from tests import validator_reference as reference
-from tests.clock import T0 as T0_1430
-from tests.conftest import NewTopics, Stack, _admin_execute, _clone, database_url
-from tests.integration.harness import eventually
-from tests.ports import log_text
-from tests.processes import cie_environment
+from tests.support import validator_reference as reference
+from tests.support.cie import cie_environment
+from tests.support.clock import T0 as T0_1430
+from tests.support.harness import eventually
+from tests.support.ports import log_text
+from tests.support.stack import NewTopics, Stack, admin_execute, clone, database_url
 
 T0 = T0_1430 - timedelta(minutes=30)
 SYMBOLS = ("AAA", "BBB")
@@ -199,12 +199,12 @@ async def test_two_validators_at_once_give_what_one_gives(
         await conn.close()
     source = plain_db.rsplit("/", 1)[1]
     # a template must have no sessions, and TimescaleDB's launcher keeps visiting databases
-    await _admin_execute(stack.server_url, f'ALTER DATABASE "{source}" ALLOW_CONNECTIONS false',
+    await admin_execute(stack.server_url, f'ALTER DATABASE "{source}" ALLOW_CONNECTIONS false',
                          "SELECT pg_terminate_backend(pid) FROM "
                          f"pg_stat_activity WHERE datname = '{source}'")
-    copy = await _clone(stack, source)  # the same backlog, twice
+    copy = await clone(stack, source)  # the same backlog, twice
     copy_url = database_url(stack.server_url, copy)
-    await _admin_execute(stack.server_url, f'ALTER DATABASE "{source}" ALLOW_CONNECTIONS true')
+    await admin_execute(stack.server_url, f'ALTER DATABASE "{source}" ALLOW_CONNECTIONS true')
     try:
         await run_once(plain_db, stack)
         one = await outcomes(plain_db)
@@ -216,4 +216,4 @@ async def test_two_validators_at_once_give_what_one_gives(
             two = await eventually(partial(outcomes, copy_url), one, timeout=180)
         assert two == one
     finally:
-        await _admin_execute(stack.server_url, f'DROP DATABASE "{copy}" WITH (FORCE)')
+        await admin_execute(stack.server_url, f'DROP DATABASE "{copy}" WITH (FORCE)')

@@ -19,10 +19,10 @@ import pytest
 
 from consumers.contracts.bars import Bar
 from consumers.platform import migrations
-from tests.clock import T0
-from tests.conftest import REPO, Stack
-from tests.integration.harness import Ingest, ingest_environment
-from tests.processes import cie_environment
+from tests.support.cie import cie_environment
+from tests.support.clock import T0
+from tests.support.harness import Ingest, ingest_environment
+from tests.support.stack import REPO, Stack
 
 
 @pytest.fixture(scope="module")

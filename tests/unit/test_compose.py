@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import msgspec
 import yaml
 
 from consumers.platform.settings import ENVIRONMENT, Settings
+from tests.support.stack import REPO
 
-REPO = Path(__file__).resolve().parent.parent.parent
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
 OURS = {"migrate", "consume", "validate", "schedule", "notify", "demo"}
 REQUIRED = {ENVIRONMENT[f.name] for f in msgspec.structs.fields(Settings) if f.required}

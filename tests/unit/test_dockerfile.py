@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 import tomllib
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent.parent
+from tests.support.stack import REPO
 
 
 def stages() -> list[list[tuple[str, str]]]:

@@ -6,26 +6,18 @@ import itertools
 import uuid
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 
 import msgspec
 import pytest
 
-from consumers.contracts.fills import Fill
 from consumers.errors import LedgerError
 from consumers.ingest.trades import derive
-from tests.clock import T0
+from tests.support.builders import fill as build_fill
+from tests.support.clock import T0
 
 TRADE = uuid.UUID("00000000-0000-0000-0000-0000000000aa")
-
-
-def fill(side: str, quantity: int, price: str, minutes: int, *, commission: str = "0",
-         intended: str | None = None, symbol: str = "AAPL") -> Fill:
-    return Fill(
-        fill_id=uuid.uuid4(), trade_id=TRADE, strategy_id="momentum", model_version="v1",
-        symbol=symbol, side=side,  # type: ignore[arg-type]
-        quantity=quantity, price=Decimal(price), commission=Decimal(commission),
-        intended_price=Decimal(intended) if intended else None,
-        filled_at=T0 + timedelta(minutes=minutes))
+fill = partial(build_fill, TRADE, strategy="momentum")
 
 
 # LONG: buy 100 @ 10.00 and 50 @ 10.30, sell 150 @ 10.50 in two fills

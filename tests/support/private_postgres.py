@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.ports import PortTaken, on_free_port, taken
+from tests.support.ports import PortTaken, on_free_port, taken
 
 
 def _server_bin(variable: str) -> Path:
@@ -104,7 +104,7 @@ class PrivatePostgres:
     async def secure(self, tls: Path) -> None:
         """Users and the database `cie` (deploy/local/secure.sh), then TLS and passwords only:
         from now on no connection without both reaches the server."""
-        from tests.private_kafka import secure_sh
+        from tests.support.private_kafka import secure_sh
 
         secure_sh("postgres-users", self.url, str(tls))
         secure_sh("postgres-config", str(tls), str(self.data))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
-PLATFORM_ENV = Path(__file__).resolve().parent.parent / "deploy" / "platform.env"
+from tests.support.stack import REPO
+
+PLATFORM_ENV = REPO / "deploy" / "platform.env"
 
 
 @cache

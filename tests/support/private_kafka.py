@@ -22,9 +22,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.ingest.kafka import client_options
 from consumers.platform.settings import load_settings
-from tests.ports import PortTaken, free_port, on_free_port, taken
+from tests.support.ports import PortTaken, free_port, on_free_port, taken
+from tests.support.stack import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "deploy" / "local" / "kafka"
 SECURE = REPO / "deploy" / "local" / "secure.sh"
 

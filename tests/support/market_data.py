@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from tests.clock import TODAY
+from tests.support.clock import TODAY
 
 BAR_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume", "atr_14",
                "rsi_14", "vix", "detected_regime", "regime_confidence")

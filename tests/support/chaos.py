@@ -48,10 +48,10 @@ from consumers.ingest.kafka import (
 )
 from consumers.platform.settings import load_settings
 from consumers.producer import encode, route
-from tests.private_kafka import PrivateKafka
-from tests.private_postgres import PrivatePostgres
-from tests.processes import cie_environment
-from tests.topic_reading import read_to_end
+from tests.support.cie import cie_environment
+from tests.support.private_kafka import PrivateKafka
+from tests.support.private_postgres import PrivatePostgres
+from tests.support.topic_reading import read_to_end
 
 TOPICS = ("bars", "predictions", "fills", "improvement-events")
 PARTITIONS = 4

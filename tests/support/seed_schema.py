@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.stack import REPO
+
 SEED_COPY = REPO / "schema" / "seed" / "analytics-database-schema.md"
 SEED_SHARED = REPO.parent / "shared" / "seed" / "analytics-database-schema.md"
 

@@ -33,3 +33,10 @@ async def read_to_end(kafka: str, partitions: Sequence[TopicPartition], *,
     finally:
         await consumer.stop()
     return records
+
+
+async def read_topic(kafka: str, topic: str, timeout: float = 30) -> list[Any]:
+    """Every record of ``topic`` (made by ``new_topic``: 3 partitions), read to its end
+    offsets."""
+    return await read_to_end(kafka, [TopicPartition(topic, p) for p in range(3)],
+                             timeout=timeout)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -34,9 +33,9 @@ from consumers.platform.db import create_pool
 from consumers.platform.settings import Settings, load_settings
 from consumers.producer import Contract, EventProducer
 from consumers.topics import TOPICS, Topic
-from tests.ports import PortTaken, log_size, log_text, on_free_port, taken
-from tests.processes import cie_environment
-from tests.topic_reading import read_to_end
+from tests.support.cie import cie_process
+from tests.support.ports import PortTaken, log_size, log_text, on_free_port, taken
+from tests.support.topic_reading import read_to_end
 
 PARTITIONS = 3
 
@@ -194,29 +193,19 @@ def row_of(database_url: str, query: str, *args: Any) -> Callable[[], Awaitable[
     async def fetch() -> tuple[Any, ...]:
         conn = await asyncpg.connect(database_url)
         try:
-            return tuple(await conn.fetchrow(query, *args))
+            row = await conn.fetchrow(query, *args)
+            assert row is not None, query
+            return tuple(row)
         finally:
             await conn.close()
     return fetch
 
 
-@contextlib.asynccontextmanager
-async def consume_subprocess(
-    environment: dict[str, str], log: Path, *args: str
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``cie consume *args`` as a real process (for SIGKILL and outage tests); logs go to
-    ``log``."""
-    with log.open("ab") as sink:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "consumers", "consume", *args,
-            env=cie_environment(environment),
-            stdout=sink, stderr=sink)
-        try:
-            yield proc
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-            await asyncio.wait_for(proc.wait(), timeout=30)
+def consume_subprocess(environment: dict[str, str], log: Path,
+                       *args: str) -> contextlib.AbstractAsyncContextManager[
+                           asyncio.subprocess.Process]:
+    """``cie consume *args`` as a real process (for SIGKILL and outage tests)."""
+    return cie_process(environment, log, "consume", *args)
 
 
 @contextlib.asynccontextmanager

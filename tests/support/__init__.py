@@ -1,0 +1,1 @@
+"""What the tests share: the stack and its fixtures' helpers, builders, `cie` processes, private servers."""

@@ -1,4 +1,4 @@
-"""Performance figures: pure functions, no I/O. Definitions are in README.md ("Rollups").
+"""Performance figures: pure functions, no I/O. Definitions are in docs/analytics.md ("Rollups").
 
 Strategy figures are computed from per-day aggregates of closed trades (``TradeDay``); model
 figures from validated predictions (``ScoredPrediction``). Money stays ``Decimal`` throughout;

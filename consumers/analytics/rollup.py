@@ -13,7 +13,7 @@ A mark committed after the snapshot is invisible to both the read and the delete
 for the next run; a failed run rolls its delete back: nothing is missed, and a repeated run
 changes nothing. Reads of the facts can
 go to a replica once it has replayed past the primary's position at the snapshot.
-Figures and their definitions: consumers/analytics/performance.py and README.md ("Rollups").
+Figures and their definitions: consumers/analytics/performance.py and docs/analytics.md ("Rollups").
 """
 
 from __future__ import annotations

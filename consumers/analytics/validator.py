@@ -3,7 +3,7 @@
 It runs as its own consumer group on the bars and fills topics (each batch re-validates the
 predictions and trades those bars or fills can affect) plus a periodic sweep that catches
 whatever was missed, e.g. after downtime. All of it is set-based SQL over bounded batches
-(schema/queries/validator.sql); the rules are in README.md ("Validation").
+(schema/queries/validator.sql); the rules are in docs/analytics.md ("Validation").
 
 Several validators may run at once: each transaction takes advisory locks on the symbols (and
 trades) it writes, in sorted order, so they serialise without deadlocks; and every write is a

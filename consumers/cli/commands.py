@@ -363,6 +363,13 @@ async def cmd_contracts(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.cli.reference import render
+
+    sys.stdout.write(render())
+    return 0
+
+
 async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.demo import Loop, improvement_loop, run_demo
 

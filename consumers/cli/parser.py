@@ -166,6 +166,13 @@ def _add_contracts(sub: Subparsers) -> None:
     contracts.set_defaults(run=commands.cmd_contracts, needs=())
 
 
+def _add_settings(sub: Subparsers) -> None:
+    settings = sub.add_parser(
+        "settings", help="print every setting: its environment variable, default and meaning "
+        "(docs/configuration.md)")
+    settings.set_defaults(run=commands.cmd_settings, needs=())
+
+
 def _add_demo(sub: Subparsers) -> None:
     demo = sub.add_parser("demo", help="produce a simulated trading session")
     demo.add_argument("--minutes", type=int, default=60, help="minutes of market data (60)")
@@ -191,6 +198,7 @@ COMMANDS = (_add_migrate,
             _add_topics,
             _add_dlq,
             _add_contracts,
+            _add_settings,
             _add_demo)
 
 

@@ -3,7 +3,7 @@
 A trade's row is always derived from *all* of its fills, ordered by ``filled_at`` (ties broken
 by ``fill_id``), so the order in which fills arrive, and how often, cannot change it.
 
-Rules (also in README.md):
+Rules (also in docs/reliability.md):
 - direction: LONG when the first fill buys, SHORT when it sells;
 - fills on the opening side add to the position, fills on the other side reduce it; the trade
   closes when the position returns to zero. A closing fill larger than the open position

@@ -1,4 +1,4 @@
--- Named queries of `cie rollup` (consumers/analytics/rollup.py). Definitions are in README.md.
+-- Named queries of `cie rollup` (consumers/analytics/rollup.py). Definitions are in docs/analytics.md.
 -- Days are local days in the rollup's time zone ($tz parameters); a day [d, e) is the
 -- instants from local midnight of d to local midnight of e.
 

@@ -1,4 +1,4 @@
--- Named queries of the validator (consumers/analytics/validator.py). Definitions are in README.md.
+-- Named queries of the validator (consumers/analytics/validator.py). Definitions are in docs/analytics.md.
 -- Candidates are selected first, then one statement per batch computes and writes the
 -- outcomes of all of them. No row locks: TimescaleDB cannot lock tuples in compressed chunks
 -- ("locking compressed tuples is not supported"), and predictions older than the compression

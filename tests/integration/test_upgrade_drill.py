@@ -2,7 +2,7 @@
 (PostgreSQL 15, TimescaleDB 2.28.3) filled through the real consumers, with compressed chunks,
 the continuous aggregate, rollups and archive bookkeeping; pg_upgrade to PostgreSQL 18 and
 TimescaleDB's update to 2.29.2; every table's rows and checksum equal afterwards; then
-ingestion, the validator and the rollups work on it. The 1 GB figures are in the README."""
+ingestion, the validator and the rollups work on it. The 1 GB figures are in docs/data-lifecycle.md."""
 
 from __future__ import annotations
 

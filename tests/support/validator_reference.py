@@ -1,6 +1,6 @@
 """A plain-Python statement of the validator's rules, to check the SQL against.
 
-Written from README.md ("Validation"), not from the SQL: bars are (timestamp, close) or
+Written from docs/analytics.md ("Validation"), not from the SQL: bars are (timestamp, close) or
 (timestamp, high, low) per symbol.
 """
 

@@ -548,14 +548,9 @@ cmd_run() {  # the main job needs no S3 and no test tools: it starts neither
   # the session, then the loop: the demo plays the optimization worker and waits for the A/B
   # test's conclusion
   "$venv/bin/cie" demo --loop 120
-  local sent=0
-  for _ in $(seq 1 30); do  # the notifier posts within a second or two
-    sent=$(grep -c '"message_id"' "$log_dir/webhook-sink.log" || true)
-    [ "$sent" -ge 2 ] && break
-    sleep 1
-  done
   say "notifications delivered to the webhook sink ($log_dir/webhook-sink.log):"
-  grep '"message_id"' "$log_dir/webhook-sink.log" || true
+  "$venv/bin/python" "$here/webhook_sink.py" --show "$log_dir/webhook-sink.log" --at-least 2 \
+    || say "warning: fewer than the two notifications the demo expects arrived within 30 s"
   cmd_status
   say "consume, validate, schedule and notify keep running (metrics :9108 to :9111); the"
   say "validator refreshes strategy_performance and model_performance every 30 s; stop with: $0 down"

@@ -149,10 +149,37 @@ def _reply(request: BaseHTTPRequestHandler, status: int, body: dict[str, Any] | 
     request.wfile.write(data)
 
 
+def received_messages(log: str) -> list[str]:
+    """The message lines a running sink has written to its log (``log``)."""
+    try:
+        with open(log, encoding="utf-8") as lines:
+            return [line.rstrip("\n") for line in lines if line.startswith('{"message_id"')]
+    except FileNotFoundError:
+        return []
+
+
+def show(log: str, at_least: int, within: float) -> int:
+    """Print what the sink received once it holds ``at_least`` messages, waiting at most
+    ``within`` seconds (the notifier posts a second or two after an event); 1 if too few."""
+    deadline = time.monotonic() + within
+    while len(messages := received_messages(log)) < at_least and time.monotonic() < deadline:
+        time.sleep(0.5)
+    print("\n".join(messages))
+    return 0 if len(messages) >= at_least else 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--show", metavar="LOG",
+                        help="instead of serving: print the messages a running sink logged to LOG")
+    parser.add_argument("--at-least", type=int, default=0,
+                        help="--show: wait until LOG holds this many")
+    parser.add_argument("--within", type=float, default=30,
+                        help="--show: wait at most this many seconds (30)")
     args = parser.parse_args()
+    if args.show:
+        sys.exit(show(args.show, args.at_least, args.within))
     fake = FakeDiscord(log=sys.stdout)
     url = fake.start(args.port)
     print(json.dumps({"listening": url}), flush=True)

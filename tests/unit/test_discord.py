@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from consumers.improvement.discord import BAD, FIELD_LIMIT, GOOD, NEUTRAL, message
 
@@ -73,3 +76,22 @@ def test_long_text_is_cut_to_discord_s_limits() -> None:
     text = embed["title"] + embed["footer"]["text"] + "".join(
         f["name"] + f["value"] for f in embed["fields"])
     assert len(text) <= 6000
+
+
+def test_the_demo_sink_shows_what_it_received_and_says_when_too_little_came(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`stack.sh run` prints the demo's notifications with the sink's --show: the message
+    lines only, waiting (bounded) for as many as the demo posts."""
+    from webhook_sink import show
+
+    log = tmp_path / "webhook-sink.log"
+    log.write_text('{"listening": "http://127.0.0.1:1/api"}\n'
+                   '{"message_id": "1", "title": "params optimized"}\n'
+                   '{"message_id": "2", "title": "ab test rejected"}\n')
+    assert show(str(log), at_least=2, within=0) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        '{"message_id": "1", "title": "params optimized"}',
+        '{"message_id": "2", "title": "ab test rejected"}']
+    assert show(str(log), at_least=3, within=0.2) == 1
+    assert show(str(tmp_path / "never-written.log"), at_least=1, within=0) == 1

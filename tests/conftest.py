@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -37,6 +39,8 @@ from tests.support.stack import (
     make_template,
     reachable,
 )
+
+TOOLS_TIMEOUT_SECONDS = 1800  # SeaweedFS alone takes about 6 minutes of two idle cores
 
 # Property tests: reproducible in CI (the same examples every run); HYPOTHESIS_PROFILE=random
 # explores new ones (a nightly-style run), and prints the seed of any failure to replay it.
@@ -176,8 +180,26 @@ async def new_topic(stack: Stack) -> AsyncIterator[NewTopics]:
     await admin.close()
 
 
+@pytest.fixture(scope="session")
+def background_tools() -> None:
+    """On a first run, `stack.sh test` builds what only some tests need (S3, kustomize, the
+    CRDs, barman-cloud) in the background while the suite runs; the tests that use this fixture
+    run last (pytest_collection_modifyitems) and wait here until it is done."""
+    status = os.environ.get("CIE_TOOLS_STATUS")
+    if not status:
+        return  # a stack started by hand (`stack.sh up`) has them already
+    deadline = time.monotonic() + TOOLS_TIMEOUT_SECONDS
+    while not Path(status).exists():
+        assert time.monotonic() < deadline, (
+            f"the background setup took over {TOOLS_TIMEOUT_SECONDS} s; see "
+            f"{os.environ.get('CIE_TOOLS_LOG')}")
+        time.sleep(1)
+    code = Path(status).read_text().strip()
+    assert code == "0", f"the background setup failed ({code}); see {os.environ.get('CIE_TOOLS_LOG')}"
+
+
 @pytest.fixture
-async def bucket() -> AsyncIterator[Bucket]:
+async def bucket(background_tools: None) -> AsyncIterator[Bucket]:
     """A new bucket, emptied and deleted after the test: nothing is left behind."""
     import boto3
     from botocore.config import Config
@@ -210,10 +232,12 @@ def _on_timescaledb_path(item: pytest.Item) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test that runs on the TimescaleDB path carries the ``timescaledb`` marker, so
-    ``pytest -m timescaledb`` selects that whole half (and ``-m 'not timescaledb'`` the rest)."""
+    ``pytest -m timescaledb`` selects that whole half (and ``-m 'not timescaledb'`` the rest).
+    The tests that need the background setup (``background_tools``) run last."""
     for item in items:
         if _on_timescaledb_path(item):
             item.add_marker(pytest.mark.timescaledb)
+    items.sort(key=lambda item: "background_tools" in getattr(item, "fixturenames", ()))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

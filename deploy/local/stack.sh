@@ -218,7 +218,7 @@ s3_up() {
   ensure_weed
   port_free "$s3_port" S3
   mkdir -p "$s3_dir/data"
-  [ -f "$s3_dir/secret" ] || { openssl rand -hex 20 >"$s3_dir/secret"; chmod 600 "$s3_dir/secret"; }
+  ensure_s3_secret
   say "starting S3 (SeaweedFS) on 127.0.0.1:$s3_port, bucket $s3_bucket"
   ( cd "$s3_dir" && AWS_ACCESS_KEY_ID=$s3_key AWS_SECRET_ACCESS_KEY=$(cat "$s3_dir/secret") \
       exec setsid nohup "$weed" mini -dir="$s3_dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
@@ -227,6 +227,11 @@ s3_up() {
       -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
       -bucket="$s3_bucket" >>"$log_dir/s3.log" 2>&1 </dev/null ) &
   echo $! >"$s3_dir/weed.pid"
+}
+
+ensure_s3_secret() {  # made once; `env` prints it, so it exists before the server starts
+  mkdir -p "$s3_dir"
+  [ -f "$s3_dir/secret" ] || { openssl rand -hex 20 >"$s3_dir/secret"; chmod 600 "$s3_dir/secret"; }
 }
 
 s3_answers() { curl -s -o /dev/null -m 2 "http://127.0.0.1:$s3_port/"; }
@@ -590,14 +595,43 @@ cmd_backup() {  # continuous WAL archiving of the stack's cluster to S3, and a b
   say "WAL archiving stays on (every WAL segment goes to S3); turn it off: $0 backup off"
 }
 
+# What only the tests need and a first run builds for minutes (SeaweedFS, about six minutes of
+# both cores; kustomize; the CRDs; barman-cloud) is set up in the background, at low priority,
+# while the rest is installed and the suite runs. The tests that need it run last and wait for
+# $CIE_TOOLS_STATUS (tests/conftest.py: background_tools).
+tools_in_background() {  # sets tools_pid; exports CIE_TOOLS_STATUS and CIE_TOOLS_LOG
+  export CIE_TOOLS_STATUS="$state/tools.status" CIE_TOOLS_LOG="$log_dir/tools.log"
+  rm -f "$CIE_TOOLS_STATUS"
+  say "setting up the test tools in the background (log: $CIE_TOOLS_LOG)"
+  ( renice -n 10 -p "$BASHPID" >/dev/null
+    rc=0  # each step in a subshell of its own: a `die` there still reaches the status file
+    ( ensure_kustomize && ensure_crds && ensure_weed && ensure_barman ) || rc=$?
+    if [ $rc = 0 ]; then
+      renice -n 0 -p "$BASHPID" >/dev/null 2>&1 || true  # the server at normal priority
+      ( s3_up && s3_wait 90 ) || rc=$?
+    fi
+    echo $rc >"$CIE_TOOLS_STATUS" ) >"$CIE_TOOLS_LOG" 2>&1 </dev/null &
+  tools_pid=$!
+}
+
+kill_tree() {  # kill_tree PID: the process and everything it started
+  local child
+  for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null || true
+}
+
 cmd_test() {
   mkdir -p "$state" "$log_dir"
+  ensure_s3_secret
+  tools_in_background
+  # tests that needed none of it may finish first: a build still running then is stopped
+  trap '[ -f "$CIE_TOOLS_STATUS" ] || kill_tree "$tools_pid"' EXIT
   ensure_venv dev
   ensure_prometheus
-  ensure_kustomize
-  ensure_crds
-  cmd_up
   ensure_tls_postgres  # the secured stack's tests start TLS clusters of their own
+  services_up
+  kafka_wait 90
+  say_ready
   eval "$(print_env)"
   cd "$repo"
   "$venv/bin/ruff" check consumers tests bench

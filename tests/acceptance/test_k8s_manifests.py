@@ -25,6 +25,9 @@ from consumers.topics import PUBLISHED, TOPICS, unknown_names
 from tests.support.platform import platform
 from tests.support.stack import REPO
 
+# kustomize and the operators' CRDs may still be building in the background (stack.sh test)
+pytestmark = pytest.mark.usefixtures("background_tools")
+
 K8S = REPO / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"
 CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "PodMonitor", "Cluster", "ScheduledBackup",

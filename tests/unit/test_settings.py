@@ -198,18 +198,16 @@ def test_the_discord_webhook_is_a_secret_from_a_file_and_must_be_http(tmp_path: 
                        "CIE_NOTIFY_RETRY_MAX_SECONDS": "5"})
 
 
-def test_the_configuration_reference_is_what_cie_settings_prints(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_the_configuration_reference_is_what_cie_settings_prints() -> None:
     """docs/configuration.md is generated: every setting has a meaning, and the file is the
     command's output (regenerate: cie settings > docs/configuration.md)."""
-    from consumers.cli.main import main
     from consumers.cli.reference import MEANINGS
+    from tests.support.cie import run_cie
     from tests.support.stack import REPO
 
     assert list(MEANINGS) == list(ENVIRONMENT)  # the order the Settings fields are in
-    assert main(["settings"]) == 0
-    printed = capsys.readouterr().out
+    code, printed = await run_cie("settings", env={})  # the real command, in a process
+    assert code == 0, printed
     assert all(f"| `{variable}` |" in printed for variable in ENVIRONMENT.values())
     assert (REPO / "docs" / "configuration.md").read_text(encoding="utf-8") == printed, (
         "docs/configuration.md is out of date: cie settings > docs/configuration.md")

@@ -16,7 +16,7 @@ async def test_nothing_lost_or_doubled_while_everything_breaks(
 ) -> None:
     if path == "timescaledb" and not stack.timescaledb:
         pytest.skip("TimescaleDB is not installed in the local PostgreSQL: TimescaleDB path not tested")
-    report = await run(Plan(symbols=10, minutes=120, kills=2, produce_seconds=40,
+    report = await run(Plan(symbols=10, minutes=120, kills=2, produce_seconds=28,
                             timescaledb=path == "timescaledb"), tmp_path)
     print(report)
     assert report.kills == 2

@@ -35,6 +35,10 @@ class DrainTimeout(CieError):
     """The buffered batches could not be written and committed within the drain deadline."""
 
 
+class ReplayPositionMissing(CieError):
+    """A replay found no position of its own: never replayed, or the position expired."""
+
+
 class RollupError(CieError):
     """The rollup could not run (replica too far behind, repeated serialization failures)."""
 

@@ -338,7 +338,7 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
         raise SettingsError("cie dlq replay: name the topic whose dead letters to replay")
     report = await replay.replay(
         settings, _dead_letter_topic(settings, args.topic), error_class=args.error_class,
-        until=args.until, dry_run=args.dry_run)
+        until=args.until, dry_run=args.dry_run, from_beginning=args.from_beginning)
     verb = "would replay" if args.dry_run else "replayed"
     for letter in report.replayed:
         print(f"{verb} {letter.line()}")

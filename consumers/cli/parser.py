@@ -158,6 +158,9 @@ def _add_dlq(sub: Subparsers) -> None:
     dlq.add_argument("--until", type=int, default=None,
                      help="replay: stop before this dead-letter offset")
     dlq.add_argument("--dry-run", action="store_true", help="replay: list, send nothing")
+    dlq.add_argument("--from-beginning", action="store_true",
+                     help="replay: from the first letter, when this filter has no position yet "
+                     "(its first replay, or a position that expired)")
     dlq.set_defaults(run=commands.cmd_dlq, needs=("kafka",))
 
 

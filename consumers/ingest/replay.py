@@ -11,6 +11,11 @@ records how far it got as the committed offset of a consumer group of its own (o
 ``--class`` filter), in the same Kafka transaction as the republished messages: a second run
 starts where the first stopped and never sends a letter twice. A letter whose value or key
 was cut to fit the DLQ cannot be replayed as it was sent: it is reported and skipped.
+
+That position lives as long as Kafka keeps an idle group's offsets (the broker's
+``offsets.retention.minutes``: 7 days by default, set to 366 days in deploy/). Where there is
+none, a replay never starts from the beginning by itself (a second pass over old letters would
+write their stale values over later corrections): it stops and asks for ``--from-beginning``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from consumers.errors import ReplayPositionMissing
 from consumers.ingest.kafka import (
     DLQ_ERROR_CLASS,
     DLQ_KEY_TRUNCATED,
@@ -162,17 +168,22 @@ def replay_group(settings: Settings, error_class: str | None) -> str:
 
 async def replay(
     settings: Settings, dlq_topic: str, *, error_class: str | None = None,
-    until: int | None = None, dry_run: bool = False,
+    until: int | None = None, dry_run: bool = False, from_beginning: bool = False,
 ) -> ReplayReport:
     """Republish the dead letters of ``dlq_topic`` (those of ``error_class``, before DLQ
     offset ``until``) to the topic it belongs to, from where the last replay with this
-    filter stopped."""
+    filter stopped; from the first letter only when ``from_beginning`` says so."""
     if not dlq_topic.endswith(settings.dead_letter_suffix):
         raise ValueError(f"{dlq_topic}: not a dead-letter topic "
                          f"(its name ends with {settings.dead_letter_suffix})")
     source = dlq_topic.removesuffix(settings.dead_letter_suffix)
     group = replay_group(settings, error_class)
     start = await _committed(settings, dlq_topic, group)
+    if not start and not from_beginning and not dry_run:
+        raise ReplayPositionMissing(
+            f"no replay position in consumer group {group}: this filter never replayed "
+            f"{dlq_topic}, or its position expired (offsets.retention.minutes); "
+            "--from-beginning replays every letter from the first (see --dry-run)")
     report = ReplayReport()
     producer = None if dry_run else make_producer(
         settings, transactional_id=f"{group}.{uuid.uuid4().hex}", linger_ms=5)

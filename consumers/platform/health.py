@@ -168,36 +168,46 @@ class Health:
         return self._consumer is None or bool(self._consumer.assignment())
 
 
-# What one client can cost: a request line of at most REQUEST_LINE_BYTES, read within
-# REQUEST_SECONDS, and at most MAX_CONNECTIONS connections open at once (more are closed
-# unanswered). Nothing here authenticates, so nothing here may be expensive: the database
-# check behind /readyz is shared and cached (Health).
+# What one client can cost. Nothing here authenticates, so nothing here may be expensive or
+# held for long: a connection sends its request line (at most REQUEST_LINE_BYTES) within
+# REQUEST_SECONDS and is closed CONNECTION_SECONDS after it opened, answered or not. Of the
+# connections still to send their request, at most MAX_WAITING are kept: a new one closes the
+# oldest, so clients holding idle connections cannot keep the kubelet's probes out (a probe
+# sends its request at once). The database check behind /readyz is shared and cached.
 REQUEST_LINE_BYTES = 4096
-REQUEST_SECONDS = 5.0
-MAX_CONNECTIONS = 64
+REQUEST_SECONDS = 2.0
+CONNECTION_SECONDS = 10.0
+MAX_WAITING = 32
 
 
 async def serve(health: Health, host: str, port: int) -> HealthServer:
-    open_connections = 0
+    waiting: dict[asyncio.StreamWriter, None] = {}  # oldest first
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), timeout=REQUEST_SECONDS)
+        finally:
+            waiting.pop(writer, None)
+        if not request or writer.is_closing():  # gone, or closed to make room
+            return
+        parts = request.decode("latin-1").split()
+        status, content_type, body = await _respond(health, parts[1] if len(parts) >= 2 else "")
+        writer.write(
+            f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        await writer.drain()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal open_connections
-        open_connections += 1
+        if len(waiting) >= MAX_WAITING:
+            next(iter(waiting)).close()  # the oldest idle connection makes room
+        waiting[writer] = None
         try:
-            if open_connections > MAX_CONNECTIONS:
-                return
-            request = await asyncio.wait_for(reader.readline(), timeout=REQUEST_SECONDS)
-            parts = request.decode("latin-1").split()
-            path = parts[1] if len(parts) >= 2 else ""
-            status, content_type, body = await _respond(health, path)
-            writer.write(
-                f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
-            await writer.drain()
+            async with asyncio.timeout(CONNECTION_SECONDS):
+                await answer(reader, writer)
         except (TimeoutError, ConnectionError, ValueError):  # ValueError: line too long
             pass
         finally:
-            open_connections -= 1
+            waiting.pop(writer, None)
             writer.close()
 
     server = await asyncio.start_server(handle, host, port, limit=REQUEST_LINE_BYTES)

@@ -7,7 +7,10 @@
 #   secure.sh certs DIR                 a private CA, server certificates for 127.0.0.1 and
 #                                       localhost (kafka, postgres), a password per user
 #   secure.sh certificate DIR NAME SAN  one more certificate from DIR's CA (tests: wrong host)
-#   secure.sh kafka-format-args DIR     the SCRAM users, as arguments to `kafka-storage format`
+#   secure.sh kafka-format-args DIR     the SCRAM users for `kafka-storage format`: writes them
+#                                       to DIR/kafka-scram.args (0600) and prints `@` and its
+#                                       path, a Java argument file (a password on the command
+#                                       line would be in every `ps`)
 #   secure.sh kafka-config DIR          broker settings to append to server.properties
 #   secure.sh kafka-client DIR USER     client properties for USER (for Kafka's own tools)
 #   secure.sh kafka-acls BOOTSTRAP DIR  the ACLs: each user may do its job and nothing else
@@ -27,6 +30,7 @@
 #   notifier   PostgreSQL only, in cie_notifier: `cie notify` records the notifications it posts
 #   analyst    PostgreSQL only, in cie_analytics (dashboards, read-only)
 set -euo pipefail
+umask 077  # keys, passwords, client properties: their owner's only
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -67,17 +71,23 @@ cmd_certs() {
   chmod -R go-rwx "$dir"
 }
 
+# Secrets never go into a command's arguments (anyone on the machine can read those: ps,
+# /proc/*/cmdline): they are written by shell builtins (printf, parameter expansion) into
+# files only their owner reads, or onto a program's standard input.
+
 cmd_kafka_format_args() {
-  local dir=$1 user
+  local dir=$1 user file="$1/kafka-scram.args"
   for user in "${kafka_users[@]}"; do
     printf -- '--add-scram\nSCRAM-SHA-512=[name=%s,password=%s]\n' "$user" "$(password "$dir" "$user")"
-  done
+  done >"$file"
+  printf '@%s\n' "$file"
 }
 
 cmd_kafka_config() {
-  local dir=$1
-  sed -e "s|@TLS_DIR@|$dir|g" -e "s|@ADMIN_PASSWORD@|$(password "$dir" admin)|g" \
-    "$here/kafka/secure.properties"
+  local dir=$1 text
+  text=$(<"$here/kafka/secure.properties")
+  text=${text//@TLS_DIR@/$dir}
+  printf '%s\n' "${text//@ADMIN_PASSWORD@/$(password "$dir" admin)}"
 }
 
 cmd_kafka_client() {
@@ -114,11 +124,11 @@ cmd_kafka_acls() {
 cmd_postgres_users() {
   local url=$1 dir=$2
   psql_() { "${PSQL:-/usr/lib/postgresql/15/bin/psql}" -X -q -v ON_ERROR_STOP=1 "$@"; }
-  psql_ "$url" \
-    -v owner="$(password "$dir" owner)" -v ingest="$(password "$dir" ingest)" \
-    -v validator="$(password "$dir" validator)" -v analyst="$(password "$dir" analyst)" \
-    -v rollup="$(password "$dir" rollup)" -v scheduler="$(password "$dir" scheduler)" \
-    -v notifier="$(password "$dir" notifier)" <<'SQL'
+  { local user
+    for user in owner ingest validator analyst rollup scheduler notifier; do
+      printf "\\set %s '%s'\n" "$user" "$(password "$dir" "$user")"
+    done
+    cat <<'SQL'
 SET password_encryption = 'scram-sha-256';
 CREATE ROLE cie_owner LOGIN CREATEROLE PASSWORD :'owner';
 CREATE ROLE cie_ingest NOLOGIN;
@@ -134,6 +144,7 @@ CREATE ROLE notifier LOGIN IN ROLE cie_notifier PASSWORD :'notifier';
 CREATE ROLE analyst LOGIN IN ROLE cie_analytics PASSWORD :'analyst';
 CREATE DATABASE cie OWNER cie_owner;
 SQL
+  } | psql_ "$url"
   # In the new database: TimescaleDB needs a superuser to be created (when it is preloaded),
   # and nobody but the owner creates objects in `public` (PostgreSQL 15's default, made
   # explicit; an older server or a restored dump would otherwise grant it to PUBLIC).

@@ -136,9 +136,10 @@ kafka_up() {
   ensure_kafka_jars
   port_free "$kafka_port" Kafka
   local conf="$kafka_dir/server.properties" users=()
+  install -m 600 /dev/null "$conf"  # secured, it holds the broker's own password
   { cat "$here/kafka/server.properties"
     if [ "$secure" = 1 ]; then "$here/secure.sh" kafka-config "$tls_dir"; fi
-    echo "log.dirs=$kafka_dir/data"; } >"$conf"
+    echo "log.dirs=$kafka_dir/data"; } >>"$conf"
   if [ ! -f "$kafka_dir/data/meta.properties" ]; then
     local cluster_id
     if [ "$secure" = 1 ]; then mapfile -t users < <("$here/secure.sh" kafka-format-args "$tls_dir"); fi

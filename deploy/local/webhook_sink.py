@@ -60,7 +60,7 @@ class FakeDiscord:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
-    def start(self, port: int = 0) -> str:
+    def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -70,10 +70,10 @@ class FakeDiscord:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}{PATH}"
+        return f"http://{host}:{self._server.server_address[1]}{PATH}"
 
     def stop(self) -> None:
         if self._server:
@@ -171,6 +171,9 @@ def show(log: str, at_least: int, within: float) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="the address to listen on (in a container: 0.0.0.0, so the "
+                        "notifier's container reaches it)")
     parser.add_argument("--show", metavar="LOG",
                         help="instead of serving: print the messages a running sink logged to LOG")
     parser.add_argument("--at-least", type=int, default=0,
@@ -181,7 +184,7 @@ def main() -> None:
     if args.show:
         sys.exit(show(args.show, args.at_least, args.within))
     fake = FakeDiscord(log=sys.stdout)
-    url = fake.start(args.port)
+    url = fake.start(args.port, args.host)
     print(json.dumps({"listening": url}), flush=True)
     threading.Event().wait()
 

@@ -28,14 +28,16 @@ from tests.support.topic_reading import read_to_end
 fill = partial(build_fill, commission="0.5")
 
 
-async def cie(ingest: Ingest, *args: str) -> str:
+async def cie(ingest: Ingest, *args: str, status: int = 0) -> str:
+    """``cie *args`` on the test's topics, exiting with ``status``: what it printed (its
+    logs, on stderr, too when it failed)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "consumers", *args,
         env=cie_environment({**ingest.environment, "CIE_LOG_FORMAT": "json"}),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert await proc.wait() == 0, err.decode()[-2000:]
-    return out.decode()
+    assert await proc.wait() == status, err.decode()[-2000:]
+    return out.decode() + (err.decode() if status else "")
 
 
 async def last_source_message(ingest: Ingest, trade: uuid.UUID) -> Any:
@@ -76,7 +78,13 @@ async def test_show_then_replay_a_fixed_dead_letter_exactly_once(ingest: Ingest)
                      trade)
     assert await outcome() == (15, "OPEN")  # a dry run sends nothing
 
-    done = await cie(ingest, "dlq", "replay", "fills", "--class", "LedgerError")
+    # this filter never replayed: no position, so it will not start from the first letter
+    # on its own (as it would after its position expired)
+    refused = await cie(ingest, "dlq", "replay", "fills", "--class", "LedgerError", status=1)
+    assert "no replay position" in refused and "--from-beginning" in refused
+    assert await outcome() == (15, "OPEN")
+    done = await cie(ingest, "dlq", "replay", "fills", "--class", "LedgerError",
+                     "--from-beginning")
     assert done.splitlines()[-1].startswith("replayed 1; skipped 0 cut to fit and 1 of other")
     await ingest.drained("fills", 5)
     # entry (10 x 100 + 5 x 103) / 15 = 101; exit 104; gross 3 x 15 = 45; commission 1.5
@@ -90,8 +98,9 @@ async def test_show_then_replay_a_fixed_dead_letter_exactly_once(ingest: Ingest)
     assert headers[REPLAYED_FROM].startswith(f"{ingest.topic('fills')}.dlq:".encode())
     assert not [name for name in headers if name.startswith("dlq.")]
 
-    again = await cie(ingest, "dlq", "replay", "fills", "--class", "LedgerError")
-    assert again.splitlines()[-1].startswith("replayed 0;")  # progress kept: never twice
+    again = await cie(ingest, "dlq", "replay", "fills", "--class", "LedgerError",
+                      "--from-beginning")  # the position wins: never twice
+    assert again.splitlines()[-1].startswith("replayed 0;")
     assert await ingest.committed("fills") == 5
     assert await counter(url, "SELECT count(*) FROM trade_fills WHERE trade_id = $1", trade)() == 3
     assert len(await ingest.all_dead_letters("fills")) == 2  # the replay landed: no new letter
@@ -160,7 +169,7 @@ async def test_a_letter_naming_another_topic_is_refused_not_replayed_there(
     shown = await cie(ingest, "dlq", "show", "fills")
     assert "\x1b" not in shown and "\x07" not in shown  # escaped, not sent to the terminal
     assert "flip \\x1b]0;pwned\\x07\\x1b[2J" in shown
-    done = await cie(ingest, "dlq", "replay", "fills")
+    done = await cie(ingest, "dlq", "replay", "fills", "--from-beginning")
     assert done.splitlines()[-1].startswith(
         "replayed 0; skipped 0 cut to fit and 0 of other classes; refused 1 naming another")
     partitions = [TopicPartition(target, p) for p in range(PARTITIONS)]

@@ -152,3 +152,26 @@ async def test_each_runtime_role_can_check_the_schema_is_current(db: asyncpg.Con
         await db.fetchval("SELECT count(*) FROM command_runs")
         assert await denied(db, "DELETE FROM schema_migrations")
         await db.execute("RESET ROLE")
+
+
+async def test_the_archiver_updates_only_what_it_records(db: asyncpg.Connection) -> None:
+    """cie_archiver records parts and slices and marks manifests written; the columns
+    retention trusts (counts, checksums, epochs, removals) are not its to rewrite (23)."""
+    sql = queries("archive")
+    part, slice_ = valid_rows()["archive_parts"], valid_rows()["archive_slices"]
+    await db.execute("SET ROLE cie_archiver")
+    await insert(db, "archive_parts", part)
+    await db.execute(sql["manifest_written"], part["object_key"])
+    await db.execute(sql["record_slice"], "trade_outcomes", slice_["slice_start"],
+                     slice_["slice_end"], 10, 123, 0)
+    await db.execute(sql["record_slice"], "trade_outcomes", slice_["slice_start"],
+                     slice_["slice_end"], 11, 456, 0)  # archived again: the upsert
+    await db.execute(sql["record_bucket"], "s3://b/p", True)
+    await db.execute(sql["record_bucket"], "s3://b/p", False)
+    for statement in ["UPDATE archive_parts SET row_count = 0",
+                      "UPDATE archive_parts SET sha256 = repeat('0', 64)",
+                      "UPDATE archive_slices SET epoch = epoch + 1",
+                      "UPDATE archive_slices SET removed_rows = 0",
+                      "DELETE FROM archive_parts",
+                      "DELETE FROM archive_slices"]:
+        assert await denied(db, statement), statement

@@ -17,8 +17,9 @@ import contextlib
 import json
 import shutil
 import sys
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,14 +64,48 @@ class Secured:
         return [path.read_text().strip() for path in (self.tls / "passwords").iterdir()]
 
 
+class CommandLines:
+    """Every command line on the machine while ``watching`` (read from /proc/*/cmdline every
+    few milliseconds, as anyone on the machine may): what `ps` would have shown."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                for path in Path("/proc").glob("[0-9]*/cmdline"):
+                    with contextlib.suppress(OSError):
+                        if line := path.read_bytes():
+                            self.seen.add(line.replace(b"\0", b" ").decode(errors="replace"))
+                stop.wait(0.005)
+
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
+
 @pytest.fixture(scope="module")
-async def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
-        tuple[PrivateKafka, Path]]:
+def command_lines() -> CommandLines:
+    return CommandLines()
+
+
+@pytest.fixture(scope="module")
+async def secured_kafka(tmp_path_factory: pytest.TempPathFactory,
+                        command_lines: CommandLines) -> AsyncIterator[tuple[PrivateKafka, Path]]:
     tls = tmp_path_factory.mktemp("secured") / "tls"
     secure_sh("certs", str(tls))
     kafka = PrivateKafka(tls=tls)
     try:
-        await kafka.start()
+        with command_lines.watching():  # the SCRAM users made, the ACLs granted
+            await kafka.start()
         yield kafka, tls
     finally:
         await kafka.destroy()
@@ -78,7 +113,8 @@ async def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
 
 @pytest.fixture(scope="module", params=["plain", "timescaledb"])
 async def secured(request: pytest.FixtureRequest, stack: Stack,
-                  secured_kafka: tuple[PrivateKafka, Path]) -> AsyncIterator[Secured]:
+                  secured_kafka: tuple[PrivateKafka, Path],
+                  command_lines: CommandLines) -> AsyncIterator[Secured]:
     if request.param == "timescaledb" and not timescaledb_installed(pg_bin(tls=True)):
         pytest.skip("TimescaleDB is not installed in the PostgreSQL with TLS (Debian's): "
                     "TimescaleDB path not tested")
@@ -86,9 +122,10 @@ async def secured(request: pytest.FixtureRequest, stack: Stack,
     # TLS needs a server built with OpenSSL: Debian's, not the stack's (deploy/platform.env)
     postgres = PrivatePostgres(timescaledb=request.param == "timescaledb", tls=True)
     try:
-        await postgres.init()
-        await postgres.start()
-        await postgres.secure(tls)
+        with command_lines.watching():  # the logins made with their passwords
+            await postgres.init()
+            await postgres.start()
+            await postgres.secure(tls)
         yield Secured(kafka, postgres, tls)
     finally:
         await postgres.destroy()
@@ -408,3 +445,17 @@ async def test_the_scheduler_and_the_notifier_run_as_their_own_users(
         await owner.close()
     logs = out + (tmp_path / "schedule.log").read_text()
     assert not any(secret in logs for secret in secured.secrets())
+
+
+async def test_no_password_on_a_command_line_or_in_a_file_others_may_read(
+    secured: Secured, command_lines: CommandLines,
+) -> None:
+    """Making the SCRAM users, the broker's configuration and the database logins never puts a
+    password in a command's arguments (every user of the machine reads those: ps,
+    /proc/*/cmdline), nor in a file anyone but its owner may read."""
+    assert any("StorageTool format" in line for line in command_lines.seen)  # it watched
+    leaked = [line for line in command_lines.seen
+              for secret in secured.secrets() if secret in line]
+    assert leaked == []
+    for path in (secured.kafka.root / "server.properties", *secured.tls.rglob("*")):
+        assert path.stat().st_mode & 0o077 == 0 or path.suffix == ".crt", path

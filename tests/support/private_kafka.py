@@ -67,6 +67,8 @@ class PrivateKafka:
             text += secure_sh("kafka-config", str(self.tls))
         text = text.replace("19092", str(self.port)).replace("19093", str(self.controller_port))
         conf = self.root / "server.properties"
+        conf.unlink(missing_ok=True)
+        conf.touch(mode=0o600)  # secured, it holds the broker's own password
         conf.write_text(text + f"\nlog.dirs={self.root / 'data'}\n")
         return conf
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import yaml
 
-from consumers.platform.settings import ENVIRONMENT, Settings
+from consumers.platform.settings import ENVIRONMENT, FILE_SUFFIX, SECRET_VARIABLES, Settings
 from tests.support.stack import REPO
 
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
@@ -18,7 +18,8 @@ def test_compose_has_the_whole_stack() -> None:
 
 
 def test_our_services_set_only_variables_the_code_reads_and_all_it_needs() -> None:
-    known = set(ENVIRONMENT.values())
+    known = {*ENVIRONMENT.values(), "DATABASE_PASSWORD",
+             *(f"{name}{FILE_SUFFIX}" for name in SECRET_VARIABLES)}
     for name in OURS:
         environment = COMPOSE["services"][name]["environment"]
         assert set(environment) <= known, (name, set(environment) - known)
@@ -63,3 +64,43 @@ def test_grafana_dashboard_queries_only_metrics_the_code_exports() -> None:
     assert any("provisioning" in volume for volume in grafana["volumes"])
     prometheus_mounts = " ".join(COMPOSE["services"]["prometheus"]["volumes"])
     assert "alerts.yml" in prometheus_mounts
+
+
+LOGINS = {"consume": "ingest", "validate": "validator", "schedule": "scheduler",
+          "notify": "notifier"}
+
+
+def test_each_component_logs_in_as_itself_with_a_password_from_a_file() -> None:
+    """No password in the file, no component as the superuser: each reads its own login's
+    password from the secrets volume, made at the first start (deploy/compose/secrets.sh)."""
+    text = (REPO / "docker-compose.yml").read_text(encoding="utf-8")
+    assert "POSTGRES_PASSWORD:" not in text and "postgres:postgres@" not in text
+    services = COMPOSE["services"]
+    for name, login in LOGINS.items():
+        environment = services[name]["environment"]
+        assert environment["DATABASE_URL"].startswith(f"postgresql://{login}@"), name
+        assert environment["DATABASE_PASSWORD_FILE"] == f"/secrets/{login}", name
+    assert services["timescaledb"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/secrets/postgres"
+    made = (REPO / "deploy/compose/secrets.sh").read_text()
+    granted = (REPO / "deploy/compose/logins.sh").read_text()
+    for login in LOGINS.values():
+        assert login in made and f" TO {login};" in granted and f":'{login}'" in granted
+    assert "\\set %s" in granted  # passwords reach psql on its input, never as arguments
+
+
+def test_every_published_port_is_on_loopback_and_grafana_asks_who_you_are() -> None:
+    for name, service in COMPOSE["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+    grafana = COMPOSE["services"]["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD__FILE"].startswith("/secrets/")
+
+
+def test_the_notifier_reaches_the_webhook_sink() -> None:
+    """The sink listens on every address of its container (its own loopback would be out of
+    the notifier's reach), and the notifier posts to it by its service name."""
+    sink = COMPOSE["services"]["webhook-sink"]["command"]
+    assert sink[sink.index("--host") + 1] == "0.0.0.0"
+    url = COMPOSE["services"]["notify"]["environment"]["CIE_DISCORD_WEBHOOK_URL"]
+    assert url.startswith(f"http://webhook-sink:{sink[sink.index('--port') + 1]}/")

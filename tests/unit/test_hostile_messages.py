@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 from aiokafka.structs import ConsumerRecord
 from hypothesis import HealthCheck, given, settings
@@ -197,3 +198,18 @@ def test_a_dead_letter_is_cut_to_fit_and_says_what_was_cut() -> None:
     assert len(key) + len(value) + sum(len(n) + len(v) + 8 for n, v in headers) <= 10_000
     small = dead_letter_message(DeadLetter(record(b"{", 3), "DecodeError", "bad"), 10_000)
     assert small[1] == b"{" and DLQ_VALUE_TRUNCATED not in dict(small[2])
+
+
+@pytest.mark.parametrize("form", ["string", "number"])
+def test_a_megabyte_of_digits_is_refused_before_any_pattern_or_decimal(form: str) -> None:
+    """A decimal's text is refused for its length alone, before the text path's expression or
+    an exact Decimal spends time on it; the reason says which field and how long."""
+    digits = "1" * 1_000_000
+    value = json.dumps({**VALID["bars"], "close": digits if form == "string" else 0})
+    if form == "number":
+        value = value.replace('"close": 0', f'"close": {digits}')
+    with pytest.raises(msgspec.ValidationError) as refused:
+        BarsPipeline().accept(value.encode(), NOW)
+    assert str(refused.value) == (
+        f"close: {len(digits) + (2 if form == 'string' else 0)} characters, more than a "
+        "decimal may have (64)")

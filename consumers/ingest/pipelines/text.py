@@ -12,6 +12,8 @@ The expression decides only which path a message takes: a message it does not ma
 notation, escapes, too many places, out of range, anything at all) is decoded exactly with the
 contract by the caller, which accepts it or says precisely why not. So this path may refuse
 more than the contract, never less, and what it stores is what the exact path would store.
+The one exception: a decimal whose text is longer than ``DECIMAL_TEXT_MAX`` is refused here,
+before any expression or ``Decimal`` spends time on it (a hostile megabyte of digits).
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ from consumers.platform.db import copy_line
 
 _NULL = msgspec.Raw(b"null")
 
+# Longer than any decimal a column holds in any notation a producer uses (NUMERIC(20,8) is 22
+# characters with sign and point, 24 quoted), with room for leading or trailing zeros.
+DECIMAL_TEXT_MAX = 64
+
 
 class TextDecoder:
     """Message bytes → (event, COPY line) for ``contract``, or None: take the exact path.
@@ -45,7 +51,9 @@ class TextDecoder:
         decimals = [f for f in fields if f.name in contract.decimals]
         self.columns = text_columns(contract)
         self._plain_values = _values(self.columns[:len(fields) - len(decimals)])
-        self._decimal_values = _values(self.columns[len(fields) - len(decimals):])
+        self._decimal_names = self.columns[len(fields) - len(decimals):]
+        self._decimal_values = _values(self._decimal_names)
+        self._text_max = len(decimals) * (DECIMAL_TEXT_MAX + 1)  # with the separators
         self._decoder = msgspec.json.Decoder(msgspec.defstruct(
             f"{contract.__name__}Text",
             [_text_field(f) if f in decimals else _same_field(f) for f in fields],
@@ -56,11 +64,14 @@ class TextDecoder:
             for f in decimals).encode())
 
     def decode(self, value: bytes) -> tuple[Any, str] | None:
+        """Raises msgspec.ValidationError for a decimal text past ``DECIMAL_TEXT_MAX``."""
         try:
             event = self._decoder.decode(value)
         except Exception:  # the exact path says what is wrong with it
             return None
-        text = b"\t".join(self._decimal_values(event))
+        raw = self._decimal_values(event)
+        if len(text := b"\t".join(raw)) > self._text_max:  # one test for all of them
+            self._refuse_longest(raw)
         # A quote in a JSON value wraps a whole string: without them the expression has one
         # form a field to try instead of two (a third less time). The string "null" must not
         # pass for the null it would then read as.
@@ -71,6 +82,14 @@ class TextDecoder:
             return None
         text = text.replace(b"null", b"\\N")  # matched: "null" can only be a whole value
         return event, f"{copy_line(self._plain_values(event))[:-1]}\t{text.decode()}\n"
+
+
+    def _refuse_longest(self, raw: tuple[bytes, ...]) -> None:
+        """Past ``_text_max``, at least one decimal is longer than ``DECIMAL_TEXT_MAX``."""
+        length, name = max((len(text), name) for name, text in zip(self._decimal_names, raw,
+                                                                    strict=True))
+        raise msgspec.ValidationError(
+            f"{name}: {length} characters, more than a decimal may have ({DECIMAL_TEXT_MAX})")
 
 
 def _decimal_text(precision: int, scale: int, bound: Bound, *, nullable: bool) -> str:

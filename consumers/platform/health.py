@@ -171,17 +171,31 @@ class Health:
 # What one client can cost. Nothing here authenticates, so nothing here may be expensive or
 # held for long: a connection sends its request line (at most REQUEST_LINE_BYTES) within
 # REQUEST_SECONDS and is closed CONNECTION_SECONDS after it opened, answered or not. Of the
-# connections still to send their request, at most MAX_WAITING are kept: a new one closes the
-# oldest, so clients holding idle connections cannot keep the kubelet's probes out (a probe
-# sends its request at once). The database check behind /readyz is shared and cached.
+# connections still to send their request, those idle for IDLE_SECONDS are closed, oldest
+# first, whenever more than MAX_WAITING wait: clients holding idle connections cannot keep the
+# kubelet's probes out (a probe sends its request at once), while a burst of fresh ones is
+# served. Past MAX_CONNECTIONS waiting at once, a new connection is closed unanswered. The
+# database check behind /readyz is shared and cached.
 REQUEST_LINE_BYTES = 4096
 REQUEST_SECONDS = 2.0
 CONNECTION_SECONDS = 10.0
+IDLE_SECONDS = 0.5
 MAX_WAITING = 32
+MAX_CONNECTIONS = 256
 
 
 async def serve(health: Health, host: str, port: int) -> HealthServer:
-    waiting: dict[asyncio.StreamWriter, None] = {}  # oldest first
+    waiting: dict[asyncio.StreamWriter, float] = {}  # when each connected, oldest first
+
+    def make_room() -> bool:
+        """Close idle connections, oldest first, while too many wait; whether one more fits."""
+        while len(waiting) >= MAX_WAITING:
+            oldest, since = next(iter(waiting.items()))
+            if time.monotonic() - since < IDLE_SECONDS:
+                break
+            waiting.pop(oldest)
+            oldest.close()
+        return len(waiting) < MAX_CONNECTIONS
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -198,9 +212,10 @@ async def serve(health: Health, host: str, port: int) -> HealthServer:
         await writer.drain()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(waiting) >= MAX_WAITING:
-            next(iter(waiting)).close()  # the oldest idle connection makes room
-        waiting[writer] = None
+        if not make_room():
+            writer.close()
+            return
+        waiting[writer] = time.monotonic()
         try:
             async with asyncio.timeout(CONNECTION_SECONDS):
                 await answer(reader, writer)

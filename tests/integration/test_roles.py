@@ -166,8 +166,8 @@ async def test_the_archiver_updates_only_what_it_records(db: asyncpg.Connection)
                      slice_["slice_end"], 10, 123, 0)
     await db.execute(sql["record_slice"], "trade_outcomes", slice_["slice_start"],
                      slice_["slice_end"], 11, 456, 0)  # archived again: the upsert
-    await db.execute(sql["record_bucket"], "s3://b/p", True)
-    await db.execute(sql["record_bucket"], "s3://b/p", False)
+    await db.execute(sql["record_bucket"], "s3://b/p", "Enabled")
+    await db.execute(sql["record_bucket"], "s3://b/p", "Suspended")
     for statement in ["UPDATE archive_parts SET row_count = 0",
                       "UPDATE archive_parts SET sha256 = repeat('0', 64)",
                       "UPDATE archive_slices SET epoch = epoch + 1",

@@ -222,7 +222,6 @@ async def serve(health: Health, host: str, port: int) -> HealthServer:
         except (TimeoutError, ConnectionError, ValueError):  # ValueError: line too long
             pass
         finally:
-            waiting.pop(writer, None)
             writer.close()
 
     server = await asyncio.start_server(handle, host, port, limit=REQUEST_LINE_BYTES)

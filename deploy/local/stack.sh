@@ -241,8 +241,10 @@ ensure_s3_secret() {  # made once; `env` prints it, so it exists before the serv
 
 s3_answers() { curl -s -o /dev/null -m 2 "http://127.0.0.1:$s3_port/"; }
 
-s3_wait() {  # s3_wait SECONDS: the bucket exists (made once the filer is up)
-  (eval "$(print_s3_env)"; "$venv/bin/python" "$here/probe_s3.py" "$s3_bucket" "$1") \
+s3_wait() {  # s3_wait SECONDS: the bucket exists (made once the filer is up). The probe runs
+  # on barman-cloud's Python, which has boto3 and is installed before S3 starts: `test` starts
+  # S3 in the background while the project's virtualenv may still be installing.
+  (eval "$(print_s3_env)"; "$barman_dir/bin/python" "$here/probe_s3.py" "$s3_bucket" "$1") \
     || die "S3 did not come up within ${1}s; see $log_dir/s3.log"
 }
 

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import math
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -25,7 +24,7 @@ from consumers.analytics import rollup as rollup_module
 from consumers.analytics.rollup import rollup, rollup_forever
 from consumers.platform.db import connect, create_pool
 from tests.support.builders import ROLLUP_SETTINGS, add_trade, at
-from tests.support.cie import cie_environment
+from tests.support.cie import run_cie
 from tests.support.clock import MONDAY
 from tests.support.stack import Stack
 
@@ -488,14 +487,11 @@ async def test_cli_rollup_uses_the_settings(any_db: str, stack: Stack) -> None:
 
 
 async def run_cli_rollup(url: str, stack: Stack) -> None:
-    env = cie_environment({"DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
-           "CIE_ROLLUP_CAPITAL_BASE": "1000", "CIE_LOG_FORMAT": "json"})
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "consumers", "rollup", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0, output.decode()
-    assert b'"rollup.done"' in output
+    code, output = await run_cie("rollup", env={
+        "DATABASE_URL": url, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka,
+        "CIE_ROLLUP_CAPITAL_BASE": "1000", "CIE_LOG_FORMAT": "json"}, timeout=60)
+    assert code == 0, output
+    assert '"rollup.done"' in output
 
 
 async def test_validator_can_roll_up_on_its_own_period(any_db: str) -> None:

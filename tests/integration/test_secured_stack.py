@@ -31,7 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from webhook_sink import FakeDiscord
 
 from consumers.topics import TOPICS
-from tests.support.cie import cie_environment
+from tests.support.cie import cie_environment, run_cie
 from tests.support.harness import eventually
 from tests.support.private_kafka import PrivateKafka, secure_sh
 from tests.support.private_postgres import PrivatePostgres, pg_bin, timescaledb_installed
@@ -132,18 +132,7 @@ async def secured(request: pytest.FixtureRequest, stack: Stack,
 
 
 async def cie(env: dict[str, str], *args: str, timeout: float = 120) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "consumers", *args,
-        env=cie_environment({"CIE_LOG_FORMAT": "json", **env}),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
-    except TimeoutError:
-        proc.kill()
-        out, _ = await proc.communicate()
-        raise AssertionError(f"cie {' '.join(args)} still running after {timeout}s (a crash "
-                             f"loop?): {out.decode(errors='replace')[-2000:]}") from None
-    return await proc.wait(), out.decode(errors="replace")
+    return await run_cie(*args, env={"CIE_LOG_FORMAT": "json", **env}, timeout=timeout)
 
 
 @contextlib.asynccontextmanager

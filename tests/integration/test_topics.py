@@ -3,8 +3,6 @@ project's topic settings, created once; a second run changes nothing."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import uuid
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -12,19 +10,15 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from consumers.ingest.kafka import topic_config
 from consumers.topics import TOPICS
-from tests.support.cie import cie_environment
+from tests.support.cie import run_cie
 from tests.support.stack import Stack
 
 
 async def ensure(stack: Stack, names: dict[str, str]) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "consumers", "topics", "ensure", "--partitions", "2",
-        env=cie_environment({"KAFKA_BOOTSTRAP_SERVERS": stack.kafka, "CIE_LOG_FORMAT": "json",
-             **names}),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=120)
-    assert await proc.wait() == 0, out.decode()
-    return out.decode()
+    code, out = await run_cie("topics", "ensure", "--partitions", "2", env={
+        "KAFKA_BOOTSTRAP_SERVERS": stack.kafka, "CIE_LOG_FORMAT": "json", **names})
+    assert code == 0, out
+    return out
 
 
 async def test_topics_ensure_creates_every_topic_once_with_its_settings(stack: Stack) -> None:

@@ -29,11 +29,18 @@ def cie_environment(settings: dict[str, str]) -> dict[str, str]:
 
 
 async def run_cie(*args: str, env: dict[str, str], timeout: float = 120) -> tuple[int, str]:
-    """``cie *args`` to its end: (exit status, stdout and stderr together)."""
+    """``cie *args`` to its end: (exit status, stdout and stderr together). One still running
+    after ``timeout`` is killed and fails the test with what it printed."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "consumers", *args, env=cie_environment(env),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    except TimeoutError:
+        proc.kill()
+        out, _ = await proc.communicate()
+        raise AssertionError(f"cie {' '.join(args)} still running after {timeout}s (a crash "
+                             f"loop?): {out.decode(errors='replace')[-2000:]}") from None
     return await proc.wait(), out.decode(errors="replace")
 
 

@@ -83,7 +83,6 @@ class TextDecoder:
         text = text.replace(b"null", b"\\N")  # matched: "null" can only be a whole value
         return event, f"{copy_line(self._plain_values(event))[:-1]}\t{text.decode()}\n"
 
-
     def _refuse_longest(self, raw: tuple[bytes, ...]) -> None:
         """Past ``_text_max``, at least one decimal is longer than ``DECIMAL_TEXT_MAX``."""
         length, name = max((len(text), name) for name, text in zip(self._decimal_names, raw,

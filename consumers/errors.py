@@ -53,6 +53,11 @@ class LedgerError(MessageError):
     """The fills cannot belong to one trade (flip, fill after close, mismatched trade fields)."""
 
 
+class FreeFormTooLarge(MessageError):
+    """A free-form JSON field (a feature vector, a payload) longer, larger or deeper than the
+    limits allow (consumers/contracts/free_form.py)."""
+
+
 class ImplausibleTime(MessageError):
     """An event time the consumer's clock says cannot be true (too far ahead, or an order
     submitted after its fill by more than the clock skew two hosts may have)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
+from consumers.contracts.free_form import FreeFormLimits
 from consumers.contracts.improvements import Event, ImprovementEvent
 from consumers.contracts.predictions import Prediction
 from consumers.contracts.tasks import OptimizationTask
@@ -49,7 +50,7 @@ class PublishedTopic:
 class Topic(PublishedTopic):
     """A topic this project consumes."""
 
-    pipeline: Callable[[EventTimeSettings], Pipeline]  # its writer
+    pipeline: Callable[[EventTimeSettings, FreeFormLimits], Pipeline]  # its writer
 
     def dead_letter_name(self, settings: Settings) -> str:
         return settings.dead_letter_topic(self.kafka_name(settings))
@@ -92,7 +93,10 @@ def pipelines(
         raise SettingsError(f"unknown topics {sorted(unknown)}; choose from {sorted(by_name)}")
     times = EventTimeSettings(future=timedelta(seconds=settings.future_tolerance_seconds),
                       skew=timedelta(milliseconds=settings.clock_skew_tolerance_ms))
-    return {by_name[name].kafka_name(settings): by_name[name].pipeline(times)
+    free_form = FreeFormLimits(max_bytes=settings.free_form_max_bytes,
+                               max_elements=settings.free_form_max_elements,
+                               max_depth=settings.free_form_max_depth)
+    return {by_name[name].kafka_name(settings): by_name[name].pipeline(times, free_form)
             for name in chosen}
 
 

@@ -40,12 +40,27 @@ MEANINGS: Mapping[str, str] = {
     "batch_backlog_max_rows": (
         "a batch that falls due while the flush ahead of it is written keeps taking messages "
         "until that flush ends, up to this many (never fewer than `CIE_BATCH_MAX_ROWS`) and "
-        "while its values hold less than `CIE_FETCH_MAX_BYTES`: under a backlog the consumer "
+        "while it holds less than `CIE_BATCH_BACKLOG_MAX_BYTES`: under a backlog the consumer "
         "writes bigger batches and neither the decoding nor the writing waits for the other"),
+    "batch_max_bytes": (
+        "…or when it holds this many bytes (its values and their encoded rows): a batch of "
+        "large messages is written before it has `CIE_BATCH_MAX_ROWS` of them"),
+    "batch_backlog_max_bytes": (
+        "what a batch that keeps growing while the flush ahead of it is written may hold "
+        "(never less than `CIE_BATCH_MAX_BYTES`); with the row limits it bounds the "
+        "consumer's memory (docs/reliability.md, Memory)"),
     "drain_deadline_seconds": (
         "on SIGTERM or revocation: flush and commit within this (past it on revocation: give "
         "the partitions up uncommitted)"),
     "max_value_bytes": "a larger message value is a dead letter, never decoded",
+    "free_form_max_bytes": (
+        "a free-form JSON field (a feature vector, an improvement event's payload) with longer "
+        "text is a dead letter, never decoded"),
+    "free_form_max_elements": (
+        "a message whose free-form fields hold more values than this (inside objects and "
+        "arrays, all fields together) is a dead letter"),
+    "free_form_max_depth": (
+        "a message with a free-form field nested deeper than this is a dead letter"),
     "liveness_timeout_seconds": (
         "`/healthz` fails when the consume loop has not moved for this long"),
     "fetch_max_bytes": "what all partitions' fetched, not yet consumed records may hold together",

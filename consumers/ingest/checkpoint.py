@@ -65,21 +65,33 @@ class Batch:
     events: list[Any] = field(default_factory=list)
     event_records: list[Record] = field(default_factory=list)  # the record of each event
     letters: list[DeadLetter] = field(default_factory=list)
-    value_bytes: int = 0  # what the records' values hold (a due batch grows only so far)
+    # What the batch holds in memory beyond a fixed amount per row: the values it was sent
+    # and what their decoded rows keep (pipeline.held_bytes). A batch is due, and a due batch
+    # stops growing, at byte limits as well as row limits (runner.py).
+    held_bytes: int = 0
 
-    def add(self, pipeline: Pipeline, records: Sequence[Record]) -> None:
-        """Decode each record into an event or a dead letter; never raises for its content."""
-        self.records.extend(records)
+    def add(self, pipeline: Pipeline, records: Sequence[Record],
+            max_held_bytes: int | None = None) -> int:
+        """Decode records, in order, into events or dead letters until the batch holds
+        ``max_held_bytes`` (at least one record is taken); never raises for their content.
+        Returns how many were taken: the caller keeps the rest, still undecoded."""
         now = datetime.now(UTC)
+        taken = 0
         for record in records:
+            if max_held_bytes is not None and self.held_bytes >= max_held_bytes and self.records:
+                break
+            taken += 1
+            self.records.append(record)
             value = record.value
             if value is None or (
                     self.max_value_bytes is not None and len(value) > self.max_value_bytes):
                 self.letters.append(self._refuse(record))
                 continue
-            self.value_bytes += len(value)
+            self.held_bytes += len(value)
             try:
-                self.events.append(pipeline.accept(value, now))
+                ready = pipeline.accept(value, now)
+                self.held_bytes += pipeline.held_bytes(ready)
+                self.events.append(ready)
                 self.event_records.append(record)
             except msgspec.ValidationError as exc:
                 self.letters.append(DeadLetter(record, "ValidationError", str(exc)))
@@ -90,6 +102,7 @@ class Batch:
                 # OverflowError, MemoryError, a bug only some inputs reach) is that message's
                 # fault: it must not stop its partition, let alone all four topics.
                 self.letters.append(DeadLetter(record, type(exc).__name__, describe(exc)))
+        return taken
 
     def _refuse(self, record: Record) -> DeadLetter:
         if record.value is None:

@@ -2,12 +2,14 @@
 
 One asyncio loop per process, one consumer-group member. Records are decoded as they are
 fetched, into their topic's Batch (checkpoint.py). A batch is due when it holds
-``batch_max_rows`` messages or its oldest message has waited ``batch_max_latency_ms``.
+``batch_max_rows`` messages, or ``batch_max_bytes`` (its values and their encoded rows), or
+its oldest message has waited ``batch_max_latency_ms``; records fetched past a full batch wait,
+undecoded, for the next one.
 One flush at a time is in flight, as a task: while PostgreSQL writes it, this loop fetches and
 decodes the next batch (on two cores that overlap roughly doubles throughput; the loop lets the
 flush go on between passes, let_others_run), and offset commits go on in the background
 (checkpoint.py). A batch that falls due while another is in flight keeps taking records until
-that flush ends, up to ``batch_backlog_max_rows`` and ``fetch_max_bytes`` of values, and is
+that flush ends, up to ``batch_backlog_max_rows`` and ``batch_backlog_max_bytes``, and is
 flushed next: under a backlog the writer is never idle waiting for a batch to fill, nor the
 decoder for the writer, and a flush's fixed costs (a fills flush takes nine round trips) are
 spread over more rows. So per topic at most two batches are held in memory, and flushes, with
@@ -25,14 +27,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from consumers.errors import DrainTimeout
-from consumers.ingest.checkpoint import Batch, Checkpoint
+from consumers.ingest.checkpoint import Batch, Checkpoint, Record
 from consumers.ingest.kafka import DeadLetters
 from consumers.ingest.pipelines.base import Pipeline
 from consumers.platform import metrics
@@ -66,13 +68,17 @@ class Runner:
             consumer, pool, dead_letters, pipelines, keep_alive=self._keep_alive,
             backoff=settings.backoff())
         self._buffers: dict[str, Batch] = {}
+        # Records fetched after their topic's batch filled up (in bytes), not decoded yet:
+        # taken before anything else is fetched, so each partition's order holds.
+        self._unbatched: dict[TopicPartition, Sequence[Record]] = {}
         self._oldest: dict[str, float] = {}
         self._flush_lock = asyncio.Lock()
         self._in_flight: asyncio.Task[None] | None = None  # the flush this loop waits for
         self._flushing: asyncio.Task[None] | None = None  # the last flush task started
         self._max_rows = settings.batch_max_rows
         self._backlog_rows = max(settings.batch_max_rows, settings.batch_backlog_max_rows)
-        self._backlog_bytes = settings.fetch_max_bytes  # nor past what one fetch may hold
+        self._max_bytes = settings.batch_max_bytes
+        self._backlog_bytes = max(settings.batch_max_bytes, settings.batch_backlog_max_bytes)
         self._max_age = settings.batch_max_latency_ms / 1000
         # Bumped at every revocation: a batch fetched before it is never written after it.
         self._generation = 0
@@ -85,14 +91,19 @@ class Runner:
         log.info("consume.started", topics=sorted(self._pipelines),
                  group=self._settings.consumer_group)
         while not stop.is_set():
-            fetched = await self._consumer.getmany(
-                timeout_ms=int(self._poll_seconds() * 1000),
-                max_records=min(DECODE_CHUNK, self._room()))
+            fetched, self._unbatched = self._unbatched, {}
+            if not fetched:
+                fetched = await self._consumer.getmany(
+                    timeout_ms=int(self._poll_seconds() * 1000),
+                    max_records=min(DECODE_CHUNK, self._room()))
             now = self.progressed_at = time.monotonic()
+            max_held = self._backlog_bytes if self._writing() else self._max_bytes
             for tp, records in fetched.items():
-                self._buffer(tp.topic).add(self._pipelines[tp.topic], records)
+                taken = self._buffer(tp.topic).add(self._pipelines[tp.topic], records, max_held)
+                if taken < len(records):  # its batch is full: the rest go in the next one
+                    self._unbatched[tp] = records[taken:]
                 self._oldest.setdefault(tp.topic, now)
-                metrics.MESSAGES_CONSUMED.labels(tp.topic).inc(len(records))
+                metrics.MESSAGES_CONSUMED.labels(tp.topic).inc(taken)
             for topic in self._due(now):
                 if self._writing() and self._may_grow(self._buffers[topic]):
                     continue  # it grows until the writer is free
@@ -165,6 +176,8 @@ class Runner:
                         partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked))
         finally:
             self._generation += 1
+            for tp in revoked:  # read again from the last commit by whoever owns them next
+                self._unbatched.pop(tp, None)
             for tp in revoked:
                 with contextlib.suppress(KeyError):
                     metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
@@ -187,7 +200,8 @@ class Runner:
     def _due(self, now: float) -> list[str]:
         return [
             topic for topic, batch in self._buffers.items()
-            if len(batch.records) >= self._max_rows or now - self._oldest[topic] >= self._max_age
+            if len(batch.records) >= self._max_rows or batch.held_bytes >= self._max_bytes
+            or now - self._oldest[topic] >= self._max_age
         ]
 
     def _writing(self) -> bool:
@@ -195,7 +209,7 @@ class Runner:
         return self._in_flight is not None and not self._in_flight.done()
 
     def _may_grow(self, batch: Batch) -> bool:
-        return len(batch.records) < self._backlog_rows and batch.value_bytes < self._backlog_bytes
+        return len(batch.records) < self._backlog_rows and batch.held_bytes < self._backlog_bytes
 
     def _room(self) -> int:
         """Fetch no more than the fullest buffer can take, so batches stay near max rows (near

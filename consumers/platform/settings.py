@@ -57,9 +57,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # A due batch keeps taking records while the flush ahead of it is in flight, up to this
     # many (never fewer than batch_max_rows): under a backlog, bigger batches, no waiting.
     batch_backlog_max_rows: PositiveInt = 10_000
+    # The same two limits in bytes held (values and their encoded rows): a batch of large
+    # messages is due before it has batch_max_rows of them (docs/reliability.md, "Memory").
+    batch_max_bytes: PositiveInt = 8 * 1024 * 1024
+    batch_backlog_max_bytes: PositiveInt = 16 * 1024 * 1024
     drain_deadline_seconds: PositiveInt = 20
     # A value larger than this is a dead letter without being decoded (hostile producers).
     max_value_bytes: PositiveInt = 1_048_576
+    # What one message's free-form JSON fields (feature vectors, payloads) may decode to:
+    # bytes of one field's text, values in all of them, nesting (contracts/free_form.py).
+    free_form_max_bytes: PositiveInt = 65_536
+    free_form_max_elements: PositiveInt = 10_000
+    free_form_max_depth: PositiveInt = 32
     # /healthz fails when the consume loop has not moved for this long (a stuck member).
     liveness_timeout_seconds: PositiveInt = 120
     # What all partitions' fetched, not yet consumed records may hold together (aiokafka's
@@ -185,8 +194,13 @@ ENVIRONMENT: Mapping[str, str] = {
     "batch_max_rows": "CIE_BATCH_MAX_ROWS",
     "batch_max_latency_ms": "CIE_BATCH_MAX_LATENCY_MS",
     "batch_backlog_max_rows": "CIE_BATCH_BACKLOG_MAX_ROWS",
+    "batch_max_bytes": "CIE_BATCH_MAX_BYTES",
+    "batch_backlog_max_bytes": "CIE_BATCH_BACKLOG_MAX_BYTES",
     "drain_deadline_seconds": "CIE_DRAIN_DEADLINE_SECONDS",
     "max_value_bytes": "CIE_MAX_VALUE_BYTES",
+    "free_form_max_bytes": "CIE_FREE_FORM_MAX_BYTES",
+    "free_form_max_elements": "CIE_FREE_FORM_MAX_ELEMENTS",
+    "free_form_max_depth": "CIE_FREE_FORM_MAX_DEPTH",
     "liveness_timeout_seconds": "CIE_LIVENESS_TIMEOUT_SECONDS",
     "fetch_max_bytes": "CIE_FETCH_MAX_BYTES",
     "max_partition_fetch_bytes": "CIE_MAX_PARTITION_FETCH_BYTES",

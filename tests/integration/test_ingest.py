@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -279,7 +279,7 @@ async def test_the_next_batch_is_decoded_while_a_batch_is_written(
     decoding take turns (half the throughput on two cores)."""
     steps: list[str] = []
     watched = Topic("bars", "bars", Bar, BY_NAME["bars"].key,
-                    lambda times: WatchedBars(steps, times))
+                    lambda times, _: WatchedBars(steps, times))
     ingest = Ingest(ingest_environment(stack.kafka, plain_db, CIE_BATCH_MAX_ROWS="100",
                                        CIE_BATCH_BACKLOG_MAX_ROWS="100",  # batches of 100
                                        CIE_BATCH_MAX_LATENCY_MS="5000"), table=[watched])
@@ -323,21 +323,36 @@ async def test_a_due_batch_grows_while_a_flush_is_in_flight(
     assert sizes.count(300) >= 2, sizes
 
 
-async def test_a_growing_batch_stops_at_what_one_fetch_may_hold(
-        stack: Stack, plain_db: str) -> None:
+async def test_a_growing_batch_stops_at_its_byte_limit(stack: Stack, plain_db: str) -> None:
     """However many rows the backlog's limit allows, a growing batch stops taking messages
-    once their values hold CIE_FETCH_MAX_BYTES (it may finish the fetch it is decoding)."""
-    per_bar = len(encode(bar("ONE", 0)))
+    once it holds CIE_BATCH_BACKLOG_MAX_BYTES (it may finish the fetch it is decoding)."""
+    held = held_per_bar()
     sizes = await slow_drain(stack, plain_db, CIE_BATCH_BACKLOG_MAX_ROWS="100000",
-                             CIE_FETCH_MAX_BYTES=str(200 * per_bar))
+                             CIE_BATCH_MAX_BYTES=str(100 * held),
+                             CIE_BATCH_BACKLOG_MAX_BYTES=str(200 * held))
     assert max(sizes) > 100, sizes  # it grew
     assert max(sizes) <= 2 * 200 + 50, sizes  # and stopped near 200 bars' bytes, not at 900
+
+
+async def test_a_batch_is_due_at_its_byte_limit(stack: Stack, plain_db: str) -> None:
+    """A batch of large messages is written before it has CIE_BATCH_MAX_ROWS of them."""
+    held = held_per_bar()
+    sizes = await slow_drain(stack, plain_db, CIE_BATCH_MAX_BYTES=str(30 * held),
+                             CIE_BATCH_BACKLOG_MAX_BYTES=str(30 * held))
+    assert max(sizes) < 100 and len(sizes) >= 1000 // 60, sizes  # not batches of 100 rows
+
+
+def held_per_bar() -> int:
+    """What one of slow_drain's bars adds to its batch's byte account."""
+    pipeline = BarsPipeline()
+    value = encode(bar("ONE", 0))
+    return len(value) + pipeline.held_bytes(pipeline.accept(value, datetime.now(UTC)))
 
 
 async def slow_drain(stack: Stack, plain_db: str, **settings: str) -> list[int]:
     """1,000 bars on one partition through a slow writer, batches of 100: the sizes written."""
     sizes: list[int] = []
-    slow = Topic("bars", "bars", Bar, BY_NAME["bars"].key, lambda times: SlowBars(sizes, times))
+    slow = Topic("bars", "bars", Bar, BY_NAME["bars"].key, lambda times, _: SlowBars(sizes, times))
     ingest = Ingest(ingest_environment(stack.kafka, plain_db, CIE_BATCH_MAX_ROWS="100",
                                        CIE_BATCH_MAX_LATENCY_MS="5000", **settings),
                     table=[slow])

@@ -8,6 +8,7 @@ split the batch to find the bad rows.
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import msgspec
 
+from consumers.contracts.free_form import FreeFormGuard, FreeFormLimits
 from consumers.errors import ImplausibleTime
 from consumers.ingest.pipelines.text import TextDecoder
 from consumers.platform.db import Conn, ConnectionInit, copy_line, copy_lines, queries
@@ -49,21 +51,30 @@ class Pipeline(ABC):
     # Fields holding when the event happened: none of them may lie in the future.
     time_fields: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, times: EventTimeSettings | None = None) -> None:
+    def __init__(self, times: EventTimeSettings | None = None,
+                 free_form: FreeFormLimits | None = None) -> None:
         # float_hook: numbers in free-form JSON (feature vectors, metrics) stay exact, too
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
             self.event_type, float_hook=Decimal)
         self.times = times or EventTimeSettings()
+        self.free_form = FreeFormGuard(self.event_type, free_form or FreeFormLimits())
 
     def decode(self, value: bytes) -> Any:
-        """Raises msgspec.DecodeError (not JSON) or msgspec.ValidationError (not the contract)."""
-        return self._decoder.decode(value)
+        """Raises msgspec.DecodeError (not JSON), msgspec.ValidationError (not the contract) or
+        FreeFormTooLarge (a feature vector or payload past its limits)."""
+        self.free_form.check_text(value)
+        event = self._decoder.decode(value)
+        self.free_form.check_shape(event, value)
+        return event
 
     def accept(self, value: bytes, now: datetime) -> Any:
         """A message's value as ``write`` will get it: decoded, its times checked against the
         clock (``now``, read once per fetch), ready. Raises for anything wrong with the message
         (it becomes a dead letter)."""
-        return self.ready(self.check_times(self.decode(value), now))
+        event = self.check_times(self.decode(value), now)
+        ready = self.ready(event)
+        self.free_form.forget(event)  # its free-form values live on as text in ``ready``
+        return ready
 
     def check_times(self, event: Any, now: datetime) -> Any:
         """The event, or a corrected copy; raises ImplausibleTime."""
@@ -80,8 +91,14 @@ class Pipeline(ABC):
 
     def ready(self, event: Any) -> Any:
         """What ``write`` will get for ``event``. Called as each message arrives, so work done
-        here overlaps the previous batch's write instead of lengthening this one's."""
+        here overlaps the previous batch's write instead of lengthening this one's. What it
+        returns stays in memory until the batch is written: no decoded free-form values."""
         return event
+
+    def held_bytes(self, ready: Any) -> int:
+        """What ``ready``'s variable-length parts hold (encoded rows, JSON text), for the
+        batch's memory account; fixed-size fields are bounded by the batch's row limit."""
+        return sys.getsizeof(ready.line) if isinstance(ready, Encoded) else 0
 
     async def prepare(self, conn: Conn) -> None:
         """Once per connection: create this pipeline's temporary staging tables."""
@@ -145,8 +162,11 @@ class CopyUpsertPipeline(Pipeline):
     key: ClassVar[tuple[str, ...]]  # the target's unique key (the upsert's conflict target)
     text_path: ClassVar[bool] = False
 
-    def __init__(self, times: EventTimeSettings | None = None) -> None:
-        super().__init__(times)
+    def __init__(self, times: EventTimeSettings | None = None,
+                 free_form: FreeFormLimits | None = None) -> None:
+        super().__init__(times, free_form)
+        # the text path never decodes a value, so it cannot measure one
+        assert not (self.text_path and self.free_form.names), "text path with free-form fields"
         self._text = TextDecoder(self.event_type) if self.text_path else None
 
     def accept(self, value: bytes, now: datetime) -> Any:

@@ -12,8 +12,9 @@ An event about an A/B test or task that does not exist (yet) is refused with tha
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import structlog
@@ -104,20 +105,37 @@ async def _stale(conn: Conn, event: Event) -> bool:
     return known
 
 
+class Statement(NamedTuple):
+    """An event ready to apply: its payloads already JSON text (``accept`` then drops them
+    from the event)."""
+
+    event: Event
+    query: str  # the named query that applies it
+    args: tuple[Any, ...]
+
+
 class ImprovementsPipeline(Pipeline):
     name = "improvements"
     event_type = ImprovementEvent
 
+    def ready(self, event: Any) -> Statement:
+        query, args = statement_and_args(event)
+        return Statement(event, query, args)
+
+    def held_bytes(self, ready: Any) -> int:
+        statement: Statement = ready
+        return sum(sys.getsizeof(arg) for arg in statement.args if isinstance(arg, str))
+
     async def write(self, conn: Conn, events: Sequence[Any]) -> list[Rejection]:
         sql = queries("ingest")
+        statements: Sequence[Statement] = events
         rejections = []
-        for index, event in enumerate(events):
+        for index, (event, query, args) in enumerate(statements):
             kind = type(event).__struct_config__.tag
             first_time = await conn.fetchval(sql["applied_event_record"], event.event_id, kind)
             if not first_time:
                 continue  # redelivered
-            name, args = statement_and_args(event)
-            status = await conn.execute(sql[name], *args)
+            status = await conn.execute(sql[query], *args)
             if status == "UPDATE 0" and await _stale(conn, event):
                 log.info("improvements.stale_event", kind=kind, event_id=str(event.event_id),
                          task_id=str(getattr(event, "task_id", "")))

@@ -1,0 +1,120 @@
+"""Free-form JSON fields: what one message's feature vector or payloads may decode to.
+
+A contract says nothing of these fields' shape (``Any``, ``dict[str, Any]``), and JSON of
+small elements decodes to many times its size in Python objects: 64 KiB of ``0.1,`` becomes
+about 1.8 MiB of ``Decimal``s. ``FreeFormGuard`` bounds each message's share, so a batch's
+memory follows its raw bytes (docs/reliability.md, "Memory"):
+- each free-form field's JSON text is at most ``max_bytes``, measured before anything is
+  decoded (a message no longer than that cannot hold a longer field, and is not measured);
+- together they hold at most ``max_elements`` values, none nested deeper than ``max_depth``,
+  measured after decoding (bounded work: the text was bounded first).
+A message past a limit is refused with ``FreeFormTooLarge`` and becomes a dead letter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from consumers.errors import FreeFormTooLarge
+
+
+@dataclass(frozen=True)
+class FreeFormLimits:
+    """What one message's free-form JSON fields may hold."""
+
+    max_bytes: int = 65_536  # JSON text of one field
+    max_elements: int = 10_000  # values inside objects and arrays, all fields together
+    max_depth: int = 32  # objects and arrays nested in each other
+
+
+def free_form_fields(event_type: Any) -> dict[type, tuple[str, ...]]:
+    """``{contract class: its free-form fields}`` for a contract or a union of them."""
+    info = msgspec.inspect.type_info(event_type)
+    structs = info.types if isinstance(info, msgspec.inspect.UnionType) else (info,)
+    found: dict[type, tuple[str, ...]] = {}
+    for struct in structs:
+        if isinstance(struct, msgspec.inspect.StructType):
+            found[struct.cls] = tuple(
+                field.name for field in struct.fields if _is_free_form(field.type))
+    return found
+
+
+def _is_free_form(field_type: msgspec.inspect.Type) -> bool:
+    if isinstance(field_type, msgspec.inspect.UnionType):  # Optional[...]
+        return any(_is_free_form(t) for t in field_type.types)
+    if isinstance(field_type, msgspec.inspect.AnyType):
+        return True
+    if isinstance(field_type, msgspec.inspect.DictType | msgspec.inspect.ListType):
+        values = (field_type.value_type if isinstance(field_type, msgspec.inspect.DictType)
+                  else field_type.item_type)
+        return isinstance(values, msgspec.inspect.AnyType)
+    return False
+
+
+class FreeFormGuard:
+    """The free-form limits of one topic's contract."""
+
+    def __init__(self, event_type: Any, limits: FreeFormLimits) -> None:
+        self.limits = limits
+        self.fields = {cls: names for cls, names in free_form_fields(event_type).items() if names}
+        names = sorted({name for names in self.fields.values() for name in names})
+        self.names = tuple(names)
+        # The fields as raw JSON text: msgspec checks the message is JSON and slices the
+        # fields out without building a Python object (every other field is skipped).
+        texts = msgspec.defstruct("FreeFormTexts", [(n, msgspec.Raw, msgspec.Raw()) for n in names])
+        self._texts: msgspec.json.Decoder[Any] = msgspec.json.Decoder(texts)
+
+    def check_text(self, value: bytes) -> None:
+        """Before decoding: raises FreeFormTooLarge if a field's JSON text is too long."""
+        if not self.names or len(value) <= self.limits.max_bytes:
+            return
+        texts = self._texts.decode(value)
+        for name in self.names:
+            size = len(getattr(texts, name))
+            if size > self.limits.max_bytes:
+                raise FreeFormTooLarge(
+                    f"{name}: {size} bytes of JSON; at most {self.limits.max_bytes} "
+                    "(CIE_FREE_FORM_MAX_BYTES)")
+
+    def check_shape(self, event: Any, value: bytes) -> None:
+        """After decoding ``value`` into ``event``: raises FreeFormTooLarge past the element or
+        depth limit."""
+        if not self.names:
+            return
+        if (len(value) <= self.limits.max_elements
+                and value.count(b"{") + value.count(b"[") <= self.limits.max_depth):
+            return  # too short for that many values, too few brackets for that much nesting
+        budget = self.limits.max_elements
+        for name in self.fields.get(type(event), ()):
+            budget = self._measure(name, getattr(event, name), budget)
+
+    def _measure(self, name: str, value: Any, budget: int) -> int:
+        """``budget`` less the values ``value`` holds."""
+        pending = [(value, 1)]
+        while pending:
+            item, depth = pending.pop()
+            if not isinstance(item, dict | list):
+                continue
+            if depth > self.limits.max_depth:
+                raise FreeFormTooLarge(
+                    f"{name}: nested deeper than {self.limits.max_depth} levels "
+                    "(CIE_FREE_FORM_MAX_DEPTH)")
+            budget -= len(item)
+            if budget < 0:
+                raise FreeFormTooLarge(
+                    f"{name}: the free-form fields hold more than {self.limits.max_elements} "
+                    "values (CIE_FREE_FORM_MAX_ELEMENTS)")
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children
+                           if isinstance(child, dict | list))
+        return budget
+
+    def forget(self, event: Any) -> None:
+        """Drop ``event``'s free-form values (in place: only for an event decoded for one batch
+        alone, whose values have been encoded): the batch then holds their text, not the many
+        times larger objects."""
+        for name in self.fields.get(type(event), ()):
+            msgspec.structs.force_setattr(event, name, None)

@@ -1,0 +1,153 @@
+"""The most memory a hostile producer can make `cie consume` use stays under its pod's limit.
+
+JSON of small elements decodes to many times its size in Python objects (1 MiB of ``0.1,``
+becomes ~28 MiB of ``Decimal``s). Before the free-form limits (contracts/free_form.py) and the
+batches' byte limits, one batch of such feature vectors held gigabytes: the pod was killed for
+memory, restarted onto the same uncommitted offsets and killed again, a crash loop.
+
+A real `cie consume` process with the production settings reads predictions and improvement
+events built for the worst case: values of the largest size that is decoded at all, free-form
+fields just inside every limit (accepted, stored) and just past them (dead letters). Its peak
+resident memory (VmHWM) is compared with the ingest Deployment's memory limit, read from the
+manifest.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import re
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from consumers.ingest.kafka import DLQ_ERROR_CLASS
+from consumers.platform.settings import Settings
+from tests.support.clock import T0
+from tests.support.harness import Ingest, consume_subprocess, ingest_environment
+
+MANIFEST = Path(__file__).resolve().parents[2] / "deploy/k8s/base/ingest-deployment.yaml"
+DEFAULTS = Settings()
+MIB = 1024 * 1024
+
+
+def pod_memory_limit() -> int:
+    """The ingest container's memory limit, in bytes."""
+    limit = re.search(r"limits: \{[^}]*memory: (\d+)Mi\}", MANIFEST.read_text())
+    assert limit, f"no memory limit in {MANIFEST}"
+    return int(limit.group(1)) * MIB
+
+
+def peak_resident_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    peak = re.search(r"VmHWM:\s+(\d+) kB", status)
+    assert peak, status
+    return int(peak.group(1)) * 1024
+
+
+class Numbers:
+    """Varied numbers of a few significant digits (JSON numbers: Decimals once decoded), cut
+    from one shuffled pool at random places so that making them does not dominate the test."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.pools = {digits: [rng.randint(10 ** (digits - 1), 10 ** digits - 1)
+                               / 10 ** (digits - 1) for _ in range(250_000)]
+                      for digits in (2, 3, 4)}
+
+    def __call__(self, count: int, digits: int) -> list[float]:
+        pool = self.pools[digits]
+        start = self.rng.randrange(len(pool) - count)
+        return pool[start:start + count]
+
+
+def prediction(i: int, feature_vector: Any) -> bytes:
+    return json.dumps({
+        "prediction_id": str(uuid.UUID(int=i + 1)), "model_version": "v1",
+        "model_type": "lstm", "symbol": "AAPL",
+        "predicted_at": (T0 + timedelta(seconds=i)).isoformat(),
+        "prediction_horizon_minutes": 15, "predicted_direction": "LONG",
+        "confidence_score": "0.75", "feature_vector": feature_vector}).encode()
+
+
+def improvement(i: int, **payloads: Any) -> bytes:
+    return json.dumps({
+        "type": "improvement", "event_id": str(uuid.UUID(int=i + 1)), "event_type": "retrain",
+        "component_type": "model", "component_id": "m1", **payloads}).encode()
+
+
+def nested(depth: int) -> Any:
+    value: Any = [1.5]
+    for _ in range(depth - 1):
+        value = {"k": value}
+    return value
+
+
+@functools.cache
+def hostile_predictions() -> tuple[list[bytes], int]:
+    """The messages, and how many of them are within every limit."""
+    numbers = Numbers(random.Random(42))
+    largest: list[bytes] = []  # as large as is decoded at all, past the field limit
+    while len(largest) < 24:
+        vector = {"v": numbers(200_000, 2)}
+        value = prediction(len(largest), vector)
+        while len(value) > DEFAULTS.max_value_bytes:
+            vector["v"] = vector["v"][:-1000]
+            value = prediction(len(largest), vector)
+        largest.append(value)
+    elements = DEFAULTS.free_form_max_elements
+    vectors = [{"v": numbers(elements - 1, 3)} for _ in range(500)]
+    assert max(len(json.dumps(v)) for v in vectors) <= DEFAULTS.free_form_max_bytes
+    within = [prediction(100 + i, vector) for i, vector in enumerate(vectors)]
+    too_many = [prediction(1000 + i, {"v": numbers(elements, 2)}) for i in range(100)]
+    return largest + within + too_many, len(within)
+
+
+@functools.cache
+def hostile_improvements() -> tuple[list[bytes], int]:
+    numbers = Numbers(random.Random(43))
+    share = DEFAULTS.free_form_max_elements // 5 - 1
+    names = ("old_value", "new_value", "performance_before", "performance_after",
+             "improvement_metrics")
+    within = [improvement(i, **{n: numbers(share, 4) for n in names}) for i in range(300)]
+    too_deep = [improvement(1000 + i, new_value=nested(DEFAULTS.free_form_max_depth + 1))
+                for i in range(50)]
+    return within + too_deep, len(within)
+
+
+async def test_hostile_free_form_fields_keep_ingest_under_its_memory_limit(
+        stack: Any, any_db: str, tmp_path: Path) -> None:
+    sent = {"predictions": hostile_predictions(), "improvements": hostile_improvements()}
+    ingest = Ingest(ingest_environment(  # the production batch settings
+        stack.kafka, any_db, CIE_BATCH_MAX_ROWS=str(DEFAULTS.batch_max_rows),
+        CIE_BATCH_MAX_LATENCY_MS=str(DEFAULTS.batch_max_latency_ms)))
+    await ingest.open()
+    try:
+        for topic, (values, _) in sent.items():
+            await ingest.send_raw(topic, values)
+        async with consume_subprocess(ingest.environment, tmp_path / "consume.log") as proc:
+            for topic, (values, _) in sent.items():
+                await ingest.drained(topic, len(values), timeout=180)
+            peak = peak_resident_bytes(proc.pid)
+        assert peak < pod_memory_limit(), (
+            f"peak resident memory {peak / MIB:.0f} MiB; the pod may use "
+            f"{pod_memory_limit() / MIB:.0f} MiB")
+
+        conn = await asyncpg.connect(any_db)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM model_predictions") == (
+                sent["predictions"][1])
+            assert await conn.fetchval("SELECT count(*) FROM improvement_events") == (
+                sent["improvements"][1])
+        finally:
+            await conn.close()
+        for topic, (values, accepted) in sent.items():
+            letters = await ingest.all_dead_letters(topic)
+            assert len(letters) == len(values) - accepted
+            assert {dict(d.headers)[DLQ_ERROR_CLASS] for d in letters} == {b"FreeFormTooLarge"}
+    finally:
+        await ingest.close()

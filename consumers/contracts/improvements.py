@@ -35,6 +35,9 @@ RATIO = (5, 4)
 class Event(Contract, frozen=True, kw_only=True, tag_field="type"):
     rules: ClassVar[tuple[str, ...]] = (
         "an event about an A/B test or optimization task that does not exist (yet)",
+        "a payload (any field without a declared type) of more than CIE_FREE_FORM_MAX_BYTES of "
+        "JSON text; more than CIE_FREE_FORM_MAX_ELEMENTS values in all of "
+        "them, or one nested more than CIE_FREE_FORM_MAX_DEPTH levels",
     )
     event_id: UUID
 

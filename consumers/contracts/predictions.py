@@ -57,4 +57,6 @@ class Prediction(Contract, frozen=True, kw_only=True):
     }
     rules: ClassVar[tuple[str, ...]] = (
         "predicted_at more than CIE_FUTURE_TOLERANCE_SECONDS ahead of the consumer's clock",
+        "a feature_vector of more than CIE_FREE_FORM_MAX_BYTES of JSON text, "
+        "CIE_FREE_FORM_MAX_ELEMENTS values or CIE_FREE_FORM_MAX_DEPTH levels",
     )

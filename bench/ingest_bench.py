@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import cpu  # bench/cpu.py, beside this script
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -272,6 +273,7 @@ class Consumer:
             "CIE_METRICS_PORT": "0", "CIE_LOG_FORMAT": "json", **env}
         self.proc: asyncio.subprocess.Process | None = None
         self.peak_rss_mb = 0.0
+        self.costs: list[cpu.Sample] = []
 
     async def __aenter__(self) -> Consumer:
         self._sink = self.log.open("wb")
@@ -339,12 +341,17 @@ def steady_rate(log: Path) -> float:
 
 
 async def wait_rows(url: str, table: str, n: int, consumer: Consumer, timeout: float) -> None:
+    """Until ``table`` holds ``n`` rows, noting what they cost as they arrive (cpu.py)."""
     conn = await asyncpg.connect(url)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             consumer.sample_rss()
-            if await conn.fetchval(f"SELECT count(*) FROM {table}") >= n:
+            rows = await conn.fetchval(f"SELECT count(*) FROM {table}")
+            wal = await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'")
+            assert consumer.proc is not None
+            consumer.costs.append(cpu.sample(rows, consumer.proc.pid, int(wal)))
+            if rows >= n:
                 return
             await asyncio.sleep(0.2)
         raise TimeoutError(f"{table} did not reach {n} rows")
@@ -357,14 +364,15 @@ def stamp(event: dict[str, Any]) -> float:
 
 
 async def end_to_end(settings: Settings, url: str, topic_env: dict[str, str], table: str,
-                     n: int, batch: int, log: Path, processes: int = 1) -> tuple[float, float]:
+                     n: int, batch: int, log: Path,
+                     processes: int = 1) -> tuple[float, float, cpu.Cost | None]:
     await truncate(url)
     env = {**topic_env, "CIE_BATCH_MAX_ROWS": str(batch), "CIE_BATCH_MAX_LATENCY_MS": "1000",
            # members learn of a rebalance at their next heartbeat: join in a fraction of the run
            "CIE_KAFKA_HEARTBEAT_INTERVAL_MS": "300"}
     async with Consumer(settings, url, env, log, processes) as consumer:
         await wait_rows(url, table, n, consumer, timeout=600)
-    return steady_rate(log), consumer.peak_rss_mb
+    return steady_rate(log), consumer.peak_rss_mb, cpu.steady_cost(consumer.costs, n)
 
 
 class Latency(msgspec.Struct, frozen=True):
@@ -486,7 +494,7 @@ async def scale_out(settings: Settings, url: str, name: str, topic_env: dict[str
     server = max(before, after)  # as in measure(): the better of before and after
     out: dict[str, Any] = {"batch": batch, "server_copy_per_s": round(server),
                            "server_copy_before_after_per_s": [round(before), round(after)]}
-    for n, (rate, rss) in runs.items():
+    for n, (rate, rss, _) in runs.items():
         out[str(n)] = {"end_to_end_per_s": round(rate), "ratio_to_server_copy":
                        round(rate / server, 3), "peak_rss_mb_per_process": round(rss, 1)}
         print(f"{name} --processes {n} batch={batch}: {rate:,.0f}/s = {rate / server:.0%} of "
@@ -525,11 +533,15 @@ async def measure(args: argparse.Namespace, settings: Settings, url: str) -> Non
         rows = [to_row(e) for e in events]
         case: dict[str, Any] = {"events": n, "kafka_getmany_decode_per_s": round(kafka)}
         reference = functools.partial(reference_batches, name, table, columns, events, rows)
+        # what a row is before the database writes it: its COPY text (fills: with trade rows)
+        case["copy_text_bytes_per_row"] = round(sum(
+            len(line) for batch in reference(10_000) for _, _, lines in batch
+            for line in lines) / n, 1)
         for batch in args.batch_sizes:
             before = server_copy_limit(url, reference(batch), n, logs)
             copy = await copy_limit(url, table, columns, rows, batch)
-            rate, rss = await end_to_end(settings, url, topic_env, table, n, batch,
-                                         logs / f"{name}-{batch}.log")
+            rate, rss, cost = await end_to_end(settings, url, topic_env, table, n, batch,
+                                               logs / f"{name}-{batch}.log")
             # The reference, before and after: the better one is what the database can take
             # (a neighbour on the shared machine slowed one of them by up to 40 %).
             after = server_copy_limit(url, reference(batch), n, logs)
@@ -538,13 +550,14 @@ async def measure(args: argparse.Namespace, settings: Settings, url: str) -> Non
                 "end_to_end_per_s": round(rate), "server_copy_per_s": round(server),
                 "server_copy_before_after_per_s": [round(before), round(after)],
                 "ratio_to_server_copy": round(rate / server, 3),
-                "asyncpg_binary_copy_per_s": round(copy), "peak_rss_mb": round(rss, 1)}
+                "asyncpg_binary_copy_per_s": round(copy), "peak_rss_mb": round(rss, 1),
+                "per_1000_rows": cost._asdict() if cost else None}
             what = "its fills and trade rows" if name == "fills" else "the rows"
             print(f"{name} batch={batch}: {rate:,.0f}/s end to end = {rate / server:.0%} of "
                   f"the server's COPY of {what} ({server:,.0f}/s, the better of "
                   f"{before:,.0f} before and {after:,.0f} after); asyncpg binary COPY "
-                  f"{copy:,.0f}/s, Kafka+decode {kafka:,.0f}/s; peak RSS {rss:.0f} MB",
-                  flush=True)
+                  f"{copy:,.0f}/s, Kafka+decode {kafka:,.0f}/s; peak RSS {rss:.0f} MB; "
+                  f"per 1,000 rows {cost}", flush=True)
         if args.processes:
             case["processes"] = await scale_out(settings, url, name, topic_env, table, events,
                                                 reference, args, logs)
@@ -566,6 +579,9 @@ async def measure(args: argparse.Namespace, settings: Settings, url: str) -> Non
               f"({measured.events} events)", flush=True)
         results["cases"][name] = case
     print(json.dumps(results, indent=2))
+    if args.out:  # for bench/capacity.py
+        results["path"] = "timescaledb" if args.timescaledb else "plain"
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def main() -> None:
@@ -583,6 +599,7 @@ def main() -> None:
     parser.add_argument("--cases", type=lambda s: s.split(","), default=["bars", "fills"])
     parser.add_argument("--timescaledb", action="store_true",
                         help="hypertables (the extension must be installed)")
+    parser.add_argument("--out", type=Path, help="also write the results here, as JSON")
     asyncio.run(run(parser.parse_args()))
 
 

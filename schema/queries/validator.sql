@@ -24,18 +24,29 @@ SET LOCAL cie.writer_marks_rollup = 'on';
 
 -- name: predictions_near_bars
 -- Predictions whose start or horizon bar may be one of the bars in the given per-symbol time
--- ranges ($1 symbols, $2 earliest, $3 latest bar time), within the gap tolerance ($4), or
--- that are unvalidated and whose horizon the ranges now cover. $5: the longest horizon the
--- bar-driven path looks back for (longer ones are left to the sweep).
+-- ranges ($1 symbols, $2 earliest, $3 latest bar time), or that are unvalidated and whose
+-- horizon the ranges now cover. $5: the longest horizon the bar-driven path looks back for
+-- (longer ones are left to the sweep).
+-- A bar is the start (or end) bar of the instants from its time until the symbol's next bar,
+-- and at most the gap tolerance ($4) after it: the ranges reach that far ("reach"). Bounded by
+-- the next bar, a batch of old bars (a validator catching up) takes the few predictions its
+-- bars can change, not the gap tolerance's worth of later ones (five minutes of predictions,
+-- every batch: a validator behind by more than that never caught up).
 SELECT p.prediction_id, p.predicted_at, p.symbol,
        p.predicted_at + make_interval(mins => p.prediction_horizon_minutes) AS horizon_end
 FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS r(symbol, first_bar, last_bar)
+CROSS JOIN LATERAL (
+    SELECT coalesce(min(m."timestamp"), r.last_bar + $4::interval) AS reach
+    FROM market_conditions AS m
+    WHERE m.symbol = r.symbol
+      AND m."timestamp" > r.last_bar AND m."timestamp" <= r.last_bar + $4::interval
+) AS n
 JOIN model_predictions AS p
   ON p.symbol = r.symbol
- AND p.predicted_at BETWEEN r.first_bar - $5::interval AND r.last_bar + $4::interval
-WHERE (p.predicted_at BETWEEN r.first_bar AND r.last_bar + $4::interval)
+ AND p.predicted_at BETWEEN r.first_bar - $5::interval AND n.reach
+WHERE (p.predicted_at BETWEEN r.first_bar AND n.reach)
    OR (p.predicted_at + make_interval(mins => p.prediction_horizon_minutes)
-       BETWEEN r.first_bar AND r.last_bar + $4::interval)
+       BETWEEN r.first_bar AND n.reach)
    OR (p.validated_at IS NULL
        AND p.predicted_at + make_interval(mins => p.prediction_horizon_minutes) <= r.last_bar)
 ORDER BY p.prediction_id, p.predicted_at;

@@ -53,7 +53,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     topic_names: dict[str, str] = msgspec.field(default_factory=dict)
     dead_letter_suffix: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]+$")] = ".dlq"
     batch_max_rows: PositiveInt = 1000
-    batch_max_latency_ms: PositiveInt = 500
+    # 100, not 500: at a few thousand events a second a batch fills by age, not by rows, and
+    # the age was most of a bar's end-to-end time (the soak: p50 330 ms at 500; bench/README.md)
+    batch_max_latency_ms: PositiveInt = 100
     # A due batch keeps taking records while the flush ahead of it is in flight, up to this
     # many (never fewer than batch_max_rows): under a backlog, bigger batches, no waiting.
     batch_backlog_max_rows: PositiveInt = 10_000

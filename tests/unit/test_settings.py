@@ -19,7 +19,7 @@ def test_defaults_and_conversion() -> None:
     settings = load_settings({**BASE, "CIE_BATCH_MAX_ROWS": "250", "CIE_METRICS_PORT": "9200"})
     assert settings.batch_max_rows == 250
     assert settings.metrics_port == 9200
-    assert settings.batch_max_latency_ms == 500
+    assert settings.batch_max_latency_ms == 100
     assert settings.consumer_group == "cie-ingest"
     assert settings.kafka_security_protocol == "PLAINTEXT"
 

@@ -19,7 +19,7 @@ from consumers.analytics import validator
 from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
 from consumers.contracts.predictions import Prediction
-from consumers.platform.db import create_pool
+from consumers.platform.db import create_pool, queries
 from tests.support.cie import cie_environment
 from tests.support.clock import T0 as T0_1430
 from tests.support.harness import Ingest, counter, eventually, ingest_environment, row_of
@@ -215,6 +215,32 @@ async def test_the_bars_path_waits_for_the_ingest_to_store_the_bars_it_read(
         await asyncio.gather(patient.write(conn, [corrected]),
                              ingest_stores_the_correction_later())
     assert await outcome(db, prediction) == (Decimal("0.01000000"), "LONG", True, True)
+
+
+async def test_old_bars_take_only_the_predictions_their_bars_can_change(
+        db: asyncpg.Pool) -> None:
+    """A validator catching up reads batches of old bars. A bar is the start (or end) bar of
+    the instants up to the symbol's next bar, so a batch takes the predictions made (or ending)
+    before that, and the unvalidated ones it now covers: not every prediction within the gap
+    tolerance after it. That was two minutes of later predictions here, five at the default,
+    every batch, and a validator behind by more than the tolerance never caught up."""
+    async with db.acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO market_conditions (symbol, timestamp, open, high, low, close, volume) "
+            "VALUES ('AAPL', $1, 100, 100, 100, 100, 1)",
+            [(T0 + timedelta(seconds=10 * i),) for i in range(60)])  # a bar every 10 s
+        await conn.executemany(
+            "INSERT INTO model_predictions (prediction_id, model_version, model_type, symbol, "
+            "predicted_at, prediction_horizon_minutes, feature_vector) "
+            "VALUES ($1, 'v1', 'direction', 'AAPL', $2, 1, '{}')",  # one a bar, a second after
+            [(uuid.uuid4(), T0 + timedelta(seconds=10 * i + 1)) for i in range(60)])
+        bar = T0 + timedelta(seconds=100)
+        keys = await conn.fetch(queries("validator")["predictions_near_bars"], ["AAPL"], [bar],
+                                [bar], RULES.gap_tolerance, RULES.max_horizon)
+    seconds = sorted(int((k["predicted_at"] - T0).total_seconds()) for k in keys)
+    # made at 101 s (start bar: the one at 100 s, until the next at 110 s); ending at 101 s
+    # (made at 41 s); and the unvalidated ones whose horizon the bar passed (1 s ... 31 s)
+    assert seconds == [1, 11, 21, 31, 41, 101]
 
 
 async def test_a_gap_beyond_tolerance_is_left_unvalidated(db: asyncpg.Pool) -> None:

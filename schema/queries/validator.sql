@@ -28,18 +28,19 @@ SET LOCAL cie.writer_marks_rollup = 'on';
 -- horizon the ranges now cover. $5: the longest horizon the bar-driven path looks back for
 -- (longer ones are left to the sweep).
 -- A bar is the start (or end) bar of the instants from its time until the symbol's next bar,
--- and at most the gap tolerance ($4) after it: the ranges reach that far ("reach"). Bounded by
--- the next bar, a batch of old bars (a validator catching up) takes the few predictions its
--- bars can change, not the gap tolerance's worth of later ones (five minutes of predictions,
--- every batch: a validator behind by more than that never caught up).
+-- and at most the gap tolerance ($4) after it: the ranges reach that far ("reach"). With no
+-- later bar stored, no instant after the last one can be validated yet (that needs a bar at
+-- or after its horizon): the third condition takes those predictions when such a bar comes.
+-- Bounded so, a batch takes the few predictions its bars can change, not the gap tolerance's
+-- worth after them: five minutes of predictions every batch, which kept a live validator
+-- busy and one behind by more than the tolerance from ever catching up.
 SELECT p.prediction_id, p.predicted_at, p.symbol,
        p.predicted_at + make_interval(mins => p.prediction_horizon_minutes) AS horizon_end
 FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS r(symbol, first_bar, last_bar)
 CROSS JOIN LATERAL (
-    SELECT coalesce(min(m."timestamp"), r.last_bar + $4::interval) AS reach
+    SELECT least(coalesce(min(m."timestamp"), r.last_bar), r.last_bar + $4::interval) AS reach
     FROM market_conditions AS m
-    WHERE m.symbol = r.symbol
-      AND m."timestamp" > r.last_bar AND m."timestamp" <= r.last_bar + $4::interval
+    WHERE m.symbol = r.symbol AND m."timestamp" > r.last_bar
 ) AS n
 JOIN model_predictions AS p
   ON p.symbol = r.symbol

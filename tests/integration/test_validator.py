@@ -237,10 +237,15 @@ async def test_old_bars_take_only_the_predictions_their_bars_can_change(
         bar = T0 + timedelta(seconds=100)
         keys = await conn.fetch(queries("validator")["predictions_near_bars"], ["AAPL"], [bar],
                                 [bar], RULES.gap_tolerance, RULES.max_horizon)
-    seconds = sorted(int((k["predicted_at"] - T0).total_seconds()) for k in keys)
-    # made at 101 s (start bar: the one at 100 s, until the next at 110 s); ending at 101 s
-    # (made at 41 s); and the unvalidated ones whose horizon the bar passed (1 s ... 31 s)
-    assert seconds == [1, 11, 21, 31, 41, 101]
+        seconds = sorted(int((k["predicted_at"] - T0).total_seconds()) for k in keys)
+        # made at 101 s (start bar: the one at 100 s, until the next at 110 s); ending at
+        # 101 s (made at 41 s); and the unvalidated ones whose horizon the bar passed (1-31 s)
+        assert seconds == [1, 11, 21, 31, 41, 101]
+        # The newest bar, all validated: nothing after it can be validated before a later bar
+        await conn.execute("UPDATE model_predictions SET validated_at = now()")
+        newest = T0 + timedelta(seconds=590)
+        assert await conn.fetch(queries("validator")["predictions_near_bars"], ["AAPL"],
+                                [newest], [newest], RULES.gap_tolerance, RULES.max_horizon) == []
 
 
 async def test_a_gap_beyond_tolerance_is_left_unvalidated(db: asyncpg.Pool) -> None:

@@ -38,16 +38,20 @@ SELECT p.prediction_id, p.predicted_at, p.symbol,
        p.predicted_at + make_interval(mins => p.prediction_horizon_minutes) AS horizon_end
 FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS r(symbol, first_bar, last_bar)
 CROSS JOIN LATERAL (
-    SELECT least(coalesce(min(m."timestamp"), r.last_bar), r.last_bar + $4::interval) AS reach
+    SELECT least(coalesce(min(m."timestamp"), r.last_bar), r.last_bar + $4::interval) AS reach,
+           coalesce(max(m."timestamp"), r.last_bar) AS latest
     FROM market_conditions AS m
     WHERE m.symbol = r.symbol AND m."timestamp" > r.last_bar
 ) AS n
 JOIN model_predictions AS p
   ON p.symbol = r.symbol
  AND p.predicted_at BETWEEN r.first_bar - $5::interval AND n.reach
-WHERE (p.predicted_at BETWEEN r.first_bar AND n.reach)
-   OR (p.predicted_at + make_interval(mins => p.prediction_horizon_minutes)
-       BETWEEN r.first_bar AND n.reach)
+WHERE ((p.predicted_at BETWEEN r.first_bar AND n.reach)
+       OR (p.predicted_at + make_interval(mins => p.prediction_horizon_minutes)
+           BETWEEN r.first_bar AND n.reach))
+      -- validatable: a bar at or after its horizon is stored (a prediction whose start bar
+      -- just came, live, is not: it is taken with the bar that passes its horizon)
+      AND p.predicted_at + make_interval(mins => p.prediction_horizon_minutes) <= n.latest
    OR (p.validated_at IS NULL
        AND p.predicted_at + make_interval(mins => p.prediction_horizon_minutes) <= r.last_bar)
 ORDER BY p.prediction_id, p.predicted_at;

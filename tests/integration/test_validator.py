@@ -246,6 +246,12 @@ async def test_old_bars_take_only_the_predictions_their_bars_can_change(
         newest = T0 + timedelta(seconds=590)
         assert await conn.fetch(queries("validator")["predictions_near_bars"], ["AAPL"],
                                 [newest], [newest], RULES.gap_tolerance, RULES.max_horizon) == []
+        # The bar before it: it ends the prediction made at 521 s; the one made at 581 s is not
+        # validatable until a bar passes 641 s, and is taken with that bar
+        before = T0 + timedelta(seconds=580)
+        keys = await conn.fetch(queries("validator")["predictions_near_bars"], ["AAPL"],
+                                [before], [before], RULES.gap_tolerance, RULES.max_horizon)
+        assert [k["predicted_at"] for k in keys] == [T0 + timedelta(seconds=521)]
 
 
 async def test_a_gap_beyond_tolerance_is_left_unvalidated(db: asyncpg.Pool) -> None:

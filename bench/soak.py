@@ -289,6 +289,29 @@ def _status_kib(pid: int, field_name: str) -> int:
     return 0
 
 
+async def rollups(environment: dict[str, str], workdir: Path,
+                  runs: list[dict[str, Any]]) -> None:
+    next_run = time.monotonic() + ROLLUP_EVERY
+    while True:
+        await asyncio.sleep(max(0.0, next_run - time.monotonic()))
+        runs.append(await asyncio.shield(asyncio.to_thread(
+            run_once, environment, workdir / "rollup.log", "rollup")))
+        next_run = max(next_run + ROLLUP_EVERY, time.monotonic())
+
+
+async def maintain_once(environment: dict[str, str], workdir: Path, runs: list[dict[str, Any]],
+                        url: str, seeded: int, after: float) -> None:
+    await asyncio.sleep(after)
+    runs.append(await asyncio.to_thread(run_once, environment, workdir / "maintain.log",
+                                        "maintain"))
+    if seeded:  # and TimescaleDB's own scheduler compresses, now
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(COMPRESS_NOW)
+        finally:
+            await conn.close()
+
+
 # --- what is measured each minute ----------------------------------------------------------
 
 
@@ -394,31 +417,24 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     minutes: list[dict[str, Any]] = []
     one_off: list[dict[str, Any]] = []
     started = time.monotonic()
-    next_rollup = started + ROLLUP_EVERY
-    maintain_at = started + args.minutes * 30
-    window = datetime.now(UTC)
+    # Like CronJobs that never overlap: a rollup every 30 s (the next right away when one took
+    # longer), and `cie maintain` once half-way; they never hold up the minute's report.
+    jobs = [asyncio.create_task(rollups(environment, workdir, one_off)),
+            asyncio.create_task(maintain_once(environment, workdir, one_off, url, seeded,
+                                              after=args.minutes * 30))]
+    window, window_started = datetime.now(UTC), time.monotonic()
     sent_before: dict[str, int] = {}
     try:
         for minute in range(1, args.minutes + 1):
             while time.monotonic() < started + minute * 60:
                 if producer.done():
                     producer.result()  # raises what stopped it
-                if time.monotonic() >= next_rollup:
-                    one_off.append(await asyncio.to_thread(
-                        run_once, environment, workdir / "rollup.log", "rollup"))
-                    next_rollup += ROLLUP_EVERY
-                if maintain_at and time.monotonic() >= maintain_at:
-                    one_off.append(await asyncio.to_thread(
-                        run_once, environment, workdir / "maintain.log", "maintain"))
-                    if seeded:  # and TimescaleDB's own scheduler compresses, now
-                        await conn.execute(COMPRESS_NOW)
-                    maintain_at = 0
                 await asyncio.sleep(0.5)
-            now = datetime.now(UTC)
+            now, elapsed = datetime.now(UTC), time.monotonic() - window_started
             sent = dict(traffic.sent)
             report = {
                 "minute": minute,
-                "sent_per_s": round(sum(sent.values()) - sum(sent_before.values())) / 60,
+                "sent_per_s": round((sum(sent.values()) - sum(sent_before.values())) / elapsed),
                 "rss_mib": {k: round(v, 1) for k, v in services.resident_mib().items()},
                 "lag": await lag(settings, {k: topics[k] for k in ("bars", "predictions",
                                                                     "fills", "improvements")},
@@ -432,9 +448,12 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             }
             for run in one_off:
                 run.setdefault("minute", minute)
-            sent_before, window = sent, now
+            sent_before, window, window_started = sent, now, time.monotonic()
             minutes.append(report)
             print(json.dumps(report), flush=True)
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)  # a running one is waited for
     except BaseException:
         services.stop()
         raise

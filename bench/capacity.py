@@ -102,6 +102,8 @@ def page(benches: list[dict[str, Any]], soak: dict[str, Any] | None, rate: float
               "for each byte of row the client sends. Fills' rows include the trade rows they "
               "derive. Broker CPU is what serving the consumer's fetches costs (the topics were "
               "produced before the run).", ""]
+    if soak is not None:
+        lines += unmodelled(soak)
     for bench in benches:
         cost = costs(bench)
         lines += [f"## {bench['path']}", "",
@@ -120,7 +122,34 @@ def page(benches: list[dict[str, Any]], soak: dict[str, Any] | None, rate: float
         limits = ", ".join(f"{cores} cores: {HEADROOM * cores * 1000 / per_row_ms:,.0f} rows/s"
                            for cores in PRIMARY_CORES)
         lines += ["", f"One primary, at today's mix and {HEADROOM:.0%} busy: {limits}.", ""]
+    lines += [
+        "## Past one primary", "",
+        "For ingest, one primary is far from the limit: a hundred times today's traffic needs "
+        "a few of its cores. What grows with the rate is the WAL, and every read replica (the "
+        "rollups' and the dashboards') replays it in one process. When one primary is not "
+        "enough, the design splits by key, not by table: every topic is keyed by symbol "
+        "(bars, predictions) or trade (fills), so a group of partitions can go to its own "
+        "database with its own consumer group, and the rollups, which read per strategy and "
+        "model version, run per database. Nothing in a consumer needs rows of another "
+        "partition, except the model figures, which sum over symbols: those would be combined "
+        "across databases by a reader, not written by one.", ""]
     return "\n".join(lines) + "\n"
+
+
+def unmodelled(soak: dict[str, Any]) -> list[str]:
+    """What the soak says of the validator and the rollup, which the tables below leave out."""
+    rollups = [run for run in soak["one_off"] if run["command"] == "rollup"]
+    return [
+        "## Not in the tables: the validator and the rollup", "",
+        "The tables cost the ingest path, which scales out by partitions and processes. The "
+        f"soak at today's rate shows the two services that do not, yet: the validator ended "
+        f"{soak['validator_lag_max']:,} bars behind (its outcome statement, one per batch, "
+        "took most of a server core), and each rollup re-reads the day's validated "
+        f"predictions: its runs grew to {max(r['seconds'] for r in rollups):.0f} s and "
+        f"{max(r['peak_mib'] for r in rollups):,.0f} MiB within {len(soak['minutes'])} "
+        "minutes (the CronJob's limit is 512 MiB). Until the model figures are computed on "
+        "the server (issue #43, part 1) and the validator's statement is cheaper, these two, "
+        "not the primary's write capacity, are the limit at today's rate already.", ""]
 
 
 def main() -> int:

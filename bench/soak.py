@@ -540,7 +540,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     lags.legend(fontsize=7)
     for key in ("p50_ms", "p99_ms"):
         latency.plot(minutes, [m[key] for m in result["minutes"]], label=key)
-    latency.set_title("bars end to end (ms)")
+    latency.set_title("bars end to end (ms, log scale)")
+    latency.set_yscale("log")
     latency.legend(fontsize=7)
     rate.plot(minutes, [m["sent_per_s"] for m in result["minutes"]])
     rate.set_title("events sent per second")
@@ -572,6 +573,11 @@ def main() -> int:
     if args.plot:
         plot(result, args.plot)
     return 1 if result["problems"] else 0
+
+
+def replot(out: Path, png: Path) -> None:
+    """The plot of an earlier run's ``--out`` file (``soak.replot(out, png)``)."""
+    plot(json.loads(out.read_text()), png)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,15 @@ def with_children(pid: int) -> list[int]:
     return [pid, *(int(child) for child in children)]
 
 
+def status_kib(pid: int, field_name: str) -> int:
+    """A ``/proc/PID/status`` figure in KiB (``VmRSS``, ``VmHWM``), 0 once the process is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in lines if line.startswith(field_name + ":")), 0)
+
+
 def named(match: str, in_cmdline: bool = False) -> list[int]:
     """Processes whose command name is ``match`` (or whose command line contains it)."""
     found = []

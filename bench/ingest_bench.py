@@ -286,16 +286,8 @@ class Consumer:
     def sample_rss(self) -> None:
         """Peak RSS of the process, or of its largest child with --processes."""
         assert self.proc is not None
-        pids = [self.proc.pid]
-        try:
-            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-            pids += [int(pid) for pid in children.split()]
-            for pid in pids:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        self.peak_rss_mb = max(self.peak_rss_mb, int(line.split()[1]) / 1024)
-        except FileNotFoundError:
-            pass
+        for pid in cpu.with_children(self.proc.pid):
+            self.peak_rss_mb = max(self.peak_rss_mb, cpu.status_kib(pid, "VmHWM") / 1024)
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.proc is not None

@@ -47,6 +47,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "deploy/local")]
 
+import cpu  # noqa: E402
 from ingest_bench import create_database, send_batches  # noqa: E402
 from webhook_sink import FakeDiscord  # noqa: E402
 
@@ -234,7 +235,7 @@ class Services:
                 stdout=log, stderr=subprocess.STDOUT)
 
     def resident_mib(self) -> dict[str, float]:
-        return {name: _status_kib(proc.pid, "VmRSS") / 1024
+        return {name: cpu.status_kib(proc.pid, "VmRSS") / 1024
                 for name, proc in self.processes.items() if proc.poll() is None}
 
     def exited(self) -> dict[str, int]:
@@ -279,14 +280,6 @@ def run_once(environment: dict[str, str], log: Path, *command: str) -> dict[str,
     return {"command": command[0], "exit": proc.returncode,
             "seconds": round(time.monotonic() - started, 2),
             "peak_mib": round(usage.ru_maxrss / 1024, 1)}
-
-
-def _status_kib(pid: int, field_name: str) -> int:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 async def rollups(environment: dict[str, str], workdir: Path,

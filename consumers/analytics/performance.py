@@ -13,10 +13,11 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 from typing import Literal, NamedTuple
 
 import msgspec
@@ -275,7 +276,8 @@ def calmar(returns: Sequence[float], drawdown: float | None,
 
 
 class ScoredPrediction(NamedTuple):
-    """A validated prediction as the model rollup sees it (a tuple: a year holds millions)."""
+    """A validated prediction as the model figures see it (tests and small inputs; the
+    rollup hands over a ``PredictionTally`` that the server has counted)."""
 
     predicted: str  # LONG / SHORT / NEUTRAL
     actual: str
@@ -285,6 +287,69 @@ class ScoredPrediction(NamedTuple):
     @property
     def correct(self) -> bool:
         return self.predicted == self.actual
+
+
+class Calls(NamedTuple):
+    """How many predictions share something (a confidence, a regime), and how many were right."""
+
+    calls: int
+    right: int
+
+
+@dataclass
+class PredictionTally:
+    """What every model figure needs from a set of validated predictions: counts, not rows.
+
+    A day of predictions is tallied on the server (schema/queries/rollup.sql prediction_tallies)
+    in at most 10,001 confidences x 2 outcomes plus a few counts, however many it holds.
+    """
+
+    directions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (predicted, actual)
+    by_confidence: dict[Decimal, Calls] = field(default_factory=dict)  # confidence not NULL
+    by_regime: dict[str, Calls] = field(default_factory=dict)  # a regime was found
+
+    @classmethod
+    def of(cls, predictions: Iterable[ScoredPrediction]) -> PredictionTally:
+        tally = cls()
+        for p in predictions:
+            tally.add(p.predicted, p.actual, p.confidence, p.regime, 1)
+        return tally
+
+    def add(self, predicted: str, actual: str, confidence: Decimal | None, regime: str | None,
+            calls: int) -> None:
+        """``calls`` predictions alike in everything the figures read."""
+        right = calls if predicted == actual else 0
+        self.count_directions(predicted, actual, calls)
+        if confidence is not None:
+            self.count_confidence(confidence, calls, right)
+        if regime is not None:
+            self.count_regime(regime, calls, right)
+
+    def count_directions(self, predicted: str, actual: str, calls: int) -> None:
+        self.directions[predicted, actual] += calls
+
+    def count_confidence(self, confidence: Decimal, calls: int, right: int) -> None:
+        self.by_confidence[confidence] = _plus(self.by_confidence.get(confidence), calls, right)
+
+    def count_regime(self, regime: str, calls: int, right: int) -> None:
+        self.by_regime[regime] = _plus(self.by_regime.get(regime), calls, right)
+
+    @property
+    def samples(self) -> int:
+        return sum(self.directions.values())
+
+    def scored(self) -> list[tuple[float, Calls]]:
+        """(confidence as a float, its calls), in ascending confidence (confidences equal as
+        floats are one)."""
+        groups: dict[float, Calls] = {}
+        for confidence, calls in self.by_confidence.items():
+            key = float(confidence)
+            groups[key] = _plus(groups.get(key), calls.calls, calls.right)
+        return sorted(groups.items())
+
+
+def _plus(calls: Calls | None, more: int, right: int) -> Calls:
+    return Calls(more, right) if calls is None else Calls(calls.calls + more, calls.right + right)
 
 
 @dataclass(frozen=True)
@@ -300,30 +365,31 @@ class ModelFigures:
     regime_accuracy: dict[str, Decimal | None]
 
 
-def model_figures(predictions: Sequence[ScoredPrediction], undefined: Undefined) -> ModelFigures:
+def model_figures(predictions: Sequence[ScoredPrediction] | PredictionTally,
+                  undefined: Undefined) -> ModelFigures:
     """Classification figures of validated predictions; LONG is the positive class for
     precision/recall/F1; AUC, Brier and ECE score the confidence against correctness."""
-    scored = [(float(p.confidence), p.correct) for p in predictions if p.confidence is not None]
-    by_regime: dict[str | None, list[ScoredPrediction]] = {}
-    for p in predictions:
-        by_regime.setdefault(p.regime, []).append(p)
+    tally = predictions if isinstance(predictions, PredictionTally) else PredictionTally.of(
+        predictions)
+    scored = tally.scored()
     regimes = {
-        regime: ratio(accuracy(by_regime.get(regime, [])), 5, 4,
+        regime: ratio(_accuracy(tally.by_regime.get(regime, Calls(0, 0))), 5, 4,
                       f"{regime}_accuracy", undefined, why="no prediction in this regime")
         for regime in REGIMES
     }
-    precision_, recall_, f1_ = _classification(predictions)
+    right = sum(n for (predicted, actual), n in tally.directions.items() if predicted == actual)
+    precision_, recall_, f1_ = _classification(tally.directions)
     return ModelFigures(
-        samples=len(predictions),
-        accuracy=ratio(accuracy(predictions), 5, 4, "accuracy", undefined),
+        samples=tally.samples,
+        accuracy=ratio(_accuracy(Calls(tally.samples, right)), 5, 4, "accuracy", undefined),
         precision=ratio(precision_, 5, 4, "precision", undefined, why="no LONG prediction"),
         recall=ratio(recall_, 5, 4, "recall", undefined, why="no LONG outcome"),
         f1_score=ratio(f1_, 5, 4, "f1_score", undefined),
-        auc_roc=ratio(roc_auc(scored), 5, 4, "auc_roc", undefined,
+        auc_roc=ratio(_roc_auc(scored), 5, 4, "auc_roc", undefined,
                       why="confidence missing or all predictions right (or all wrong)"),
-        brier_score=ratio(brier(scored), 6, 5, "brier_score", undefined,
+        brier_score=ratio(_brier(scored), 6, 5, "brier_score", undefined,
                           why="no confidence score"),
-        expected_calibration_error=ratio(calibration_error(scored), 6, 5,
+        expected_calibration_error=ratio(_calibration_error(scored), 6, 5,
                                          "expected_calibration_error", undefined,
                                          why="no confidence score"),
         regime_accuracy=regimes,
@@ -331,55 +397,83 @@ def model_figures(predictions: Sequence[ScoredPrediction], undefined: Undefined)
 
 
 def accuracy(predictions: Sequence[ScoredPrediction]) -> float | None:
-    return _fdiv(sum(p.correct for p in predictions), len(predictions))
+    return _accuracy(Calls(len(predictions), sum(p.correct for p in predictions)))
+
+
+def _accuracy(calls: Calls) -> float | None:
+    return _fdiv(calls.right, calls.calls)
 
 
 def _classification(
-    predictions: Sequence[ScoredPrediction],
+    directions: Counter[tuple[str, str]],
 ) -> tuple[float | None, float | None, float | None]:
-    """Precision, recall and F1 with LONG as the positive class, from one count."""
-    counts = Counter((p.predicted == "LONG", p.actual == "LONG") for p in predictions)
+    """Precision, recall and F1 with LONG as the positive class, from (predicted, actual)
+    counts."""
+    counts: Counter[tuple[bool, bool]] = Counter()
+    for (predicted, actual), n in directions.items():
+        counts[predicted == "LONG", actual == "LONG"] += n
     tp, fp, fn = counts[True, True], counts[True, False], counts[False, True]
     return _fdiv(tp, tp + fp), _fdiv(tp, tp + fn), _fdiv(2 * tp, 2 * tp + fp + fn)
 
 
 def precision(predictions: Sequence[ScoredPrediction]) -> float | None:
-    return _classification(predictions)[0]
+    return _classification(PredictionTally.of(predictions).directions)[0]
 
 
 def recall(predictions: Sequence[ScoredPrediction]) -> float | None:
-    return _classification(predictions)[1]
+    return _classification(PredictionTally.of(predictions).directions)[1]
 
 
 def f1(predictions: Sequence[ScoredPrediction]) -> float | None:
-    return _classification(predictions)[2]
+    return _classification(PredictionTally.of(predictions).directions)[2]
+
+
+def _grouped(scored: Sequence[tuple[float, bool]]) -> list[tuple[float, Calls]]:
+    """(confidence, correctness) pairs as their calls per confidence, ascending."""
+    groups: dict[float, Calls] = {}
+    for confidence, right in scored:
+        groups[confidence] = _plus(groups.get(confidence), 1, int(right))
+    return sorted(groups.items())
 
 
 def roc_auc(scored: Sequence[tuple[float, bool]]) -> float | None:
-    """Probability that a right call has a higher confidence than a wrong one (ties count ½):
-    the Mann-Whitney U statistic over average ranks."""
-    positives = sum(1 for _, right in scored if right)
-    negatives = len(scored) - positives
-    if positives == 0 or negatives == 0:
-        return None
-    ordered = sorted(scored, key=lambda s: s[0])
-    rank_sum, i = 0.0, 0
-    while i < len(ordered):
-        j = i
-        while j < len(ordered) and ordered[j][0] == ordered[i][0]:
-            j += 1
-        average_rank = (i + 1 + j) / 2  # ranks i+1 .. j share their mean
-        rank_sum += average_rank * sum(1 for _, right in ordered[i:j] if right)
-        i = j
-    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+    return _roc_auc(_grouped(scored))
 
 
 def brier(scored: Sequence[tuple[float, bool]]) -> float | None:
-    """Mean squared difference between confidence and correctness (1 right, 0 wrong)."""
-    return _fdiv(math.fsum((c - right) ** 2 for c, right in scored), len(scored))
+    return _brier(_grouped(scored))
 
 
 def calibration_error(scored: Sequence[tuple[float, bool]]) -> float | None:
+    return _calibration_error(_grouped(scored))
+
+
+def _roc_auc(scored: Sequence[tuple[float, Calls]]) -> float | None:
+    """Probability that a right call has a higher confidence than a wrong one (ties count ½):
+    the Mann-Whitney U statistic over average ranks. ``scored``: ascending confidences.
+
+    Exact in floats: every partial sum is a multiple of ½ below 2**53 (under 10**8 calls)."""
+    positives = sum(calls.right for _, calls in scored)
+    negatives = sum(calls.calls for _, calls in scored) - positives
+    if positives == 0 or negatives == 0:
+        return None
+    rank_sum, ranked = 0.0, 0
+    for _, calls in scored:
+        average_rank = (ranked + 1 + ranked + calls.calls) / 2  # ranks share their mean
+        rank_sum += average_rank * calls.right
+        ranked += calls.calls
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def _brier(scored: Sequence[tuple[float, Calls]]) -> float | None:
+    """Mean squared difference between confidence and correctness (1 right, 0 wrong)."""
+    calls = sum(c.calls for _, c in scored)
+    return _fdiv(exact_sum([((confidence - 1) ** 2, c.right) for confidence, c in scored]
+                           + [(confidence ** 2, c.calls - c.right) for confidence, c in scored]),
+                 calls)
+
+
+def _calibration_error(scored: Sequence[tuple[float, Calls]]) -> float | None:
     """Expected calibration error over CALIBRATION_BINS equal-width confidence bins.
 
     Bin k holds confidences in (k/10, (k+1)/10], the first also 0 (scikit-learn's
@@ -387,16 +481,24 @@ def calibration_error(scored: Sequence[tuple[float, bool]]) -> float | None:
     """
     if not scored:
         return None
-    bins: dict[int, list[tuple[float, bool]]] = {}
-    for confidence, right in scored:
+    bins: dict[int, list[tuple[float, Calls]]] = {}
+    for confidence, calls in scored:
         index = max(math.ceil(round(confidence * CALIBRATION_BINS, 9)) - 1, 0)
-        bins.setdefault(min(index, CALIBRATION_BINS - 1), []).append((confidence, right))
-    return math.fsum(
-        len(members) / len(scored) * abs(
-            sum(right for _, right in members) / len(members)
-            - math.fsum(c for c, _ in members) / len(members))
-        for members in bins.values()
-    )
+        bins.setdefault(min(index, CALIBRATION_BINS - 1), []).append((confidence, calls))
+    total = sum(c.calls for _, c in scored)
+    gaps = []
+    for members in bins.values():
+        size = sum(c.calls for _, c in members)
+        right = sum(c.right for _, c in members)
+        mean_confidence = exact_sum([(confidence, c.calls) for confidence, c in members]) / size
+        gaps.append(size / total * abs(right / size - mean_confidence))
+    return math.fsum(gaps)
+
+
+def exact_sum(terms: Iterable[tuple[float, int]]) -> float:
+    """Σ value x count, correctly rounded once: what ``math.fsum`` gives for each value
+    repeated count times, without the repeating."""
+    return float(sum((Fraction(value) * count for value, count in terms), Fraction(0)))
 
 
 # --- fitting values to their columns --------------------------------------------------------

@@ -35,8 +35,8 @@ from consumers.analytics.performance import (
     PERIOD_TYPES,
     REGIMES,
     PeriodType,
+    PredictionTally,
     RatioSettings,
-    ScoredPrediction,
     StrategyFigures,
     TradeDay,
     Undefined,
@@ -145,8 +145,8 @@ async def _run(conn: Conn, reader: Conn, options: RollupSettings, *, full: bool)
     with _phase("trade_days"):
         trade_days = await _trade_days(reader, options, strategy_periods, model_days)
     # Each query below runs on the server while this process computes in its block.
-    async with _in_flight(reader, sql["prediction_days"],
-                          *_prediction_days_args(model_days, options)) as predictions:
+    async with _in_flight(reader, sql["prediction_tallies"],
+                          *_prediction_tallies_args(model_days, options)) as tallies:
         with _phase("strategy_figures"):
             upserts, deletes = _strategy_rows(options, strategy_periods, trade_days, undefined)
             upsert_args = _numerics_as_text(_columns(upserts, STRATEGY_UPSERT_COLUMNS))
@@ -155,7 +155,7 @@ async def _run(conn: Conn, reader: Conn, options: RollupSettings, *, full: bool)
     async with _in_flight(conn, sql["upsert_strategy_periods"], *upsert_args):
         with _phase("model_figures"):
             live_upserts, live_deletes = _model_rows(
-                model_days, trade_days, predictions.result(), identity, undefined)
+                model_days, trade_days, _tallies(tallies.result()), identity, undefined)
     report.strategy_periods_recomputed = len(upserts)
     if deletes:
         status = await conn.execute(sql["delete_strategy_periods"], *_columns(deletes, 4))
@@ -314,7 +314,7 @@ def _strategy_columns(f: StrategyFigures) -> tuple[object, ...]:
 # --- model_performance -----------------------------------------------------------------------
 
 
-def _prediction_days_args(wanted: dict[str, set[date]],
+def _prediction_tallies_args(wanted: dict[str, set[date]],
                           options: RollupSettings) -> tuple[object, ...]:
     ranges = [(version, first, end) for version, days in wanted.items()
               for first, end in merge_ranges((d, d + timedelta(days=1)) for d in days)]
@@ -324,17 +324,27 @@ def _prediction_days_args(wanted: dict[str, set[date]],
 LIVE_UPSERT_COLUMNS = 17  # upsert_live_model_days' parameters
 
 
+def _tallies(rows: list[asyncpg.Record]) -> dict[tuple[str, date], PredictionTally]:
+    """prediction_tallies' rows as one tally per (model version, local day)."""
+    tallies: dict[tuple[str, date], PredictionTally] = defaultdict(PredictionTally)
+    for row in rows:
+        tally = tallies[(row["model_version"], row["day"])]
+        calls, right = row["calls"], row["calls"] if row["right"] else 0
+        if row["tally"] == 1:
+            tally.count_directions(row["predicted_direction"], row["actual_direction"], calls)
+        elif row["tally"] == 2 and row["confidence_score"] is not None:
+            tally.count_confidence(row["confidence_score"], calls, right)
+        elif row["tally"] == 3 and row["detected_regime"] is not None:
+            tally.count_regime(row["detected_regime"], calls, right)
+    return tallies
+
+
 def _model_rows(
     wanted: dict[str, set[date]], trade_days: list[asyncpg.Record],
-    prediction_days: list[asyncpg.Record], identity: dict[str, tuple[str, str]],
+    tallies: dict[tuple[str, date], PredictionTally], identity: dict[str, tuple[str, str]],
     undefined: Counter[tuple[str, str]],
 ) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
     """The wanted live model days' upsert rows and the emptied days' keys."""
-    predictions: dict[tuple[str, date], list[ScoredPrediction]] = defaultdict(list)
-    for row in prediction_days:
-        predictions[(row["model_version"], row["day"])].append(ScoredPrediction(
-            row["predicted_direction"], row["actual_direction"], row["confidence_score"],
-            row["detected_regime"]))
     pnl: dict[tuple[str, date], Decimal] = {}
     for row in trade_days:
         if row["day"] in wanted.get(row["model_version"], ()):
@@ -345,13 +355,13 @@ def _model_rows(
     deletes: list[tuple[object, ...]] = []
     for version, days in wanted.items():
         for day in sorted(days):
-            scored = predictions.get((version, day), [])
+            tally = tallies.get((version, day), PredictionTally())
             day_pnl = pnl.get((version, day))
-            if not scored and day_pnl is None:
+            if not tally.samples and day_pnl is None:
                 deletes.append((version, day))
                 continue
             notes = Undefined()
-            figures = model_figures(scored, notes)
+            figures = model_figures(tally, notes)
             contribution = money(day_pnl if day_pnl is not None else Decimal(0),
                                  "live_pnl_contribution", notes)
             undefined.update(notes.reasons)

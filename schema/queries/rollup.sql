@@ -138,11 +138,15 @@ USING unnest($1::text[], $2::text[], $3::text[], $4::date[])
 WHERE (s.strategy_id, s.model_version, s.period_type, s.period_start)
     = (e.strategy_id, e.model_version, e.period_type, e.period_start);
 
--- name: prediction_days
+-- name: prediction_tallies
 -- Validated predictions of the given model versions made in the given local day ranges ($1
--- model versions, $2 first days, $3 end days (exclusive), local to time zone $5), each with
--- its local day and the regime of its symbol's last bar at or before predicted_at, if that bar
--- is at most $4 old. One pass in time order for all of them: the predictions and the bars
+-- model versions, $2 first days, $3 end days (exclusive), local to time zone $5), counted per
+-- model version and local day as the model figures read them (performance.PredictionTally):
+-- tally 1 per (predicted, actual) direction, 2 per (confidence, right), 3 per (regime,
+-- right). A prediction's regime is its symbol's last bar's at or before predicted_at, if
+-- that bar is at most $4 old. A day's rows are at most 10,001 confidences x 2 plus a few,
+-- however many predictions it holds: a live day of a million predictions sent row by row
+-- took the rollup past 900 MB. One pass in time order for all of them: the predictions and the bars
 -- near them in the ranges' spans are merged per symbol, a running max gives each
 -- prediction the time of the last bar before it, and a join on (symbol, time) that bar's
 -- regime. A lookup per prediction through TimescaleDB's ChunkAppend, one query per day, cost
@@ -201,12 +205,21 @@ as_of AS (  -- a bar sorts before a prediction at the same time: "at or before"
                   OVER (PARTITION BY symbol ORDER BY at, kind) AS bar_at
     FROM timeline
 )
-SELECT a.model_version, (a.at AT TIME ZONE $5::text)::date AS day, a.predicted_direction,
-       a.actual_direction, a.confidence_score, b.detected_regime
-FROM as_of AS a
-LEFT JOIN bars AS b
-  ON b.symbol = a.symbol AND b.timestamp = a.bar_at AND a.at - a.bar_at <= $4::interval
-WHERE a.kind = 1;
+SELECT model_version, day, GROUPING(predicted_direction, confidence_score) AS tally,
+       predicted_direction, actual_direction, confidence_score, detected_regime, "right",
+       count(*) AS calls
+FROM (
+    SELECT a.model_version, (a.at AT TIME ZONE $5::text)::date AS day, a.predicted_direction,
+           a.actual_direction, a.confidence_score, b.detected_regime,
+           a.predicted_direction = a.actual_direction AS "right"
+    FROM as_of AS a
+    LEFT JOIN bars AS b
+      ON b.symbol = a.symbol AND b.timestamp = a.bar_at AND a.at - a.bar_at <= $4::interval
+    WHERE a.kind = 1
+) AS scored
+GROUP BY model_version, day, GROUPING SETS ((predicted_direction, actual_direction),
+                                            (confidence_score, "right"),
+                                            (detected_regime, "right"));
 
 -- name: model_identity
 -- Per model version: its type (newest prediction, else newest offline evaluation) and the

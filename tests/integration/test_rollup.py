@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import random
 import statistics
 import time
 import uuid
@@ -20,6 +21,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
+from consumers.analytics import performance as perf
 from consumers.analytics import rollup as rollup_module
 from consumers.analytics.rollup import rollup, rollup_forever
 from consumers.platform.db import connect, create_pool
@@ -427,6 +429,52 @@ async def test_model_performance_live_row_and_offline_live_columns(
     assert late is not None
     # no validated prediction since the Monday after; that day's trade made 200
     assert tuple(late) == (Decimal("0.7000"), None, Decimal("200.0000"))
+
+
+async def test_live_model_figures_are_the_row_by_row_figures_of_the_days_predictions(
+    db: asyncpg.Connection,
+) -> None:
+    """The server tallies a day's predictions (counts per confidence, directions, regime); the
+    figures equal model_figures over every prediction as a row, to the last digit."""
+    rng = random.Random(43)
+    regimes = {f"S{n}": rng.choice(perf.REGIMES) for n in range(10)}  # S10..S19: no bar
+    for symbol, regime in regimes.items():
+        await add_bar(db, symbol, 0, regime)
+    rows, scored = [], []
+    for n in range(3_000):
+        symbol, predicted, actual = (f"S{n % 20}", rng.choice(DIRECTIONS),
+                                     rng.choice(DIRECTIONS))
+        confidence = (None if n % 50 == 0 else  # repeats, bin edges, and any 4-digit value
+                      Decimal(rng.choice([rng.randint(0, 10_000), rng.randint(0, 10) * 1_000,
+                                          3_333])).scaleb(-4))
+        rows.append((uuid.uuid4(), "mt", "gbm", symbol, at(MONDAY, 14, n % 5) + timedelta(seconds=n % 60), 15,
+                     predicted, confidence, "{}", actual, Decimal("0.001"),
+                     predicted == actual, at(MONDAY, 15)))
+        scored.append(perf.ScoredPrediction(predicted, actual, confidence, regimes.get(symbol)))
+    await db.copy_records_to_table("model_predictions", records=rows, columns=[
+        "prediction_id", "model_version", "model_type", "symbol", "predicted_at",
+        "prediction_horizon_minutes", "predicted_direction", "confidence_score",
+        "feature_vector", "actual_direction", "actual_return", "prediction_accuracy",
+        "validated_at"])
+    await rollup(db, ROLLUP_SETTINGS)
+
+    live = await db.fetchrow("SELECT * FROM model_performance WHERE model_version = 'mt'")
+    assert live is not None
+    expected = perf.model_figures(scored, perf.Undefined())
+    assert {column: live[column] for column in MODEL_COLUMNS} == {
+        "testing_samples": expected.samples, "accuracy": expected.accuracy,
+        "precision": expected.precision, "recall": expected.recall,
+        "f1_score": expected.f1_score, "auc_roc": expected.auc_roc,
+        "brier_score": expected.brier_score,
+        "expected_calibration_error": expected.expected_calibration_error,
+        **{f"{regime}_accuracy": expected.regime_accuracy[regime] for regime in perf.REGIMES}}
+    assert expected.auc_roc is not None and expected.regime_accuracy["volatile"] is not None
+
+
+DIRECTIONS = ("LONG", "SHORT", "NEUTRAL")
+MODEL_COLUMNS = ("testing_samples", "accuracy", "precision", "recall", "f1_score", "auc_roc",
+                 "brier_score", "expected_calibration_error", "trending_up_accuracy",
+                 "trending_down_accuracy", "ranging_accuracy", "volatile_accuracy")
 
 
 # --- how it runs ----------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from fractions import Fraction
 from typing import Literal, NamedTuple
 
 import msgspec
@@ -341,11 +340,12 @@ class PredictionTally:
     def scored(self) -> list[tuple[float, Calls]]:
         """(confidence as a float, its calls), in ascending confidence (confidences equal as
         floats are one)."""
-        groups: dict[float, Calls] = {}
-        for confidence, calls in self.by_confidence.items():
-            key = float(confidence)
-            groups[key] = _plus(groups.get(key), calls.calls, calls.right)
-        return sorted(groups.items())
+        scored: list[tuple[float, Calls]] = []
+        for confidence, calls in sorted((float(c), n) for c, n in self.by_confidence.items()):
+            if scored and scored[-1][0] == confidence:
+                calls = _plus(scored.pop()[1], calls.calls, calls.right)
+            scored.append((confidence, calls))
+        return scored
 
 
 def _plus(calls: Calls | None, more: int, right: int) -> Calls:
@@ -467,10 +467,9 @@ def _roc_auc(scored: Sequence[tuple[float, Calls]]) -> float | None:
 
 def _brier(scored: Sequence[tuple[float, Calls]]) -> float | None:
     """Mean squared difference between confidence and correctness (1 right, 0 wrong)."""
-    calls = sum(c.calls for _, c in scored)
-    return _fdiv(exact_sum([((confidence - 1) ** 2, c.right) for confidence, c in scored]
-                           + [(confidence ** 2, c.calls - c.right) for confidence, c in scored]),
-                 calls)
+    squares = [((confidence - 1) ** 2, c.right) for confidence, c in scored]
+    squares += [(confidence ** 2, c.calls - c.right) for confidence, c in scored]
+    return _fdiv(exact_sum(squares), sum(c.calls for _, c in scored))
 
 
 def _calibration_error(scored: Sequence[tuple[float, Calls]]) -> float | None:
@@ -481,24 +480,37 @@ def _calibration_error(scored: Sequence[tuple[float, Calls]]) -> float | None:
     """
     if not scored:
         return None
-    bins: dict[int, list[tuple[float, Calls]]] = {}
+    sizes, rights = [0] * CALIBRATION_BINS, [0] * CALIBRATION_BINS
+    members: list[list[tuple[float, int]]] = [[] for _ in range(CALIBRATION_BINS)]
     for confidence, calls in scored:
-        index = max(math.ceil(round(confidence * CALIBRATION_BINS, 9)) - 1, 0)
-        bins.setdefault(min(index, CALIBRATION_BINS - 1), []).append((confidence, calls))
-    total = sum(c.calls for _, c in scored)
-    gaps = []
-    for members in bins.values():
-        size = sum(c.calls for _, c in members)
-        right = sum(c.right for _, c in members)
-        mean_confidence = exact_sum([(confidence, c.calls) for confidence, c in members]) / size
-        gaps.append(size / total * abs(right / size - mean_confidence))
-    return math.fsum(gaps)
+        k = _calibration_bin(confidence)
+        sizes[k] += calls.calls
+        rights[k] += calls.right
+        members[k].append((confidence, calls.calls))
+    total = sum(sizes)
+    return math.fsum(
+        sizes[k] / total * abs(rights[k] / sizes[k] - exact_sum(members[k]) / sizes[k])
+        for k in range(CALIBRATION_BINS) if sizes[k])
 
 
-def exact_sum(terms: Iterable[tuple[float, int]]) -> float:
+@functools.lru_cache(maxsize=16_384)  # a DECIMAL(5, 4) confidence has 10,001 values
+def _calibration_bin(confidence: float) -> int:
+    index = max(math.ceil(round(confidence * CALIBRATION_BINS, 9)) - 1, 0)
+    return min(index, CALIBRATION_BINS - 1)
+
+
+def exact_sum(terms: Sequence[tuple[float, int]]) -> float:
     """Σ value x count, correctly rounded once: what ``math.fsum`` gives for each value
-    repeated count times, without the repeating."""
-    return float(sum((Fraction(value) * count for value, count in terms), Fraction(0)))
+    repeated count times.
+
+    Few repeats: ``math.fsum`` of them. Many: each float is a fraction whose denominator is a
+    power of two, so all of them over the largest one sum exactly in integers, and int / int
+    is correctly rounded."""
+    if sum(count for _, count in terms) <= 4 * len(terms):
+        return math.fsum([value for value, count in terms for _ in range(count)])
+    ratios = [(value.as_integer_ratio(), count) for value, count in terms]
+    denominator = max(d for (_, d), _ in ratios)
+    return sum(n * (denominator // d) * count for (n, d), count in ratios) / denominator
 
 
 # --- fitting values to their columns --------------------------------------------------------

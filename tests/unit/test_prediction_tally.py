@@ -124,8 +124,16 @@ def test_counts_stand_for_repeated_rows() -> None:
     assert counted.by_regime == {"ranging": perf.Calls(10, 7)}
 
 
-def test_exact_sum_is_fsum_of_the_repeated_values() -> None:
-    values = [(0.1, 3), (1e16, 1), (0.3, 10), (-1e16, 1), (2.5e-7, 1_000)]
-    repeated = [v for v, n in values for _ in range(n)]
-    assert perf.exact_sum(values) == math.fsum(repeated)
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.floats(-1e12, 1e12), st.floats(0, 1)),
+                          st.integers(1, 50)), max_size=30))
+def test_exact_sum_is_fsum_of_the_repeated_values(terms: list[tuple[float, int]]) -> None:
+    """Both ways it sums (fsum of few repeats, integers for many) are exactly fsum's."""
+    repeated = [value for value, count in terms for _ in range(count)]
+    assert perf.exact_sum(terms) == math.fsum(repeated)
+
+
+def test_exact_sum_of_many_repeats_cancels_exactly() -> None:
+    terms = [(0.1, 3), (1e16, 1), (0.3, 10), (-1e16, 1), (2.5e-7, 1_000)]
+    assert perf.exact_sum(terms) == math.fsum([v for v, n in terms for _ in range(n)])
     assert perf.exact_sum([]) == 0.0

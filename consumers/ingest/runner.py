@@ -75,6 +75,7 @@ class Runner:
         self._flush_lock = asyncio.Lock()
         self._in_flight: asyncio.Task[None] | None = None  # the flush this loop waits for
         self._flushing: asyncio.Task[None] | None = None  # the last flush task started
+        self._being_written: Batch | None = None
         self._max_rows = settings.batch_max_rows
         self._backlog_rows = max(settings.batch_max_rows, settings.batch_backlog_max_rows)
         self._max_bytes = settings.batch_max_bytes
@@ -119,10 +120,10 @@ class Runner:
         try:
             await asyncio.wait_for(self.flush_all(), self._settings.drain_deadline_seconds)
         except TimeoutError as exc:
-            pending = sum(len(b.records) for b in self._buffers.values())
             raise DrainTimeout(
-                f"{pending} buffered messages not flushed within "
-                f"{self._settings.drain_deadline_seconds}s; they will be read again") from exc
+                f"{self._unwritten()} messages read but not written and committed within "
+                f"{self._settings.drain_deadline_seconds}s (CIE_DRAIN_DEADLINE_SECONDS); "
+                f"they will be read again") from exc
         log.info("consume.drained")
 
     async def flush_all(self) -> None:
@@ -130,7 +131,7 @@ class Runner:
         await self._wait_in_flight()
         async with self._flush_lock:
             for topic in list(self._buffers):
-                await self._flush(topic)
+                await self._write(topic, self._take(topic))
             await self._checkpoint.settle()
 
     async def _wait_in_flight(self) -> None:
@@ -154,7 +155,21 @@ class Runner:
                 log.info("batch.dropped_after_revocation", topic=topic,
                          messages=len(batch.records))
                 return
-            await self._checkpoint.flush(topic, batch)
+            await self._write(topic, batch)
+
+    async def _write(self, topic: str, batch: Batch) -> None:
+        # Left set when the write is cancelled (a drain or revocation past its deadline):
+        # its records count among those given up.
+        self._being_written = batch
+        await self._checkpoint.flush(topic, batch)
+        self._being_written = None
+
+    def _unwritten(self) -> int:
+        """Messages read and not yet written: the batch being written, the buffered ones,
+        and those fetched past a full batch."""
+        return (len(self._being_written.records) if self._being_written else 0) + sum(
+            len(b.records) for b in self._buffers.values()) + sum(
+            len(records) for records in self._unbatched.values())
 
     async def revoke(self, revoked: list[TopicPartition]) -> None:
         """Before partitions go: write and commit what was read from them, within the drain
@@ -166,7 +181,9 @@ class Runner:
         except TimeoutError:
             if self._flushing is not None:
                 self._flushing.cancel()
-            dropped = sum(len(b.records) for b in self._buffers.values())
+            dropped = self._unwritten() - sum(  # kept: fetched past a full batch, not revoked
+                len(records) for tp, records in self._unbatched.items() if tp not in revoked)
+            self._being_written = None
             self._buffers.clear()
             self._oldest.clear()
             self._checkpoint.forget_uncommitted()
@@ -188,9 +205,6 @@ class Runner:
             batch = self._buffers[topic] = Batch(
                 generation=self._generation, max_value_bytes=self._settings.max_value_bytes)
         return batch
-
-    async def _flush(self, topic: str) -> None:
-        await self._checkpoint.flush(topic, self._take(topic))
 
     def _take(self, topic: str) -> Batch:
         """Remove and return the topic's buffered batch."""

@@ -12,6 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from consumers.contracts.bars import Bar
 from tests.support.harness import (
     Ingest,
@@ -100,3 +102,50 @@ async def test_a_child_that_dies_takes_the_pod_down_with_it(
         assert sum(1 for e in json_lines(log) if e["event"] == "consume.drained") == 1
     finally:
         await ingest.close()
+
+
+async def test_a_stop_past_the_drain_deadline_counts_what_it_leaves_and_loses_nothing(
+    stack: Stack, plain_db: str, tmp_path: Path
+) -> None:
+    """The table is locked, so the flush in flight waits; SIGTERM's drain gives up at its
+    deadline, exits non-zero and names every message it read and did not write (the one in
+    flight included: it once said "0 buffered"). The next process writes them all once."""
+    env = ingest_environment(stack.kafka, plain_db, CIE_DRAIN_DEADLINE_SECONDS="2")
+    ingest = Ingest(env)
+    await ingest.open()
+    locker = await asyncpg.connect(plain_db)
+    log = tmp_path / "consume.log"
+    try:
+        async with consume_subprocess(env, log) as proc:
+            await assigned(log, ingest.topic("bars"))
+            locked = locker.transaction()
+            await locked.start()
+            await locker.execute("LOCK TABLE market_conditions IN ACCESS EXCLUSIVE MODE")
+            await ingest.send(bars(1200))
+            waiting = counter(plain_db, "SELECT count(*) > 0 FROM pg_stat_activity WHERE "
+                              "wait_event_type = 'Lock' AND datname = current_database()")
+            assert await eventually(waiting, True, timeout=30)
+            await asyncio.sleep(1)  # the rest is fetched and buffered meanwhile
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), timeout=30) == 1
+            await locked.rollback()
+        failed = [e for e in json_lines(log) if e["event"] == "command.failed"]
+        assert len(failed) == 1 and failed[0]["error"].startswith(
+            "1200 messages read but not written and committed within 2s"), failed
+        async with consume_subprocess(env, tmp_path / "again.log"):
+            rows = counter(plain_db, "SELECT count(*) FROM market_conditions")
+            assert await eventually(rows, 1200, timeout=60) == 1200
+            await ingest.drained("bars", 1200)
+    finally:
+        await locker.close()
+        await ingest.close()
+
+
+async def assigned(log: Path, topic: str, timeout: float = 60) -> None:
+    """Wait until the process holds partitions of ``topic``."""
+    deadline = time.monotonic() + timeout
+    while not any(e["event"] == "partitions.assigned"
+                  and any(p.startswith(f"{topic}[") for p in e["partitions"])
+                  for e in json_lines(log)):
+        assert time.monotonic() < deadline, f"no partition of {topic} assigned"
+        await asyncio.sleep(0.2)

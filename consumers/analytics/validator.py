@@ -45,6 +45,10 @@ class ValidatorSettings:
     neutral_band: Decimal
     max_horizon: timedelta
     ingest_wait: timedelta
+    # Instants off a bar's time find their bars by an index lookup each when their span holds
+    # more bars than this per instant, else by merging the span's bars (validate_predictions):
+    # a lookup costs as much as merging 10-40 bars (bench/README.md, the validator).
+    lookup_past_bars: int = 20
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ValidatorSettings:
@@ -53,6 +57,7 @@ class ValidatorSettings:
             neutral_band=settings.validator_neutral_band,
             max_horizon=timedelta(minutes=settings.validator_max_horizon_minutes),
             ingest_wait=timedelta(seconds=settings.validator_ingest_wait_seconds),
+            lookup_past_bars=settings.validator_lookup_past_bars,
         )
 
 
@@ -88,7 +93,8 @@ async def validate(conn: Conn, rules: ValidatorSettings, keys: Sequence[asyncpg.
             [k["prediction_id"] for k in window], [k["predicted_at"] for k in window],
             [k["symbol"] for k in window], [k["horizon_end"] for k in window],
             rules.gap_tolerance, rules.neutral_band, window[0]["predicted_at"],
-            max(k["horizon_end"] for k in window), window[-1]["predicted_at"])
+            max(k["horizon_end"] for k in window), window[-1]["predicted_at"],
+            rules.lookup_past_bars)
         assert result is not None
         lags += result["lags"]
         _count_unrepresentable("prediction_return", result["skipped_ids"],

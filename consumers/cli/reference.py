@@ -94,6 +94,8 @@ MEANINGS: Mapping[str, str] = {
     "validator_sweep_batch": "rows per sweep batch",
     "validator_ingest_wait_seconds": (
         "how long to wait for the ingest group to store a batch's bars"),
+    "validator_lookup_past_bars": (
+        "bars per instant past which an instant off a bar's time is looked up, not merged"),
     "rollup_time_zone": "IANA zone of the rollups' days, weeks and months",
     "rollup_capital_base": (
         "equity at the start of each period (returns and drawdown are fractions of equity)"),

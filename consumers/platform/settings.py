@@ -112,6 +112,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     validator_sweep_seconds: PositiveInt = 60
     validator_sweep_batch: PositiveInt = 50_000
     validator_ingest_wait_seconds: Annotated[int, msgspec.Meta(ge=0)] = 30
+    validator_lookup_past_bars: Annotated[int, msgspec.Meta(ge=0)] = 20
     rollup_time_zone: NonEmpty = "UTC"
     rollup_capital_base: Decimal = Decimal("100000")
     rollup_periods_per_year: PositiveInt = 252
@@ -225,6 +226,7 @@ ENVIRONMENT: Mapping[str, str] = {
     "validator_sweep_seconds": "CIE_VALIDATOR_SWEEP_SECONDS",
     "validator_sweep_batch": "CIE_VALIDATOR_SWEEP_BATCH",
     "validator_ingest_wait_seconds": "CIE_VALIDATOR_INGEST_WAIT_SECONDS",
+    "validator_lookup_past_bars": "CIE_VALIDATOR_LOOKUP_PAST_BARS",
     "rollup_time_zone": "CIE_ROLLUP_TIME_ZONE",
     "rollup_capital_base": "CIE_ROLLUP_CAPITAL_BASE",
     "rollup_periods_per_year": "CIE_ROLLUP_PERIODS_PER_YEAR",

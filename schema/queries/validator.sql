@@ -80,17 +80,22 @@ WHERE validated_at IS NULL
 -- cie.writer_marks_rollup so the row trigger does not mark each row again).
 -- $1..$4: the candidates (prediction_id, predicted_at, symbol, horizon end); $5: gap
 -- tolerance; $6: neutral band; $7, $8: the earliest predicted_at and the latest horizon end;
--- $9: the latest predicted_at.
+-- $9: the latest predicted_at; $10: bars per instant past which instants are looked up.
 -- start bar = the last bar at or before predicted_at, end bar = the last bar at or before
 -- predicted_at + horizon; each must be at most $5 older than its instant, and some bar must
 -- exist at or after the horizon end (the data has moved past it).
--- The bars are found by an as-of join done as one pass in time order, not a lookup per
--- instant: the span's bars ($7 - $5 to $8) and the instants are merged per symbol, and each
--- instant takes the last bar before it (bars_so_far numbers the bars; an instant shares the
--- number of the bar it follows). 50,000 index lookups through TimescaleDB's ChunkAppend cost
--- 3x this. Predictions whose two instants both fall on a bar's time (most: predictions are
--- made on bars, and horizons are whole minutes) are priced first by two joins on (symbol,
--- time); only the others, with their symbols' bars, go through the merge.
+-- Predictions whose two instants both fall on a bar's time (most when predictions are made on
+-- bars and horizons are whole minutes) are priced first by two equi-joins on (symbol, time),
+-- which the planner does as a hash join over the span's bars or as index lookups, whichever
+-- reads less. The others' bars are found one of two ways, chosen by how many bars their span
+-- holds per instant (estimated from each symbol's first $10 + 1 bars in it and their extent):
+-- - few (bars a minute or sparser): an as-of join done as one pass in time order: the span's
+--   bars ($7 - $5 to $8) and the instants are merged per symbol, and each instant takes the
+--   last bar before it (bars_so_far numbers the bars; an instant shares the number of the bar
+--   it follows). 50,000 index lookups through TimescaleDB's ChunkAppend cost 3x this;
+-- - many (bars many times a second, as in the soak: a batch's span is the longest horizon's
+--   worth of bars, 1.7 million, and merging them took 2 s a batch, more than a batch's bars
+--   took to arrive): an index lookup per instant, the newest bar at or before it.
 -- Nothing here reads model_predictions before the UPDATE: on TimescaleDB an UPDATE joined to a
 -- CTE that read the same compressed chunk updated nothing the first time (2.28.3: the rows it
 -- decompressed were not visible to it). The candidates come in as parameters instead.
@@ -110,38 +115,79 @@ latest_bars AS MATERIALIZED (  -- each symbol's newest bar
         ORDER BY m.timestamp DESC LIMIT 1
     ) AS b ON true
 ),
-span_bars AS MATERIALIZED (  -- the bars of the batch's span
+on_bars AS MATERIALIZED (  -- the bars at the instants' own times, if any
+    SELECT c.prediction_id, c.predicted_at, c.symbol, c.horizon_end,
+           s.close AS start_close, e.close AS end_close
+    FROM candidates AS c
+    LEFT JOIN market_conditions AS s
+      ON s.symbol = c.symbol AND s.timestamp = c.predicted_at
+     AND s.timestamp BETWEEN $7::timestamptz AND $9::timestamptz
+    LEFT JOIN market_conditions AS e
+      ON e.symbol = c.symbol AND e.timestamp = c.horizon_end
+     AND e.timestamp BETWEEN $7::timestamptz AND $8::timestamptz
+),
+off_bars AS MATERIALIZED (  -- the others: both their instants are looked up or merged
+    SELECT prediction_id, predicted_at, symbol, horizon_end
+    FROM on_bars
+    WHERE start_close IS NULL OR end_close IS NULL
+),
+off_symbols AS MATERIALIZED (SELECT DISTINCT symbol FROM off_bars),
+sampled AS MATERIALIZED (  -- per symbol: its first $10 + 1 bars of the span, and their extent
+    SELECT s.symbol, count(*) AS bars,
+           extract(epoch FROM max(b.timestamp) - min(b.timestamp)) AS seconds
+    FROM off_symbols AS s
+    CROSS JOIN LATERAL (
+        SELECT m.timestamp FROM market_conditions AS m
+        WHERE m.symbol = s.symbol
+          AND m.timestamp >= $7::timestamptz - $5::interval AND m.timestamp <= $8::timestamptz
+        ORDER BY m.timestamp LIMIT $10::int + 1) AS b
+    GROUP BY s.symbol
+),
+dense AS MATERIALIZED (  -- the span's bars, estimated from the samples, > $10 per instant
+    SELECT coalesce(sum(CASE WHEN bars <= $10::int OR seconds = 0 THEN bars  -- all of them
+                             ELSE bars / seconds * extract(epoch FROM $8::timestamptz
+                                                           - $7::timestamptz + $5::interval)
+                        END), 0) > $10::int * 2 * (SELECT count(*) FROM off_bars) AS dense
+    FROM sampled
+),
+looked_up AS (  -- many bars: the newest bar at or before each instant, within the tolerance
+    SELECT o.prediction_id, o.predicted_at, o.horizon_end, o.symbol,
+           round((e.close - s.close) / s.close, 8) AS actual_return
+    FROM off_bars AS o
+    CROSS JOIN LATERAL (
+        SELECT m.close FROM market_conditions AS m
+        WHERE m.symbol = o.symbol AND m.timestamp <= o.predicted_at
+          AND m.timestamp >= o.predicted_at - $5::interval
+        ORDER BY m.timestamp DESC LIMIT 1) AS s
+    CROSS JOIN LATERAL (
+        SELECT m.close FROM market_conditions AS m
+        WHERE m.symbol = o.symbol AND m.timestamp <= o.horizon_end
+          AND m.timestamp >= o.horizon_end - $5::interval
+        ORDER BY m.timestamp DESC LIMIT 1) AS e
+    WHERE (SELECT dense FROM dense)
+),
+span_bars AS MATERIALIZED (  -- few bars: the span's bars of those symbols, merged
     SELECT s.symbol, m.timestamp AS at, m.close
-    FROM symbols AS s
+    FROM off_symbols AS s
     JOIN LATERAL (
         SELECT m.timestamp, m.close FROM market_conditions AS m
         WHERE m.symbol = s.symbol
           AND m.timestamp >= $7::timestamptz - $5::interval AND m.timestamp <= $8::timestamptz
     ) AS m ON true
-),
-on_bars AS MATERIALIZED (  -- most instants fall on a bar's time: two equi-joins find those
-    SELECT c.prediction_id, c.predicted_at, c.symbol, c.horizon_end,
-           s.close AS start_close, e.close AS end_close
-    FROM candidates AS c
-    LEFT JOIN span_bars AS s ON s.symbol = c.symbol AND s.at = c.predicted_at
-    LEFT JOIN span_bars AS e ON e.symbol = c.symbol AND e.at = c.horizon_end
-),
-off_bars AS (  -- the others: both their instants go through the as-of merge
-    SELECT prediction_id, predicted_at, symbol, horizon_end
-    FROM on_bars
-    WHERE start_close IS NULL OR end_close IS NULL
+    WHERE NOT (SELECT dense FROM dense)
 ),
 timeline AS (  -- kind 0: a bar of those symbols; 1: a prediction's start; 2: its horizon end
     SELECT symbol, at, 0 AS kind, close, NULL::uuid AS prediction_id,
            NULL::timestamptz AS predicted_at, NULL::timestamptz AS horizon_end
     FROM span_bars
-    WHERE symbol IN (SELECT symbol FROM off_bars)
     UNION ALL
     SELECT symbol, predicted_at, 1, NULL, prediction_id, predicted_at, horizon_end
     FROM off_bars
+    WHERE NOT (SELECT dense FROM dense)
     UNION ALL
     SELECT symbol, horizon_end, 2, NULL, prediction_id, predicted_at, horizon_end
     FROM off_bars
+    WHERE NOT (SELECT dense FROM dense)
 ),
 numbered AS (  -- a bar sorts before an instant at the same time: "at or before"
     SELECT *, count(close) OVER (PARTITION BY symbol ORDER BY at, kind) AS bars_so_far
@@ -159,6 +205,9 @@ priced AS (  -- both bars found, each within the gap tolerance of its instant
            round((end_close - start_close) / start_close, 8) AS actual_return
     FROM on_bars
     WHERE start_close IS NOT NULL AND end_close IS NOT NULL
+    UNION ALL
+    SELECT prediction_id, predicted_at, horizon_end, symbol, actual_return
+    FROM looked_up
     UNION ALL
     SELECT prediction_id, predicted_at, horizon_end, symbol,
            round((max(bar_close) FILTER (WHERE kind = 2) - max(bar_close) FILTER (WHERE kind = 1))

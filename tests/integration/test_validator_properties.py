@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import asyncpg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -67,10 +68,10 @@ def at(minute: int) -> datetime:
     return T0 + timedelta(minutes=minute)
 
 
-async def check(url: str, world: World) -> None:
+async def check(url: str, world: World, lookup_past_bars: int) -> None:
     rules = validator.ValidatorSettings(gap_tolerance=timedelta(seconds=world.gap_seconds),
                             neutral_band=world.band, max_horizon=timedelta(days=1),
-                            ingest_wait=timedelta(0))
+                            ingest_wait=timedelta(0), lookup_past_bars=lookup_past_bars)
     pool = await create_pool(url)
     try:
         async with pool.acquire() as conn:
@@ -125,12 +126,16 @@ async def check(url: str, world: World) -> None:
         assert got == expected_excursions, (symbol, direction, entry, exit_)
 
 
-async def test_sql_matches_the_reference_on_random_worlds(any_db: str) -> None:
+@pytest.mark.parametrize("lookup_past", [
+    validator.ValidatorSettings.lookup_past_bars,  # these worlds' few bars: merged
+    0,  # every instant off a bar looked up, as where bars come many times a second
+], ids=["merged", "looked-up"])
+async def test_sql_matches_the_reference_on_random_worlds(any_db: str, lookup_past: int) -> None:
     @settings(max_examples=60, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(worlds)
     def run(world: World) -> None:
-        asyncio.run(check(any_db, world))
+        asyncio.run(check(any_db, world, lookup_past))
 
     await asyncio.to_thread(run)
 

@@ -139,17 +139,22 @@ def page(benches: list[dict[str, Any]], soak: dict[str, Any] | None, rate: float
 def unmodelled(soak: dict[str, Any]) -> list[str]:
     """What the soak says of the validator and the rollup, which the tables below leave out."""
     rollups = [run for run in soak["one_off"] if run["command"] == "rollup"]
+    last_lag = soak["minutes"][-1]["validator_lag"]["bars"]
     return [
         "## Not in the tables: the validator and the rollup", "",
         "The tables cost the ingest path, which scales out by partitions and processes. The "
-        f"soak at today's rate shows the two services that do not, yet: the validator ended "
-        f"{soak['validator_lag_max']:,} bars behind (its outcome statement, one per batch, "
-        "took most of a server core), and each rollup re-reads the day's validated "
-        f"predictions: its runs grew to {max(r['seconds'] for r in rollups):.0f} s and "
-        f"{max(r['peak_mib'] for r in rollups):,.0f} MiB within {len(soak['minutes'])} "
-        "minutes (the CronJob's limit is 512 MiB). Until the model figures are computed on "
-        "the server (issue #43, part 1) and the validator's statement is cheaper, these two, "
-        "not the primary's write capacity, are the limit at today's rate already.", ""]
+        f"soak at today's rate ({len(soak['minutes'])} minutes) shows the two services that do "
+        f"not: the validator was at most {soak['validator_lag_max']:,} bars behind and "
+        f"{last_lag:,} at the last minute (one outcome statement per batch, on one "
+        "connection), and each rollup recomputes the days its marks touch: its runs took "
+        f"{rollups[0]['seconds']:.1f} s at first and {rollups[-1]['seconds']:.1f} s at the "
+        f"end, at most {max(r['peak_mib'] for r in rollups):,.0f} MiB (the CronJob's limit is "
+        "512 MiB). The server tallies a day's predictions, so the rollup's memory no longer "
+        "grows with the day, but its time does: it merges the day's predictions with their "
+        "symbols' bars for the regimes every run. Past today's rate these two, not the "
+        "primary's write capacity, are the limit: the validator by symbol (validators share "
+        "the work by partition), the rollup until the regime is kept on the prediction when "
+        "it is validated and a run reads only the predictions themselves.", ""]
 
 
 def main() -> int:

@@ -149,12 +149,13 @@ def unmodelled(soak: dict[str, Any]) -> list[str]:
         "connection), and each rollup recomputes the days its marks touch: its runs took "
         f"{rollups[0]['seconds']:.1f} s at first and {rollups[-1]['seconds']:.1f} s at the "
         f"end, at most {max(r['peak_mib'] for r in rollups):,.0f} MiB (the CronJob's limit is "
-        "512 MiB). The server tallies a day's predictions, so the rollup's memory no longer "
-        "grows with the day, but its time does: it merges the day's predictions with their "
-        "symbols' bars for the regimes every run. Past today's rate these two, not the "
-        "primary's write capacity, are the limit: the validator by symbol (validators share "
-        "the work by partition), the rollup until the regime is kept on the prediction when "
-        "it is validated and a run reads only the predictions themselves.", ""]
+        "512 MiB). The server tallies a day's predictions, so the rollup's memory does not "
+        "grow with the day. Its time did in soaks before schema/24, which merged the day's "
+        "predictions with their symbols' bars for the regimes on every run; the validator "
+        "now records each prediction's regime with its outcome, and a run reads the "
+        "predictions alone. A run still recomputes whole days: past today's rate, the "
+        "validator (one statement a batch; validators share the work by partition) and a "
+        "rollup of a busy day, not the primary's write capacity, are the first limits.", ""]
 
 
 def main() -> int:

@@ -7,7 +7,8 @@
 Builds (server-side) `--trades` closed trades over 2025 across `--strategies` strategies and two
 model versions, each with two fills that carry order_submitted_at (and the trade row their
 summed latencies, as the ingest derives them), and `--predictions`
-validated predictions with bars for their regimes. Every row is marked as changed, as live
+validated predictions with bars for their regimes, each with its start bar's regime recorded
+as the validator records it (schema/24). Every row is marked as changed, as live
 ingestion would: the trades as the fills consumer marks them (one mark per strategy, model
 version and exit day per flush, `--trades-per-flush` trades closed a flush, in exit order),
 the predictions by the per-row trigger. Then times
@@ -127,15 +128,22 @@ async def add_bars_and_predictions(conn: asyncpg.Connection, predictions: int) -
     await conn.execute("""
         INSERT INTO model_predictions (prediction_id, model_version, model_type, symbol,
             predicted_at, prediction_horizon_minutes, predicted_direction, confidence_score,
-            feature_vector, actual_direction, actual_return, prediction_accuracy, validated_at)
-        SELECT gen_random_uuid(), 'v' || (n % 2), 'direction', 'S' || (n % 50),
-               $2::timestamptz + (n::float8 / $1 * 364) * interval '1 day'
-                   + interval '2 minutes', 15,
+            feature_vector, actual_direction, actual_return, prediction_accuracy, validated_at,
+            start_regime)
+        SELECT gen_random_uuid(), 'v' || (n % 2), 'direction', p.symbol, p.at, 15,
                (ARRAY['LONG', 'SHORT', 'NEUTRAL'])[1 + n % 3],
                round((0.34 + 0.65 * abs(sin(n)))::numeric, 4), '{}',
                (ARRAY['LONG', 'SHORT', 'NEUTRAL'])[1 + (n / 3) % 3], 0.001,
-               n % 3 = (n / 3) % 3, now()
-        FROM generate_series(1, $1::int) AS n""", predictions, YEAR_START)
+               n % 3 = (n / 3) % 3, now(),
+               -- as the validator records it (schema/24): the start bar's regime
+               coalesce((SELECT m.detected_regime FROM market_conditions AS m
+                         WHERE m.symbol = p.symbol AND m.timestamp <= p.at
+                           AND m.timestamp >= p.at - interval '5 minutes'
+                         ORDER BY m.timestamp DESC LIMIT 1), 'none')
+        FROM generate_series(1, $1::int) AS n,
+             LATERAL (SELECT 'S' || (n % 50) AS symbol,
+                             $2::timestamptz + (n::float8 / $1 * 364) * interval '1 day'
+                                 + interval '2 minutes' AS at) AS p""", predictions, YEAR_START)
 
 
 async def timed(label: str, coroutine: object) -> float:

@@ -146,11 +146,15 @@ WHERE (s.strategy_id, s.model_version, s.period_type, s.period_start)
 -- right). A prediction's regime is its symbol's last bar's at or before predicted_at, if
 -- that bar is at most $4 old. A day's rows are at most 10,001 confidences x 2 plus a few,
 -- however many predictions it holds: a live day of a million predictions sent row by row
--- took the rollup past 900 MB. One pass in time order for all of them: the predictions and the bars
--- near them in the ranges' spans are merged per symbol, a running max gives each
--- prediction the time of the last bar before it, and a join on (symbol, time) that bar's
--- regime. A lookup per prediction through TimescaleDB's ChunkAppend, one query per day, cost
--- 5 s a year.
+-- took the rollup past 900 MB.
+-- The validator records that regime with the outcome (start_regime, schema/24; 'none': the
+-- bar had none), so most predictions are counted as they are. Only those without one
+-- (validated before schema/24, or written by another writer) are placed among the bars: one
+-- pass in time order for all of them, the predictions and the bars near them in the ranges'
+-- spans merged per symbol, a running max giving each prediction the time of the last bar
+-- before it, and a join on (symbol, time) that bar's regime. A lookup per prediction through
+-- TimescaleDB's ChunkAppend, one query per day, cost 5 s a year; merging every prediction
+-- with bars many times a second cost a live day's run 19 s after ten minutes of the soak.
 WITH ranges AS (
     SELECT model_version, (first_day::timestamp AT TIME ZONE $5::text) AS first_at,
            (end_day::timestamp AT TIME ZONE $5::text) AS end_at
@@ -158,7 +162,7 @@ WITH ranges AS (
 ),
 predictions AS MATERIALIZED (
     SELECT p.model_version, p.symbol, p.predicted_at, p.predicted_direction,
-           p.actual_direction, p.confidence_score
+           p.actual_direction, p.confidence_score, p.start_regime
     FROM ranges AS r
     JOIN model_predictions AS p
       ON p.model_version = r.model_version
@@ -182,6 +186,7 @@ near AS (  -- where a prediction's bar can be: in bins as wide as $4 (positive),
            -- the one before; only those bars are merged (a fraction when bars are frequent)
     SELECT symbol, date_bin($4::interval, predicted_at, 'epoch') - n * $4::interval AS bin
     FROM predictions CROSS JOIN (VALUES (0), (1)) AS b(n)
+    WHERE start_regime IS NULL
 ),
 bars AS MATERIALIZED (
     SELECT m.symbol, m.timestamp, m.detected_regime
@@ -189,6 +194,7 @@ bars AS MATERIALIZED (
     JOIN market_conditions AS m ON m.timestamp >= s.first_at AND m.timestamp < s.end_at
     WHERE (m.symbol, date_bin($4::interval, m.timestamp, 'epoch'))
           IN (SELECT symbol, bin FROM near)
+      AND EXISTS (SELECT FROM near)  -- none without a regime: no bar is read at all
 ),
 timeline AS (  -- kind 0: a bar; 1: a prediction
     SELECT symbol, timestamp AS at, 0 AS kind, NULL::text AS model_version,
@@ -199,6 +205,7 @@ timeline AS (  -- kind 0: a bar; 1: a prediction
     SELECT symbol, predicted_at, 1, model_version, predicted_direction, actual_direction,
            confidence_score
     FROM predictions
+    WHERE start_regime IS NULL
 ),
 as_of AS (  -- a bar sorts before a prediction at the same time: "at or before"
     SELECT *, max(at) FILTER (WHERE kind = 0)
@@ -216,6 +223,12 @@ FROM (
     LEFT JOIN bars AS b
       ON b.symbol = a.symbol AND b.timestamp = a.bar_at AND a.at - a.bar_at <= $4::interval
     WHERE a.kind = 1
+    UNION ALL
+    SELECT model_version, (predicted_at AT TIME ZONE $5::text)::date, predicted_direction,
+           actual_direction, confidence_score, nullif(start_regime, 'none'),
+           predicted_direction = actual_direction
+    FROM predictions
+    WHERE start_regime IS NOT NULL
 ) AS scored
 GROUP BY model_version, day, GROUPING SETS ((predicted_direction, actual_direction),
                                             (confidence_score, "right"),

@@ -88,7 +88,8 @@ WHERE validated_at IS NULL
 -- bars and horizons are whole minutes) are priced first by two equi-joins on (symbol, time),
 -- which the planner does as a hash join over the span's bars or as index lookups, whichever
 -- reads less. The others' bars are found one of two ways, chosen by how many bars their span
--- holds per instant (estimated from each symbol's first $10 + 1 bars in it and their extent):
+-- holds per instant (estimated from each symbol's first bars in it, at most 101, and their
+-- extent):
 -- - few (bars a minute or sparser): an as-of join done as one pass in time order: the span's
 --   bars ($7 - $5 to $8) and the instants are merged per symbol, and each instant takes the
 --   last bar before it (bars_so_far numbers the bars; an instant shares the number of the bar
@@ -99,6 +100,8 @@ WHERE validated_at IS NULL
 -- Nothing here reads model_predictions before the UPDATE: on TimescaleDB an UPDATE joined to a
 -- CTE that read the same compressed chunk updated nothing the first time (2.28.3: the rows it
 -- decompressed were not visible to it). The candidates come in as parameters instead.
+-- Each outcome carries its start bar's regime ('none' if it has none), which the rollup reads
+-- for the live model figures (schema/24).
 -- Returns one row: the written rows' validation lags, and the outcomes too large for
 -- DECIMAL(18, 8) (absurd bars, e.g. a close from 1e-8 to 1e9), which are skipped, not written.
 WITH candidates AS (
@@ -117,7 +120,7 @@ latest_bars AS MATERIALIZED (  -- each symbol's newest bar
 ),
 on_bars AS MATERIALIZED (  -- the bars at the instants' own times, if any
     SELECT c.prediction_id, c.predicted_at, c.symbol, c.horizon_end,
-           s.close AS start_close, e.close AS end_close
+           s.close AS start_close, s.detected_regime AS start_regime, e.close AS end_close
     FROM candidates AS c
     LEFT JOIN market_conditions AS s
       ON s.symbol = c.symbol AND s.timestamp = c.predicted_at
@@ -132,7 +135,7 @@ off_bars AS MATERIALIZED (  -- the others: both their instants are looked up or 
     WHERE start_close IS NULL OR end_close IS NULL
 ),
 off_symbols AS MATERIALIZED (SELECT DISTINCT symbol FROM off_bars),
-sampled AS MATERIALIZED (  -- per symbol: its first $10 + 1 bars of the span, and their extent
+sampled AS MATERIALIZED (  -- per symbol: its first few bars of the span, and their extent
     SELECT s.symbol, count(*) AS bars,
            extract(epoch FROM max(b.timestamp) - min(b.timestamp)) AS seconds
     FROM off_symbols AS s
@@ -140,22 +143,23 @@ sampled AS MATERIALIZED (  -- per symbol: its first $10 + 1 bars of the span, an
         SELECT m.timestamp FROM market_conditions AS m
         WHERE m.symbol = s.symbol
           AND m.timestamp >= $7::timestamptz - $5::interval AND m.timestamp <= $8::timestamptz
-        ORDER BY m.timestamp LIMIT $10::int + 1) AS b
+        ORDER BY m.timestamp LIMIT least($10::bigint, 100) + 1) AS b
     GROUP BY s.symbol
 ),
 dense AS MATERIALIZED (  -- the span's bars, estimated from the samples, > $10 per instant
-    SELECT coalesce(sum(CASE WHEN bars <= $10::int OR seconds = 0 THEN bars  -- all of them
+    SELECT coalesce(sum(CASE WHEN bars <= least($10::bigint, 100) OR seconds = 0
+                             THEN bars  -- all of them
                              ELSE bars / seconds * extract(epoch FROM $8::timestamptz
                                                            - $7::timestamptz + $5::interval)
-                        END), 0) > $10::int * 2 * (SELECT count(*) FROM off_bars) AS dense
+                        END), 0) > $10::bigint * 2 * (SELECT count(*) FROM off_bars) AS dense
     FROM sampled
 ),
 looked_up AS (  -- many bars: the newest bar at or before each instant, within the tolerance
     SELECT o.prediction_id, o.predicted_at, o.horizon_end, o.symbol,
-           round((e.close - s.close) / s.close, 8) AS actual_return
+           round((e.close - s.close) / s.close, 8) AS actual_return, s.detected_regime
     FROM off_bars AS o
     CROSS JOIN LATERAL (
-        SELECT m.close FROM market_conditions AS m
+        SELECT m.close, m.detected_regime FROM market_conditions AS m
         WHERE m.symbol = o.symbol AND m.timestamp <= o.predicted_at
           AND m.timestamp >= o.predicted_at - $5::interval
         ORDER BY m.timestamp DESC LIMIT 1) AS s
@@ -167,25 +171,25 @@ looked_up AS (  -- many bars: the newest bar at or before each instant, within t
     WHERE (SELECT dense FROM dense)
 ),
 span_bars AS MATERIALIZED (  -- few bars: the span's bars of those symbols, merged
-    SELECT s.symbol, m.timestamp AS at, m.close
+    SELECT s.symbol, m.timestamp AS at, m.close, m.detected_regime
     FROM off_symbols AS s
     JOIN LATERAL (
-        SELECT m.timestamp, m.close FROM market_conditions AS m
+        SELECT m.timestamp, m.close, m.detected_regime FROM market_conditions AS m
         WHERE m.symbol = s.symbol
           AND m.timestamp >= $7::timestamptz - $5::interval AND m.timestamp <= $8::timestamptz
     ) AS m ON true
     WHERE NOT (SELECT dense FROM dense)
 ),
 timeline AS (  -- kind 0: a bar of those symbols; 1: a prediction's start; 2: its horizon end
-    SELECT symbol, at, 0 AS kind, close, NULL::uuid AS prediction_id,
+    SELECT symbol, at, 0 AS kind, close, detected_regime, NULL::uuid AS prediction_id,
            NULL::timestamptz AS predicted_at, NULL::timestamptz AS horizon_end
     FROM span_bars
     UNION ALL
-    SELECT symbol, predicted_at, 1, NULL, prediction_id, predicted_at, horizon_end
+    SELECT symbol, predicted_at, 1, NULL, NULL, prediction_id, predicted_at, horizon_end
     FROM off_bars
     WHERE NOT (SELECT dense FROM dense)
     UNION ALL
-    SELECT symbol, horizon_end, 2, NULL, prediction_id, predicted_at, horizon_end
+    SELECT symbol, horizon_end, 2, NULL, NULL, prediction_id, predicted_at, horizon_end
     FROM off_bars
     WHERE NOT (SELECT dense FROM dense)
 ),
@@ -195,23 +199,25 @@ numbered AS (  -- a bar sorts before an instant at the same time: "at or before"
 ),
 as_of AS (  -- first row of each (symbol, bars_so_far) group: the bar the instants follow
     SELECT symbol, kind, prediction_id, predicted_at, horizon_end, at,
-           first_value(at) OVER bar AS bar_at, first_value(close) OVER bar AS bar_close
+           first_value(at) OVER bar AS bar_at, first_value(close) OVER bar AS bar_close,
+           first_value(detected_regime) OVER bar AS bar_regime
     FROM numbered
     WHERE bars_so_far > 0
     WINDOW bar AS (PARTITION BY symbol, bars_so_far ORDER BY at, kind)
 ),
 priced AS (  -- both bars found, each within the gap tolerance of its instant
     SELECT prediction_id, predicted_at, horizon_end, symbol,
-           round((end_close - start_close) / start_close, 8) AS actual_return
+           round((end_close - start_close) / start_close, 8) AS actual_return, start_regime
     FROM on_bars
     WHERE start_close IS NOT NULL AND end_close IS NOT NULL
     UNION ALL
-    SELECT prediction_id, predicted_at, horizon_end, symbol, actual_return
+    SELECT prediction_id, predicted_at, horizon_end, symbol, actual_return, detected_regime
     FROM looked_up
     UNION ALL
     SELECT prediction_id, predicted_at, horizon_end, symbol,
            round((max(bar_close) FILTER (WHERE kind = 2) - max(bar_close) FILTER (WHERE kind = 1))
-                 / max(bar_close) FILTER (WHERE kind = 1), 8)
+                 / max(bar_close) FILTER (WHERE kind = 1), 8),
+           max(bar_regime) FILTER (WHERE kind = 1)
     FROM as_of
     WHERE kind > 0 AND at - bar_at <= $5::interval
     GROUP BY prediction_id, predicted_at, horizon_end, symbol
@@ -222,6 +228,7 @@ outcomes AS MATERIALIZED (
            CASE WHEN p.actual_return > $6::numeric THEN 'LONG'
                 WHEN p.actual_return < -$6::numeric THEN 'SHORT'
                 ELSE 'NEUTRAL' END AS actual_direction,
+           coalesce(p.start_regime, 'none') AS start_regime,  -- the start bar's (schema/24)
            abs(p.actual_return) < 1e10 AS fits
     FROM priced AS p
     JOIN latest_bars AS l ON l.symbol = p.symbol AND l.timestamp >= p.horizon_end
@@ -231,15 +238,16 @@ written AS (
     SET actual_return = o.actual_return,
         actual_direction = o.actual_direction,
         prediction_accuracy = (p.predicted_direction = o.actual_direction),
+        start_regime = o.start_regime,
         validated_at = now()
     FROM outcomes AS o
     WHERE o.fits AND p.prediction_id = o.prediction_id AND p.predicted_at = o.predicted_at
       -- scalar bounds on the table itself: TimescaleDB decompresses only the batches they select
       AND p.predicted_at BETWEEN $7::timestamptz AND $9::timestamptz
-      -- only rows whose outcome changes
+      -- only rows whose outcome (or start bar's regime) changes
       AND (p.validated_at IS NULL
-           OR (p.actual_return, p.actual_direction)
-              IS DISTINCT FROM (o.actual_return, o.actual_direction))
+           OR (p.actual_return, p.actual_direction, p.start_regime)
+              IS DISTINCT FROM (o.actual_return, o.actual_direction, o.start_regime))
     RETURNING p.model_version, p.predicted_at,
               extract(epoch FROM p.validated_at
                       - (p.predicted_at + make_interval(mins => p.prediction_horizon_minutes))

@@ -435,7 +435,9 @@ async def test_live_model_figures_are_the_row_by_row_figures_of_the_days_predict
     db: asyncpg.Connection,
 ) -> None:
     """The server tallies a day's predictions (counts per confidence, directions, regime); the
-    figures equal model_figures over every prediction as a row, to the last digit."""
+    figures equal model_figures over every prediction as a row, to the last digit. Half of
+    the predictions carry the regime the validator recorded (start_regime, 'none' for no
+    regime); the others' are found from the bars, as for rows validated before schema/24."""
     rng = random.Random(43)
     regimes = {f"S{n}": rng.choice(perf.REGIMES) for n in range(10)}  # S10..S19: no bar
     for symbol, regime in regimes.items():
@@ -447,15 +449,16 @@ async def test_live_model_figures_are_the_row_by_row_figures_of_the_days_predict
         confidence = (None if n % 50 == 0 else  # repeats, bin edges, and any 4-digit value
                       Decimal(rng.choice([rng.randint(0, 10_000), rng.randint(0, 10) * 1_000,
                                           3_333])).scaleb(-4))
+        recorded = (regimes.get(symbol) or "none") if n % 2 else None
         rows.append((uuid.uuid4(), "mt", "gbm", symbol, at(MONDAY, 14, n % 5) + timedelta(seconds=n % 60), 15,
                      predicted, confidence, "{}", actual, Decimal("0.001"),
-                     predicted == actual, at(MONDAY, 15)))
+                     predicted == actual, at(MONDAY, 15), recorded))
         scored.append(perf.ScoredPrediction(predicted, actual, confidence, regimes.get(symbol)))
     await db.copy_records_to_table("model_predictions", records=rows, columns=[
         "prediction_id", "model_version", "model_type", "symbol", "predicted_at",
         "prediction_horizon_minutes", "predicted_direction", "confidence_score",
         "feature_vector", "actual_direction", "actual_return", "prediction_accuracy",
-        "validated_at"])
+        "validated_at", "start_regime"])
     await rollup(db, ROLLUP_SETTINGS)
 
     live = await db.fetchrow("SELECT * FROM model_performance WHERE model_version = 'mt'")
@@ -469,6 +472,29 @@ async def test_live_model_figures_are_the_row_by_row_figures_of_the_days_predict
         "expected_calibration_error": expected.expected_calibration_error,
         **{f"{regime}_accuracy": expected.regime_accuracy[regime] for regime in perf.REGIMES}}
     assert expected.auc_roc is not None and expected.regime_accuracy["volatile"] is not None
+
+
+async def test_a_recorded_start_regime_is_counted_as_recorded(db: asyncpg.Connection) -> None:
+    """The validator's start_regime stands for the bars: a bar's regime that differs (or a
+    prediction without any bar) does not change it, and 'none' counts in no regime."""
+    await add_bar(db, "AAPL", 0, "trending_up")
+    for minute, recorded in ((1, "volatile"), (2, "none"), (3, None)):
+        await add_prediction(db, predicted="LONG", actual="LONG", confidence="0.8",
+                             symbol="AAPL", minute=minute, model="mr")
+        await db.execute("UPDATE model_predictions SET start_regime = $1 "
+                         "WHERE model_version = 'mr' AND predicted_at = $2",
+                         recorded, at(MONDAY, 14, minute))
+    await add_prediction(db, predicted="LONG", actual="SHORT", confidence="0.6",
+                         symbol="NOBAR", minute=4, model="mr")
+    await db.execute("UPDATE model_predictions SET start_regime = 'volatile' "
+                     "WHERE symbol = 'NOBAR'")
+    await rollup(db, ROLLUP_SETTINGS)
+    live = await db.fetchrow(
+        "SELECT testing_samples, trending_up_accuracy, volatile_accuracy, ranging_accuracy "
+        "FROM model_performance WHERE model_version = 'mr'")
+    assert live is not None
+    # volatile: minute 1 (right) and NOBAR (wrong); trending_up: minute 3 from its bar
+    assert tuple(live) == (4, Decimal("1.0000"), Decimal("0.5000"), None)
 
 
 DIRECTIONS = ("LONG", "SHORT", "NEUTRAL")

@@ -34,7 +34,8 @@ SYMBOLS = ("AAA", "BBB")
 
 @dataclass(frozen=True)
 class World:
-    bars: dict[str, dict[int, tuple[Decimal, Decimal, Decimal]]]  # minute -> close, high, low
+    # minute -> close, high, low, regime
+    bars: dict[str, dict[int, tuple[Decimal, Decimal, Decimal, str | None]]]
     predictions: list[tuple[str, int, int, str | None]]
     trades: list[tuple[str, str, int, int | None, Decimal, int]]
     gap_seconds: int
@@ -45,8 +46,10 @@ class World:
 price = st.one_of(
     st.sampled_from([Decimal("100"), Decimal("100.05"), Decimal("99.95"), Decimal("101")]),
     st.integers(100, 100_000).map(lambda cents: Decimal(cents) / 100))
-bar = st.tuples(price, st.integers(0, 500), st.integers(0, 500)).map(
-    lambda t: (t[0], t[0] + Decimal(t[1]) / 100, max(Decimal("0.01"), t[0] - Decimal(t[2]) / 100)))
+regime = st.sampled_from([None, "trending_up", "trending_down", "ranging", "volatile"])
+bar = st.tuples(price, st.integers(0, 500), st.integers(0, 500), regime).map(
+    lambda t: (t[0], t[0] + Decimal(t[1]) / 100, max(Decimal("0.01"), t[0] - Decimal(t[2]) / 100),
+               t[3]))
 worlds = st.builds(
     World,
     bars=st.fixed_dictionaries({s: st.dictionaries(st.integers(0, 40), bar, max_size=30)
@@ -78,9 +81,9 @@ async def check(url: str, world: World, lookup_past_bars: int) -> None:
             await conn.execute("TRUNCATE market_conditions, model_predictions, trade_outcomes")
             await conn.copy_records_to_table(
                 "market_conditions", columns=("symbol", "timestamp", "open", "high", "low",
-                                              "close", "volume"),
-                records=[(s, at(m), c, h, lo, c, 1) for s, bars in world.bars.items()
-                         for m, (c, h, lo) in bars.items()])
+                                              "close", "volume", "detected_regime"),
+                records=[(s, at(m), c, h, lo, c, 1, g) for s, bars in world.bars.items()
+                         for m, (c, h, lo, g) in bars.items()])
             ids = [uuid.uuid4() for _ in world.predictions]
             await conn.copy_records_to_table(
                 "model_predictions", columns=("prediction_id", "model_version", "model_type",
@@ -106,17 +109,21 @@ async def check(url: str, world: World, lookup_past_bars: int) -> None:
         await pool.close()
 
     for prediction_id, (symbol, minute, horizon, direction) in zip(ids, world.predictions, strict=True):
-        closes = {at(m): c for m, (c, _, _) in world.bars[symbol].items()}
+        closes = {at(m): c for m, (c, _, _, _) in world.bars[symbol].items()}
         expected = reference.outcome(closes, at(minute), horizon, direction,
                                      timedelta(seconds=world.gap_seconds), world.band)
         row = stored[prediction_id]
         actual = None if row["validated_at"] is None else (
             row["actual_return"], row["actual_direction"], row["prediction_accuracy"])
         assert actual == expected, (symbol, minute, horizon, direction)
+        if expected is not None:  # the start bar's regime comes with the outcome
+            regimes = {at(m): g for m, (_, _, _, g) in world.bars[symbol].items()}
+            assert row["start_regime"] == reference.start_regime(
+                regimes, at(minute), timedelta(seconds=world.gap_seconds)), (symbol, minute)
 
     for trade_id, (symbol, direction, entry, exit_, entry_price, quantity) in zip(
             trade_ids, world.trades, strict=True):
-        highs_lows = {at(m): (h, lo) for m, (_, h, lo) in world.bars[symbol].items()}
+        highs_lows = {at(m): (h, lo) for m, (_, h, lo, _) in world.bars[symbol].items()}
         expected_excursions = reference.excursions(
             highs_lows, direction, at(entry), None if exit_ is None else at(exit_),
             entry_price, quantity)

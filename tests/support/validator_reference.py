@@ -34,6 +34,16 @@ def outcome(
     return actual, direction, accuracy
 
 
+def start_regime(regimes: dict[datetime, str | None], predicted_at: datetime,
+                 gap: timedelta) -> str | None:
+    """The regime of the start bar (the last at or before predicted_at, at most ``gap`` old):
+    'none' if it has none; None without such a bar."""
+    start = max((ts for ts in regimes if ts <= predicted_at), default=None)
+    if start is None or predicted_at - start > gap:
+        return None
+    return regimes[start] or "none"
+
+
 def excursions(
     bars: dict[datetime, tuple[Decimal, Decimal]], direction: str, entry_time: datetime,
     exit_time: datetime | None, entry_price: Decimal, quantity: int,

@@ -139,13 +139,14 @@ def page(benches: list[dict[str, Any]], soak: dict[str, Any] | None, rate: float
 def unmodelled(soak: dict[str, Any]) -> list[str]:
     """What the soak says of the validator and the rollup, which the tables below leave out."""
     rollups = [run for run in soak["one_off"] if run["command"] == "rollup"]
-    last_lag = soak["minutes"][-1]["validator_lag"]["bars"]
+    last_lag, most = soak["minutes"][-1]["validator_lag"]["bars"], soak["validator_lag_max"]
+    behind = (f"ended {last_lag:,} bars behind, its most" if last_lag == most else
+              f"was at most {most:,} bars behind and {last_lag:,} at the end")
     return [
         "## Not in the tables: the validator and the rollup", "",
         "The tables cost the ingest path, which scales out by partitions and processes. The "
         f"soak at today's rate ({len(soak['minutes'])} minutes) shows the two services that do "
-        f"not: the validator was at most {soak['validator_lag_max']:,} bars behind and "
-        f"{last_lag:,} at the last minute (one outcome statement per batch, on one "
+        f"not: the validator {behind} (one outcome statement per batch, on one "
         "connection), and each rollup recomputes the days its marks touch: its runs took "
         f"{rollups[0]['seconds']:.1f} s at first and {rollups[-1]['seconds']:.1f} s at the "
         f"end, at most {max(r['peak_mib'] for r in rollups):,.0f} MiB (the CronJob's limit is "

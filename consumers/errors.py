@@ -31,6 +31,12 @@ class SchemaBehind(FatalError):
     """The database lacks migrations this version of the code needs (run `cie migrate`)."""
 
 
+class PositionMoved(CieError):
+    """Another member moved a partition's position in the database since this one read it
+    (consumers/ingest/positions.py): the write is rolled back and tried again at once, with
+    the positions read afresh."""
+
+
 class DrainTimeout(CieError):
     """The buffered batches could not be written and committed within the drain deadline."""
 

@@ -86,7 +86,8 @@ async def cmd_maintain(settings: Settings, args: argparse.Namespace) -> int:
         await conn.close()
     log.info("maintain.done", timescaledb=report.timescaledb,
              summary_days_refreshed=report.summary_days_refreshed,
-             rows_deleted=report.rows_deleted, jobs_run=report.jobs_run)
+             rows_deleted=report.rows_deleted, jobs_run=report.jobs_run,
+             ingest_rejections_forgotten=report.rejections_forgotten)
     return 0
 
 

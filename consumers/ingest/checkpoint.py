@@ -5,15 +5,19 @@ JSON, breaks its contract, or makes the decoder raise anything at all is already
 letter with its reason (naming the field where msgspec can).
 Flushing a batch, in this order:
 1. write the decoded events in one transaction (ingest/sink.py), splitting the batch only
-   to isolate rows the database refuses; rejected rows become dead letters too; a transient
+   to isolate rows the database refuses; rejected rows become dead letters too. The same
+   transaction moves each partition's position in the database past the rows
+   (ingest/positions.py), and events below it, written before a crash or a rebalance, are
+   skipped instead of written again; a transient
    error (platform/faults.py) retries the whole batch with capped exponential backoff while
    the consumer is paused (memory stays bounded, the group membership stays alive);
 2. commit, per partition, the offset after the batch's last record, in one Kafka transaction
    with the batch's dead letters (ingest/kafka.py, DeadLetters), or as a plain offset commit
    when there are none.
 Offsets are never committed before the rows they carry are. A crash anywhere before step 2
-replays the batch, and every write is idempotent, so a replay changes nothing; the dead
-letters of an aborted attempt are invisible to read_committed readers.
+makes the next owner read the batch again: what step 1 committed is skipped (and every write
+is idempotent besides), so a replay writes nothing twice; the dead letters of an aborted
+attempt are invisible to read_committed readers and are sent again with the replay.
 Step 2 runs in the background: the broker's answer (several ms) overlaps the next batches'
 database writes instead of delaying them. One commit is in flight at a time; offsets (and dead
 letters) of batches written meanwhile are merged (the highest offset per partition) and go in
@@ -37,9 +41,10 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from consumers.errors import FatalError, TransientError
+from consumers.errors import FatalError, PositionMoved, TransientError
 from consumers.ingest.kafka import DeadLetter, DeadLetters
 from consumers.ingest.pipelines.base import Pipeline
+from consumers.ingest.positions import BatchSeal, Positions, stored_rejections
 from consumers.ingest.sink import write_batch
 from consumers.platform import metrics
 from consumers.platform.faults import Backoff, classify, describe
@@ -122,9 +127,11 @@ class Checkpoint:
         *,
         keep_alive: Callable[[], Awaitable[None]],
         backoff: Backoff,
+        group: str,
     ) -> None:
         self._consumer = consumer
         self._pool = pool
+        self._positions = Positions(group)
         self._dead_letters = dead_letters  # None: a reader only (the validator); skip them
         self._pipelines = pipelines
         self._keep_alive = keep_alive  # called while waiting out a database outage
@@ -152,18 +159,16 @@ class Checkpoint:
         records = batch.records
         started = time.perf_counter()
         pipeline = self._pipelines[topic]
-        events = batch.events
-        rejections = await self._write_with_retries(topic, pipeline, events) if events else []
-        letters = batch.letters + [
-            DeadLetter(batch.event_records[r.index], r.error_class, r.reason)
-            for r in rejections
-        ]
+        refused, skipped, written = (await self._write_with_retries(topic, pipeline, batch)
+                                     if batch.events else ([], 0, 0))
+        letters = batch.letters + refused
         if letters and self._dead_letters is None:
             metrics.UNDECODABLE_SKIPPED.labels(topic).inc(len(letters))
             letters = []
         self._queue_commit(topic, spans, letters)
 
-        written = len(events) - len(rejections)
+        if skipped:
+            metrics.REPLAY_SKIPPED.labels(topic).inc(skipped)
         elapsed = time.perf_counter() - started
         metrics.ROWS_WRITTEN.labels(topic).inc(written)
         metrics.FLUSHES.labels(topic).inc()
@@ -171,7 +176,7 @@ class Checkpoint:
         metrics.BATCH_SIZE.labels(topic).observe(len(records))
         metrics.FLUSH_SECONDS.labels(topic).observe(elapsed)
         log.info("batch.flushed", rows=written, dead_letters=len(letters),
-                 seconds=round(elapsed, 4))
+                 seconds=round(elapsed, 4), **({"skipped_as_written": skipped} if skipped else {}))
 
     async def settle(self) -> None:
         """Wait until every written batch's offsets are committed (the caller holds off new
@@ -179,6 +184,12 @@ class Checkpoint:
         task, self._committer = self._committer, None
         if task is not None:
             await task
+
+    def forget_positions(self, partitions: Sequence[TopicPartition]) -> None:
+        """Revoked: read their positions again if they come back (another member may have
+        moved them meanwhile)."""
+        for tp in partitions:
+            self._positions.forget(tp.topic, [tp.partition])
 
     def forget_uncommitted(self) -> None:
         """The partitions were given up before their batches could be written: commit none of
@@ -211,14 +222,17 @@ class Checkpoint:
             await self._commit(offsets, letters)
 
     async def _write_with_retries(
-        self, topic: str, pipeline: Pipeline, events: list[Any]
-    ) -> list[Any]:
+        self, topic: str, pipeline: Pipeline, batch: Batch
+    ) -> tuple[list[DeadLetter], int, int]:
         delays = self._backoff.delays()
         paused = False
         try:
             while True:
                 try:
-                    return await write_batch(self._pool, pipeline, events)
+                    return await self._write_unwritten(topic, pipeline, batch)
+                except PositionMoved as exc:
+                    metrics.POSITIONS_MOVED.labels(topic).inc()
+                    log.warning("positions.moved", topic=topic, error=str(exc))
                 except TransientError as exc:
                     delay = next(delays)
                     metrics.RETRIES.labels(topic).inc()
@@ -233,6 +247,29 @@ class Checkpoint:
             if paused:
                 self._consumer.resume(*self._consumer.assignment())
                 log.info("database.recovered", topic=topic)
+
+    async def _write_unwritten(
+        self, topic: str, pipeline: Pipeline, batch: Batch
+    ) -> tuple[list[DeadLetter], int, int]:
+        """Write the batch's events the database does not hold yet. Returns the dead letters
+        of those it refused (now, or when first written), how many were skipped and how many
+        written."""
+        records = batch.event_records
+        await self._positions.load(self._pool, topic, {r.partition for r in records})
+        keep, skip = self._positions.unwritten(records)
+        letters: list[DeadLetter] = []
+        events = batch.events
+        if skip:  # read again after a crash or a rebalance: written, or refused, before
+            refused = await stored_rejections(
+                self._pool, self._positions.group, [records[i] for i in skip])
+            letters = [DeadLetter(records[i], *refused[key]) for i in skip
+                       if (key := (records[i].partition, records[i].offset)) in refused]
+            records = [records[i] for i in keep]
+            events = [events[i] for i in keep]
+        rejections = await write_batch(
+            self._pool, pipeline, events, BatchSeal(self._positions, topic, records))
+        letters += [DeadLetter(records[r.index], r.error_class, r.reason) for r in rejections]
+        return letters, len(skip), len(events) - len(rejections)
 
     async def _commit(self, offsets: dict[TopicPartition, int], letters: list[DeadLetter]) -> None:
         """Commit ``offsets``, with ``letters`` in the same Kafka transaction if there are any;

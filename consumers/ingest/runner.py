@@ -66,7 +66,7 @@ class Runner:
         self._pipelines = pipelines
         self._checkpoint = Checkpoint(
             consumer, pool, dead_letters, pipelines, keep_alive=self._keep_alive,
-            backoff=settings.backoff())
+            backoff=settings.backoff(), group=settings.consumer_group)
         self._buffers: dict[str, Batch] = {}
         # Records fetched after their topic's batch filled up (in bytes), not decoded yet:
         # taken before anything else is fetched, so each partition's order holds.
@@ -193,6 +193,7 @@ class Runner:
                         partitions=sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked))
         finally:
             self._generation += 1
+            self._checkpoint.forget_positions(revoked)
             for tp in revoked:  # read again from the last commit by whoever owns them next
                 self._unbatched.pop(tp, None)
             for tp in revoked:

@@ -19,6 +19,9 @@ On plain PostgreSQL it
    removed, and is rolled back unless that is exactly the content S3 holds (count and checksum,
    archive_slices; cie_remove_archived_slice in migration 20). A month not archived, or with a
    row added or changed since, stays until `cie archive` has written it again.
+
+On both it forgets the ingest rejections older than a week (migration 25): they are kept only
+until the Kafka transaction that sends their dead letters, seconds later.
 """
 
 from __future__ import annotations
@@ -41,15 +44,17 @@ class MaintenanceReport:
     summary_days_refreshed: int = 0
     rows_deleted: dict[str, int] = field(default_factory=dict)
     jobs_run: dict[str, bool] = field(default_factory=dict)  # "proc_name relation" -> succeeded
+    rejections_forgotten: int = 0
 
 
 async def maintain(conn: asyncpg.Connection, *, batch_rows: int = 10_000) -> MaintenanceReport:
     plain_path = await conn.fetchval(queries("maintenance")["plain_path"])
+    forgotten = await conn.fetchval(queries("maintenance")["forget_old_rejections"])
     if not plain_path and await timescaledb_usable(conn):
-        report = MaintenanceReport(timescaledb=True)
+        report = MaintenanceReport(timescaledb=True, rejections_forgotten=forgotten)
         report.jobs_run = await run_due_jobs(conn)
         return report
-    report = MaintenanceReport(timescaledb=False)
+    report = MaintenanceReport(timescaledb=False, rejections_forgotten=forgotten)
     report.summary_days_refreshed = await refresh_daily_summaries(conn, batch_rows=batch_rows)
     for rule in await conn.fetch(queries("maintenance")["retention_rules"]):
         if rule["table_name"] in ARCHIVED_FIRST:

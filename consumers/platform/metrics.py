@@ -45,6 +45,16 @@ VALIDATOR_UNREPRESENTABLE = Counter(
     "cie_validator_unrepresentable_total",
     "Outcomes or excursions too large for their column: skipped (and logged), not written",
     ["kind"])
+REPLAY_SKIPPED = Counter(
+    "cie_replayed_messages_skipped_total",
+    "Messages read again after a crash or a rebalance and not written: the database held them "
+    "already (its position for their partition, ingest_positions, was past them)",
+    ["topic"])
+POSITIONS_MOVED = Counter(
+    "cie_positions_moved_total",
+    "Batch writes refused because another member had moved a partition's position in the "
+    "database (a member that lost its partitions without knowing); read again and retried",
+    ["topic"])
 UNDECODABLE_SKIPPED = Counter(
     "cie_undecodable_skipped_total",
     "Messages a consumer without a dead-letter topic skipped (the ingest group dead-letters them)",

@@ -222,3 +222,40 @@ WHERE task_id = $1 AND status = 'running' AND ($5::int IS NULL OR run_number = $
 -- name: optimization_task_known
 -- After a lifecycle event changed nothing: was its task unknown (refused) or the event stale?
 SELECT EXISTS (SELECT 1 FROM optimization_queue WHERE task_id = $1);
+
+-- name: positions_read
+-- Where this group's partitions of a topic stand in the database (consumers/ingest/positions.py).
+SELECT kafka_partition, next_offset
+FROM ingest_positions
+WHERE consumer_group = $1 AND topic = $2 AND kafka_partition = ANY($3::integer[]);
+
+-- name: positions_advance
+-- In the transaction that writes the rows: each partition moves past them, but only from the
+-- position the writer last read or wrote ($5, NULL: none stored). The partitions it returns
+-- moved; a missing one was moved by another member meanwhile, and the writer rolls back.
+INSERT INTO ingest_positions AS p (consumer_group, topic, kafka_partition, next_offset, from_offset)
+SELECT $1, $2, m.kafka_partition, m.next_offset, m.from_offset
+FROM unnest($3::integer[], $4::bigint[], $5::bigint[]) AS m(kafka_partition, next_offset, from_offset)
+ON CONFLICT (consumer_group, topic, kafka_partition) DO UPDATE
+    SET next_offset = EXCLUDED.next_offset, from_offset = EXCLUDED.from_offset,
+        written_at = now()
+    WHERE p.next_offset IS NOT DISTINCT FROM EXCLUDED.from_offset
+RETURNING kafka_partition;
+
+-- name: rejections_store
+-- Rows the database refused, stored with the position that passes them: after a crash before
+-- the Kafka commit their dead letters are sent when the records are read again.
+INSERT INTO ingest_rejections (consumer_group, topic, kafka_partition, kafka_offset,
+                               error_class, reason)
+SELECT $1, $2, r.kafka_partition, r.kafka_offset, r.error_class, r.reason
+FROM unnest($3::integer[], $4::bigint[], $5::text[], $6::text[])
+    AS r(kafka_partition, kafka_offset, error_class, reason)
+ON CONFLICT (consumer_group, topic, kafka_partition, kafka_offset) DO UPDATE
+    SET error_class = EXCLUDED.error_class, reason = EXCLUDED.reason, rejected_at = now();
+
+-- name: rejections_read
+SELECT kafka_partition, kafka_offset, error_class, reason
+FROM ingest_rejections
+WHERE consumer_group = $1 AND topic = $2
+  AND (kafka_partition, kafka_offset) IN (
+      SELECT * FROM unnest($3::integer[], $4::bigint[]));

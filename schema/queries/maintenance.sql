@@ -131,3 +131,11 @@ VALUES ($1, $2, $3, now(), $4, $5)
 ON CONFLICT (job_id) DO UPDATE SET
     proc_name = EXCLUDED.proc_name, relation = EXCLUDED.relation, ran_at = EXCLUDED.ran_at,
     succeeded = EXCLUDED.succeeded, error = EXCLUDED.error;
+
+-- name: forget_old_rejections
+-- ingest_rejections are needed until the Kafka transaction that sends their dead letters
+-- (seconds); a week covers any outage of the broker.
+WITH gone AS (
+    DELETE FROM ingest_rejections WHERE rejected_at < now() - interval '7 days' RETURNING 1
+)
+SELECT count(*) FROM gone;

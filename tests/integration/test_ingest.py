@@ -27,6 +27,7 @@ from consumers.contracts.improvements import (
     OptimizationStarted,
 )
 from consumers.contracts.predictions import Prediction, feature_hash
+from consumers.ingest.checkpoint import Batch, Checkpoint
 from consumers.ingest.kafka import DLQ_ERROR_CLASS, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from consumers.ingest.pipelines.bars import BarsPipeline
 from consumers.ingest.pipelines.base import EventTimeSettings, Rejection
@@ -254,7 +255,7 @@ async def test_undecodable_messages_are_dead_lettered_with_the_reason(ingest: In
 
 
 class WatchedBars(BarsPipeline):
-    """The bars pipeline, noting when it decodes a message and when a write starts and ends."""
+    """The bars pipeline, noting when it decodes a message."""
 
     def __init__(self, steps: list[str], times: EventTimeSettings | None = None) -> None:
         super().__init__(times)
@@ -264,20 +265,24 @@ class WatchedBars(BarsPipeline):
         self.steps.append("decode")
         return super().accept(value, now)
 
-    async def write_new(self, conn: Conn, events: Sequence[Any]) -> list[Rejection] | None:
-        self.steps.append("write")
-        try:
-            return await super().write_new(conn, events)
-        finally:
-            self.steps.append("written")
-
 
 async def test_the_next_batch_is_decoded_while_a_batch_is_written(
-        stack: Stack, plain_db: str) -> None:
+        stack: Stack, plain_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """All the messages are fetched before the first batch is due, so fetching never waits:
     the loop must still let each flush run while it decodes the next batch, or writing and
     decoding take turns (half the throughput on two cores)."""
     steps: list[str] = []
+    flush = Checkpoint.flush
+
+    async def watched_flush(self: Checkpoint, topic: str, batch: Batch) -> None:
+        """A flush, from its first step (the position's, before the rows) to its last."""
+        steps.append("write")
+        try:
+            await flush(self, topic, batch)
+        finally:
+            steps.append("written")
+
+    monkeypatch.setattr(Checkpoint, "flush", watched_flush)
     watched = Topic("bars", "bars", Bar, BY_NAME["bars"].key,
                     lambda times, _: WatchedBars(steps, times))
     ingest = Ingest(ingest_environment(stack.kafka, plain_db, CIE_BATCH_MAX_ROWS="100",

@@ -113,11 +113,11 @@ class Pipeline(ABC):
         stream): write it, or return None if this pipeline has none (the default) or the batch
         does not qualify.
 
-        Runs outside any transaction, so it must be atomic by itself: one statement, or its own
-        transaction. A key that turns out to be stored already must fail it with a unique
-        violation and leave nothing behind; the caller then writes the batch with ``write``.
-        Skipping BEGIN, savepoints and staging is worth it: for a small batch those round trips
-        cost as much as the COPY itself (bench/README.md).
+        Runs in the caller's transaction, which also moves the batch's offsets (sink.py). A
+        key that turns out to be stored already must fail it with a unique violation; the
+        caller rolls back and writes the batch with ``write`` in a fresh one. Skipping
+        savepoints and staging is worth it: for a small batch those round trips cost as much
+        as the COPY itself (bench/README.md).
         """
         return None
 

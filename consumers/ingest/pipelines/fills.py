@@ -65,8 +65,7 @@ class FillsPipeline(Pipeline):
 
     async def write_new(self, conn: Conn, events: Sequence[Any]) -> list[Rejection] | None:
         # a unique violation rolls all of it back, and ``write`` goes again carefully
-        async with conn.transaction():
-            return await _write(conn, events, careful=False)
+        return await _write(conn, events, careful=False)
 
     async def write(self, conn: Conn, events: Sequence[Any]) -> list[Rejection]:
         return await _write(conn, events, careful=True)

@@ -26,7 +26,7 @@ from consumers.improvement.announce import Announcer
 from consumers.improvement.discord import Webhook
 from consumers.improvement.notifier import Notifier, NotifierSettings
 from consumers.improvement.scheduler import Scheduler, SchedulerSettings
-from consumers.ingest import replay
+from consumers.ingest import lineage, replay
 from consumers.ingest.kafka import (
     DeadLetters,
     ensure_topics,
@@ -352,6 +352,22 @@ async def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
           "another topic"
           + ("" if args.dry_run else f"; progress kept in group "
              f"{replay.replay_group(settings, args.error_class)}"))
+    return 0
+
+
+async def cmd_trace(settings: Settings, args: argparse.Namespace) -> int:
+    await require_schema(settings)
+    conn = await connect(settings.database_url)
+    try:
+        found = await lineage.trace(conn, args.id)
+    finally:
+        await conn.close()
+    if found is None:
+        print(f"{args.id}: no stored fill or trade has this id")
+        return 1
+    if not args.no_kafka:
+        await lineage.read_records(settings, found.fills)
+    print(msgspec.json.format(msgspec.json.encode(found)).decode())
     return 0
 
 

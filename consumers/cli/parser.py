@@ -164,6 +164,17 @@ def _add_dlq(sub: Subparsers) -> None:
     dlq.set_defaults(run=commands.cmd_dlq, needs=("kafka",))
 
 
+def _add_trace(sub: Subparsers) -> None:
+    trace = sub.add_parser(
+        "trace", help="the Kafka records behind a stored fill or trade: every fill of its "
+        "trade with its topic, partition, offset and producer headers, read back from Kafka "
+        "while retained (JSON)")
+    trace.add_argument("id", type=uuid.UUID, help="a fill_id or a trade_id")
+    trace.add_argument("--no-kafka", action="store_true",
+                       help="the stored coordinates only; do not read the records")
+    trace.set_defaults(run=commands.cmd_trace, needs=("database", "kafka"))
+
+
 def _add_contracts(sub: Subparsers) -> None:
     contracts = sub.add_parser("contracts", help="print every topic's contract as JSON Schema")
     contracts.set_defaults(run=commands.cmd_contracts, needs=())
@@ -200,6 +211,7 @@ COMMANDS = (_add_migrate,
             _add_notify,
             _add_topics,
             _add_dlq,
+            _add_trace,
             _add_contracts,
             _add_settings,
             _add_demo)

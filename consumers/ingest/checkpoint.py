@@ -94,7 +94,7 @@ class Batch:
                 continue
             self.held_bytes += len(value)
             try:
-                ready = pipeline.accept(value, now)
+                ready = pipeline.with_source(pipeline.accept(value, now), record)
                 self.held_bytes += pipeline.held_bytes(ready)
                 self.events.append(ready)
                 self.event_records.append(record)
@@ -159,7 +159,7 @@ class Checkpoint:
         records = batch.records
         started = time.perf_counter()
         pipeline = self._pipelines[topic]
-        refused, skipped, written = (await self._write_with_retries(topic, pipeline, batch)
+        refused, skipped, written = (await self._write_with_retries(topic, pipeline, batch, spans)
                                      if batch.events else ([], 0, 0))
         letters = batch.letters + refused
         if letters and self._dead_letters is None:
@@ -222,14 +222,14 @@ class Checkpoint:
             await self._commit(offsets, letters)
 
     async def _write_with_retries(
-        self, topic: str, pipeline: Pipeline, batch: Batch
+        self, topic: str, pipeline: Pipeline, batch: Batch, spans: dict[int, tuple[int, int]]
     ) -> tuple[list[DeadLetter], int, int]:
         delays = self._backoff.delays()
         paused = False
         try:
             while True:
                 try:
-                    return await self._write_unwritten(topic, pipeline, batch)
+                    return await self._write_unwritten(topic, pipeline, batch, spans)
                 except PositionMoved as exc:
                     metrics.POSITIONS_MOVED.labels(topic).inc()
                     log.warning("positions.moved", topic=topic, error=str(exc))
@@ -249,23 +249,28 @@ class Checkpoint:
                 log.info("database.recovered", topic=topic)
 
     async def _write_unwritten(
-        self, topic: str, pipeline: Pipeline, batch: Batch
+        self, topic: str, pipeline: Pipeline, batch: Batch, spans: dict[int, tuple[int, int]]
     ) -> tuple[list[DeadLetter], int, int]:
         """Write the batch's events the database does not hold yet. Returns the dead letters
         of those it refused (now, or when first written), how many were skipped and how many
         written."""
-        records = batch.event_records
-        await self._positions.load(self._pool, topic, {r.partition for r in records})
+        await self._positions.load(self._pool, topic, spans)
+        records, events = batch.event_records, batch.events
+        if not self._positions.behind(topic, spans):  # the usual case: all of it is new
+            seal = BatchSeal(self._positions, topic, records,
+                             {partition: high + 1 for partition, (_, high) in spans.items()})
+            rejections = await write_batch(self._pool, pipeline, events, seal)
+            letters = [DeadLetter(records[r.index], r.error_class, r.reason)
+                       for r in rejections]
+            return letters, 0, len(events) - len(rejections)
+        # read again after a crash or a rebalance: written, or refused, before
         keep, skip = self._positions.unwritten(records)
-        letters: list[DeadLetter] = []
-        events = batch.events
-        if skip:  # read again after a crash or a rebalance: written, or refused, before
-            refused = await stored_rejections(
-                self._pool, self._positions.group, [records[i] for i in skip])
-            letters = [DeadLetter(records[i], *refused[key]) for i in skip
-                       if (key := (records[i].partition, records[i].offset)) in refused]
-            records = [records[i] for i in keep]
-            events = [events[i] for i in keep]
+        refused = await stored_rejections(
+            self._pool, self._positions.group, [records[i] for i in skip])
+        letters = [DeadLetter(records[i], *refused[key]) for i in skip
+                   if (key := (records[i].partition, records[i].offset)) in refused]
+        records = [records[i] for i in keep]
+        events = [events[i] for i in keep]
         rejections = await write_batch(
             self._pool, pipeline, events, BatchSeal(self._positions, topic, records))
         letters += [DeadLetter(records[r.index], r.error_class, r.reason) for r in rejections]

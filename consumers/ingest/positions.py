@@ -71,6 +71,15 @@ class Positions:
         for partition in missing:
             self._known[(topic, partition)] = stored.get(partition)
 
+    def behind(self, topic: str, spans: Mapping[int, tuple[int, int]]) -> bool:
+        """Whether a batch spanning ``spans`` (partition → lowest and highest offset) starts
+        below the position of one of its partitions (all loaded): some of it is written."""
+        for partition, (low, _) in spans.items():
+            position = self._known[(topic, partition)]
+            if position is not None and low < position:
+                return True
+        return False
+
     def unwritten(self, records: Sequence[Record]) -> tuple[list[int], list[int]]:
         """Indexes of ``records`` at or past their partition's position (to write) and below
         it (written before: skipped). Every partition must be loaded."""
@@ -130,6 +139,9 @@ class BatchSeal:
     positions: Positions
     topic: str
     records: Sequence[Record]  # the record of each event being written, in order
+    # where the whole batch moves each partition, if the caller knows (its records' spans,
+    # dead letters included); else found from ``records``
+    whole: Mapping[int, int] | None = None
     _refused: list[Rejection] = field(default_factory=list)  # not stored yet
     _moves: dict[int, int] = field(default_factory=dict)  # of the transaction in progress
 
@@ -138,9 +150,8 @@ class BatchSeal:
         self._refused.append(rejection)
 
     async def advance(self, conn: Conn, stop: int) -> None:
-        moves: dict[int, int] = {}
-        for record in self.records[:stop]:
-            moves[record.partition] = max(moves.get(record.partition, 0), record.offset + 1)
+        moves = self.whole if stop == len(self.records) and self.whole is not None else \
+            self._moves_before(stop)
         partitions = sorted(moves)
         expected = [self.positions.next_offset(self.topic, p) for p in partitions]
         moved = await conn.fetch(
@@ -152,7 +163,13 @@ class BatchSeal:
             raise PositionMoved(
                 f"{self.topic} partitions {sorted(stale)}: another member wrote past the "
                 "position this one read; reading it again")
-        self._moves = moves
+        self._moves = dict(moves)
+
+    def _moves_before(self, stop: int) -> dict[int, int]:
+        moves: dict[int, int] = {}
+        for record in self.records[:stop]:
+            moves[record.partition] = max(moves.get(record.partition, 0), record.offset + 1)
+        return moves
 
     async def store_refused(self, conn: Conn, rejected: Sequence[Rejection]) -> None:
         refused = [*self._refused, *rejected]

@@ -24,7 +24,7 @@ from aiokafka.structs import ConsumerRecord
 
 from consumers import topics
 from consumers.contracts.bars import Bar
-from consumers.ingest.checkpoint import Batch
+from consumers.ingest.checkpoint import Batch, _offset_spans
 from consumers.ingest.kafka import DeadLetter, make_consumer
 from consumers.ingest.pipelines.base import staging_tables
 from consumers.ingest.runner import Runner
@@ -84,8 +84,8 @@ class Member:
 
     async def write(self, topic: str, batch: Batch) -> tuple[list[DeadLetter], int, int]:
         """Write as a flush does: (dead letters of refused rows, skipped, written)."""
-        return await self.runner._checkpoint._write_unwritten(topic, self.pipelines[topic],
-                                                              batch)
+        return await self.runner._checkpoint._write_unwritten(
+            topic, self.pipelines[topic], batch, _offset_spans(batch.records))
 
 
 def record(topic: str, offset: int, value: bytes, partition: int = 0) -> ConsumerRecord[bytes, bytes]:

@@ -59,9 +59,9 @@ async def test_migration_schedules_every_policy(stack: Stack, empty_db: str) -> 
                                 "WHERE job_id >= 1000")
     finally:
         await conn.close()
-    # 2 retention, 4 compression, the summary's refresh, the archived-chunk drop (16) and the
-    # summarised-bar drop (21)
-    assert len(jobs) == 9 and all(job["scheduled"] for job in jobs), jobs
+    # 3 retention, 5 compression (trade_fill_sources: 27), the summary's refresh, the
+    # archived-chunk drop (16) and the summarised-bar drop (21)
+    assert len(jobs) == 11 and all(job["scheduled"] for job in jobs), jobs
     assert {"cie_drop_archived_chunks", "cie_drop_summarised_bars"} <= {
         job["proc_name"] for job in jobs}
 
@@ -87,12 +87,14 @@ async def test_retention_compression_and_refresh_jobs_exist(ts: asyncpg.Connecti
     assert retention == {  # trades: dropped once archived (cie_drop_archived_chunks, 16);
         # raw bars: once summarised (cie_drop_summarised_bars, 21)
         "model_predictions": "3 years", "market_daily_summary": "10 years",
+        "trade_fill_sources": "5 years",  # lineage points into Kafka: no archive (27)
     }
     for proc in ("cie_drop_archived_chunks", "cie_drop_summarised_bars"):
         assert await ts.fetchval("SELECT count(*) FROM timescaledb_information.jobs "
                                  "WHERE proc_name = $1", proc) == 1
     compression = {t for (p, t) in jobs if p in ("policy_compression", "policy_columnstore")}
-    assert compression == {"market_conditions", "model_predictions", "trade_outcomes", "trade_fills"}
+    assert compression == {"market_conditions", "model_predictions", "trade_outcomes", "trade_fills",
+                           "trade_fill_sources"}
     assert ("policy_refresh_continuous_aggregate", "market_daily_summary") in jobs
 
 

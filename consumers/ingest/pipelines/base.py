@@ -95,6 +95,11 @@ class Pipeline(ABC):
         returns stays in memory until the batch is written: no decoded free-form values."""
         return event
 
+    def with_source(self, ready: Any, record: Any) -> Any:
+        """``ready`` with what the pipeline keeps of the Kafka record that carried it (its
+        lineage); by default nothing."""
+        return ready
+
     def held_bytes(self, ready: Any) -> int:
         """What ``ready``'s variable-length parts hold (encoded rows, JSON text), for the
         batch's memory account; fixed-size fields are bounded by the batch's row limit."""

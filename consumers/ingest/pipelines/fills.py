@@ -7,7 +7,9 @@ Per batch, in one transaction:
    so far: a redelivered fill (same fill_id, same trade) is a no-op; a fill that would flip
    the position, come after the close, disagree on the trade's strategy, model or symbol, or
    reuse a fill_id the batch already gave another trade is refused;
-3. copy the accepted fills into trade_fills and re-derive every touched trade from its whole
+3. copy the accepted fills into trade_fills, and the Kafka record each came from (topic,
+   partition, offset, the producer's `source` and `traceparent` headers) into
+   trade_fill_sources (lineage: `cie trace`), and re-derive every touched trade from its whole
    ledger (consumers/ingest/trades.py). If a late fill moved a trade's entry_time (part of
    the key, for TimescaleDB), the row under the old key is deleted first. The rollup is told
    what changed with one mark per (strategy, model version, exit day), old days and new,
@@ -22,9 +24,10 @@ copy: such fills are refused too and the rest decided again; such trade rows are
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -32,11 +35,26 @@ import msgspec
 from consumers.contracts.fills import Fill
 from consumers.errors import ImplausibleTime, LedgerError
 from consumers.ingest import trades
-from consumers.ingest.pipelines.base import Encoded, Pipeline, Rejection
+from consumers.ingest.pipelines.base import Pipeline, Rejection
 from consumers.platform.db import Conn, copy_line, copy_lines, copy_new_lines, copy_rows, queries
 
 FILL_COLUMNS = tuple(Fill.__struct_fields__)
 OUTCOME_COLUMNS = trades.TradeOutcome.__struct_fields__
+SOURCE_COLUMNS = ("fill_id", "filled_at", "topic", "kafka_partition", "kafka_offset",
+                  "producer", "traceparent")
+# Headers kept as a fill's lineage: the producer's name for itself, and its W3C trace context.
+PRODUCER_HEADERS = ("source", "ce_source")
+TRACEPARENT_HEADER = "traceparent"
+HEADER_CHARS_KEPT = 256  # a producer's header is its own to fill: kept, cut to this
+
+
+class SourcedFill(NamedTuple):
+    """A fill as ``write`` gets it: decoded, its row and its source's row as COPY text (None:
+    not read from Kafka, no lineage to store)."""
+
+    event: Fill
+    line: str
+    source: str | None = None
 
 
 class FillsPipeline(Pipeline):
@@ -60,8 +78,18 @@ class FillsPipeline(Pipeline):
                 f"filled_at; clocks may disagree by {self.times.skew.total_seconds():g} s")
         return msgspec.structs.replace(fill, order_submitted_at=fill.filled_at)
 
-    def ready(self, event: Any) -> Encoded:
-        return Encoded(event, copy_line(msgspec.structs.astuple(event)))
+    def ready(self, event: Any) -> SourcedFill:
+        return SourcedFill(event, copy_line(msgspec.structs.astuple(event)))
+
+    def with_source(self, ready: Any, record: Any) -> SourcedFill:
+        sourced: SourcedFill = ready
+        fill, headers = sourced.event, record.headers
+        return sourced._replace(source=copy_line((
+            fill.fill_id, fill.filled_at, record.topic, record.partition, record.offset,
+            _header(headers, PRODUCER_HEADERS), _header(headers, (TRACEPARENT_HEADER,)))))
+
+    def held_bytes(self, ready: Any) -> int:
+        return sys.getsizeof(ready.line) + sys.getsizeof(ready.source)
 
     async def write_new(self, conn: Conn, events: Sequence[Any]) -> list[Rejection] | None:
         # a unique violation rolls all of it back, and ``write`` goes again carefully
@@ -71,9 +99,19 @@ class FillsPipeline(Pipeline):
         return await _write(conn, events, careful=True)
 
 
+def _header(headers: Sequence[tuple[str, bytes]] | None, names: Sequence[str]) -> str | None:
+    """The first of ``names`` among a record's headers, as text (NULs dropped: PostgreSQL text
+    cannot hold them), cut to HEADER_CHARS_KEPT."""
+    for key, value in headers or ():
+        if key in names and value is not None:
+            return value[:HEADER_CHARS_KEPT * 4].decode(errors="replace").replace(
+                "\x00", "")[:HEADER_CHARS_KEPT]
+    return None
+
+
 async def _write(conn: Conn, events: Sequence[Any], *, careful: bool) -> list[Rejection]:
     sql = queries("ingest")
-    encoded: Sequence[Encoded] = events
+    encoded: Sequence[SourcedFill] = events
     fills: list[Fill] = [e.event for e in encoded]
     trade_ids = sorted({f.trade_id for f in fills})
     await conn.execute(sql["fills_lock_trades"], trade_ids)
@@ -99,6 +137,9 @@ async def _write(conn: Conn, events: Sequence[Any], *, careful: bool) -> list[Re
         # batch is then split and that fill dead-lettered with the unique violation
         await copy_lines(conn, "trade_fills", FILL_COLUMNS,
                          [encoded[index].line for index in accepted])
+    sources = [source for index in accepted if (source := encoded[index].source)]
+    if sources:  # keyed like its fill, which is new: a source is stored only with its fill
+        await copy_lines(conn, "trade_fill_sources", SOURCE_COLUMNS, sources)
     if accepted:
         await _store_outcomes(
             conn, careful=careful,

@@ -72,6 +72,17 @@ async def logged(log: Path, event: str) -> bool:
     return event in log_text(log)
 
 
+NOTIFY_POSITION_MOVES = """
+CREATE FUNCTION test_notify_position_moved() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('position_moved', NEW.topic);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER test_notify_position_moved AFTER INSERT OR UPDATE ON ingest_positions
+    FOR EACH ROW EXECUTE FUNCTION test_notify_position_moved();
+"""
+
+
 def skipped_as_written(log: Path, topic: str) -> int:
     """Messages the process read again and skipped, its rows being in the database already."""
     lines = (json.loads(line) for line in log_text(log).splitlines() if line.startswith("{"))
@@ -96,19 +107,26 @@ async def test_sigkill_mid_stream_then_restart_lands_everything_once_and_rewrite
         # Killed mid-stream, more than once if need be, until a kill lands between a batch's
         # row commit and its offset commit: rows in the database whose offsets the group has
         # not committed, which the restarted consumer reads again and must skip, not write.
-        for attempt in range(5):
-            async with consume_subprocess(environment,
-                                          tmp_path / f"consume-{attempt}.log") as proc:
-                before = await landed()
-                deadline = asyncio.get_running_loop().time() + 60
-                while await landed() == before and asyncio.get_running_loop().time() < deadline:
-                    await asyncio.sleep(0.01)
-                proc.send_signal(signal.SIGKILL)
-                await proc.wait()
-            partial, committed = await landed(), await ingest.committed("bars")
-            assert committed <= partial < len(first)  # offsets never ahead of the rows
-            if committed < partial:
-                break
+        # The kill follows a bars batch's commit at once: the position's move is NOTIFYed to
+        # this test as the transaction commits, a broker round trip before Kafka's commit.
+        watcher = await asyncpg.connect(any_db)
+        moved: asyncio.Queue[str] = asyncio.Queue()
+        try:
+            await watcher.execute(NOTIFY_POSITION_MOVES)
+            await watcher.add_listener("position_moved", lambda *args: moved.put_nowait(args[3]))
+            for attempt in range(5):
+                async with consume_subprocess(environment,
+                                              tmp_path / f"consume-{attempt}.log") as proc:
+                    while await asyncio.wait_for(moved.get(), 60) != ingest.topic("bars"):
+                        pass
+                    proc.send_signal(signal.SIGKILL)
+                    await proc.wait()
+                partial, committed = await landed(), await ingest.committed("bars")
+                assert committed <= partial < len(first)  # offsets never ahead of the rows
+                if committed < partial:
+                    break
+        finally:
+            await watcher.close()
         assert committed < partial, "no kill landed between a row commit and its offset commit"
         second = bars(20, range(150, 200))
         await ingest.send(second + fills[120:])

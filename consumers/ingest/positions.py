@@ -90,7 +90,8 @@ class Positions:
             (keep if position is None or record.offset >= position else skip).append(index)
         return keep, skip
 
-    def _advanced(self, topic: str, moves: Mapping[int, int]) -> None:
+    def advanced(self, topic: str, moves: Mapping[int, int]) -> None:
+        """A transaction that moved these committed."""
         for partition, next_offset in moves.items():
             self._known[(topic, partition)] = next_offset
 
@@ -182,6 +183,6 @@ class BatchSeal:
 
     def sealed(self) -> None:
         """The transaction that advanced committed."""
-        self.positions._advanced(self.topic, self._moves)
+        self.positions.advanced(self.topic, self._moves)
         self._refused = []
         self._moves = {}

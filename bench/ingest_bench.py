@@ -252,7 +252,8 @@ async def truncate(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         # the pending-marks tables exist on one schema path or the other
-        await conn.execute("TRUNCATE market_conditions, trade_fills, trade_outcomes")
+        await conn.execute("TRUNCATE market_conditions, trade_fills, trade_fill_sources, "
+                           "trade_outcomes")
         for marks in ("market_daily_summary_pending", "rollup_pending"):
             if await conn.fetchval("SELECT to_regclass($1)", marks) is not None:
                 await conn.execute(f"TRUNCATE {marks}")

@@ -71,6 +71,21 @@ SELECT trade_id, strategy_id, model_version, symbol, direction, entry_time, exit
        duration_seconds, outcome_type, fill_latency_us_sum, fill_latency_count
 FROM trade_outcomes WITH NO DATA;
 
+-- name: fill_sources_stage
+CREATE TEMP TABLE IF NOT EXISTS stage_trade_fill_sources ON COMMIT DELETE ROWS AS
+SELECT fill_id, filled_at, topic, kafka_partition, kafka_offset, producer, traceparent
+FROM trade_fill_sources WITH NO DATA;
+
+-- name: fill_sources_upsert
+-- The careful path's sources: a source stored without its fill (the fill's month archived
+-- and removed, then the fill sent again) is replaced by the record that stores the fill now.
+INSERT INTO trade_fill_sources
+SELECT * FROM stage_trade_fill_sources
+ON CONFLICT (fill_id, filled_at) DO UPDATE SET
+    topic = EXCLUDED.topic, kafka_partition = EXCLUDED.kafka_partition,
+    kafka_offset = EXCLUDED.kafka_offset, producer = EXCLUDED.producer,
+    traceparent = EXCLUDED.traceparent;
+
 -- name: fills_lock_trades
 -- $1 is sorted: every consumer takes the locks in one order. The same statement (no extra
 -- round trip) tells the trade rollup triggers that this transaction marks its changes itself,

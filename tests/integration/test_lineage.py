@@ -104,3 +104,30 @@ async def test_a_fill_and_its_source_are_stored_together_or_not_at_all(
         assert len(await ingest.all_dead_letters("fills")) == 1
     finally:
         await ingest.close()
+
+
+async def test_a_source_stored_without_its_fill_gives_way_to_the_record_that_stores_it(
+    stack: Stack, any_db: str
+) -> None:
+    """A fill's month archived and removed leaves its source (kept by age): the fill sent again
+    is stored, with the record that carried it this time."""
+    ingest = Ingest(ingest_environment(stack.kafka, any_db))
+    await ingest.open()
+    trade = uuid.uuid4()
+    again = fill(trade, "BUY", 5, "100", 0)
+    conn = await asyncpg.connect(any_db)
+    try:
+        await conn.execute(
+            "INSERT INTO trade_fill_sources VALUES ($1, $2, 'old-topic', 3, 77, 'old', NULL)",
+            again.fill_id, again.filled_at)
+        await ingest.start()
+        await ingest.send_raw("fills", [msgspec.json.encode(again)], key=str(trade).encode())
+        await ingest.drained("fills", 1)
+        await ingest.stop()
+        row = await conn.fetchrow("SELECT topic, kafka_offset, producer FROM trade_fill_sources")
+        assert tuple(row) == (ingest.topic("fills"), 0, None)
+        assert await conn.fetchval("SELECT count(*) FROM trade_fills") == 1
+        assert await ingest.all_dead_letters("fills") == []
+    finally:
+        await conn.close()
+        await ingest.close()

@@ -18,8 +18,10 @@ Per batch, in one transaction:
 The first attempt (``write_new``) copies the accepted fills and the rows of trades with no
 stored fills without savepoints. Their keys are new to their own ledgers, so that only fails
 if a fill's key (fill_id, filled_at) is stored under another trade, or a trade row exists
-without fills (imported history). Then ``write`` goes again with a savepoint around each
-copy: such fills are refused too and the rest decided again; such trade rows are upserted.
+without fills (imported history), or a fill's source is stored without its fill (its month
+archived and removed, then the fill sent again). Then ``write`` goes again with a savepoint
+around each copy: such fills are refused too and the rest decided again; such trade rows and
+sources are upserted.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ class FillsPipeline(Pipeline):
     time_fields = ("filled_at", "order_submitted_at")
 
     def staging_ddl(self) -> Sequence[str]:
-        return (queries("ingest")["trade_outcomes_stage"],)
+        sql = queries("ingest")
+        return (sql["trade_outcomes_stage"], sql["fill_sources_stage"])
 
     def check_times(self, event: Any, now: datetime) -> Any:
         """An order submitted after its fill by at most the clock skew is taken as submitted
@@ -138,8 +141,11 @@ async def _write(conn: Conn, events: Sequence[Any], *, careful: bool) -> list[Re
         await copy_lines(conn, "trade_fills", FILL_COLUMNS,
                          [encoded[index].line for index in accepted])
     sources = [source for index in accepted if (source := encoded[index].source)]
-    if sources:  # keyed like its fill, which is new: a source is stored only with its fill
+    if sources and not careful:  # keyed like its fill, which is new here
         await copy_lines(conn, "trade_fill_sources", SOURCE_COLUMNS, sources)
+    elif sources:
+        await copy_lines(conn, "stage_trade_fill_sources", SOURCE_COLUMNS, sources)
+        await conn.execute(sql["fill_sources_upsert"])
     if accepted:
         await _store_outcomes(
             conn, careful=careful,

@@ -14,7 +14,9 @@ CREATE TABLE trade_fill_sources (
     kafka_offset BIGINT NOT NULL,
     producer TEXT,  -- the `source` header (CloudEvents' `ce_source`), when sent
     traceparent TEXT,  -- W3C trace context header, when sent
-    PRIMARY KEY (fill_id, filled_at)
+    -- the fill's key, time first: rows arrive in about time order, so the index grows at its
+    -- right edge instead of at a random UUID's place (the cheaper write for every fill)
+    PRIMARY KEY (filled_at, fill_id)
 );
 
 INSERT INTO retention_rules (table_name, time_column, keep_for)

@@ -132,6 +132,11 @@ _TEXT: dict[type, Callable[[Any], str]] = {
 }
 
 
+def copy_field(value: Any) -> str:
+    """One value as COPY text (what ``copy_line`` writes for it)."""
+    return _TEXT.get(type(value), str)(value)
+
+
 def copy_line(row: Sequence[Any]) -> str:
     """One row as a line of COPY text format (tab-separated, \\N for NULL, escaped strings)."""
     return "\t".join([_TEXT.get(type(v), str)(v) for v in row]) + "\n"

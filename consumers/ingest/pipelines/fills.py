@@ -38,7 +38,15 @@ from consumers.contracts.fills import Fill
 from consumers.errors import ImplausibleTime, LedgerError
 from consumers.ingest import trades
 from consumers.ingest.pipelines.base import Pipeline, Rejection
-from consumers.platform.db import Conn, copy_line, copy_lines, copy_new_lines, copy_rows, queries
+from consumers.platform.db import (
+    Conn,
+    copy_field,
+    copy_line,
+    copy_lines,
+    copy_new_lines,
+    copy_rows,
+    queries,
+)
 
 FILL_COLUMNS = tuple(Fill.__struct_fields__)
 OUTCOME_COLUMNS = trades.TradeOutcome.__struct_fields__
@@ -48,6 +56,7 @@ SOURCE_COLUMNS = ("fill_id", "filled_at", "topic", "kafka_partition", "kafka_off
 PRODUCER_HEADERS = ("source", "ce_source")
 TRACEPARENT_HEADER = "traceparent"
 HEADER_CHARS_KEPT = 256  # a producer's header is its own to fill: kept, cut to this
+_FILLED_AT = FILL_COLUMNS.index("filled_at")
 
 
 class SourcedFill(NamedTuple):
@@ -86,10 +95,18 @@ class FillsPipeline(Pipeline):
 
     def with_source(self, ready: Any, record: Any) -> SourcedFill:
         sourced: SourcedFill = ready
-        fill, headers = sourced.event, record.headers
-        return sourced._replace(source=copy_line((
-            fill.fill_id, fill.filled_at, record.topic, record.partition, record.offset,
-            _header(headers, PRODUCER_HEADERS), _header(headers, (TRACEPARENT_HEADER,)))))
+        # the fill's key as its own row already has it in COPY text; one pass over the headers
+        fields = sourced.line.split("\t", _FILLED_AT + 1)
+        producer = traceparent = None
+        for key, value in record.headers or ():
+            if key == TRACEPARENT_HEADER:
+                traceparent = traceparent or _header_text(value)
+            elif key in PRODUCER_HEADERS:
+                producer = producer or _header_text(value)
+        return SourcedFill(sourced.event, sourced.line, (
+            f"{fields[0]}\t{fields[_FILLED_AT]}\t{copy_field(record.topic)}\t"
+            f"{record.partition}\t{record.offset}\t{copy_field(producer)}\t"
+            f"{copy_field(traceparent)}\n"))
 
     def held_bytes(self, ready: Any) -> int:
         return sys.getsizeof(ready.line) + sys.getsizeof(ready.source)
@@ -102,14 +119,13 @@ class FillsPipeline(Pipeline):
         return await _write(conn, events, careful=True)
 
 
-def _header(headers: Sequence[tuple[str, bytes]] | None, names: Sequence[str]) -> str | None:
-    """The first of ``names`` among a record's headers, as text (NULs dropped: PostgreSQL text
-    cannot hold them), cut to HEADER_CHARS_KEPT."""
-    for key, value in headers or ():
-        if key in names and value is not None:
-            return value[:HEADER_CHARS_KEPT * 4].decode(errors="replace").replace(
-                "\x00", "")[:HEADER_CHARS_KEPT]
-    return None
+def _header_text(value: bytes | None) -> str | None:
+    """A header's value as text (NULs dropped: PostgreSQL text cannot hold them), cut to
+    HEADER_CHARS_KEPT."""
+    if value is None:
+        return None
+    return value[:HEADER_CHARS_KEPT * 4].decode(errors="replace").replace(
+        "\x00", "")[:HEADER_CHARS_KEPT]
 
 
 async def _write(conn: Conn, events: Sequence[Any], *, careful: bool) -> list[Rejection]:

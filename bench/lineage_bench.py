@@ -19,13 +19,13 @@ import asyncio
 import json
 import os
 import random
-import zlib
 from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
 from aiokafka.structs import ConsumerRecord
 from ingest_bench import create_database, drop_database, make_fills  # bench/, beside this
+from positions_bench import PARTITIONS, record
 
 from consumers.ingest.pipelines.base import staging_tables
 from consumers.ingest.pipelines.fills import FillsPipeline
@@ -33,7 +33,6 @@ from consumers.ingest.sink import write_batch
 from consumers.platform.db import create_pool
 from consumers.platform.settings import load_settings
 
-PARTITIONS = 6
 BATCH = 5_000
 TABLES = ("trade_fills", "trade_fill_sources")
 
@@ -42,20 +41,8 @@ def records(fills: list[bytes], trade_ids: list[str],
             rng: random.Random) -> list[ConsumerRecord[bytes, bytes]]:
     """Each fill's record: its trade's partition, the next offset there, and headers."""
     offsets = [0] * PARTITIONS
-    out = []
-    for value, trade in zip(fills, trade_ids, strict=True):
-        partition = zlib.crc32(trade.encode()) % PARTITIONS
-        headers = [("source", f"oms-{rng.randrange(4)}".encode())]
-        if rng.random() < 0.9:
-            headers.append(("traceparent", f"00-{rng.getrandbits(128):032x}-"
-                                           f"{rng.getrandbits(64):016x}-01".encode()))
-        out.append(ConsumerRecord(
-            topic="fills", partition=partition, offset=offsets[partition], timestamp=0,
-            timestamp_type=0, key=trade.encode(), value=value, checksum=None,
-            serialized_key_size=len(trade), serialized_value_size=len(value),
-            headers=tuple(headers)))
-        offsets[partition] += 1
-    return out
+    return [record("fills", offsets, trade.encode(), value, rng)
+            for value, trade in zip(fills, trade_ids, strict=True)]
 
 
 async def sizes(conn: asyncpg.Connection, timescaledb: bool) -> dict[str, int]:

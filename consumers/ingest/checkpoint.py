@@ -256,25 +256,23 @@ class Checkpoint:
         written."""
         await self._positions.load(self._pool, topic, spans)
         records, events = batch.event_records, batch.events
-        if not self._positions.behind(topic, spans):  # the usual case: all of it is new
-            seal = BatchSeal(self._positions, topic, records,
-                             {partition: high + 1 for partition, (_, high) in spans.items()})
-            rejections = await write_batch(self._pool, pipeline, events, seal)
-            letters = [DeadLetter(records[r.index], r.error_class, r.reason)
-                       for r in rejections]
-            return letters, 0, len(events) - len(rejections)
-        # read again after a crash or a rebalance: written, or refused, before
-        keep, skip = self._positions.unwritten(records)
-        refused = await stored_rejections(
-            self._pool, self._positions.group, [records[i] for i in skip])
-        letters = [DeadLetter(records[i], *refused[key]) for i in skip
-                   if (key := (records[i].partition, records[i].offset)) in refused]
-        records = [records[i] for i in keep]
-        events = [events[i] for i in keep]
+        letters: list[DeadLetter] = []
+        skipped = 0
+        # the usual case, all of it new: the batch moves each partition past its span
+        whole: dict[int, int] | None = {p: high + 1 for p, (_, high) in spans.items()}
+        if self._positions.behind(topic, spans):
+            # read again after a crash or a rebalance: written, or refused, before
+            keep, skip = self._positions.unwritten(records)
+            refused = await stored_rejections(
+                self._pool, self._positions.group, [records[i] for i in skip])
+            letters = [DeadLetter(records[i], *refused[key]) for i in skip
+                       if (key := (records[i].partition, records[i].offset)) in refused]
+            records, events = [records[i] for i in keep], [events[i] for i in keep]
+            skipped, whole = len(skip), None  # a partition all skipped must not move back
         rejections = await write_batch(
-            self._pool, pipeline, events, BatchSeal(self._positions, topic, records))
+            self._pool, pipeline, events, BatchSeal(self._positions, topic, records, whole))
         letters += [DeadLetter(records[r.index], r.error_class, r.reason) for r in rejections]
-        return letters, len(skip), len(events) - len(rejections)
+        return letters, skipped, len(events) - len(rejections)
 
     async def _commit(self, offsets: dict[TopicPartition, int], letters: list[DeadLetter]) -> None:
         """Commit ``offsets``, with ``letters`` in the same Kafka transaction if there are any;

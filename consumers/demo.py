@@ -23,6 +23,7 @@ import msgspec
 import structlog
 
 from consumers.contracts.bars import Bar, Regime
+from consumers.contracts.encoding import Encoding
 from consumers.contracts.fills import Fill
 from consumers.contracts.improvements import (
     AbTestStarted,
@@ -206,7 +207,7 @@ def session(rng: random.Random, *, start: datetime, minutes: int, symbols: list[
 
 
 async def run_demo(settings: Settings, *, minutes: int, symbols: list[str],
-                   seed: int) -> dict[str, Any]:
+                   seed: int, encoding: Encoding = Encoding.JSON) -> dict[str, Any]:
     rng = random.Random(seed)  # noqa: S311 - a simulation, not cryptography
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     loop = Loop(uuid.uuid4(), uuid.uuid4())
@@ -216,7 +217,7 @@ async def run_demo(settings: Settings, *, minutes: int, symbols: list[str],
     producer = make_producer(settings)
     await producer.start()
     try:
-        typed = EventProducer(producer, settings)
+        typed = EventProducer(producer, settings, encoding)
         futures = [await typed.send(event) for event in events]
         malformed = [value for value in MALFORMED for _ in range(max(1, len(events) // 400))]
         bars = kafka_topic(settings, "bars")

@@ -64,6 +64,11 @@ class FreeFormTooLarge(MessageError):
     limits allow (consumers/contracts/free_form.py)."""
 
 
+class NotJsonValue(MessageError):
+    """A MessagePack value with no JSON form (binary data, an extension type) where the
+    contract keeps JSON or a column."""
+
+
 class ImplausibleTime(MessageError):
     """An event time the consumer's clock says cannot be true (too far ahead, or an order
     submitted after its fill by more than the clock skew two hosts may have)."""

@@ -388,10 +388,11 @@ async def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.contracts.encoding import Encoding
     from consumers.demo import Loop, improvement_loop, run_demo
 
     counts = await run_demo(settings, minutes=args.minutes, symbols=args.symbols.split(","),
-                            seed=args.seed)
+                            seed=args.seed, encoding=Encoding(args.encoding))
     log.info("demo.done", **counts)
     if args.loop:
         loop = Loop(uuid.UUID(counts["task_id"]), uuid.UUID(counts["test_id"]))

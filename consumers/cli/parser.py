@@ -192,6 +192,9 @@ def _add_demo(sub: Subparsers) -> None:
     demo.add_argument("--minutes", type=int, default=60, help="minutes of market data (60)")
     demo.add_argument("--symbols", default="AAPL,MSFT,NVDA,AMZN,TSLA")
     demo.add_argument("--seed", type=int, default=7, help="random seed (7)")
+    demo.add_argument("--encoding", choices=["json", "msgpack"], default="json",
+                      help="write the events as JSON (the default) or as MessagePack, "
+                      "with a content-type: application/msgpack header")
     demo.add_argument("--loop", type=float, default=0, metavar="SECONDS",
                       help="then play the optimization worker and wait (at most SECONDS) for "
                       "the session's task to complete and its A/B test to conclude (needs "

@@ -18,7 +18,10 @@ from typing import Any
 
 import msgspec
 
-from consumers.errors import FreeFormTooLarge
+from consumers.contracts.encoding import Encoding
+from consumers.errors import FreeFormTooLarge, NotJsonValue
+
+_NAMES = {Encoding.JSON: "JSON", Encoding.MSGPACK: "MessagePack"}
 
 
 @dataclass(frozen=True)
@@ -62,29 +65,32 @@ class FreeFormGuard:
         self.fields = {cls: names for cls, names in free_form_fields(event_type).items() if names}
         names = sorted({name for names in self.fields.values() for name in names})
         self.names = tuple(names)
-        # The fields as raw JSON text: msgspec checks the message is JSON and slices the
-        # fields out without building a Python object (every other field is skipped).
+        # The fields as raw text: msgspec checks the message is JSON (or MessagePack) and
+        # slices the fields out without building a Python object (every other field is
+        # skipped). MessagePack is held to the same byte limit: it is the denser of the two.
         texts = msgspec.defstruct("FreeFormTexts", [(n, msgspec.Raw, msgspec.Raw()) for n in names])
-        self._texts: msgspec.json.Decoder[Any] = msgspec.json.Decoder(texts)
+        self._texts: dict[Encoding, msgspec.json.Decoder[Any] | msgspec.msgpack.Decoder[Any]] = {
+            Encoding.JSON: msgspec.json.Decoder(texts),
+            Encoding.MSGPACK: msgspec.msgpack.Decoder(texts)}
 
-    def check_text(self, value: bytes) -> None:
-        """Before decoding: raises FreeFormTooLarge if a field's JSON text is too long."""
+    def check_text(self, value: bytes, encoding: Encoding = Encoding.JSON) -> None:
+        """Before decoding: raises FreeFormTooLarge if a field's encoded text is too long."""
         if not self.names or len(value) <= self.limits.max_bytes:
             return
-        texts = self._texts.decode(value)
+        texts = self._texts[encoding].decode(value)
         for name in self.names:
             size = len(getattr(texts, name))
             if size > self.limits.max_bytes:
                 raise FreeFormTooLarge(
-                    f"{name}: {size} bytes of JSON; at most {self.limits.max_bytes} "
-                    "(CIE_FREE_FORM_MAX_BYTES)")
+                    f"{name}: {size} bytes of {_NAMES[encoding]}; at most "
+                    f"{self.limits.max_bytes} (CIE_FREE_FORM_MAX_BYTES)")
 
-    def check_shape(self, event: Any, value: bytes) -> None:
+    def check_shape(self, event: Any, value: bytes, encoding: Encoding = Encoding.JSON) -> None:
         """After decoding ``value`` into ``event``: raises FreeFormTooLarge past the element or
-        depth limit."""
+        depth limit, or for a MessagePack binary value (it has no JSON form)."""
         if not self.names:
             return
-        if (len(value) <= self.limits.max_elements
+        if (encoding is Encoding.JSON and len(value) <= self.limits.max_elements
                 and value.count(b"{") + value.count(b"[") <= self.limits.max_depth):
             return  # too short for that many values, too few brackets for that much nesting
         budget = self.limits.max_elements
@@ -96,6 +102,8 @@ class FreeFormGuard:
         pending = [(value, 1)]
         while pending:
             item, depth = pending.pop()
+            if isinstance(item, bytes):
+                raise NotJsonValue(f"{name}: holds a binary value, which has no JSON form")
             if not isinstance(item, dict | list):
                 continue
             if depth > self.limits.max_depth:
@@ -109,7 +117,7 @@ class FreeFormGuard:
                     "values (CIE_FREE_FORM_MAX_ELEMENTS)")
             children = item.values() if isinstance(item, dict) else item
             pending.extend((child, depth + 1) for child in children
-                           if isinstance(child, dict | list))
+                           if isinstance(child, dict | list | bytes))
         return budget
 
     def forget(self, event: Any) -> None:

@@ -41,6 +41,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from consumers.contracts.encoding import declared
 from consumers.errors import FatalError, PositionMoved, TransientError
 from consumers.ingest.kafka import DeadLetter, DeadLetters
 from consumers.ingest.pipelines.base import Pipeline
@@ -93,15 +94,18 @@ class Batch:
                 self.letters.append(self._refuse(record))
                 continue
             self.held_bytes += len(value)
+            encoding = declared(record.headers)
             try:
-                ready = pipeline.with_source(pipeline.accept(value, now), record)
+                ready = pipeline.with_source(
+                    pipeline.accept(value, now, encoding.encoding), record)
                 self.held_bytes += pipeline.held_bytes(ready)
                 self.events.append(ready)
                 self.event_records.append(record)
             except msgspec.ValidationError as exc:
-                self.letters.append(DeadLetter(record, "ValidationError", str(exc)))
+                self.letters.append(
+                    DeadLetter(record, "ValidationError", encoding.explain(str(exc))))
             except msgspec.DecodeError as exc:
-                self.letters.append(DeadLetter(record, "DecodeError", str(exc)))
+                self.letters.append(DeadLetter(record, "DecodeError", encoding.explain(str(exc))))
             except Exception as exc:
                 # Whatever else one message's content provokes (RecursionError on deep nesting,
                 # OverflowError, MemoryError, a bug only some inputs reach) is that message's

@@ -20,6 +20,7 @@ from uuid import UUID
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from consumers.contracts.encoding import readable
 from consumers.ingest.kafka import client_options
 from consumers.ingest.replay import printable
 from consumers.platform.db import Conn, queries
@@ -37,7 +38,8 @@ class Source(msgspec.Struct, frozen=True):
 
 
 class KafkaRecord(msgspec.Struct, frozen=True):
-    """A record as read back: key and value as text (non-printable characters escaped)."""
+    """A record as read back: key and value as text (MessagePack shown as JSON, non-printable
+    characters escaped)."""
 
     timestamp_ms: int
     key: str | None
@@ -118,7 +120,7 @@ async def _read(consumer: AIOKafkaConsumer,
         timestamp_ms=record.timestamp,
         key=None if record.key is None else printable(record.key.decode(errors="replace")),
         value=None if record.value is None else printable(
-            record.value.decode(errors="replace")),
+            readable(record.value, record.headers)),
         headers={k: printable((v or b"").decode(errors="replace"))
                  for k, v in record.headers or ()},
     ), None

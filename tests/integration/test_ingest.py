@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from consumers.contracts.bars import Bar
+from consumers.contracts.encoding import Encoding
 from consumers.contracts.improvements import (
     AbTestResults,
     AbTestStarted,
@@ -261,9 +262,9 @@ class WatchedBars(BarsPipeline):
         super().__init__(times)
         self.steps = steps
 
-    def accept(self, value: bytes, now: datetime) -> Any:
+    def accept(self, value: bytes, now: datetime, encoding: Encoding = Encoding.JSON) -> Any:
         self.steps.append("decode")
-        return super().accept(value, now)
+        return super().accept(value, now, encoding)
 
 
 async def test_the_next_batch_is_decoded_while_a_batch_is_written(

@@ -258,8 +258,9 @@ async def test_each_component_runs_as_its_own_user_over_verified_tls(
     async with running(ingest, "consume", tmp_path / "consume.log"), \
             running(validator, "validate", tmp_path / "validate.log"):
         dead_before = await committed_records(secured.kafka, "bars.dlq")  # the other path's
+        # in MessagePack: every other demo run sends JSON, and both consumer groups decode it
         code, out = await cie(secured.kafka_env("admin"), "demo", "--minutes", "40",
-                              "--symbols", "AAPL,MSFT")
+                              "--symbols", "AAPL,MSFT", "--encoding", "msgpack")
         assert code == 0, out
         sent = next(json.loads(line) for line in out.splitlines() if "demo.done" in line)
         await wait_caught_up(secured.kafka, "cie-ingest", SOURCE_TOPICS)

@@ -37,6 +37,8 @@ from tests.support.cie import cie_process
 from tests.support.ports import PortTaken, log_size, log_text, on_free_port, taken
 from tests.support.topic_reading import read_to_end
 
+Headers = Sequence[tuple[str, bytes]]
+
 PARTITIONS = 3
 
 
@@ -127,6 +129,13 @@ class Ingest:
 
     async def send(self, events: Sequence[Contract]) -> None:
         futures = [await self.producer.send(event) for event in events]
+        await asyncio.gather(*futures)
+
+    async def send_each(self, messages: Sequence[tuple[str, bytes, bytes, Headers]]) -> None:
+        """(Kafka topic, key, value, headers) each, in order."""
+        futures = [await self._producer.send(topic, key=key, value=value,
+                                             headers=list(headers) or None)
+                   for topic, key, value, headers in messages]
         await asyncio.gather(*futures)
 
     async def send_raw(self, pipeline: str, values: Sequence[bytes], key: bytes | None = None,

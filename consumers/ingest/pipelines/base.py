@@ -19,8 +19,9 @@ from typing import Any, ClassVar, NamedTuple
 
 import msgspec
 
+from consumers.contracts.encoding import Encoding
 from consumers.contracts.free_form import FreeFormGuard, FreeFormLimits
-from consumers.errors import ImplausibleTime
+from consumers.errors import ImplausibleTime, NotJsonValue
 from consumers.ingest.pipelines.text import TextDecoder
 from consumers.platform.db import Conn, ConnectionInit, copy_line, copy_lines, queries
 
@@ -43,6 +44,12 @@ class EventTimeSettings:
     skew: timedelta = timedelta(seconds=1)  # tolerated disagreement between two hosts' clocks
 
 
+def _no_extensions(code: int, data: memoryview) -> Any:
+    # A MessagePack extension other than the timestamp (which msgspec reads itself) has no
+    # column and no JSON form.
+    raise NotJsonValue(f"MessagePack extension type {code} is not part of any contract")
+
+
 class Pipeline(ABC):
     """One topic's contract and writer."""
 
@@ -56,22 +63,27 @@ class Pipeline(ABC):
         # float_hook: numbers in free-form JSON (feature vectors, metrics) stay exact, too
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
             self.event_type, float_hook=Decimal)
+        self._unpacker: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(
+            self.event_type, ext_hook=_no_extensions)
         self.times = times or EventTimeSettings()
         self.free_form = FreeFormGuard(self.event_type, free_form or FreeFormLimits())
 
-    def decode(self, value: bytes) -> Any:
-        """Raises msgspec.DecodeError (not JSON), msgspec.ValidationError (not the contract) or
-        FreeFormTooLarge (a feature vector or payload past its limits)."""
-        self.free_form.check_text(value)
-        event = self._decoder.decode(value)
-        self.free_form.check_shape(event, value)
+    def decode(self, value: bytes, encoding: Encoding = Encoding.JSON) -> Any:
+        """Raises msgspec.DecodeError (not JSON or MessagePack), msgspec.ValidationError (not
+        the contract) or FreeFormTooLarge (a feature vector or payload past its limits)."""
+        self.free_form.check_text(value, encoding)
+        if encoding is Encoding.JSON:
+            event = self._decoder.decode(value)
+        else:
+            event = self._unpacker.decode(value)
+        self.free_form.check_shape(event, value, encoding)
         return event
 
-    def accept(self, value: bytes, now: datetime) -> Any:
+    def accept(self, value: bytes, now: datetime, encoding: Encoding = Encoding.JSON) -> Any:
         """A message's value as ``write`` will get it: decoded, its times checked against the
         clock (``now``, read once per fetch), ready. Raises for anything wrong with the message
         (it becomes a dead letter)."""
-        event = self.check_times(self.decode(value), now)
+        event = self.check_times(self.decode(value, encoding), now)
         ready = self.ready(event)
         self.free_form.forget(event)  # its free-form values live on as text in ``ready``
         return ready
@@ -174,10 +186,11 @@ class CopyUpsertPipeline(Pipeline):
         assert not (self.text_path and self.free_form.names), "text path with free-form fields"
         self._text = TextDecoder(self.event_type) if self.text_path else None
 
-    def accept(self, value: bytes, now: datetime) -> Any:
-        fast = self._text.decode(value) if self._text is not None else None
+    def accept(self, value: bytes, now: datetime, encoding: Encoding = Encoding.JSON) -> Any:
+        fast = (self._text.decode(value)
+                if self._text is not None and encoding is Encoding.JSON else None)
         if fast is None:
-            return super().accept(value, now)
+            return super().accept(value, now, encoding)
         event, line = fast
         self.check_times(event, now)
         return Encoded(event, line)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from consumers.contracts.bars import Bar
 from consumers.contracts.base import NON_NEGATIVE, POSITIVE, Bound, between, decimal_pattern
+from consumers.contracts.encoding import Encoding
 from consumers.contracts.fills import Fill
 from consumers.ingest.pipelines.bars import BarsPipeline
 from consumers.ingest.pipelines.text import TextDecoder
@@ -185,3 +186,56 @@ def test_the_decimal_pattern_accepts_exactly_the_plain_decimals_within_bounds(
     wrong = [text for text in SHORT_TEXTS if bool(pattern.fullmatch(text))
              != _plain_decimal_within(text, integer_digits, scale, bound)]
     assert wrong == [], wrong[:10]
+
+
+# MessagePack: the same path when the decimals are strings (decode_packed)
+PACKED_VALUE = st.one_of(
+    NUMBER_TEXT,  # a decimal string
+    st.floats(allow_nan=True, allow_infinity=True),  # a float64: always the exact path
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.sampled_from([None, "null", "", True, [], {}, ["1"], "1\t2", "1\n", b"1"]),
+)
+MISSING = object()
+
+
+def packed_message(values: dict[str, Any]) -> bytes:
+    """A bar whose decimal fields are the given MessagePack values (MISSING: left out)."""
+    fields: dict[str, Any] = {"symbol": "AAPL", "timestamp": "2026-01-05T14:30:00Z",
+                              "volume": 1200, "open": "100", "high": "102", "low": "99",
+                              "close": "101"}
+    fields.update(values)
+    return msgspec.msgpack.encode({k: v for k, v in fields.items() if v is not MISSING})
+
+
+def exact_packed_line(value: bytes) -> str | None:
+    try:
+        bar = msgspec.msgpack.decode(value, type=Bar)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return copy_line(PIPELINE.to_row(bar))
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(sorted(Bar.decimals)),
+                       st.one_of(st.just(MISSING), PACKED_VALUE), max_size=8))
+def test_the_messagepack_fast_path_accepts_only_what_the_contract_accepts(
+        values: dict[str, Any]) -> None:
+    value = packed_message(values)
+    exact = exact_packed_line(value)
+    fast = FAST.decode_packed(value)
+    if exact is None:
+        assert fast is None, value
+    elif fast is not None:
+        assert stored(fast[1]) == stored(exact), value
+
+
+def test_messagepack_decimal_strings_take_the_fast_path_and_floats_the_exact_one() -> None:
+    strings = packed_message({"rsi_14": "55.5", "vix": "18.25", "atr_14": None})
+    fast = FAST.decode_packed(strings)
+    assert fast is not None and stored(fast[1]) == stored(exact_packed_line(strings) or "")
+    assert PIPELINE.accept(strings, NOW, Encoding.MSGPACK).line == fast[1]
+    floats = packed_message({"rsi_14": 55.5})
+    assert FAST.decode_packed(floats) is None
+    assert stored(PIPELINE.accept(floats, NOW, Encoding.MSGPACK).line)[
+        FAST.columns.index("rsi_14")] == Decimal("55.5")
+    assert FAST.decode_packed(packed_message({"atr_14": "null"})) is None

@@ -187,8 +187,12 @@ class CopyUpsertPipeline(Pipeline):
         self._text = TextDecoder(self.event_type) if self.text_path else None
 
     def accept(self, value: bytes, now: datetime, encoding: Encoding = Encoding.JSON) -> Any:
-        fast = (self._text.decode(value)
-                if self._text is not None and encoding is Encoding.JSON else None)
+        if self._text is None:
+            fast = None
+        elif encoding is Encoding.JSON:
+            fast = self._text.decode(value)
+        else:
+            fast = self._text.decode_packed(value)
         if fast is None:
             return super().accept(value, now, encoding)
         event, line = fast

@@ -14,6 +14,10 @@ contract by the caller, which accepts it or says precisely why not. So this path
 more than the contract, never less, and what it stores is what the exact path would store.
 The one exception: a decimal whose text is longer than ``DECIMAL_TEXT_MAX`` is refused here,
 before any expression or ``Decimal`` spends time on it (a hostile megabyte of digits).
+
+MessagePack takes the same path when its decimals are strings (``decode_packed``): they are
+decoded as ``str`` and checked by the same expression. A float64 decimal, or anything else,
+takes the exact path.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ class TextDecoder:
             f"{contract.__name__}Text",
             [_text_field(f) if f in decimals else _same_field(f) for f in fields],
             kw_only=True, frozen=True))
+        self._packed = msgspec.msgpack.Decoder(msgspec.defstruct(
+            f"{contract.__name__}PackedText",
+            [_packed_text_field(f) if f in decimals else _same_field(f) for f in fields],
+            kw_only=True, frozen=True))
         self._decimals = re.compile("\t".join(
             _decimal_text(*contract.decimals[f.name], contract.bounds.get(f.name, Bound()),
                           nullable=_nullable(f))
@@ -78,6 +86,23 @@ class TextDecoder:
         if b'"null"' in text:
             return None
         text = text.replace(b'"', b"")
+        if self._decimals.fullmatch(text) is None:
+            return None
+        text = text.replace(b"null", b"\\N")  # matched: "null" can only be a whole value
+        return event, f"{copy_line(self._plain_values(event))[:-1]}\t{text.decode()}\n"
+
+    def decode_packed(self, value: bytes) -> tuple[Any, str] | None:
+        """``decode`` for MessagePack."""
+        try:
+            event = self._packed.decode(value)
+        except Exception:  # the exact path says what is wrong with it
+            return None
+        texts = self._decimal_values(event)
+        if "null" in texts:  # the string "null" must not pass for the null it would read as
+            return None
+        text = "\t".join(["null" if t is None else t for t in texts]).encode()
+        if len(text) > self._text_max:
+            self._refuse_longest(tuple(b"" if t is None else t.encode() for t in texts))
         if self._decimals.fullmatch(text) is None:
             return None
         text = text.replace(b"null", b"\\N")  # matched: "null" can only be a whole value
@@ -108,6 +133,13 @@ def _text_field(field: msgspec.structs.FieldInfo) -> tuple[Any, ...]:
         raise TypeError(f"{field.name}: a decimal's default must be a Decimal or None")
     return (field.name, msgspec.Raw, _NULL if default is None else msgspec.Raw(
         str(default).encode()))
+
+
+def _packed_text_field(field: msgspec.structs.FieldInfo) -> tuple[Any, ...]:
+    if field.required:
+        return (field.name, str | None if _nullable(field) else str)
+    default = field.default  # a Decimal or None, as _text_field checked
+    return (field.name, str | None, None if default is None else str(default))
 
 
 def _same_field(field: msgspec.structs.FieldInfo) -> tuple[Any, ...]:

@@ -4,7 +4,8 @@
 # the checkout) and an S3 server (SeaweedFS, built from the Go module proxy), all on loopback.
 # The versions are in deploy/platform.env.
 #
-#   deploy/local/stack.sh up       install what is missing, start Kafka, PostgreSQL and S3, wait
+#   deploy/local/stack.sh up       install what is missing, start Kafka, PostgreSQL, S3 and the
+#                                  schema registry, wait
 #   deploy/local/stack.sh down     stop both (data is kept)
 #   deploy/local/stack.sh status   health of both; exit 1 when either is down
 #   deploy/local/stack.sh logs     tail both server logs
@@ -59,6 +60,7 @@ else pg_bin=$embedded_bin; pg_version=$POSTGRES_MAJOR; fi
 kafka_heap=${CIE_KAFKA_HEAP:-512m}
 sink_port=${CIE_WEBHOOK_SINK_PORT:-19180}
 s3_port=${CIE_S3_PORT:-19900}  # and the next four: SeaweedFS's master, volume, filer, admin
+registry_port=${CIE_REGISTRY_PORT:-18081}
 
 kafka_libs="$state/kafka/libs"  # one copy of the jars for both modes
 plain_state=$state
@@ -395,6 +397,64 @@ pg_down() {
   as_postgres "$pg_bin/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null
 }
 
+# --- schema registry (Apicurio) ------------------------------------------------------------
+# A Confluent-compatible schema registry for producers that serialize Avro, Protobuf or JSON
+# Schema: Apicurio Registry with in-memory storage (contracts are registered by whoever needs
+# them: `cie contracts register`, the tests), packaged by Quarkus from Maven Central's jars
+# (deploy/local/registry/pom.xml says why this version and what is changed), on loopback.
+
+registry_dir="$state/registry"
+registry_url="http://127.0.0.1:$registry_port/apis/ccompat/v7"
+
+registry_pid() { cat "$registry_dir/registry.pid" 2>/dev/null || true; }
+registry_running() { local p; p=$(registry_pid); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+
+ensure_registry() {  # the runnable jar, built once per recipe in <state>/registry/build
+  local source="$here/registry" build="$registry_dir/build"
+  local stamp="$build/.built-$(cat "$source/pom.xml" "$source/cie.properties" \
+    "$source/src/main/java/cie/registry/NoDynamicConfig.java" | sha256sum | cut -c1-16)"
+  [ -f "$stamp" ] && return
+  need mvn "install Maven (Debian: apt-get install maven)"
+  need java "install Java 17 (Debian: apt-get install openjdk-17-jre-headless)"
+  say "building the schema registry (Apicurio, from Maven Central; the first time takes minutes)"
+  rm -rf "$build"
+  mkdir -p "$build/src/main/resources" "$log_dir"
+  cp -r "$source/pom.xml" "$source/src" "$build/"
+  { mvn -q -B -f "$build/pom.xml" dependency:copy -DoutputDirectory="$build/app" \
+      -Dartifact="io.apicurio:apicurio-registry-app:$(sed -n 's:.*<apicurio.version>\(.*\)</apicurio.version>.*:\1:p' "$source/pom.xml")" \
+    && python3 -c 'import sys, zipfile; sys.stdout.buffer.write(
+         zipfile.ZipFile(sys.argv[1]).read("application.properties"))' \
+         "$build"/app/apicurio-registry-app-*.jar >"$build/src/main/resources/application.properties" \
+    && cat "$source/cie.properties" >>"$build/src/main/resources/application.properties" \
+    && mvn -q -B -f "$build/pom.xml" package -DskipTests; } >"$log_dir/registry-build.log" 2>&1 \
+    || die "building the schema registry failed; see $log_dir/registry-build.log"
+  touch "$stamp"
+}
+
+registry_up() {
+  if registry_running; then say "schema registry already running (pid $(registry_pid))"; return; fi
+  ensure_registry
+  port_free "$registry_port" "the schema registry"
+  say "starting the schema registry (Apicurio) on 127.0.0.1:$registry_port"
+  ( cd "$registry_dir" && HTTP_PORT=$registry_port exec setsid nohup java -Xms64m -Xmx256m \
+      -XX:+UseSerialGC -jar "$registry_dir/build/target/schema-registry-1-runner.jar" \
+      >>"$log_dir/registry.log" 2>&1 </dev/null ) &
+  echo $! >"$registry_dir/registry.pid"
+}
+
+registry_answers() { curl -sf -o /dev/null -m 2 "$registry_url/subjects"; }
+
+registry_wait() {  # registry_wait SECONDS
+  local deadline=$((SECONDS + $1))
+  until registry_answers; do
+    registry_running || die "the schema registry exited; see $log_dir/registry.log"
+    [ $SECONDS -lt $deadline ] || die "the schema registry did not answer within ${1}s; see $log_dir/registry.log"
+    sleep 1
+  done
+}
+
+registry_down() { stop_pidfile "schema registry" "$registry_dir/registry.pid"; }
+
 # --- commands -------------------------------------------------------------------------------
 
 print_env() {
@@ -408,6 +468,7 @@ print_env() {
   echo "export CIE_PG_BIN=$embedded_bin CIE_PG_TLS_BIN=$tls_bin"
   print_s3_env
   echo "export CIE_BARMAN_BIN=$barman_dir/bin"
+  echo "export CIE_SCHEMA_REGISTRY_URL=$registry_url"
 }
 
 user_env() {  # user_env KAFKA-USER DATABASE-USER: the secured stack's settings for them
@@ -485,12 +546,15 @@ say_ready() {
   fi
 }
 
-cmd_up() {  # the whole stack: Kafka, PostgreSQL, and S3 with the backup tools
+cmd_up() {  # the whole stack: Kafka, PostgreSQL, the schema registry, and S3 with the
+  # backup tools
   services_up
   s3_up
+  registry_up
   ensure_barman
   kafka_wait 90
   s3_wait 90
+  registry_wait 120
   say_ready
 }
 
@@ -512,6 +576,13 @@ cmd_status() {
     echo "s3:         DOWN     (log: $log_dir/s3.log)"; ok=1
   else
     echo "s3:         not started (run does not need it; up and test start it)"
+  fi
+  if registry_running && registry_answers; then
+    echo "registry:   healthy  $registry_url (Apicurio, pid $(registry_pid))"
+  elif [ -f "$registry_dir/registry.pid" ]; then
+    echo "registry:   DOWN     (log: $log_dir/registry.log)"; ok=1
+  else
+    echo "registry:   not started (run does not need it; up and test start it)"
   fi
   return $ok
 }
@@ -637,7 +708,9 @@ cmd_test() {
   ensure_prometheus
   ensure_tls_postgres  # the secured stack's tests start TLS clusters of their own
   services_up
+  registry_up
   kafka_wait 90
+  registry_wait 120
   say_ready
   eval "$(print_env)"
   cd "$repo"
@@ -658,7 +731,7 @@ case "$command" in
     for role in consume validate schedule notify webhook-sink; do
       if [ -f "$state/$role.pid" ]; then kill "$(cat "$state/$role.pid")" 2>/dev/null || true; rm -f "$state/$role.pid"; fi
     done
-    kafka_down; pg_down; s3_down
+    kafka_down; pg_down; s3_down; registry_down
     # `down` stops the secured stack too (one mode runs at a time)
     if [ "$secure" = 0 ] && [ -d "$plain_state/secure" ]; then CIE_STACK_SECURE=1 "$0" down; fi ;;
   status) cmd_status ;;

@@ -27,6 +27,14 @@ class FatalError(CieError):
     """Not the data's fault and not going away by itself: stop and tell a human."""
 
 
+class RegistryUnavailable(TransientError):
+    """The schema registry did not answer, or answered with a server error."""
+
+
+class RegistryRefused(CieError):
+    """The schema registry refused a request (an incompatible schema version; says why)."""
+
+
 class SchemaBehind(FatalError):
     """The database lacks migrations this version of the code needs (run `cie migrate`)."""
 
@@ -62,6 +70,11 @@ class LedgerError(MessageError):
 class FreeFormTooLarge(MessageError):
     """A free-form JSON field (a feature vector, a payload) longer, larger or deeper than the
     limits allow (consumers/contracts/free_form.py)."""
+
+
+class UnknownSchema(MessageError):
+    """A message framed by a registry serializer whose schema id the registry does not know,
+    or knows under another subject than the topic's, or of a kind not read here."""
 
 
 class NotJsonValue(MessageError):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import re
 import sys
 import time
 import uuid
@@ -19,8 +21,9 @@ from aiokafka import AIOKafkaProducer
 
 from consumers import topics
 from consumers.analytics import rollup, validator
+from consumers.contracts.avro import avro_schema_text
 from consumers.contracts.base import contract_schema
-from consumers.errors import SettingsError
+from consumers.errors import RegistryRefused, SettingsError
 from consumers.improvement import abtest, outbox
 from consumers.improvement.announce import Announcer
 from consumers.improvement.discord import Webhook
@@ -38,6 +41,7 @@ from consumers.ingest.pipelines.base import Pipeline
 from consumers.ingest.service import consume_until_stopped
 from consumers.platform import maintenance, migrations
 from consumers.platform.db import Conn, connect
+from consumers.platform.registry import RegistryClient, SchemaKind
 from consumers.platform.service import (
     metrics_port,
     open_pool,
@@ -372,12 +376,64 @@ async def cmd_trace(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def cmd_contracts(settings: Settings, args: argparse.Namespace) -> int:
+    if args.action == "register":
+        return await _register_contracts(settings, args.format, args.compatibility)
     schemas = {
         topic.kafka_name(settings): contract_schema(topic.contract)
         for topic in (*topics.TOPICS, *topics.PUBLISHED)
     }
     sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(schemas)) + b"\n")
     return 0
+
+
+REGISTERED_KINDS: dict[str, SchemaKind] = {"avro": "AVRO", "json": "JSON"}
+# msgspec writes 2020-12 schemas; registries tell JSON Schema from other JSON by this
+JSON_SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+
+async def _register_contracts(settings: Settings, fmt: str, compatibility: str) -> int:
+    """Each consumed topic's contract under ``<topic>-value``, its compatibility set first
+    (so the registry checks this version against the last); one JSON line a topic."""
+    if not settings.schema_registry_url:
+        raise SettingsError("CIE_SCHEMA_REGISTRY_URL: required by `cie contracts register`")
+    client = RegistryClient(settings.schema_registry_url,
+                            settings.schema_registry_timeout_seconds)
+    refused = 0
+    try:
+        for topic in topics.TOPICS:
+            subject = f"{topic.kafka_name(settings)}-value"
+            text = (avro_schema_text(topic.contract) if fmt == "avro"
+                    else msgspec.json.encode({"$schema": JSON_SCHEMA_DRAFT,
+                                              **contract_schema(topic.contract)}).decode())
+            await client.set_compatibility(subject, compatibility)
+            try:
+                schema_id = await client.register(subject, REGISTERED_KINDS[fmt], text)
+            except RegistryRefused as exc:
+                refused += 1
+                print(json.dumps({"subject": subject, "format": fmt,
+                                  "refused": _name_avro_fields(str(exc), text)}))
+                continue
+            print(json.dumps({"subject": subject, "format": fmt, "id": schema_id,
+                              "compatibility": compatibility}))
+    finally:
+        await client.close()
+    return 1 if refused else 0
+
+
+def _name_avro_fields(reason: str, schema_text: str) -> str:
+    """The registry's reason with each ``/fields/N`` it points at named (``/fields/6
+    (volume)``); Apicurio's reasons number the fields."""
+    try:
+        fields = json.loads(schema_text).get("fields", [])
+    except (ValueError, AttributeError):  # a union of records, or JSON Schema
+        return reason
+
+    def named(match: re.Match[str]) -> str:
+        number = int(match.group(1))
+        return f"{match.group(0)} ({fields[number]['name']})" if number < len(fields) \
+            else match.group(0)
+
+    return re.sub(r"/fields/(\d+)", named, reason)
 
 
 async def cmd_settings(settings: Settings, args: argparse.Namespace) -> int:

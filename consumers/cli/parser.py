@@ -176,7 +176,18 @@ def _add_trace(sub: Subparsers) -> None:
 
 
 def _add_contracts(sub: Subparsers) -> None:
-    contracts = sub.add_parser("contracts", help="print every topic's contract as JSON Schema")
+    contracts = sub.add_parser(
+        "contracts", help="print every topic's contract as JSON Schema; `register`: register "
+        "each consumed topic's contract in the schema registry (CIE_SCHEMA_REGISTRY_URL) "
+        "under <topic>-value")
+    contracts.add_argument("action", nargs="?", choices=["print", "register"], default="print")
+    contracts.add_argument("--format", choices=["avro", "json"], default="avro",
+                           help="register: the schema kind producers serialize with (avro)")
+    contracts.add_argument(
+        "--compatibility", default="BACKWARD",
+        choices=["BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL",
+                 "FULL_TRANSITIVE", "NONE"],
+        help="register: the subject's compatibility rule, set before registering (BACKWARD)")
     contracts.set_defaults(run=commands.cmd_contracts, needs=())
 
 

@@ -143,6 +143,14 @@ MEANINGS: Mapping[str, str] = {
     "archive_horizon_days": (
         "archive months that ended this long ago (unset: each table's retention)"),
     "archive_batch_rows": "rows per fetch and per Parquet row group",
+    "schema_registry_url": (
+        "a Confluent-compatible schema registry's API (Apicurio: `.../apis/ccompat/v7`): "
+        "messages framed by a registry serializer (Avro, JSON Schema) are decoded with the "
+        "schema their id names; unset: such a message is a dead letter. `cie contracts "
+        "register` registers the contracts there"),
+    "schema_registry_timeout_seconds": (
+        "a registry request with no answer within this counts as an outage (ingest pauses "
+        "and retries, nothing is dead-lettered)"),
     "metrics_host": "where `/metrics`, `/healthz` and `/readyz` are served",
     "metrics_port": (
         "their port (`0`: not served); each long-running command has its own default, so they "

@@ -27,6 +27,7 @@ _JSON_TYPES = frozenset({"application/json", "text/json"})
 class Encoding(Enum):
     JSON = "json"
     MSGPACK = "msgpack"
+    AVRO = "avro"  # only inside a schema registry's framing (ingest/schemas.py)
 
 
 class Declared:

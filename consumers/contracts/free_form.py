@@ -21,7 +21,7 @@ import msgspec
 from consumers.contracts.encoding import Encoding
 from consumers.errors import FreeFormTooLarge, NotJsonValue
 
-_NAMES = {Encoding.JSON: "JSON", Encoding.MSGPACK: "MessagePack"}
+_NAMES = {Encoding.JSON: "JSON", Encoding.MSGPACK: "MessagePack", Encoding.AVRO: "Avro"}
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,9 @@ class FreeFormGuard:
             Encoding.MSGPACK: msgspec.msgpack.Decoder(texts)}
 
     def check_text(self, value: bytes, encoding: Encoding = Encoding.JSON) -> None:
-        """Before decoding: raises FreeFormTooLarge if a field's encoded text is too long."""
-        if not self.names or len(value) <= self.limits.max_bytes:
+        """Before decoding: raises FreeFormTooLarge if a field's encoded text is too long (in
+        Avro each field's JSON text is measured as it is parsed: contracts/avro.py)."""
+        if not self.names or len(value) <= self.limits.max_bytes or encoding is Encoding.AVRO:
             return
         texts = self._texts[encoding].decode(value)
         for name in self.names:

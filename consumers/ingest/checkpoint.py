@@ -41,11 +41,12 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
-from consumers.contracts.encoding import declared
+from consumers.contracts.encoding import Declared, Encoding, declared
 from consumers.errors import FatalError, PositionMoved, TransientError
 from consumers.ingest.kafka import DeadLetter, DeadLetters
 from consumers.ingest.pipelines.base import Pipeline
 from consumers.ingest.positions import BatchSeal, Positions, stored_rejections
+from consumers.ingest.schemas import NO_REGISTRY, Schemas
 from consumers.ingest.sink import write_batch
 from consumers.platform import metrics
 from consumers.platform.faults import Backoff, classify, describe
@@ -67,6 +68,7 @@ class Batch:
 
     generation: int = 0
     max_value_bytes: int | None = None  # a larger value is a dead letter, never decoded
+    schemas: Schemas = NO_REGISTRY  # the registry's schemas, learned before ``add``
     records: list[Record] = field(default_factory=list)
     events: list[Any] = field(default_factory=list)
     event_records: list[Record] = field(default_factory=list)  # the record of each event
@@ -96,8 +98,8 @@ class Batch:
             self.held_bytes += len(value)
             encoding = declared(record.headers)
             try:
-                ready = pipeline.with_source(
-                    pipeline.accept(value, now, encoding.encoding), record)
+                ready = pipeline.with_source(self._accept(pipeline, record, value, now, encoding),
+                                             record)
                 self.held_bytes += pipeline.held_bytes(ready)
                 self.events.append(ready)
                 self.event_records.append(record)
@@ -112,6 +114,14 @@ class Batch:
                 # fault: it must not stop its partition, let alone all four topics.
                 self.letters.append(DeadLetter(record, type(exc).__name__, describe(exc)))
         return taken
+
+    def _accept(self, pipeline: Pipeline, record: Record, value: bytes, now: datetime,
+                encoding: Declared) -> Any:
+        if encoding.encoding is Encoding.JSON and (
+                framed := self.schemas.framed(value, record.topic)) is not None:
+            schema, payload = framed
+            return pipeline.accept(payload, now, schema.encoding, schema)
+        return pipeline.accept(value, now, encoding.encoding)
 
     def _refuse(self, record: Record) -> DeadLetter:
         if record.value is None:

@@ -33,11 +33,13 @@ import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from consumers.errors import DrainTimeout
+from consumers.errors import DrainTimeout, RegistryUnavailable
 from consumers.ingest.checkpoint import Batch, Checkpoint, Record
 from consumers.ingest.kafka import DeadLetters
 from consumers.ingest.pipelines.base import Pipeline
+from consumers.ingest.schemas import Schemas
 from consumers.platform import metrics
+from consumers.platform.registry import RegistryClient
 from consumers.platform.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -67,6 +69,9 @@ class Runner:
         self._checkpoint = Checkpoint(
             consumer, pool, dead_letters, pipelines, keep_alive=self._keep_alive,
             backoff=settings.backoff(), group=settings.consumer_group)
+        self._schemas = Schemas(RegistryClient(
+            settings.schema_registry_url, settings.schema_registry_timeout_seconds)
+            if settings.schema_registry_url else None)
         self._buffers: dict[str, Batch] = {}
         # Records fetched after their topic's batch filled up (in bytes), not decoded yet:
         # taken before anything else is fetched, so each partition's order holds.
@@ -97,6 +102,8 @@ class Runner:
                 fetched = await self._consumer.getmany(
                     timeout_ms=int(self._poll_seconds() * 1000),
                     max_records=min(DECODE_CHUNK, self._room()))
+            if fetched and not await self._learn_schemas(fetched, stop):
+                continue  # a rebalance or a stop during a registry outage: fetched again
             now = self.progressed_at = time.monotonic()
             max_held = self._backlog_bytes if self._writing() else self._max_bytes
             for tp, records in fetched.items():
@@ -114,7 +121,43 @@ class Runner:
                 self._in_flight = self._flushing = asyncio.create_task(
                     self._flush_locked(topic, batch))
             await let_others_run()
-        await self.drain()
+        try:
+            await self.drain()
+        finally:
+            await self._schemas.close()
+
+    async def _learn_schemas(self, fetched: Mapping[TopicPartition, Sequence[Record]],
+                             stop: asyncio.Event) -> bool:
+        """Look up the schemas ``fetched`` names and this process has not seen. Through a
+        registry outage the consumer is paused and kept in its group, as through a database
+        outage. False: the records must not be decoded (a stop, or a rebalance, came first;
+        they are fetched again from the last commit)."""
+        ids = self._schemas.unknown(r.value for records in fetched.values() for r in records)
+        if not ids:
+            return True
+        generation, delays, paused = self._generation, self._settings.backoff().delays(), False
+        try:
+            while True:
+                try:
+                    await self._schemas.learn(ids)
+                    return self._generation == generation
+                except RegistryUnavailable as exc:
+                    delay = next(delays)
+                    metrics.REGISTRY_RETRIES.inc()
+                    log.warning("schema_registry.retry", error=str(exc),
+                                retry_in_seconds=round(delay, 2))
+                    if not paused:
+                        self._consumer.pause(*self._consumer.assignment())
+                        paused = True
+                    await self._keep_alive()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    if stop.is_set() or self._generation != generation:
+                        return False
+        finally:
+            if paused:
+                self._consumer.resume(*self._consumer.assignment())
+                log.info("schema_registry.recovered")
 
     async def drain(self) -> None:
         try:
@@ -204,7 +247,8 @@ class Runner:
         batch = self._buffers.get(topic)
         if batch is None:
             batch = self._buffers[topic] = Batch(
-                generation=self._generation, max_value_bytes=self._settings.max_value_bytes)
+                generation=self._generation, max_value_bytes=self._settings.max_value_bytes,
+                schemas=self._schemas)
         return batch
 
     def _take(self, topic: str) -> Batch:

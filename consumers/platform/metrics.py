@@ -14,6 +14,9 @@ DEAD_LETTERS = Counter(
 RETRIES = Counter(
     "cie_database_retries_total", "Batch writes retried after a transient database error",
     ["topic"])
+REGISTRY_RETRIES = Counter(
+    "cie_schema_registry_retries_total",
+    "Schema lookups retried because the schema registry was unavailable (ingest paused)")
 FLUSHES = Counter(
     "cie_flushes_total", "Batches written (their offsets are committed in the background)",
     ["topic"])

@@ -147,6 +147,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     archive_url: NonEmpty | None = None
     archive_horizon_days: PositiveInt | None = None
     archive_batch_rows: PositiveInt = 50_000
+    # A Confluent-compatible schema registry (its API's base URL, e.g. Apicurio's
+    # .../apis/ccompat/v7): the schemas of messages framed by a registry serializer (Avro,
+    # JSON Schema) are looked up there by id; without it such a message is a dead letter.
+    schema_registry_url: NonEmpty | None = None
+    schema_registry_timeout_seconds: PositiveFloat = 5.0
     metrics_host: NonEmpty = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside
     # None: the command's own default (DEFAULT_METRICS_PORTS), so two commands started side by
     # side with defaults do not fight over one port.
@@ -253,6 +258,8 @@ ENVIRONMENT: Mapping[str, str] = {
     "archive_url": "CIE_ARCHIVE_URL",
     "archive_horizon_days": "CIE_ARCHIVE_HORIZON_DAYS",
     "archive_batch_rows": "CIE_ARCHIVE_BATCH_ROWS",
+    "schema_registry_url": "CIE_SCHEMA_REGISTRY_URL",
+    "schema_registry_timeout_seconds": "CIE_SCHEMA_REGISTRY_TIMEOUT_SECONDS",
     "metrics_host": "CIE_METRICS_HOST",
     "metrics_port": "CIE_METRICS_PORT",
     "log_level": "CIE_LOG_LEVEL",
@@ -295,6 +302,9 @@ def load_settings(
     if settings.discord_webhook_url and urlsplit(settings.discord_webhook_url).scheme not in (
             "http", "https"):
         raise SettingsError("CIE_DISCORD_WEBHOOK_URL: must be an http(s) URL")
+    if settings.schema_registry_url and urlsplit(settings.schema_registry_url).scheme not in (
+            "http", "https"):
+        raise SettingsError("CIE_SCHEMA_REGISTRY_URL: must be an http(s) URL")
     if settings.notify_retry_max_seconds < settings.notify_retry_base_seconds:
         raise SettingsError(
             "CIE_NOTIFY_RETRY_MAX_SECONDS: must be >= CIE_NOTIFY_RETRY_BASE_SECONDS")

@@ -21,6 +21,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers import topics
 from consumers.ingest.kafka import (
+    DLQ_ERROR_CLASS,
+    DLQ_REASON,
     DeadLetters,
     ensure_topics,
     make_consumer,
@@ -242,3 +244,24 @@ async def consume_serving_metrics(
                 await asyncio.sleep(0.1)
 
         yield await on_free_port(start)
+
+
+Sender = Callable[[Ingest], Awaitable[dict[str, int]]]
+
+
+async def ingest_all(kafka: str, database: str, send: Sender, **extra: str
+                     ) -> list[tuple[str, str]]:
+    """A consumer of fresh topics writing into ``database``; ``send`` produces to them and
+    returns how many messages it sent per topic (short name); returns once every one is
+    committed, with the dead letters as (error class, reason)."""
+    ingest = Ingest(ingest_environment(kafka, database, **extra))
+    await ingest.open()
+    try:
+        await ingest.start()
+        sent = await send(ingest)
+        for name, count in sent.items():
+            await ingest.drained(name, count, timeout=60)
+        return [(dict(r.headers)[DLQ_ERROR_CLASS].decode(), dict(r.headers)[DLQ_REASON].decode())
+                for name in ingest.table for r in await ingest.all_dead_letters(name)]
+    finally:
+        await ingest.close()

@@ -19,10 +19,12 @@ from typing import Any, ClassVar, NamedTuple
 
 import msgspec
 
+from consumers.contracts.avro import from_avro
 from consumers.contracts.encoding import Encoding
 from consumers.contracts.free_form import FreeFormGuard, FreeFormLimits
 from consumers.errors import ImplausibleTime, NotJsonValue
 from consumers.ingest.pipelines.text import TextDecoder
+from consumers.ingest.schemas import Schema
 from consumers.platform.db import Conn, ConnectionInit, copy_line, copy_lines, queries
 
 
@@ -68,22 +70,37 @@ class Pipeline(ABC):
         self.times = times or EventTimeSettings()
         self.free_form = FreeFormGuard(self.event_type, free_form or FreeFormLimits())
 
-    def decode(self, value: bytes, encoding: Encoding = Encoding.JSON) -> Any:
-        """Raises msgspec.DecodeError (not JSON or MessagePack), msgspec.ValidationError (not
-        the contract) or FreeFormTooLarge (a feature vector or payload past its limits)."""
+    def decode(self, value: bytes, encoding: Encoding = Encoding.JSON,
+               schema: Schema | None = None) -> Any:
+        """Raises msgspec.DecodeError (not JSON, MessagePack or Avro), msgspec.ValidationError
+        (not the contract) or FreeFormTooLarge (a feature vector or payload past its limits).
+        ``schema``: the registered schema an AVRO value was written with."""
         self.free_form.check_text(value, encoding)
         if encoding is Encoding.JSON:
             event = self._decoder.decode(value)
-        else:
+        elif encoding is Encoding.MSGPACK:
             event = self._unpacker.decode(value)
+        else:
+            assert schema is not None
+            event = self._from_avro(schema, value)
         self.free_form.check_shape(event, value, encoding)
         return event
 
-    def accept(self, value: bytes, now: datetime, encoding: Encoding = Encoding.JSON) -> Any:
+    def _from_avro(self, schema: Schema, value: bytes) -> Any:
+        try:
+            record = schema.read(value)
+        except (EOFError, ValueError, TypeError, IndexError) as exc:  # what a bad payload raises
+            raise msgspec.DecodeError(f"not Avro of schema id {schema.schema_id}: {exc!r}") \
+                from None
+        record = from_avro(record, self.free_form.names, self.free_form.limits.max_bytes)
+        return msgspec.convert(record, self.event_type)
+
+    def accept(self, value: bytes, now: datetime, encoding: Encoding = Encoding.JSON,
+               schema: Schema | None = None) -> Any:
         """A message's value as ``write`` will get it: decoded, its times checked against the
         clock (``now``, read once per fetch), ready. Raises for anything wrong with the message
         (it becomes a dead letter)."""
-        event = self.check_times(self.decode(value, encoding), now)
+        event = self.check_times(self.decode(value, encoding, schema), now)
         ready = self.ready(event)
         self.free_form.forget(event)  # its free-form values live on as text in ``ready``
         return ready
@@ -186,15 +203,16 @@ class CopyUpsertPipeline(Pipeline):
         assert not (self.text_path and self.free_form.names), "text path with free-form fields"
         self._text = TextDecoder(self.event_type) if self.text_path else None
 
-    def accept(self, value: bytes, now: datetime, encoding: Encoding = Encoding.JSON) -> Any:
-        if self._text is None:
+    def accept(self, value: bytes, now: datetime, encoding: Encoding = Encoding.JSON,
+               schema: Schema | None = None) -> Any:
+        if self._text is None or encoding is Encoding.AVRO:
             fast = None
         elif encoding is Encoding.JSON:
             fast = self._text.decode(value)
         else:
             fast = self._text.decode_packed(value)
         if fast is None:
-            return super().accept(value, now, encoding)
+            return super().accept(value, now, encoding, schema)
         event, line = fast
         self.check_times(event, now)
         return Encoded(event, line)

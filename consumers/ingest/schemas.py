@@ -1,0 +1,123 @@
+"""Messages a schema registry's serializer framed: the schema each one names, looked up once.
+
+Confluent's wire format, which Confluent's, Apicurio's and most other registry serializers
+write: a zero byte, the schema's id (4 bytes, big-endian), then the payload in that schema's
+kind: Avro (binary, no header), or JSON checked against a JSON Schema. No JSON text and no
+MessagePack message declared by its header starts with a zero byte, so the framing is told
+from the first byte, per message, with no setting.
+
+The consume loop asks ``Schemas.learn`` for the ids of every fetch it has not seen, before
+decoding (an outage of the registry pauses the loop like a database outage: nothing is
+dead-lettered because the registry was down); decoding then finds them in memory. Ids are
+immutable, so they are kept for the life of the process, the registry's refusals too.
+A message is a dead letter (``UnknownSchema``) when its id is unknown to the registry, when
+its schema is registered under another subject than the topic's (``<topic>-value``), or when
+it is a kind not read here (Protobuf).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import fastavro
+import fastavro.types
+
+from consumers.contracts.encoding import Encoding
+from consumers.errors import UnknownSchema
+from consumers.platform.registry import RegistryClient
+
+FRAME = 5  # the zero byte and the schema id
+
+
+def framed_id(value: bytes) -> int | None:
+    """The schema id of a registry-framed value, or None if it is not framed."""
+    if len(value) >= FRAME and value[0] == 0:
+        return int.from_bytes(value[1:FRAME], "big")
+    return None
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A registered schema as decoding needs it."""
+
+    schema_id: int
+    encoding: Encoding  # AVRO or JSON
+    subjects: frozenset[str]
+    avro: fastavro.types.Schema | None = None  # parsed, for AVRO
+
+    def read(self, payload: bytes) -> dict[str, Any]:
+        """An Avro payload as the record fastavro reads (decimals, times and UUIDs typed)."""
+        assert self.avro is not None
+        record = fastavro.schemaless_reader(io.BytesIO(payload), self.avro, None)
+        if not isinstance(record, dict):
+            raise ValueError(f"an Avro {type(record).__name__}, not a record")
+        return record
+
+
+class Schemas:
+    """The schemas this process has looked up, by id; ``client`` None: no registry set."""
+
+    def __init__(self, client: RegistryClient | None) -> None:
+        self._client = client
+        self._known: dict[int, Schema | str] = {}  # str: why no message of it is read
+
+    def unknown(self, values: Iterable[bytes | None]) -> set[int]:
+        """The ids of framed ``values`` not looked up yet."""
+        if self._client is None:
+            return set()
+        ids = {framed_id(v) for v in values if v}
+        return {i for i in ids if i is not None and i not in self._known}
+
+    async def learn(self, ids: Iterable[int]) -> None:
+        """Look ``ids`` up; raises RegistryUnavailable (those not reached stay unknown)."""
+        assert self._client is not None
+        for schema_id in sorted(ids):
+            found = await self._client.schema(schema_id)
+            self._known[schema_id] = _readable(schema_id, found) if found else (
+                f"schema id {schema_id} is not in the schema registry")
+
+    def framed(self, value: bytes, topic: str) -> tuple[Schema, bytes] | None:
+        """(schema, payload) of a framed value, None if it is not framed; raises UnknownSchema
+        for a schema this topic's messages cannot be read with."""
+        schema_id = framed_id(value)
+        if schema_id is None:
+            return None
+        known = self._known.get(schema_id)
+        if known is None:
+            raise UnknownSchema(
+                f"framed by a schema registry serializer (schema id {schema_id}), and no "
+                "registry is set (CIE_SCHEMA_REGISTRY_URL)")
+        if isinstance(known, str):
+            raise UnknownSchema(known)
+        subject = f"{topic}-value"
+        if subject not in known.subjects:
+            raise UnknownSchema(
+                f"schema id {schema_id} is registered under {', '.join(sorted(known.subjects))}"
+                f", not {subject}")
+        return known, value[FRAME:]
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+NO_REGISTRY = Schemas(None)
+
+
+def _readable(schema_id: int, found: Any) -> Schema | str:
+    match found.kind:
+        case "AVRO":
+            try:
+                parsed = fastavro.parse_schema(json.loads(found.text))
+            except (ValueError, fastavro.schema.SchemaParseException) as exc:
+                return f"schema id {schema_id}: not a usable Avro schema: {exc}"
+            return Schema(schema_id, Encoding.AVRO, found.subjects, parsed)
+        case "JSON":
+            return Schema(schema_id, Encoding.JSON, found.subjects)
+        case kind:
+            return (f"schema id {schema_id} is {kind}; this consumer reads Avro and JSON "
+                    "Schema from a registry")

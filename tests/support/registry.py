@@ -1,0 +1,145 @@
+"""The stack's schema registry (Apicurio, deploy/local/stack.sh), producers that serialize the
+way Python shops do (confluent-kafka's own Avro and JSON Schema serializers), and a loopback
+TCP relay to the registry that a test can cut, for outages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, cast
+from uuid import UUID
+
+import msgspec
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.schema_registry.json_schema import JSONSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from consumers.contracts.free_form import free_form_fields
+
+_json_text = msgspec.json.Encoder(decimal_format="number")
+REGISTRY_URL = os.environ.get("CIE_SCHEMA_REGISTRY_URL",
+                              "http://127.0.0.1:18081/apis/ccompat/v7")
+# what the producers use: the version `cie contracts register` registered, never their own
+USE_REGISTERED = {"auto.register.schemas": False, "use.latest.version": True}
+
+
+def avro_dict(event: Any) -> dict[str, Any]:
+    """``event`` as a producer hands it to an AvroSerializer: decimals as Decimal, times as
+    datetime, free-form fields as JSON text, a union member named (fastavro's ``-type``)."""
+    free_form = free_form_fields(type(event)).get(type(event), ())
+    record = msgspec.to_builtins(event, builtin_types=(Decimal, UUID, datetime, date))
+    for name in free_form:
+        if record.get(name) is not None:
+            record[name] = _json_text.encode(getattr(event, name)).decode()
+    tag = type(event).__struct_config__.tag
+    if isinstance(tag, str):
+        record["-type"] = f"cie.contracts.{type(event).__name__}"
+    return {k: str(v) if isinstance(v, UUID) else v for k, v in record.items()}
+
+
+def json_dict(event: Any) -> dict[str, Any]:
+    """``event`` as a producer hands it to a JSONSerializer: decimals as strings in plain
+    notation (the schema's pattern), numbers in free-form fields as floats."""
+    record: dict[str, Any] = msgspec.to_builtins(event, builtin_types=(Decimal,))
+    return {k: format(v, "f") if isinstance(v, Decimal) else _floats(v)
+            for k, v in record.items()}
+
+
+def _floats(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_floats(v) for v in value]
+    return value
+
+
+Serialize = Callable[[Any, SerializationContext], bytes]
+
+
+def serializer(fmt: str, schema_text: str, client: SchemaRegistryClient, *,
+               latest: bool = True, extra: dict[str, Any] | None = None) -> Serialize:
+    """confluent-kafka's serializer of ``fmt`` ("avro" or "json") for a registered schema
+    (``client``: ``registry_client()``, closed by the caller). ``latest``: write with the
+    subject's latest version, as a producer built against it; else with ``schema_text``'s own
+    version (an older producer). ``extra``: fields the contract does not have."""
+    conf = USE_REGISTERED if latest else {**USE_REGISTERED, "use.latest.version": False}
+    to_dict = avro_dict if fmt == "avro" else json_dict
+    if fmt == "avro":
+        return cast(Serialize, AvroSerializer(
+            client, schema_text, lambda e, ctx: {**to_dict(e), **(extra or {})}, conf))
+    return cast(Serialize, JSONSerializer(
+        schema_text, client, lambda e, ctx: {**to_dict(e), **(extra or {})}, conf))
+
+
+def registry_client() -> SchemaRegistryClient:
+    return SchemaRegistryClient({"url": REGISTRY_URL})
+
+
+def produce(kafka: str, messages: Sequence[tuple[str, bytes, Any, Serialize]]) -> list[bytes]:
+    """(topic, key, event, serializer) each, in order, with confluent-kafka's producer;
+    returns the values sent."""
+    producer = Producer({"bootstrap.servers": kafka, "linger.ms": 5})
+    sent = []
+    try:
+        for topic, key, event, serialize in messages:
+            value = serialize(event, SerializationContext(topic, MessageField.VALUE))
+            producer.produce(topic, key=key, value=value)
+            producer.poll(0)
+            sent.append(value)
+    finally:
+        assert producer.flush(30) == 0, "messages not delivered within 30 s"
+    return sent
+
+
+class Relay:
+    """A loopback TCP relay to ``upstream`` (host, port): ``cut`` closes it and every
+    connection through it (clients are refused, as when the registry is down), ``restore``
+    listens again on the same port."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self._upstream = upstream
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    async def restore(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        self._writers.update((writer, up_writer))
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        tasks = {asyncio.create_task(pipe(reader, up_writer)),
+                 asyncio.create_task(pipe(up_reader, writer))}
+        self._tasks.update(tasks)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.difference_update(tasks)
+        self._writers.difference_update((writer, up_writer))
+

@@ -181,7 +181,7 @@ def _add_contracts(sub: Subparsers) -> None:
         "each consumed topic's contract in the schema registry (CIE_SCHEMA_REGISTRY_URL) "
         "under <topic>-value")
     contracts.add_argument("action", nargs="?", choices=["print", "register"], default="print")
-    contracts.add_argument("--format", choices=["avro", "json"], default="avro",
+    contracts.add_argument("--format", choices=["avro", "protobuf", "json"], default="avro",
                            help="register: the schema kind producers serialize with (avro)")
     contracts.add_argument(
         "--compatibility", default="BACKWARD",

@@ -7,7 +7,7 @@ is one definition. The mapping:
 - text, and a choice of words (``side``, ``detected_regime``), is a string: the contract's
   limits and choices are checked when the message is decoded, as for JSON;
 - a free-form field (a feature vector, a payload) is a string holding its JSON text: Avro has
-  no type for "any JSON", and the JSON is held to the same limits;
+  no type for "any JSON", and the JSON is held to the same limits (free_form.parse_texts);
 - an optional field is a union with null, default null; a field with a default keeps it;
 - the improvement events' tagged union is a union of records, each with its ``type`` field
   defaulting to its tag.
@@ -24,7 +24,6 @@ import msgspec
 
 from consumers.contracts.base import Contract
 from consumers.contracts.free_form import free_form_fields
-from consumers.errors import FreeFormTooLarge
 
 NAMESPACE = "cie.contracts"
 Inspected = msgspec.inspect.Type
@@ -112,21 +111,3 @@ def _default(avro_type: Any, value: Any, contract: type[Contract], name: str) ->
     if isinstance(value, bool | int | str):
         return value
     raise TypeError(f"{contract.__name__}.{name}: no Avro default for {value!r} of {avro_type}")
-
-
-_exact: msgspec.json.Decoder[Any] = msgspec.json.Decoder(float_hook=Decimal)
-
-
-def from_avro(record: dict[str, Any], free_form: tuple[str, ...],
-              max_bytes: int) -> dict[str, Any]:
-    """A record fastavro read, ready to convert into its contract: free-form fields parsed
-    from their JSON text (numbers exact, as on the JSON path), each at most ``max_bytes``."""
-    for name in free_form:
-        text = record.get(name)
-        if isinstance(text, str):
-            if len(text) > max_bytes and len(encoded := text.encode()) > max_bytes:
-                raise FreeFormTooLarge(
-                    f"{name}: {len(encoded)} bytes of JSON; at most {max_bytes} "
-                    "(CIE_FREE_FORM_MAX_BYTES)")
-            record[name] = _exact.decode(text)
-    return record

@@ -27,7 +27,8 @@ _JSON_TYPES = frozenset({"application/json", "text/json"})
 class Encoding(Enum):
     JSON = "json"
     MSGPACK = "msgpack"
-    AVRO = "avro"  # only inside a schema registry's framing (ingest/schemas.py)
+    AVRO = "avro"  # these two only inside a schema registry's framing (ingest/schemas.py)
+    PROTOBUF = "protobuf"
 
 
 class Declared:

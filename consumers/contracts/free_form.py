@@ -14,6 +14,7 @@ A message past a limit is refused with ``FreeFormTooLarge`` and becomes a dead l
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -21,7 +22,8 @@ import msgspec
 from consumers.contracts.encoding import Encoding
 from consumers.errors import FreeFormTooLarge, NotJsonValue
 
-_NAMES = {Encoding.JSON: "JSON", Encoding.MSGPACK: "MessagePack", Encoding.AVRO: "Avro"}
+_NAMES = {Encoding.JSON: "JSON", Encoding.MSGPACK: "MessagePack", Encoding.AVRO: "Avro",
+          Encoding.PROTOBUF: "Protobuf"}
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,8 @@ class FreeFormGuard:
 
     def check_text(self, value: bytes, encoding: Encoding = Encoding.JSON) -> None:
         """Before decoding: raises FreeFormTooLarge if a field's encoded text is too long (in
-        Avro each field's JSON text is measured as it is parsed: contracts/avro.py)."""
-        if not self.names or len(value) <= self.limits.max_bytes or encoding is Encoding.AVRO:
+        Avro and Protobuf each field's JSON text is measured as it is parsed: parse_texts)."""
+        if not self.names or len(value) <= self.limits.max_bytes or encoding not in self._texts:
             return
         texts = self._texts[encoding].decode(value)
         for name in self.names:
@@ -127,3 +129,21 @@ class FreeFormGuard:
         times larger objects."""
         for name in self.fields.get(type(event), ()):
             msgspec.structs.force_setattr(event, name, None)
+
+
+_exact: msgspec.json.Decoder[Any] = msgspec.json.Decoder(float_hook=Decimal)
+
+
+def parse_texts(record: dict[str, Any], names: tuple[str, ...], max_bytes: int
+                ) -> dict[str, Any]:
+    """``record`` (read from Avro or Protobuf, which carry free-form fields as JSON text) with
+    those fields parsed, numbers exact as on the JSON path; each text at most ``max_bytes``."""
+    for name in names:
+        text = record.get(name)
+        if isinstance(text, str):
+            if len(text) > max_bytes and len(encoded := text.encode()) > max_bytes:
+                raise FreeFormTooLarge(
+                    f"{name}: {len(encoded)} bytes of JSON; at most {max_bytes} "
+                    "(CIE_FREE_FORM_MAX_BYTES)")
+            record[name] = _exact.decode(text)
+    return record

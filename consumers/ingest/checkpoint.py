@@ -119,8 +119,7 @@ class Batch:
                 encoding: Declared) -> Any:
         if encoding.encoding is Encoding.JSON and (
                 framed := self.schemas.framed(value, record.topic)) is not None:
-            schema, payload = framed
-            return pipeline.accept(payload, now, schema.encoding, schema)
+            return pipeline.accept(framed.payload, now, framed.schema.encoding, framed)
         return pipeline.accept(value, now, encoding.encoding)
 
     def _refuse(self, record: Record) -> DeadLetter:

@@ -2,7 +2,9 @@
 
 Confluent's wire format, which Confluent's, Apicurio's and most other registry serializers
 write: a zero byte, the schema's id (4 bytes, big-endian), then the payload in that schema's
-kind: Avro (binary, no header), or JSON checked against a JSON Schema. No JSON text and no
+kind: Avro (binary, no header), JSON checked against a JSON Schema, or Protobuf after the
+index of its message in the schema (zigzag varints: a count, then the indexes; a lone 0 for
+the first message). No JSON text and no
 MessagePack message declared by its header starts with a zero byte, so the framing is told
 from the first byte, per message, with no setting.
 
@@ -12,7 +14,7 @@ dead-lettered because the registry was down); decoding then finds them in memory
 immutable, so they are kept for the life of the process, the registry's refusals too.
 A message is a dead letter (``UnknownSchema``) when its id is unknown to the registry, when
 its schema is registered under another subject than the topic's (``<topic>-value``), or when
-it is a kind not read here (Protobuf).
+it is a kind not read here.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class Schema:
     """A registered schema as decoding needs it."""
 
     schema_id: int
-    encoding: Encoding  # AVRO or JSON
+    encoding: Encoding  # AVRO, JSON or PROTOBUF
     subjects: frozenset[str]
     avro: fastavro.types.Schema | None = None  # parsed, for AVRO
 
@@ -56,6 +58,39 @@ class Schema:
         if not isinstance(record, dict):
             raise ValueError(f"an Avro {type(record).__name__}, not a record")
         return record
+
+
+@dataclass(frozen=True)
+class Framed:
+    schema: Schema
+    payload: bytes
+    indexes: tuple[int, ...] = ()  # Protobuf: which message of the schema
+
+
+def message_indexes(value: bytes, at: int) -> tuple[tuple[int, ...], bytes]:
+    """Confluent's Protobuf message indexes at ``value[at:]``, and the payload after them.
+    Raises UnknownSchema for indexes cut short."""
+    count, at = _zigzag(value, at)
+    if count == 0:
+        return (0,), value[at:]
+    indexes = []
+    for _ in range(min(count, 64)):
+        index, at = _zigzag(value, at)
+        indexes.append(index)
+    return tuple(indexes), value[at:]
+
+
+def _zigzag(value: bytes, at: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if at >= len(value) or shift > 63:
+            raise UnknownSchema("the Protobuf message index is cut short")
+        byte = value[at]
+        at += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), at
 
 
 class Schemas:
@@ -80,9 +115,9 @@ class Schemas:
             self._known[schema_id] = _readable(schema_id, found) if found else (
                 f"schema id {schema_id} is not in the schema registry")
 
-    def framed(self, value: bytes, topic: str) -> tuple[Schema, bytes] | None:
-        """(schema, payload) of a framed value, None if it is not framed; raises UnknownSchema
-        for a schema this topic's messages cannot be read with."""
+    def framed(self, value: bytes, topic: str) -> Framed | None:
+        """The schema and payload of a framed value, None if it is not framed; raises
+        UnknownSchema for a schema this topic's messages cannot be read with."""
         schema_id = framed_id(value)
         if schema_id is None:
             return None
@@ -98,7 +133,10 @@ class Schemas:
             raise UnknownSchema(
                 f"schema id {schema_id} is registered under {', '.join(sorted(known.subjects))}"
                 f", not {subject}")
-        return known, value[FRAME:]
+        if known.encoding is Encoding.PROTOBUF:
+            indexes, payload = message_indexes(value, FRAME)
+            return Framed(known, payload, indexes)
+        return Framed(known, value[FRAME:])
 
     async def close(self) -> None:
         if self._client is not None:
@@ -118,6 +156,8 @@ def _readable(schema_id: int, found: Any) -> Schema | str:
             return Schema(schema_id, Encoding.AVRO, found.subjects, parsed)
         case "JSON":
             return Schema(schema_id, Encoding.JSON, found.subjects)
+        case "PROTOBUF":
+            return Schema(schema_id, Encoding.PROTOBUF, found.subjects)
         case kind:
-            return (f"schema id {schema_id} is {kind}; this consumer reads Avro and JSON "
-                    "Schema from a registry")
+            return (f"schema id {schema_id} is {kind}; this consumer reads Avro, JSON Schema "
+                    "and Protobuf from a registry")

@@ -17,10 +17,9 @@ import pytest
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from consumers import topics
-from consumers.cli.commands import JSON_SCHEMA_DRAFT
+from consumers.cli.commands import schema_text
 from consumers.contracts.avro import avro_schema, avro_schema_text
 from consumers.contracts.bars import Bar
-from consumers.contracts.base import contract_schema
 from consumers.demo import session
 from consumers.platform.registry import RegistryClient
 from tests.support.chaos import snapshot
@@ -44,33 +43,30 @@ async def register(environment: dict[str, str], *args: str) -> tuple[int, list[d
     return status, [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def registered_text(fmt: str, contract: Any) -> str:
-    """The schema text a producer team is given (what `cie contracts register` registers)."""
-    if fmt == "avro":
-        return json.dumps(avro_schema(contract))
-    return json.dumps({"$schema": JSON_SCHEMA_DRAFT, **contract_schema(contract)})
-
-
-@pytest.mark.parametrize("fmt", ["avro", "json"])
+@pytest.mark.parametrize("fmt", ["avro", "protobuf", "json"])
 async def test_registry_serialized_producers_land_every_topic_as_json_does(
         stack: Stack, any_db: str, twin_db: str, fmt: str) -> None:
-    """The twin database is fed the same values in plain JSON: for Avro, our producer's JSON
-    of the same events; for JSON Schema, the very JSON the serializer framed."""
+    """The twin database is fed the same values in plain JSON: for Avro and Protobuf, our
+    producer's JSON of the same events; for JSON Schema, the very JSON the serializer
+    framed."""
     sent_events = events(seed=21)
     counts = {name: sum(1 for e in sent_events if topics.of_event(e).name == name)
               for name in SHORT_NAMES}
     payloads: list[bytes] = []
 
     async def through_the_registry(ingest: Ingest) -> dict[str, int]:
-        status, lines = await register(ingest.environment, "--format", fmt)
+        # confluent-kafka's Protobuf serializer registers its own descriptor (base64), which
+        # Apicurio 2.4 cannot parse for a compatibility check (tests/support/registry.py)
+        rule = ("--compatibility", "NONE") if fmt == "protobuf" else ()
+        status, lines = await register(ingest.environment, "--format", fmt, *rule)
         assert status == 0, lines
         assert {line["subject"] for line in lines} \
             == {f"{ingest.topic(name)}-value" for name in SHORT_NAMES}
         with registry_client() as client:
-            serializers = {name: serializer(
-                fmt, registered_text(fmt, topics.BY_NAME[name].contract), client)
-                for name in SHORT_NAMES}
-            messages = [(ingest.topic(t.name), t.key(e), e, serializers[t.name])
+            serializers = {type(e): serializer(
+                fmt, schema_text(fmt, topics.of_event(e).contract), client, kind=type(e))
+                for e in sent_events}
+            messages = [(ingest.topic(t.name), t.key(e), e, serializers[type(e)])
                         for e in sent_events for t in [topics.of_event(e)]]
             framed = await asyncio.to_thread(produce, stack.kafka, messages)
         assert all(value[0] == 0 for value in framed)  # the registry's framing
@@ -78,7 +74,7 @@ async def test_registry_serialized_producers_land_every_topic_as_json_does(
         return counts
 
     async def as_json(ingest: Ingest) -> dict[str, int]:
-        if fmt == "avro":
+        if fmt != "json":
             await ingest.send(sent_events)
         else:
             await ingest.send_each([(ingest.topic(t.name), t.key(e), payload, ())

@@ -19,12 +19,12 @@ from typing import Any, ClassVar, NamedTuple
 
 import msgspec
 
-from consumers.contracts.avro import from_avro
 from consumers.contracts.encoding import Encoding
-from consumers.contracts.free_form import FreeFormGuard, FreeFormLimits
+from consumers.contracts.free_form import FreeFormGuard, FreeFormLimits, parse_texts
+from consumers.contracts.protobuf import ProtoReader
 from consumers.errors import ImplausibleTime, NotJsonValue
 from consumers.ingest.pipelines.text import TextDecoder
-from consumers.ingest.schemas import Schema
+from consumers.ingest.schemas import Framed
 from consumers.platform.db import Conn, ConnectionInit, copy_line, copy_lines, queries
 
 
@@ -67,40 +67,47 @@ class Pipeline(ABC):
             self.event_type, float_hook=Decimal)
         self._unpacker: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(
             self.event_type, ext_hook=_no_extensions)
+        self._proto: ProtoReader | None = None  # built at the first Protobuf message
         self.times = times or EventTimeSettings()
         self.free_form = FreeFormGuard(self.event_type, free_form or FreeFormLimits())
 
     def decode(self, value: bytes, encoding: Encoding = Encoding.JSON,
-               schema: Schema | None = None) -> Any:
-        """Raises msgspec.DecodeError (not JSON, MessagePack or Avro), msgspec.ValidationError
-        (not the contract) or FreeFormTooLarge (a feature vector or payload past its limits).
-        ``schema``: the registered schema an AVRO value was written with."""
+               framed: Framed | None = None) -> Any:
+        """Raises msgspec.DecodeError (not JSON, MessagePack, Avro or Protobuf),
+        msgspec.ValidationError (not the contract) or FreeFormTooLarge (a feature vector or
+        payload past its limits). ``framed``: the registered schema an AVRO or PROTOBUF value
+        was written with."""
         self.free_form.check_text(value, encoding)
         if encoding is Encoding.JSON:
             event = self._decoder.decode(value)
         elif encoding is Encoding.MSGPACK:
             event = self._unpacker.decode(value)
         else:
-            assert schema is not None
-            event = self._from_avro(schema, value)
+            assert framed is not None
+            event = msgspec.convert(parse_texts(
+                self._record(encoding, framed), self.free_form.names,
+                self.free_form.limits.max_bytes), self.event_type)
         self.free_form.check_shape(event, value, encoding)
         return event
 
-    def _from_avro(self, schema: Schema, value: bytes) -> Any:
+    def _record(self, encoding: Encoding, framed: Framed) -> dict[str, Any]:
+        """An Avro or Protobuf payload as a dict of the contract's field names."""
+        if encoding is Encoding.PROTOBUF:
+            if self._proto is None:
+                self._proto = ProtoReader(self.event_type)
+            return self._proto.read(framed.indexes, framed.payload)
         try:
-            record = schema.read(value)
+            return framed.schema.read(framed.payload)
         except (EOFError, ValueError, TypeError, IndexError) as exc:  # what a bad payload raises
-            raise msgspec.DecodeError(f"not Avro of schema id {schema.schema_id}: {exc!r}") \
-                from None
-        record = from_avro(record, self.free_form.names, self.free_form.limits.max_bytes)
-        return msgspec.convert(record, self.event_type)
+            raise msgspec.DecodeError(
+                f"not Avro of schema id {framed.schema.schema_id}: {exc!r}") from None
 
     def accept(self, value: bytes, now: datetime, encoding: Encoding = Encoding.JSON,
-               schema: Schema | None = None) -> Any:
+               framed: Framed | None = None) -> Any:
         """A message's value as ``write`` will get it: decoded, its times checked against the
         clock (``now``, read once per fetch), ready. Raises for anything wrong with the message
         (it becomes a dead letter)."""
-        event = self.check_times(self.decode(value, encoding, schema), now)
+        event = self.check_times(self.decode(value, encoding, framed), now)
         ready = self.ready(event)
         self.free_form.forget(event)  # its free-form values live on as text in ``ready``
         return ready
@@ -204,15 +211,15 @@ class CopyUpsertPipeline(Pipeline):
         self._text = TextDecoder(self.event_type) if self.text_path else None
 
     def accept(self, value: bytes, now: datetime, encoding: Encoding = Encoding.JSON,
-               schema: Schema | None = None) -> Any:
-        if self._text is None or encoding is Encoding.AVRO:
+               framed: Framed | None = None) -> Any:
+        if self._text is None or encoding not in (Encoding.JSON, Encoding.MSGPACK):
             fast = None
         elif encoding is Encoding.JSON:
             fast = self._text.decode(value)
         else:
             fast = self._text.decode_packed(value)
         if fast is None:
-            return super().accept(value, now, encoding, schema)
+            return super().accept(value, now, encoding, framed)
         event, line = fast
         self.check_times(event, now)
         return Encoded(event, line)

@@ -159,7 +159,7 @@ def test_msgpack_timestamps_are_read_as_utc() -> None:
 def test_an_unknown_content_type_is_read_as_json_and_named_if_that_fails() -> None:
     bars = PIPELINES["bars"]()
     avro = (("content-type", b"application/avro"),)
-    refused = letters(bars, [msgspec.json.encode(VALID["bars"]), b"\x00\x00\x00\x00\x01\x08AAPL"],
+    refused = letters(bars, [msgspec.json.encode(VALID["bars"]), b"\x08AAPL\x02"],
                       headers=avro)
     assert len(refused) == 1
     error, reason = refused[0]

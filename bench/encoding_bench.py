@@ -1,17 +1,20 @@
-r"""MessagePack against JSON: the same events, decoded alone and drained end to end.
+r"""Every wire format against JSON: the same events, decoded alone and drained end to end.
 
     deploy/local/stack.sh up
     .venv/bin/python bench/encoding_bench.py [--bars 100000] [--fills 40000] [--rounds 2]
-        [--timescaledb]
+        [--encodings json,msgpack,avro,protobuf] [--timescaledb]
 
 Each case's events (bars and fills as producers send them: varied values at full precision)
-are produced twice by the project's own producer, once as JSON and once as MessagePack with
-its content-type header, into two topics. Then, per case:
+are produced once per encoding into a topic of its own: JSON and MessagePack by the
+project's producer; Avro and Protobuf registered in the stack's schema registry
+(CIE_SCHEMA_REGISTRY_URL, `cie contracts register`'s schemas) and framed as registry
+serializers frame them (written here with fastavro and the protobuf runtime, the libraries
+those serializers use). Then, per case:
 - decoding alone: the pipeline's ``accept`` (what the consumer does per message before the
   write: decode, check, encode the row) over every message, best of three passes, in
   microseconds a message;
 - end to end: ``cie consume`` at its default batch settings draining each topic into the same
-  emptied table, JSON and MessagePack alternating ``--rounds`` times, against the server's own
+  emptied table, the encodings taking turns ``--rounds`` times, against the server's own
   COPY of the same rows measured before and after (ingest_bench.py's reference).
 The machine is shared and noisy: compare the ratios within a run.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import io
 import json
 import os
 import random
@@ -34,6 +38,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import msgspec
 from ingest_bench import (  # bench/, beside this script
     create_database,
@@ -44,15 +49,21 @@ from ingest_bench import (  # bench/, beside this script
 )
 from positions_bench import varied_bars
 
+from consumers import topics
+from consumers.cli.commands import REGISTERED_KINDS, schema_text
+from consumers.contracts.avro import avro_schema
 from consumers.contracts.bars import Bar
 from consumers.contracts.encoding import Encoding
 from consumers.contracts.fills import Fill
+from consumers.contracts.protobuf import message_classes, proto_messages
 from consumers.ingest.kafka import ensure_topics, make_producer
 from consumers.ingest.pipelines.bars import BarsPipeline
 from consumers.ingest.pipelines.base import Pipeline
 from consumers.ingest.pipelines.fills import FILL_COLUMNS, FillsPipeline
+from consumers.ingest.schemas import Schemas
+from consumers.platform.registry import RegisteredSchema, RegistryClient
 from consumers.platform.settings import Settings, load_settings
-from consumers.producer import EventProducer, encode, pack
+from consumers.producer import MSGPACK_HEADERS, encode, pack
 
 PARTITIONS = 4
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -75,31 +86,95 @@ def varied_fills(n: int, rng: random.Random) -> list[Fill]:
     return out
 
 
-async def produce(settings: Settings, name: str, events: Sequence[Any],
-                  encoding: Encoding) -> str:
+def framed_values(name: str, contract: Any, events: Sequence[Any], encoding: Encoding,
+                  schema_id: int) -> list[bytes]:
+    """``events`` as a registry serializer writes them: zero byte, schema id, payload."""
+    head = b"\x00" + schema_id.to_bytes(4, "big")
+    if encoding is Encoding.AVRO:
+        parsed = fastavro.parse_schema(avro_schema(contract))
+        out = []
+        for event in events:
+            buffer = io.BytesIO()
+            fastavro.schemaless_writer(buffer, parsed, msgspec.to_builtins(
+                event, builtin_types=(Decimal, datetime, uuid.UUID)))
+            out.append(head + buffer.getvalue())
+        return out
+    (spec,) = proto_messages(contract)
+    (cls,) = message_classes([spec])
+    strings = [f.name for f in spec.fields if f.type_name == "string"]
+    out = []
+    for event in events:
+        values = msgspec.structs.asdict(event)
+        for field in strings:
+            value = values[field]
+            if value is None:
+                del values[field]
+            elif not isinstance(value, str):
+                values[field] = (format(value, "f") if isinstance(value, Decimal)
+                                 else value.isoformat() if isinstance(value, datetime)
+                                 else str(value))
+        out.append(head + b"\x00" + cls(**values).SerializeToString())  # message index [0]
+    return out
+
+
+async def register(settings: Settings, topic: str, contract: Any, encoding: Encoding) -> int:
+    if not settings.schema_registry_url:
+        raise SystemExit("CIE_SCHEMA_REGISTRY_URL is not set: "
+                         "eval \"$(deploy/local/stack.sh env)\"")
+    client = RegistryClient(settings.schema_registry_url, 10)
+    try:
+        fmt = encoding.value
+        return await client.register(f"{topic}-value", REGISTERED_KINDS[fmt],
+                                     schema_text(fmt, contract))
+    finally:
+        await client.close()
+
+
+async def produce(settings: Settings, name: str, contract: Any, events: Sequence[Any],
+                  encoding: Encoding) -> tuple[str, list[bytes]]:
+    """A topic of its own holding ``events`` in ``encoding``, and the values sent."""
     topic = f"bench-{name}-{encoding.value}-{uuid.uuid4().hex[:8]}"
     await ensure_topics(settings, [topic, f"{topic}.dlq"], partitions=PARTITIONS,
                         replication_factor=1)
     routed = msgspec.structs.replace(settings, topic_names={**settings.topic_names, name: topic})
+    if encoding in (Encoding.JSON, Encoding.MSGPACK):
+        values = [encode(e) if encoding is Encoding.JSON else pack(e) for e in events]
+        headers = [] if encoding is Encoding.JSON else MSGPACK_HEADERS
+    else:
+        schema_id = await register(settings, topic, contract, encoding)
+        values, headers = framed_values(name, contract, events, encoding, schema_id), []
+    key = topics.BY_NAME[name].key
     producer = make_producer(routed, linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     try:
-        typed = EventProducer(producer, routed, encoding)
-        futures = [await typed.send(event) for event in events]
+        futures = [await producer.send(topic, key=key(e), value=v, headers=headers or None)
+                   for e, v in zip(events, values, strict=True)]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    return topic
+    return topic, values
 
 
 def decode_us(pipeline: Pipeline, values: list[bytes], encoding: Encoding) -> float:
-    """Microseconds a message for ``accept``, the best of three passes."""
+    """Microseconds a message for what the consumer does with it before the write (unframe,
+    decode, check, encode the row), the best of three passes."""
     now = datetime.now(UTC)
     best = float("inf")
+    schemas = Schemas(None)
+    if encoding in (Encoding.AVRO, Encoding.PROTOBUF):  # as Schemas.learn leaves it
+        fmt = encoding.value
+        schemas.remember(RegisteredSchema(
+            int.from_bytes(values[0][1:5], "big"), REGISTERED_KINDS[fmt],
+            schema_text(fmt, pipeline.event_type), frozenset({"bench-value"})))
     for _ in range(3):
         started = time.perf_counter()
         for value in values:
-            pipeline.accept(value, now, encoding)
+            if encoding in (Encoding.JSON, Encoding.MSGPACK):
+                pipeline.accept(value, now, encoding)
+            else:
+                framed = schemas.framed(value, "bench")
+                assert framed is not None
+                pipeline.accept(framed.payload, now, encoding, framed)
         best = min(best, time.perf_counter() - started)
     return best / len(values) * 1e6
 
@@ -117,28 +192,27 @@ async def measure(args: argparse.Namespace, settings: Settings, url: str) -> dic
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(),
                                "path": "timescaledb" if args.timescaledb else "plain",
                                "batch_max_rows": batch, "cases": {}}
+    encodings = [Encoding(e) for e in args.encodings]
     for name, table, events, pipeline, columns in cases:
         if name not in args.cases:
             continue
         n = len(events)
-        json_values, packed_values = [encode(e) for e in events], [pack(e) for e in events]
+        contract = topics.BY_NAME[name].contract
+        produced = {e: await produce(settings, name, contract, events, e) for e in encodings}
         case: dict[str, Any] = {
             "events": n,
-            "bytes_per_message": {"json": round(sum(map(len, json_values)) / n, 1),
-                                  "msgpack": round(sum(map(len, packed_values)) / n, 1)},
-            "decode_us": {"json": round(decode_us(pipeline, json_values, Encoding.JSON), 2),
-                          "msgpack": round(decode_us(pipeline, packed_values,
-                                                     Encoding.MSGPACK), 2)}}
+            "bytes_per_message": {e.value: round(sum(map(len, v)) / n, 1)
+                                  for e, (_, v) in produced.items()},
+            "decode_us": {e.value: round(decode_us(pipeline, v, e), 2)
+                          for e, (_, v) in produced.items()}}
         print(f"{name}: {case['bytes_per_message']} bytes a message; decoding "
               f"{case['decode_us']} us a message", flush=True)
-        topics = {encoding: await produce(settings, name, events, encoding)
-                  for encoding in (Encoding.JSON, Encoding.MSGPACK)}
         rows = [msgspec.structs.astuple(e) for e in events]
         reference = functools.partial(reference_batches, name, table, columns, events, rows)
-        rates: dict[str, list[float]] = {"json": [], "msgpack": []}
+        rates: dict[str, list[float]] = {e.value: [] for e in encodings}
         servers = [server_copy_limit(url, reference(batch), n, logs)]
         for round_ in range(args.rounds):
-            for encoding, topic in topics.items():
+            for encoding, (topic, _) in produced.items():
                 rate, _, _ = await end_to_end(
                     settings, url, {f"CIE_TOPIC_{name.upper()}": topic}, table, n, batch,
                     logs / f"{name}-{encoding.value}-{round_}.log")
@@ -146,14 +220,17 @@ async def measure(args: argparse.Namespace, settings: Settings, url: str) -> dic
                 print(f"{name} {encoding.value} round {round_ + 1}: {rate:,.0f}/s", flush=True)
         servers.append(server_copy_limit(url, reference(batch), n, logs))
         server = max(servers)
+        json_rate = statistics.median(rates["json"]) if rates.get("json") else None
         case["end_to_end_per_s"] = {k: [round(r) for r in v] for k, v in rates.items()}
         case["server_copy_per_s"] = [round(s) for s in servers]
         case["ratio_to_server_copy"] = {k: round(statistics.median(v) / server, 3)
                                         for k, v in rates.items()}
-        case["msgpack_to_json"] = round(
-            statistics.median(rates["msgpack"]) / statistics.median(rates["json"]), 3)
-        print(f"{name}: MessagePack {case['msgpack_to_json']:.2f}x JSON end to end; of the "
-              f"server's COPY ({server:,.0f}/s): {case['ratio_to_server_copy']}", flush=True)
+        if json_rate:
+            case["ratio_to_json"] = {k: round(statistics.median(v) / json_rate, 3)
+                                     for k, v in rates.items()}
+        print(f"{name}: of the server's COPY ({server:,.0f}/s): "
+              f"{case['ratio_to_server_copy']}; against JSON: {case.get('ratio_to_json')}",
+              flush=True)
         results["cases"][name] = case
     return results
 
@@ -176,6 +253,8 @@ def main() -> None:
     parser.add_argument("--fills", type=int, default=40_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--cases", type=lambda s: s.split(","), default=["bars", "fills"])
+    parser.add_argument("--encodings", type=lambda s: s.split(","),
+                        default=["json", "msgpack", "avro", "protobuf"])
     parser.add_argument("--timescaledb", action="store_true",
                         help="hypertables (the extension must be installed)")
     asyncio.run(run(parser.parse_args()))

@@ -67,7 +67,7 @@ class Pipeline(ABC):
             self.event_type, float_hook=Decimal)
         self._unpacker: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(
             self.event_type, ext_hook=_no_extensions)
-        self._proto: ProtoReader | None = None  # built at the first Protobuf message
+        self._proto: ProtoReader | None = None
         self.times = times or EventTimeSettings()
         self.free_form = FreeFormGuard(self.event_type, free_form or FreeFormLimits())
 
@@ -93,14 +93,17 @@ class Pipeline(ABC):
     def _record(self, encoding: Encoding, framed: Framed) -> dict[str, Any]:
         """An Avro or Protobuf payload as a dict of the contract's field names."""
         if encoding is Encoding.PROTOBUF:
-            if self._proto is None:
-                self._proto = ProtoReader(self.event_type)
-            return self._proto.read(framed.indexes, framed.payload)
+            return self._protobuf().read(framed.indexes, framed.payload)
         try:
             return framed.schema.read(framed.payload)
         except (EOFError, ValueError, TypeError, IndexError) as exc:  # what a bad payload raises
             raise msgspec.DecodeError(
                 f"not Avro of schema id {framed.schema.schema_id}: {exc!r}") from None
+
+    def _protobuf(self) -> ProtoReader:
+        if self._proto is None:  # built at the first Protobuf message
+            self._proto = ProtoReader(self.event_type)
+        return self._proto
 
     def accept(self, value: bytes, now: datetime, encoding: Encoding = Encoding.JSON,
                framed: Framed | None = None) -> Any:
@@ -212,17 +215,32 @@ class CopyUpsertPipeline(Pipeline):
 
     def accept(self, value: bytes, now: datetime, encoding: Encoding = Encoding.JSON,
                framed: Framed | None = None) -> Any:
-        if self._text is None or encoding not in (Encoding.JSON, Encoding.MSGPACK):
+        if self._text is None:
             fast = None
         elif encoding is Encoding.JSON:
             fast = self._text.decode(value)
-        else:
+        elif encoding is Encoding.MSGPACK:
             fast = self._text.decode_packed(value)
+        else:
+            assert framed is not None
+            fast = self._text.decode_record(record) \
+                if (record := self._text_record(encoding, framed)) is not None else None
         if fast is None:
             return super().accept(value, now, encoding, framed)
         event, line = fast
         self.check_times(event, now)
         return Encoded(event, line)
+
+    def _text_record(self, encoding: Encoding, framed: Framed) -> dict[str, Any] | None:
+        """An Avro or Protobuf payload with its decimals as text, or None: the exact path
+        reads it (and says what is wrong with it)."""
+        try:
+            if encoding is Encoding.PROTOBUF:
+                return self._protobuf().read(framed.indexes, framed.payload)
+            text = framed.schema.avro_text
+            return text.read(framed.payload) if text is not None else None
+        except Exception:
+            return None
 
     def staging_ddl(self) -> Sequence[str]:
         sql = queries("ingest")

@@ -17,7 +17,8 @@ before any expression or ``Decimal`` spends time on it (a hostile megabyte of di
 
 MessagePack takes the same path when its decimals are strings (``decode_packed``): they are
 decoded as ``str`` and checked by the same expression. A float64 decimal, or anything else,
-takes the exact path.
+takes the exact path. So do records read from Avro (decimals written as text from their
+unscaled bytes and the writer's scale, ingest/schemas.py) and Protobuf (``decode_record``).
 """
 
 from __future__ import annotations
@@ -62,10 +63,11 @@ class TextDecoder:
             f"{contract.__name__}Text",
             [_text_field(f) if f in decimals else _same_field(f) for f in fields],
             kw_only=True, frozen=True))
-        self._packed = msgspec.msgpack.Decoder(msgspec.defstruct(
+        self._packed_type = msgspec.defstruct(
             f"{contract.__name__}PackedText",
             [_packed_text_field(f) if f in decimals else _same_field(f) for f in fields],
-            kw_only=True, frozen=True))
+            kw_only=True, frozen=True)
+        self._packed = msgspec.msgpack.Decoder(self._packed_type)
         self._decimals = re.compile("\t".join(
             _decimal_text(*contract.decimals[f.name], contract.bounds.get(f.name, Bound()),
                           nullable=_nullable(f))
@@ -97,6 +99,18 @@ class TextDecoder:
             event = self._packed.decode(value)
         except Exception:  # the exact path says what is wrong with it
             return None
+        return self._with_texts(event)
+
+    def decode_record(self, record: dict[str, Any]) -> tuple[Any, str] | None:
+        """``decode`` for a record read from Avro or Protobuf, its decimals as text."""
+        try:
+            event = msgspec.convert(record, self._packed_type)
+        except Exception:  # the exact path says what is wrong with it
+            return None
+        return self._with_texts(event)
+
+    def _with_texts(self, event: Any) -> tuple[Any, str] | None:
+        """The line of an event whose decimals are ``str`` (or None), if they pass."""
         texts = self._decimal_values(event)
         if "null" in texts:  # the string "null" must not pass for the null it would read as
             return None

@@ -50,12 +50,12 @@ from ingest_bench import (  # bench/, beside this script
 from positions_bench import varied_bars
 
 from consumers import topics
-from consumers.cli.commands import REGISTERED_KINDS, schema_text
 from consumers.contracts.avro import avro_schema
 from consumers.contracts.bars import Bar
 from consumers.contracts.encoding import Encoding
 from consumers.contracts.fills import Fill
 from consumers.contracts.protobuf import message_classes, proto_messages
+from consumers.contracts.registered import KINDS, registered_schema
 from consumers.ingest.kafka import ensure_topics, make_producer
 from consumers.ingest.pipelines.bars import BarsPipeline
 from consumers.ingest.pipelines.base import Pipeline
@@ -124,8 +124,8 @@ async def register(settings: Settings, topic: str, contract: Any, encoding: Enco
     client = RegistryClient(settings.schema_registry_url, 10)
     try:
         fmt = encoding.value
-        return await client.register(f"{topic}-value", REGISTERED_KINDS[fmt],
-                                     schema_text(fmt, contract))
+        return await client.register(f"{topic}-value", KINDS[fmt],
+                                     registered_schema(fmt, contract))
     finally:
         await client.close()
 
@@ -164,8 +164,8 @@ def decode_us(pipeline: Pipeline, values: list[bytes], encoding: Encoding) -> fl
     if encoding in (Encoding.AVRO, Encoding.PROTOBUF):  # as Schemas.learn leaves it
         fmt = encoding.value
         schemas.remember(RegisteredSchema(
-            int.from_bytes(values[0][1:5], "big"), REGISTERED_KINDS[fmt],
-            schema_text(fmt, pipeline.event_type), frozenset({"bench-value"})))
+            int.from_bytes(values[0][1:5], "big"), KINDS[fmt],
+            registered_schema(fmt, pipeline.event_type), frozenset({"bench-value"})))
     for _ in range(3):
         started = time.perf_counter()
         for value in values:

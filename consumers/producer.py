@@ -46,18 +46,19 @@ def pack(event: Contract) -> bytes:
     """``event`` in MessagePack, to send with ``MSGPACK_HEADERS``."""
     if names := _FREE_FORM.get(type(event)):
         event = msgspec.structs.replace(
-            event, **{name: _numbers(getattr(event, name)) for name in names})
+            event, **{name: as_floats(getattr(event, name)) for name in names})
     return _packer.encode(event)
 
 
-def _numbers(value: Any) -> Any:
-    """``value`` with its Decimals as floats."""
+def as_floats(value: Any) -> Any:
+    """``value`` (a free-form field's) with its Decimals as floats, numbers as a MessagePack
+    or Protobuf producer's features are."""
     if isinstance(value, Decimal):
         return float(value)
     if isinstance(value, dict):
-        return {key: _numbers(item) for key, item in value.items()}
+        return {key: as_floats(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_numbers(item) for item in value]
+        return [as_floats(item) for item in value]
     return value
 
 

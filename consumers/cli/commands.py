@@ -21,9 +21,8 @@ from aiokafka import AIOKafkaProducer
 
 from consumers import topics
 from consumers.analytics import rollup, validator
-from consumers.contracts.avro import avro_schema_text
 from consumers.contracts.base import contract_schema
-from consumers.contracts.protobuf import proto_schema_text
+from consumers.contracts.registered import KINDS, Format, registered_schema
 from consumers.errors import RegistryRefused, SettingsError
 from consumers.improvement import abtest, outbox
 from consumers.improvement.announce import Announcer
@@ -42,7 +41,7 @@ from consumers.ingest.pipelines.base import Pipeline
 from consumers.ingest.service import consume_until_stopped
 from consumers.platform import maintenance, migrations
 from consumers.platform.db import Conn, connect
-from consumers.platform.registry import RegistryClient, SchemaKind
+from consumers.platform.registry import RegistryClient
 from consumers.platform.service import (
     metrics_port,
     open_pool,
@@ -387,13 +386,7 @@ async def cmd_contracts(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTERED_KINDS: dict[str, SchemaKind] = {"avro": "AVRO", "json": "JSON",
-                                           "protobuf": "PROTOBUF"}
-# msgspec writes 2020-12 schemas; registries tell JSON Schema from other JSON by this
-JSON_SCHEMA_DRAFT = "https://json-schema.org/draft/2020-12/schema"
-
-
-async def _register_contracts(settings: Settings, fmt: str, compatibility: str) -> int:
+async def _register_contracts(settings: Settings, fmt: Format, compatibility: str) -> int:
     """Each consumed topic's contract under ``<topic>-value``, its compatibility set first
     (so the registry checks this version against the last); one JSON line a topic."""
     if not settings.schema_registry_url:
@@ -404,14 +397,14 @@ async def _register_contracts(settings: Settings, fmt: str, compatibility: str) 
     try:
         for topic in topics.TOPICS:
             subject = f"{topic.kafka_name(settings)}-value"
-            text = schema_text(fmt, topic.contract)
+            text = registered_schema(fmt, topic.contract)
             try:
                 await client.set_compatibility(subject, compatibility)
                 rule_set = True
             except RegistryRefused:  # Apicurio: no rule on a subject not registered yet
                 rule_set = False
             try:
-                schema_id = await client.register(subject, REGISTERED_KINDS[fmt], text)
+                schema_id = await client.register(subject, KINDS[fmt], text)
                 if not rule_set:
                     await client.set_compatibility(subject, compatibility)
             except RegistryRefused as exc:
@@ -424,16 +417,6 @@ async def _register_contracts(settings: Settings, fmt: str, compatibility: str) 
     finally:
         await client.close()
     return 1 if refused else 0
-
-
-def schema_text(fmt: str, contract: Any) -> str:
-    """A contract's schema as `cie contracts register` registers it in format ``fmt``."""
-    if fmt == "avro":
-        return avro_schema_text(contract)
-    if fmt == "protobuf":
-        return proto_schema_text(contract)
-    return msgspec.json.encode({"$schema": JSON_SCHEMA_DRAFT,
-                                **contract_schema(contract)}).decode()
 
 
 def _name_avro_fields(reason: str, schema_text: str) -> str:

@@ -16,7 +16,7 @@ import httpx
 
 from consumers.errors import RegistryRefused, RegistryUnavailable
 
-SchemaKind = Literal["AVRO", "JSON", "PROTOBUF"]
+SchemaKind = Literal["AVRO", "JSON", "PROTOBUF"]  # as contracts/registered.py names them
 
 
 @dataclass(frozen=True)

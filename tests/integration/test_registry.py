@@ -17,9 +17,9 @@ import pytest
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from consumers import topics
-from consumers.cli.commands import schema_text
 from consumers.contracts.avro import avro_schema, avro_schema_text
 from consumers.contracts.bars import Bar
+from consumers.contracts.registered import registered_schema
 from consumers.demo import session
 from consumers.platform.registry import RegistryClient
 from tests.support.chaos import snapshot
@@ -64,7 +64,7 @@ async def test_registry_serialized_producers_land_every_topic_as_json_does(
             == {f"{ingest.topic(name)}-value" for name in SHORT_NAMES}
         with registry_client() as client:
             serializers = {type(e): serializer(
-                fmt, schema_text(fmt, topics.of_event(e).contract), client, kind=type(e))
+                fmt, registered_schema(fmt, topics.of_event(e).contract), client, kind=type(e))
                 for e in sent_events}
             messages = [(ingest.topic(t.name), t.key(e), e, serializers[type(e)])
                         for e in sent_events for t in [topics.of_event(e)]]

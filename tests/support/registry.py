@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 
 from consumers.contracts.free_form import free_form_fields
 from consumers.contracts.protobuf import ProtoMessage, message_classes, proto_messages
+from consumers.producer import as_floats
 from consumers.topics import TOPICS
 
 _json_text = msgspec.json.Encoder(decimal_format="number")
@@ -51,18 +52,8 @@ def json_dict(event: Any) -> dict[str, Any]:
     """``event`` as a producer hands it to a JSONSerializer: decimals as strings in plain
     notation (the schema's pattern), numbers in free-form fields as floats."""
     record: dict[str, Any] = msgspec.to_builtins(event, builtin_types=(Decimal,))
-    return {k: format(v, "f") if isinstance(v, Decimal) else _floats(v)
+    return {k: format(v, "f") if isinstance(v, Decimal) else as_floats(v)
             for k, v in record.items()}
-
-
-def _floats(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _floats(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_floats(v) for v in value]
-    return value
 
 
 Serialize = Callable[[Any, SerializationContext], bytes]

@@ -22,9 +22,9 @@ from consumers.contracts.avro import avro_schema
 from consumers.contracts.bars import Bar
 from consumers.contracts.encoding import Encoding
 from consumers.contracts.fills import Fill
-from consumers.contracts.free_form import FreeFormLimits, free_form_fields
+from consumers.contracts.free_form import FreeFormLimits
 from consumers.contracts.improvements import ImprovementEvent
-from consumers.contracts.protobuf import message_classes, proto_messages, proto_schema_text
+from consumers.contracts.protobuf import proto_messages, proto_schema_text
 from consumers.demo import session
 from consumers.errors import FreeFormTooLarge, UnknownSchema
 from consumers.ingest.checkpoint import Batch
@@ -32,10 +32,10 @@ from consumers.ingest.pipelines.base import EventTimeSettings
 from consumers.ingest.schemas import AvroText, Framed, Schema, Schemas, message_indexes
 from consumers.platform.db import copy_line
 from consumers.producer import encode
+from tests.support.registry import avro_dict, proto_message
 from tests.unit.test_hostile_messages import NOW, record
 from tests.unit.test_msgpack import row
 
-_numbers = msgspec.json.Encoder(decimal_format="number")
 PIPELINES = {t.name: t.pipeline(EventTimeSettings(), FreeFormLimits()) for t in topics.TOPICS}
 
 
@@ -62,45 +62,19 @@ def stored(written: Any) -> Any:
     return query, [value(arg) for arg in args]
 
 
-def avro_record(event: Any) -> dict[str, Any]:
-    free_form = free_form_fields(type(event)).get(type(event), ())
-    values = msgspec.to_builtins(event, builtin_types=(Decimal, *_AS_IS))
-    for name in free_form:
-        if values.get(name) is not None:
-            values[name] = _numbers.encode(getattr(event, name)).decode()
-    if type(event).__struct_config__.tag is not None:
-        values["-type"] = f"cie.contracts.{type(event).__name__}"
-    return values
-
-
-_AS_IS: tuple[type, ...] = tuple({type(NOW), type(NOW.date())})
-
-
 def avro_framed(event: Any) -> Framed:
     contract = topics.of_event(event).contract
     parsed = fastavro.parse_schema(avro_schema(contract))
     out = io.BytesIO()
-    fastavro.schemaless_writer(out, parsed, avro_record(event))
+    fastavro.schemaless_writer(out, parsed, avro_dict(event))
     return Framed(Schema(1, Encoding.AVRO, frozenset({"t-value"}), parsed), out.getvalue())
 
 
 def proto_framed(event: Any) -> Framed:
     messages = proto_messages(topics.of_event(event).contract)
     index = next(i for i, m in enumerate(messages) if m.contract is type(event))
-    spec, cls = messages[index], message_classes(messages)[index]
-    values = {}
-    for field in spec.fields:
-        value = getattr(event, field.name)
-        if value is None:
-            continue
-        if field.type_name == "string" and not isinstance(value, str):
-            value = (format(value, "f") if isinstance(value, Decimal)
-                     else value.isoformat() if isinstance(value, _AS_IS)
-                     else _numbers.encode(value).decode() if field.name in free_form_fields(
-                         spec.contract).get(spec.contract, ()) else str(value))
-        values[field.name] = value
     return Framed(Schema(1, Encoding.PROTOBUF, frozenset({"t-value"})),
-                  cls(**values).SerializeToString(), (index,))
+                  proto_message(event).SerializeToString(), (index,))
 
 
 @pytest.mark.parametrize("framing", [avro_framed, proto_framed], ids=["avro", "protobuf"])

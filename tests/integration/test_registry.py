@@ -10,6 +10,7 @@ import json
 import random
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,8 +26,17 @@ from consumers.platform.registry import RegistryClient
 from tests.support.chaos import snapshot
 from tests.support.cie import run_cie
 from tests.support.harness import Ingest, counter, eventually, ingest_all, ingest_environment
-from tests.support.registry import REGISTRY_URL, Relay, produce, registry_client, serializer
-from tests.support.stack import Stack
+from tests.support.registry import (
+    JAVA_PRODUCER,
+    REGISTRY_URL,
+    Relay,
+    java_classpath,
+    java_lines,
+    produce,
+    registry_client,
+    serializer,
+)
+from tests.support.stack import REPO, Stack
 
 SHORT_NAMES = tuple(topics.BY_NAME)
 
@@ -90,6 +100,40 @@ async def test_registry_serialized_producers_land_every_topic_as_json_does(
     for table, rows in plain.items():
         assert registered[table] == rows, table
     assert sum(len(rows) for rows in plain.values()) >= len(sent_events) // 2
+
+
+async def test_a_java_producer_with_apicurios_avro_serializer_lands_bars_as_json_does(
+        stack: Stack, any_db: str, twin_db: str, tmp_path: Path) -> None:
+    """A JVM shop's producer: Kafka's client with Apicurio's AvroKafkaSerializer in
+    Confluent's framing, finding the schema `cie contracts register` put under the subject."""
+    bars = [e for e in events(seed=17) if isinstance(e, Bar)]
+    classpath = await asyncio.to_thread(java_classpath, REPO / ".stack" / "java-producer")
+    schema_file = tmp_path / "bar.avsc"
+    schema_file.write_text(avro_schema_text(Bar))
+    registry_v2 = REGISTRY_URL.replace("/apis/ccompat/v7", "/apis/registry/v2")
+
+    async def from_java(ingest: Ingest) -> dict[str, int]:
+        status, lines = await register(ingest.environment)
+        assert status == 0, lines
+        java = await asyncio.create_subprocess_exec(
+            "java", "-cp", classpath, str(JAVA_PRODUCER / "AvroProducer.java"), stack.kafka,
+            registry_v2, ingest.topic("bars"), str(schema_file),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(java.communicate(java_lines(bars)), timeout=120)
+        assert java.returncode == 0 and f"sent {len(bars)}" in out.decode(), out.decode()[-2000:]
+        return {"bars": len(bars)}
+
+    async def as_json(ingest: Ingest) -> dict[str, int]:
+        await ingest.send(bars)
+        return {"bars": len(bars)}
+
+    assert await ingest_all(stack.kafka, any_db, from_java,
+                            CIE_SCHEMA_REGISTRY_URL=REGISTRY_URL) == []
+    assert await ingest_all(stack.kafka, twin_db, as_json) == []
+    from_avro, plain = await snapshot(any_db), await snapshot(twin_db)
+    assert from_avro["market_conditions"] == plain["market_conditions"]
+    assert sum(plain["market_conditions"].values()) == len(bars)
 
 
 async def test_an_evolved_contract_is_a_new_version_and_old_and_new_producers_land_together(

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
+import subprocess
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
@@ -178,3 +182,27 @@ class Relay:
         self._tasks.difference_update(tasks)
         self._writers.difference_update((writer, up_writer))
 
+
+
+JAVA_PRODUCER = Path(__file__).parent / "java"
+
+
+def java_classpath(state: Path) -> str:
+    """AvroProducer.java's classpath, resolved by Maven once per pom into ``state``."""
+    pom = JAVA_PRODUCER / "pom.xml"
+    cached = state / f"classpath-{hashlib.sha256(pom.read_bytes()).hexdigest()[:16]}"
+    if not cached.exists():
+        state.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mvn", "-q", "-B", "-f", str(pom), "dependency:build-classpath",
+                        f"-Dmdep.outputFile={cached}"], check=True, timeout=600)
+    return cached.read_text().strip()
+
+
+def java_lines(bars: Sequence[Any]) -> bytes:
+    """Bars as AvroProducer.java reads them: flat JSON, decimals in plain notation."""
+    lines = []
+    for bar in bars:
+        values = msgspec.to_builtins(bar, builtin_types=(Decimal,))
+        lines.append(json.dumps({k: format(v, "f") if isinstance(v, Decimal) else v
+                                 for k, v in values.items()}))
+    return ("\n".join(lines) + "\n").encode()

@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError
 
+from consumers.contracts.encoding import CONTENT_TYPE
 from consumers.errors import FatalError
 from consumers.platform.settings import Settings
 
@@ -223,8 +224,8 @@ def dead_letter_message(
     letter: DeadLetter, max_bytes: int
 ) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
     """The DLQ record's key, value and headers for ``letter``: the original's, plus ours,
-    cut down to ``max_bytes`` (key first, then the original headers, then the value), each
-    cut said in a header."""
+    cut down to ``max_bytes`` (key first, then the original headers but the content type,
+    then the value), each cut said in a header."""
     record = letter.record
     ours = [
         (DLQ_TOPIC, record.topic.encode()),
@@ -242,8 +243,11 @@ def dead_letter_message(
         key = key[:1024]
     room -= len(key or b"")
     if _header_bytes(original) > room:
-        ours.append((DLQ_HEADERS_DROPPED, str(len(original)).encode()))
-        original = []
+        # the content type is kept (it is short): without it a MessagePack letter would be
+        # replayed as JSON
+        kept = [(n, v) for n, v in original if n.lower() == CONTENT_TYPE and len(v) <= 256][:1]
+        ours.append((DLQ_HEADERS_DROPPED, str(len(original) - len(kept)).encode()))
+        original = kept
     room -= _header_bytes(original)
     if value is not None and len(value) > room:
         ours.append((DLQ_VALUE_TRUNCATED, str(len(value)).encode()))

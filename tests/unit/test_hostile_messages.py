@@ -189,11 +189,13 @@ def test_a_dead_letter_is_cut_to_fit_and_says_what_was_cut() -> None:
     big = ConsumerRecord(topic="t", partition=1, offset=7, timestamp=0, timestamp_type=0,
                          key=b"k" * 5000, value=b"v" * 50_000, checksum=None,
                          serialized_key_size=5000, serialized_value_size=50_000,
-                         headers=[("trace", b"h" * 9000)])
+                         headers=[("trace", b"h" * 9000),
+                                  ("content-type", b"application/msgpack")])
     key, value, headers = dead_letter_message(DeadLetter(big, "DecodeError", "bad"), 10_000)
     named = dict(headers)
     assert (named[DLQ_KEY_TRUNCATED], named[DLQ_HEADERS_DROPPED]) == (b"5000", b"1")
     assert named[DLQ_VALUE_TRUNCATED] == b"50000" and "trace" not in named
+    assert named["content-type"] == b"application/msgpack"  # replayed as what it was
     assert key == b"k" * 1024 and value is not None and b"v" * 100 in value
     assert len(key) + len(value) + sum(len(n) + len(v) + 8 for n, v in headers) <= 10_000
     small = dead_letter_message(DeadLetter(record(b"{", 3), "DecodeError", "bad"), 10_000)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,10 @@ from consumers.errors import UnknownSchema
 from consumers.platform.registry import RegisteredSchema, RegistryClient
 
 FRAME = 5  # the zero byte and the schema id
+# Ids the registry said it does not hold, kept so a fetch full of them is looked up once;
+# more than a fetch (runner.DECODE_CHUNK records) can name, so no id is forgotten between its
+# lookup and its decoding.
+ABSENT_KEPT = 10_000
 
 
 def framed_id(value: bytes) -> int | None:
@@ -148,26 +153,33 @@ def _zigzag(value: bytes, at: int) -> tuple[int, int]:
 class Schemas:
     """The schemas this process has looked up, by id; ``client`` None: no registry set."""
 
-    def __init__(self, client: RegistryClient | None) -> None:
+    def __init__(self, client: RegistryClient | None, absent_kept: int = ABSENT_KEPT) -> None:
         self._client = client
-        self._known: dict[int, Schema | str] = {}  # str: why no message of it is read
+        self._absent_kept = absent_kept
+        # what the registry holds, str: why no message of it is read (as many as it holds)
+        self._known: dict[int, Schema | str] = {}
+        # ids it does not hold: any producer can make up billions, so only the latest are kept
+        self._absent: OrderedDict[int, None] = OrderedDict()
 
     def unknown(self, values: Iterable[bytes | None]) -> set[int]:
         """The ids of framed ``values`` not looked up yet."""
         if self._client is None:
             return set()
         ids = {framed_id(v) for v in values if v}
-        return {i for i in ids if i is not None and i not in self._known}
+        return {i for i in ids
+                if i is not None and i not in self._known and i not in self._absent}
 
     async def learn(self, ids: Iterable[int]) -> None:
         """Look ``ids`` up; raises RegistryUnavailable (those not reached stay unknown)."""
         assert self._client is not None
         for schema_id in sorted(ids):
             found = await self._client.schema(schema_id)
-            if found is None:
-                self._known[schema_id] = f"schema id {schema_id} is not in the schema registry"
-            else:
+            if found is not None:
                 self.remember(found)
+                continue
+            self._absent[schema_id] = None
+            if len(self._absent) > self._absent_kept:
+                self._absent.popitem(last=False)
 
     def remember(self, found: RegisteredSchema) -> None:
         """Keep a schema the registry gave (``learn``; benchmarks and tests give their own)."""
@@ -180,10 +192,12 @@ class Schemas:
         if schema_id is None:
             return None
         known = self._known.get(schema_id)
-        if known is None:
+        if known is None and self._client is None:
             raise UnknownSchema(
                 f"framed by a schema registry serializer (schema id {schema_id}), and no "
                 "registry is set (CIE_SCHEMA_REGISTRY_URL)")
+        if known is None:  # looked up before this fetch was decoded (runner.py): not there
+            raise UnknownSchema(f"schema id {schema_id} is not in the schema registry")
         if isinstance(known, str):
             raise UnknownSchema(known)
         subject = f"{topic}-value"

@@ -22,6 +22,8 @@ from consumers.contracts.avro import avro_schema, avro_schema_text
 from consumers.contracts.bars import Bar
 from consumers.contracts.registered import registered_schema
 from consumers.demo import session
+from consumers.errors import UnknownSchema
+from consumers.ingest.schemas import Schemas
 from consumers.platform.registry import RegistryClient
 from tests.support.chaos import snapshot
 from tests.support.cie import run_cie
@@ -251,3 +253,21 @@ async def test_a_registry_outage_pauses_ingest_and_dead_letters_nothing(
     finally:
         await relay.cut()
         await ingest.close()
+
+
+async def test_made_up_schema_ids_are_looked_up_once_and_only_the_latest_kept() -> None:
+    """A hostile producer can frame messages with billions of made-up ids: each is asked of
+    the registry once per fetch at most, and the memory of refusals is bounded."""
+    made_up = [2**31 - 1, 2**31 - 2, 2**31 - 3]
+    schemas = Schemas(RegistryClient(REGISTRY_URL, 5), absent_kept=2)
+    try:
+        framed = [b"\x00" + i.to_bytes(4, "big") + b"payload" for i in made_up]
+        assert schemas.unknown(framed) == set(made_up)
+        await schemas.learn(made_up)
+        # forgotten: the first of the three looked up (in id order)
+        assert schemas.unknown(framed) == {min(made_up)}
+        for value in framed:  # an id forgotten after its lookup is still refused as absent
+            with pytest.raises(UnknownSchema, match="is not in the schema registry"):
+                schemas.framed(value, "bars")
+    finally:
+        await schemas.close()

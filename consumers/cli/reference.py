@@ -145,9 +145,9 @@ MEANINGS: Mapping[str, str] = {
     "archive_batch_rows": "rows per fetch and per Parquet row group",
     "schema_registry_url": (
         "a Confluent-compatible schema registry's API (Apicurio: `.../apis/ccompat/v7`): "
-        "messages framed by a registry serializer (Avro, JSON Schema) are decoded with the "
-        "schema their id names; unset: such a message is a dead letter. `cie contracts "
-        "register` registers the contracts there"),
+        "messages framed by a registry serializer (Avro, Protobuf, JSON Schema) are decoded "
+        "with the schema their id names; unset: such a message is a dead letter. `cie "
+        "contracts register` registers the contracts there"),
     "schema_registry_timeout_seconds": (
         "a registry request with no answer within this counts as an outage (ingest pauses "
         "and retries, nothing is dead-lettered)"),

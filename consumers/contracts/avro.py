@@ -22,11 +22,10 @@ from typing import Any, cast
 
 import msgspec
 
-from consumers.contracts.base import Contract
+from consumers.contracts.base import Contract, unwrapped
 from consumers.contracts.free_form import free_form_fields
 
 NAMESPACE = "cie.contracts"
-Inspected = msgspec.inspect.Type
 
 
 def avro_schema(event_type: Any) -> Any:
@@ -53,7 +52,8 @@ def _record(struct: msgspec.inspect.StructType) -> dict[str, Any]:
             avro_type: Any = "string"
             nullable = True
         else:
-            avro_type, nullable = _type(contract, field.name, field.type)
+            inspected, nullable = unwrapped(field.type)
+            avro_type = _type(contract, field.name, inspected)
         entry: dict[str, Any] = {"name": field.name}
         if nullable:
             entry["type"] = ["null", avro_type]
@@ -71,33 +71,27 @@ def _record(struct: msgspec.inspect.StructType) -> dict[str, Any]:
             "fields": fields}
 
 
-def _type(contract: type[Contract], name: str, inspected: Inspected) -> tuple[Any, bool]:
-    """(Avro type, whether null is allowed) of one field."""
-    if isinstance(inspected, msgspec.inspect.Metadata):
-        return _type(contract, name, inspected.type)
-    if isinstance(inspected, msgspec.inspect.UnionType):
-        others = [t for t in inspected.types if not isinstance(t, msgspec.inspect.NoneType)]
-        assert len(others) == 1, f"{contract.__name__}.{name}: a union Avro cannot express"
-        return _type(contract, name, others[0])[0], True
+def _type(contract: type[Contract], name: str, inspected: msgspec.inspect.Type) -> Any:
+    """The Avro type of one field's (unwrapped) type."""
     match inspected:
         case msgspec.inspect.DecimalType():
             precision, scale = contract.decimals[name]
             return {"type": "bytes", "logicalType": "decimal", "precision": precision,
-                    "scale": scale}, False
+                    "scale": scale}
         case msgspec.inspect.DateTimeType():
-            return {"type": "long", "logicalType": "timestamp-micros"}, False
+            return {"type": "long", "logicalType": "timestamp-micros"}
         case msgspec.inspect.DateType():
-            return {"type": "int", "logicalType": "date"}, False
+            return {"type": "int", "logicalType": "date"}
         case msgspec.inspect.UUIDType():
-            return {"type": "string", "logicalType": "uuid"}, False
+            return {"type": "string", "logicalType": "uuid"}
         case msgspec.inspect.StrType() | msgspec.inspect.LiteralType():
-            return "string", False
+            return "string"
         case msgspec.inspect.BoolType():
-            return "boolean", False
+            return "boolean"
         case msgspec.inspect.IntType():
-            return "long", False
+            return "long"
         case msgspec.inspect.FloatType():
-            return "double", False
+            return "double"
     raise TypeError(f"{contract.__name__}.{name}: no Avro type for {inspected}")
 
 

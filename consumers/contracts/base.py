@@ -137,6 +137,18 @@ class Contract(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
                 raise ValueError(f"{name}: {value} {refused}")
 
 
+def unwrapped(inspected: msgspec.inspect.Type) -> tuple[msgspec.inspect.Type, bool]:
+    """A field's type (``msgspec.inspect``) without its constraints and its ``| None``, and
+    whether it may be null: what the Avro and Protobuf schemas are made from."""
+    if isinstance(inspected, msgspec.inspect.Metadata):
+        return unwrapped(inspected.type)
+    if isinstance(inspected, msgspec.inspect.UnionType):
+        others = [t for t in inspected.types if not isinstance(t, msgspec.inspect.NoneType)]
+        assert len(others) == 1, f"{inspected}: a union of types no schema here expresses"
+        return unwrapped(others[0])[0], len(others) < len(inspected.types)
+    return inspected, False
+
+
 def contract_schema(event_type: Any) -> dict[str, Any]:
     """JSON Schema of a contract, for producers in other languages: every rule the decoder
     enforces that JSON Schema can say.

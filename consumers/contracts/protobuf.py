@@ -24,7 +24,7 @@ from typing import Any, cast
 import msgspec
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
 
-from consumers.contracts.base import Contract
+from consumers.contracts.base import Contract, unwrapped
 from consumers.contracts.free_form import free_form_fields
 
 PACKAGE = "cie.contracts"
@@ -66,22 +66,13 @@ def _message(struct: msgspec.inspect.StructType) -> ProtoMessage:
     free_form = set(free_form_fields(contract).get(contract, ()))
     fields = []
     for number, field in enumerate(struct.fields, start=1):
-        inspected, nullable = _unwrapped(field.type)
+        inspected, nullable = unwrapped(field.type)
         proto_type, type_name = _STRING if field.name in free_form else _SCALARS.get(
             type(inspected), _STRING)
         fields.append(ProtoField(field.name, number, proto_type, type_name,
                                  optional=nullable or not field.required))
     tag = struct.tag if isinstance(struct.tag, str) else None
     return ProtoMessage(contract, struct.tag_field, tag, tuple(fields))
-
-
-def _unwrapped(inspected: msgspec.inspect.Type) -> tuple[msgspec.inspect.Type, bool]:
-    if isinstance(inspected, msgspec.inspect.Metadata):
-        return _unwrapped(inspected.type)
-    if isinstance(inspected, msgspec.inspect.UnionType):
-        others = [t for t in inspected.types if not isinstance(t, msgspec.inspect.NoneType)]
-        return _unwrapped(others[0])[0], len(others) < len(inspected.types)
-    return inspected, False
 
 
 def proto_schema_text(event_type: Any) -> str:

@@ -10,13 +10,12 @@ and sets each subject's compatibility. A connection error, a timeout or a 5xx is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
+from consumers.contracts.registered import SchemaKind
 from consumers.errors import RegistryRefused, RegistryUnavailable
-
-SchemaKind = Literal["AVRO", "JSON", "PROTOBUF"]  # as contracts/registered.py names them
 
 
 @dataclass(frozen=True)

@@ -149,7 +149,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     archive_batch_rows: PositiveInt = 50_000
     # A Confluent-compatible schema registry (its API's base URL, e.g. Apicurio's
     # .../apis/ccompat/v7): the schemas of messages framed by a registry serializer (Avro,
-    # JSON Schema) are looked up there by id; without it such a message is a dead letter.
+    # Protobuf, JSON Schema) are looked up there by id; without it such a message is a dead
+    # letter.
     schema_registry_url: NonEmpty | None = None
     schema_registry_timeout_seconds: PositiveFloat = 5.0
     metrics_host: NonEmpty = "0.0.0.0"  # noqa: S104 - a pod's probes and scrapes come from outside

@@ -137,6 +137,11 @@ class Contract(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
                 raise ValueError(f"{name}: {value} {refused}")
 
 
+def nullable(field: msgspec.structs.FieldInfo) -> bool:
+    """Whether a contract's field may hold null (None)."""
+    return field.default is None or type(None) in getattr(field.type, "__args__", ())
+
+
 def unwrapped(inspected: msgspec.inspect.Type) -> tuple[msgspec.inspect.Type, bool]:
     """A field's type (``msgspec.inspect``) without its constraints and its ``| None``, and
     whether it may be null: what the Avro and Protobuf schemas are made from."""

@@ -23,15 +23,16 @@ import io
 import json
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import fastavro
 import fastavro.types
 
+from consumers.contracts.base import Contract
 from consumers.contracts.encoding import Encoding
 from consumers.errors import UnknownSchema
+from consumers.ingest.pipelines.avro_text import AvroTextReader, avro_text_reader
 from consumers.platform.registry import RegisteredSchema, RegistryClient
 
 FRAME = 5  # the zero byte and the schema id
@@ -48,53 +49,6 @@ def framed_id(value: bytes) -> int | None:
     return None
 
 
-class AvroText:
-    """Reads a flat Avro record with its decimals as plain-notation text, for the text path
-    (pipelines/text.py): fastavro builds no Decimal (three quarters of its time a bar); each
-    is written from its unscaled bytes and the writer's scale."""
-
-    def __init__(self, schema: dict[str, Any]) -> None:
-        self.scales: dict[str, int] = {}
-        self.micros: list[str] = []
-        fields = []
-        for field in schema["fields"]:
-            fields.append({**field, "type": self._plain(field["name"], field["type"])})
-        self.parsed = fastavro.parse_schema({**schema, "fields": fields})
-
-    def _plain(self, name: str, avro_type: Any) -> Any:
-        if isinstance(avro_type, list):
-            return [self._plain(name, branch) for branch in avro_type]
-        if isinstance(avro_type, dict) and avro_type.get("type") == "bytes" \
-                and avro_type.get("logicalType") == "decimal":
-            self.scales[name] = int(avro_type.get("scale", 0))
-            return "bytes"
-        if isinstance(avro_type, dict) and avro_type.get("logicalType") == "timestamp-micros":
-            self.micros.append(name)
-            return "long"
-        return avro_type
-
-    def read(self, payload: bytes) -> dict[str, Any]:
-        record = _record(fastavro.schemaless_reader(io.BytesIO(payload), self.parsed, None))
-        for name, scale in self.scales.items():
-            if (raw := record.get(name)) is not None:
-                record[name] = _decimal_text(raw, scale)
-        for name in self.micros:
-            if (micros := record.get(name)) is not None:
-                record[name] = _EPOCH + timedelta(microseconds=micros)
-        return record
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _decimal_text(unscaled: bytes, scale: int) -> str:
-    number = int.from_bytes(unscaled, "big", signed=True)
-    if scale <= 0:
-        return str(number * 10 ** -scale)
-    digits = str(abs(number)).rjust(scale + 1, "0")
-    return f"{'-' if number < 0 else ''}{digits[:-scale]}.{digits[-scale:]}"
-
-
 def _record(read: Any) -> dict[str, Any]:
     if not isinstance(read, dict):
         raise ValueError(f"an Avro {type(read).__name__}, not a record")
@@ -109,7 +63,16 @@ class Schema:
     encoding: Encoding  # AVRO, JSON or PROTOBUF
     subjects: frozenset[str]
     avro: fastavro.types.Schema | None = None  # parsed, for AVRO
-    avro_text: AvroText | None = None  # a flat record's text reader, for AVRO
+    avro_json: Any = None  # as the registry gave it, for AVRO
+    _text_readers: dict[type[Contract], AvroTextReader | None] = field(
+        default_factory=dict, compare=False, repr=False)
+
+    def text_reader(self, contract: type[Contract]) -> AvroTextReader | None:
+        """The text path's reader of this Avro schema's records for ``contract``, compiled
+        at its first message (None: its messages take the exact path)."""
+        if contract not in self._text_readers:
+            self._text_readers[contract] = avro_text_reader(self.avro_json, contract)
+        return self._text_readers[contract]
 
     def read(self, payload: bytes) -> dict[str, Any]:
         """An Avro payload as the record fastavro reads (decimals, times and UUIDs typed)."""
@@ -117,8 +80,7 @@ class Schema:
         return _record(fastavro.schemaless_reader(io.BytesIO(payload), self.avro, None))
 
 
-@dataclass(frozen=True)
-class Framed:
+class Framed(NamedTuple):  # a tuple: made for every framed message, a dataclass costs more
     schema: Schema
     payload: bytes
     indexes: tuple[int, ...] = ()  # Protobuf: which message of the schema
@@ -224,11 +186,9 @@ def _readable(schema_id: int, found: RegisteredSchema) -> Schema | str:
             try:
                 written = json.loads(found.text)
                 parsed = fastavro.parse_schema(written)
-                text = AvroText(written) if isinstance(written, dict) \
-                    and written.get("type") == "record" else None
             except (ValueError, KeyError, TypeError, fastavro.schema.SchemaParseException) as exc:
                 return f"schema id {schema_id}: not a usable Avro schema: {exc}"
-            return Schema(schema_id, Encoding.AVRO, found.subjects, parsed, text)
+            return Schema(schema_id, Encoding.AVRO, found.subjects, parsed, written)
         case "JSON":
             return Schema(schema_id, Encoding.JSON, found.subjects)
         case "PROTOBUF":

@@ -221,24 +221,25 @@ class CopyUpsertPipeline(Pipeline):
             fast = self._text.decode(value)
         elif encoding is Encoding.MSGPACK:
             fast = self._text.decode_packed(value)
+        elif encoding is Encoding.AVRO:
+            assert framed is not None
+            reader = framed.schema.text_reader(self.event_type)
+            fast = None if reader is None else reader.read(framed.payload)
         else:
             assert framed is not None
             fast = self._text.decode_record(record) \
-                if (record := self._text_record(encoding, framed)) is not None else None
+                if (record := self._protobuf_text(framed)) is not None else None
         if fast is None:
             return super().accept(value, now, encoding, framed)
         event, line = fast
         self.check_times(event, now)
         return Encoded(event, line)
 
-    def _text_record(self, encoding: Encoding, framed: Framed) -> dict[str, Any] | None:
-        """An Avro or Protobuf payload with its decimals as text, or None: the exact path
-        reads it (and says what is wrong with it)."""
+    def _protobuf_text(self, framed: Framed) -> dict[str, Any] | None:
+        """A Protobuf payload with its decimals as text, or None: the exact path reads it
+        (and says what is wrong with it)."""
         try:
-            if encoding is Encoding.PROTOBUF:
-                return self._protobuf().read(framed.indexes, framed.payload)
-            text = framed.schema.avro_text
-            return text.read(framed.payload) if text is not None else None
+            return self._protobuf().read(framed.indexes, framed.payload)
         except Exception:
             return None
 

@@ -17,8 +17,8 @@ before any expression or ``Decimal`` spends time on it (a hostile megabyte of di
 
 MessagePack takes the same path when its decimals are strings (``decode_packed``): they are
 decoded as ``str`` and checked by the same expression. A float64 decimal, or anything else,
-takes the exact path. So do records read from Avro (decimals written as text from their
-unscaled bytes and the writer's scale, ingest/schemas.py) and Protobuf (``decode_record``).
+takes the exact path. So do Protobuf records, their decimals strings (``decode_record``).
+Avro has a text path of its own, with its decimals checked as integers (avro_text.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from consumers.contracts.base import Bound, Contract, decimal_pattern
+from consumers.contracts.base import Bound, Contract, decimal_pattern, nullable
 from consumers.platform.db import copy_line
 
 _NULL = msgspec.Raw(b"null")
@@ -70,7 +70,7 @@ class TextDecoder:
         self._packed = msgspec.msgpack.Decoder(self._packed_type)
         self._decimals = re.compile("\t".join(
             _decimal_text(*contract.decimals[f.name], contract.bounds.get(f.name, Bound()),
-                          nullable=_nullable(f))
+                          nullable=nullable(f))
             for f in decimals).encode())
 
     def decode(self, value: bytes) -> tuple[Any, str] | None:
@@ -102,7 +102,7 @@ class TextDecoder:
         return self._with_texts(event)
 
     def decode_record(self, record: dict[str, Any]) -> tuple[Any, str] | None:
-        """``decode`` for a record read from Avro or Protobuf, its decimals as text."""
+        """``decode`` for a record read from Protobuf, its decimals as text."""
         try:
             event = msgspec.convert(record, self._packed_type)
         except Exception:  # the exact path says what is wrong with it
@@ -135,10 +135,6 @@ def _decimal_text(precision: int, scale: int, bound: Bound, *, nullable: bool) -
     return f"(?:{number}|null)" if nullable else number
 
 
-def _nullable(field: msgspec.structs.FieldInfo) -> bool:
-    return field.default is None or type(None) in getattr(field.type, "__args__", ())
-
-
 def _text_field(field: msgspec.structs.FieldInfo) -> tuple[Any, ...]:
     if field.required:
         return (field.name, msgspec.Raw)
@@ -151,7 +147,7 @@ def _text_field(field: msgspec.structs.FieldInfo) -> tuple[Any, ...]:
 
 def _packed_text_field(field: msgspec.structs.FieldInfo) -> tuple[Any, ...]:
     if field.required:
-        return (field.name, str | None if _nullable(field) else str)
+        return (field.name, str | None if nullable(field) else str)
     default = field.default  # a Decimal or None, as _text_field checked
     return (field.name, str | None, None if default is None else str(default))
 

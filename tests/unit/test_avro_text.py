@@ -33,7 +33,8 @@ PRICES = ("open", "high", "low", "close", "atr_14", "ema_20", "ema_50", "bb_uppe
 
 
 def writer_schema(*, price_scale: int = 8, null_last: bool = False, extra: bool = False,
-                  without: tuple[str, ...] = (), millis: bool = False) -> dict[str, Any]:
+                  without: tuple[str, ...] = (), millis: bool = False,
+                  nullable: tuple[str, ...] = ()) -> dict[str, Any]:
     """The contract's Avro schema as another producer might register it."""
     schema = copy.deepcopy(avro_schema(Bar))
     fields = []
@@ -47,6 +48,8 @@ def writer_schema(*, price_scale: int = 8, null_last: bool = False, extra: bool 
             if isinstance(branch, dict) and branch.get("logicalType") == "timestamp-micros" \
                     and millis:
                 branch["logicalType"] = "timestamp-millis"
+        if field["name"] in nullable:  # a null where the contract needs a value
+            field["type"] = ["null", field["type"]]
         if null_last and isinstance(field["type"], list):
             field["type"] = field["type"][::-1]
             field.pop("default", None)
@@ -112,23 +115,34 @@ def test_demo_bars_take_the_text_path_and_land_as_the_exact_path_lands_them(
         assert stored(fast) == stored(exact)
 
 
-def decimal_values(name: str) -> st.SearchStrategy[Decimal | None]:
-    """Values of a decimal field at and around every limit its column and bound set."""
+def decimal_edges(name: str) -> list[Decimal | None]:
+    """A decimal field's values at and around every limit its column and bound set."""
     precision, scale = Bar.decimals[name]
     ulp, top = Decimal(1).scaleb(-scale), Decimal(10) ** (precision - scale)
     bound = Bar.bounds.get(name)
-    edges = [Decimal(0), ulp, -ulp, top - ulp, top, -(top - ulp), -top]
+    edges: list[Decimal | None] = [None, Decimal(0), ulp, -ulp, top - ulp, top, -(top - ulp),
+                                   -top]
     if bound is not None:
         edges += [e + d for e in (bound.low, bound.high) if e is not None for d in (-ulp, 0, ulp)]
-    return st.one_of(st.none(), st.sampled_from(edges), st.decimals(
+    return edges
+
+
+def decimal_values(name: str) -> st.SearchStrategy[Decimal | None]:
+    precision, scale = Bar.decimals[name]
+    top = Decimal(10) ** (precision - scale)
+    return st.one_of(st.sampled_from(decimal_edges(name)), st.decimals(
         min_value=-top * 10, max_value=top * 10, places=scale, allow_nan=False,
         allow_infinity=False))
 
 
+PLAIN_EDGES: dict[str, list[Any]] = {
+    "symbol": ["AAPL", "A", "ABCDEFGHIJ", "ABCDEFGHIJK", "BRK.B", "", "aapl", "X\\Y", "É",
+               "AAPL\n", "A\tB"],
+    "volume": [0, 1, 5_000_000, -1, 2**63 - 1],
+    "detected_regime": [None, "ranging", "volatile", "sideways", "Ranging"],
+}
 PLAIN_VALUES = {
-    "symbol": st.sampled_from(["AAPL", "BRK.B", "", "aapl", "TOO-LONG-SYM", "X\\Y", "É"]),
-    "volume": st.sampled_from([0, 1, 5_000_000, -1, 2**63 - 1]),
-    "detected_regime": st.sampled_from([None, "ranging", "volatile", "sideways"]),
+    **{name: st.sampled_from(edges) for name, edges in PLAIN_EDGES.items()},
     "timestamp": st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1),
                               timezones=st.just(UTC)),
 }
@@ -160,6 +174,34 @@ def test_the_text_path_stores_what_the_exact_path_stores_and_refuses_what_it_ref
         assert fast is None, record
     elif fast is not None:
         assert stored(fast) == stored(exact), record
+
+
+@pytest.mark.parametrize("variant", [{}, {"price_scale": 4}, {"nullable": ("symbol", "volume")}],
+                         ids=["registered", "price_scale=4", "nullable"])
+def test_each_value_at_a_limit_alone_is_taken_or_refused_as_the_exact_path_does(
+        variant: dict[str, Any]) -> None:
+    schema = writer_schema(**variant)
+    scales = {f["name"]: _scale(f["type"]) for f in schema["fields"]}
+    bar = next(e for e in demo_events() if isinstance(e, Bar))
+    edges = {**PLAIN_EDGES, "symbol": [*PLAIN_EDGES["symbol"], None], "volume": [
+        *PLAIN_EDGES["volume"], None], **{name: decimal_edges(name) for name in Bar.decimals}}
+    fast_taken = 0
+    for name, values in edges.items():
+        for value in values:
+            record = record_of(bar, schema)
+            scale = scales.get(name)
+            record[name] = value if scale is None or value is None \
+                else value.quantize(Decimal(1).scaleb(-scale))
+            try:
+                message = framed(schema, record)
+            except (ValueError, TypeError, OverflowError):
+                continue  # not writable under this schema
+            exact, fast = both_paths(message)
+            assert (exact is None) == (fast is None), (name, value)  # none left to it here
+            if fast is not None:
+                fast_taken += 1
+                assert stored(fast) == stored(exact), (name, value)
+    assert fast_taken > 50
 
 
 def test_a_cut_or_padded_payload_takes_the_exact_path() -> None:

@@ -210,14 +210,18 @@ async def measure(args: argparse.Namespace, settings: Settings, url: str) -> dic
         rows = [msgspec.structs.astuple(e) for e in events]
         reference = functools.partial(reference_batches, name, table, columns, events, rows)
         rates: dict[str, list[float]] = {e.value: [] for e in encodings}
+        cpu: dict[str, list[float]] = {e.value: [] for e in encodings}
         servers = [server_copy_limit(url, reference(batch), n, logs)]
         for round_ in range(args.rounds):
             for encoding, (topic, _) in produced.items():
-                rate, _, _ = await end_to_end(
+                rate, _, cost = await end_to_end(
                     settings, url, {f"CIE_TOPIC_{name.upper()}": topic}, table, n, batch,
                     logs / f"{name}-{encoding.value}-{round_}.log")
                 rates[encoding.value].append(rate)
-                print(f"{name} {encoding.value} round {round_ + 1}: {rate:,.0f}/s", flush=True)
+                if cost is not None:
+                    cpu[encoding.value].append(cost.consumer_cpu_ms)
+                print(f"{name} {encoding.value} round {round_ + 1}: {rate:,.0f}/s, consumer "
+                      f"{cost.consumer_cpu_ms if cost else '?'} CPU ms per 1,000", flush=True)
         servers.append(server_copy_limit(url, reference(batch), n, logs))
         server = max(servers)
         json_rate = statistics.median(rates["json"]) if rates.get("json") else None
@@ -228,9 +232,16 @@ async def measure(args: argparse.Namespace, settings: Settings, url: str) -> dic
         if json_rate:
             case["ratio_to_json"] = {k: round(statistics.median(v) / json_rate, 3)
                                      for k, v in rates.items()}
+        # The consumer's CPU for the same rows is steadier than its rate on a shared machine:
+        # JSON's CPU over each encoding's, so that above 1 is cheaper, as for the rates.
+        case["consumer_cpu_ms_per_1000"] = cpu
+        if cpu.get("json") and all(cpu.values()):
+            json_cpu = statistics.median(cpu["json"])
+            case["cpu_ratio_to_json"] = {k: round(json_cpu / statistics.median(v), 3)
+                                         for k, v in cpu.items()}
         print(f"{name}: of the server's COPY ({server:,.0f}/s): "
-              f"{case['ratio_to_server_copy']}; against JSON: {case.get('ratio_to_json')}",
-              flush=True)
+              f"{case['ratio_to_server_copy']}; against JSON: {case.get('ratio_to_json')}; "
+              f"consumer CPU against JSON's: {case.get('cpu_ratio_to_json')}", flush=True)
         results["cases"][name] = case
     return results
 

@@ -19,7 +19,12 @@ UtcTime = Annotated[
     datetime, msgspec.Meta(tz=True, description="RFC 3339 timestamp with an offset",
                            extra_json_schema={"pattern": "(?:[Zz]|[+-][0-9]{2}:[0-9]{2})$"})
 ]
-Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=10, pattern=r"^[A-Z0-9.\-/]+$")]
+# A pattern's end is "$(?!\n)": msgspec applies it with re.search, where "$" alone also matches
+# before a final newline ("AAPL\n" passed as a symbol of its own); in JSON Schema's dialect the
+# lookahead changes nothing.
+PATTERN_END = r"$(?!\n)"
+Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=10,
+                                     pattern=rf"^[A-Z0-9.\-/]+{PATTERN_END}")]
 StrategyId = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
 ModelVersion = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
 Name30 = Annotated[str, msgspec.Meta(min_length=1, max_length=30)]

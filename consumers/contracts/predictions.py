@@ -11,6 +11,7 @@ import msgspec
 
 from consumers.contracts.base import (
     NON_NEGATIVE,
+    PATTERN_END,
     Bound,
     Contract,
     JsonObject,
@@ -23,7 +24,7 @@ from consumers.contracts.base import (
 )
 
 Direction = Literal["LONG", "SHORT", "NEUTRAL"]
-FeatureHash = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+FeatureHash = Annotated[str, msgspec.Meta(pattern=rf"^[0-9a-f]{{64}}{PATTERN_END}")]
 
 # Canonical JSON for hashing: keys sorted, no whitespace, numbers exactly as written.
 canonical_json = msgspec.json.Encoder(decimal_format="number", order="sorted")

@@ -49,6 +49,7 @@ BARS: list[tuple[dict[str, Any], bool]] = [
     ({"spy_correlation": 1.5}, False), ({"vix": "1234.5678"}, True), ({"vix": "12345"}, False),
     ({"symbol": "aapl"}, False), ({"symbol": "TOOLONGSYMBOL"}, False),
     ({"symbol": "'); DROP TABLE market_conditions; --"}, False), ({"symbol": ""}, False),
+    ({"symbol": "AAPL\n"}, False), ({"symbol": "BRK.B"}, True),
     ({"timestamp": "2026-03-02T14:30:00"}, False), ({"timestamp": "2026-02-30T14:30:00Z"}, False),
     ({"timestamp": "2026-03-02T14:30:00.123456Z"}, True), ({"timestamp": "yesterday"}, False),
     ({"volume": -1}, False), ({"volume": 1.5}, False), ({"volume": 2**63}, False),
@@ -61,13 +62,14 @@ FILLS: list[tuple[dict[str, Any], bool]] = [
     ({"intended_price": "0"}, False), ({"intended_price": None}, True),
     ({"fill_id": "not-a-uuid"}, False), ({"side": "HOLD"}, False), ({"quantity": 0}, False),
     ({"quantity": 2**31}, False), ({"order_submitted_at": "2026-03-02T14:29:59.5Z"}, True),
-    ({"strategy_id": "s" * 51}, False),
+    ({"strategy_id": "s" * 51}, False), ({"symbol": "AAPL\n"}, False),
 ]
 PREDICTIONS: list[tuple[dict[str, Any], bool]] = [
     ({}, True), ({"confidence_score": "1.5"}, False), ({"confidence_score": "0.9999"}, True),
     ({"confidence_score": 1}, True), ({"predicted_volatility": "-0.1"}, False),
     ({"predicted_direction": "UP"}, False), ({"prediction_horizon_minutes": 0}, False),
     ({"feature_hash": "abc"}, False), ({"feature_vector": []}, False),
+    ({"feature_hash": "0f" * 32}, True), ({"feature_hash": "0f" * 32 + "\n"}, False),
 ]
 # Read by the decoder, not promised by the schema (the schema is stricter).
 LENIENT = [(BAR, {"open": "1.5e2"}), (BAR, {"open": "+187"}), (BAR, {"open": " 187"}),

@@ -233,7 +233,10 @@ def test_schemas_a_reader_does_not_read_get_none() -> None:
     fixed = writer_schema()
     fixed["fields"][2]["type"] = {"type": "fixed", "name": "OpenFixed", "size": 8,
                                   "logicalType": "decimal", "precision": 18, "scale": 8}
-    for schema in (nested, finer, required_missing, fixed, {"type": "string"}):
+    odd_scale = writer_schema()
+    odd_scale["fields"][2]["type"] = {**odd_scale["fields"][2]["type"], "scale": "eight"}
+    for schema in (nested, finer, required_missing, fixed, odd_scale, {"type": "string"},
+                   {"type": "record", "name": "R", "fields": [{"type": "long"}]}):
         assert avro_text_reader(schema, Bar) is None
 
 

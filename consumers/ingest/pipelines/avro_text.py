@@ -65,7 +65,7 @@ def avro_text_reader(writer: Any, contract: type[Contract]) -> AvroTextReader | 
     try:
         source = _Source(contract)
         text = "\n".join(source.function(writer))
-    except _NotRead:
+    except (_NotRead, KeyError, TypeError, ValueError):  # a shape fastavro let through
         return None
     namespace: dict[str, Any] = {
         "convert": msgspec.convert, "copy_line": copy_line, "copy_field": copy_field,

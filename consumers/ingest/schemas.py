@@ -32,7 +32,7 @@ import fastavro.types
 from consumers.contracts.base import Contract
 from consumers.contracts.encoding import Encoding
 from consumers.errors import UnknownSchema
-from consumers.ingest.pipelines.avro_text import AvroTextReader, avro_text_reader
+from consumers.ingest.pipelines.avro_text import AvroTextReader, avro_text_reader, zigzag_varint
 from consumers.platform.registry import RegisteredSchema, RegistryClient
 
 FRAME = 5  # the zero byte and the schema id
@@ -41,19 +41,6 @@ _PROTOBUF = Encoding.PROTOBUF  # a global: a third of the time of the enum's att
 # more than a fetch (runner.DECODE_CHUNK records) can name, so no id is forgotten between its
 # lookup and its decoding.
 ABSENT_KEPT = 10_000
-
-
-def framed_id(value: bytes) -> int | None:
-    """The schema id of a registry-framed value, or None if it is not framed."""
-    if len(value) >= FRAME and value[0] == 0:
-        return int.from_bytes(value[1:FRAME], "big")
-    return None
-
-
-def _record(read: Any) -> dict[str, Any]:
-    if not isinstance(read, dict):
-        raise ValueError(f"an Avro {type(read).__name__}, not a record")
-    return read
 
 
 @dataclass(frozen=True)
@@ -78,7 +65,10 @@ class Schema:
     def read(self, payload: bytes) -> dict[str, Any]:
         """An Avro payload as the record fastavro reads (decimals, times and UUIDs typed)."""
         assert self.avro is not None
-        return _record(fastavro.schemaless_reader(io.BytesIO(payload), self.avro, None))
+        record = fastavro.schemaless_reader(io.BytesIO(payload), self.avro, None)
+        if not isinstance(record, dict):
+            raise ValueError(f"an Avro {type(record).__name__}, not a record")
+        return record
 
 
 class Framed(NamedTuple):  # a tuple: made for every framed message, a dataclass costs more
@@ -90,27 +80,17 @@ class Framed(NamedTuple):  # a tuple: made for every framed message, a dataclass
 def message_indexes(value: bytes, at: int) -> tuple[tuple[int, ...], bytes]:
     """Confluent's Protobuf message indexes at ``value[at:]``, and the payload after them.
     Raises UnknownSchema for indexes cut short."""
-    count, at = _zigzag(value, at)
-    if count == 0:
-        return (0,), value[at:]
-    indexes = []
-    for _ in range(min(count, 64)):
-        index, at = _zigzag(value, at)
-        indexes.append(index)
+    try:
+        count, at = zigzag_varint(value, at)
+        if count == 0:
+            return (0,), value[at:]
+        indexes = []
+        for _ in range(min(count, 64)):
+            index, at = zigzag_varint(value, at)
+            indexes.append(index)
+    except (IndexError, ValueError):
+        raise UnknownSchema("the Protobuf message index is cut short") from None
     return tuple(indexes), value[at:]
-
-
-def _zigzag(value: bytes, at: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if at >= len(value) or shift > 63:
-            raise UnknownSchema("the Protobuf message index is cut short")
-        byte = value[at]
-        at += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return (result >> 1) ^ -(result & 1), at
 
 
 class Schemas:

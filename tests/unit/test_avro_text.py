@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -81,15 +82,28 @@ def both_paths(message: Framed) -> tuple[str | None, str | None]:
     return exact, None if fast is None else fast[1]
 
 
-def record_of(bar: Bar, schema: dict[str, Any]) -> dict[str, Any]:
-    """``bar`` as a producer with ``schema`` hands it to its serializer."""
+def record_of(bar: Bar, schema: dict[str, Any],
+              changes: Iterable[tuple[str, Any]] = ()) -> dict[str, Any]:
+    """``bar`` with ``changes`` as a producer with ``schema`` hands it to its serializer: each
+    decimal at the schema's scale."""
     record: dict[str, Any] = msgspec.structs.asdict(bar)
     record.update(venue="XNAS", vwap=Decimal("1.5"), trades=12)
+    record.update(changes)
     scales = {f["name"]: _scale(f["type"]) for f in schema["fields"]}
     for name, scale in scales.items():
         if scale is not None and record.get(name) is not None:
             record[name] = record[name].quantize(Decimal(1).scaleb(-scale))
     return record
+
+
+def written(schema: dict[str, Any], bar: Bar,
+            changes: Iterable[tuple[str, Any]]) -> Framed | None:
+    """``bar`` with ``changes`` framed under ``schema``, or None if the schema cannot hold
+    them (a null where it has none)."""
+    try:
+        return framed(schema, record_of(bar, schema, changes))
+    except (ValueError, TypeError, OverflowError):
+        return None
 
 
 def _scale(avro_type: Any) -> int | None:
@@ -158,22 +172,15 @@ CHANGES = st.lists(st.sampled_from([*Bar.decimals, *PLAIN_VALUES]).flatmap(
 @given(changes=CHANGES, variant=st.sampled_from(VARIANTS))
 def test_the_text_path_stores_what_the_exact_path_stores_and_refuses_what_it_refuses(
         changes: list[tuple[str, Any]], variant: dict[str, Any]) -> None:
-    schema = writer_schema(**variant)
-    scales = {f["name"]: _scale(f["type"]) for f in schema["fields"]}
-    record = record_of(next(e for e in demo_events() if isinstance(e, Bar)), schema)
-    for name, value in changes:  # each at its schema's scale, as a serializer needs
-        scale = scales.get(name)
-        record[name] = value if scale is None or value is None \
-            else value.quantize(Decimal(1).scaleb(-scale))
-    try:
-        message = framed(schema, record)
-    except (ValueError, TypeError, OverflowError):
-        return  # not writable under this schema (a null where it has none)
+    bar = next(e for e in demo_events() if isinstance(e, Bar))
+    message = written(writer_schema(**variant), bar, changes)
+    if message is None:
+        return
     exact, fast = both_paths(message)
     if exact is None:
-        assert fast is None, record
+        assert fast is None, changes
     elif fast is not None:
-        assert stored(fast) == stored(exact), record
+        assert stored(fast) == stored(exact), changes
 
 
 @pytest.mark.parametrize("variant", [{}, {"price_scale": 4}, {"nullable": ("symbol", "volume")}],
@@ -181,21 +188,15 @@ def test_the_text_path_stores_what_the_exact_path_stores_and_refuses_what_it_ref
 def test_each_value_at_a_limit_alone_is_taken_or_refused_as_the_exact_path_does(
         variant: dict[str, Any]) -> None:
     schema = writer_schema(**variant)
-    scales = {f["name"]: _scale(f["type"]) for f in schema["fields"]}
     bar = next(e for e in demo_events() if isinstance(e, Bar))
     edges = {**PLAIN_EDGES, "symbol": [*PLAIN_EDGES["symbol"], None], "volume": [
         *PLAIN_EDGES["volume"], None], **{name: decimal_edges(name) for name in Bar.decimals}}
     fast_taken = 0
     for name, values in edges.items():
         for value in values:
-            record = record_of(bar, schema)
-            scale = scales.get(name)
-            record[name] = value if scale is None or value is None \
-                else value.quantize(Decimal(1).scaleb(-scale))
-            try:
-                message = framed(schema, record)
-            except (ValueError, TypeError, OverflowError):
-                continue  # not writable under this schema
+            message = written(schema, bar, [(name, value)])
+            if message is None:
+                continue
             exact, fast = both_paths(message)
             assert (exact is None) == (fast is None), (name, value)  # none left to it here
             if fast is not None:

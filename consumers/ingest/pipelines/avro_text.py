@@ -69,7 +69,7 @@ def avro_text_reader(writer: Any, contract: type[Contract]) -> AvroTextReader | 
         return None
     namespace: dict[str, Any] = {
         "convert": msgspec.convert, "copy_line": copy_line, "copy_field": copy_field,
-        "astuple": msgspec.structs.astuple, "long": _long, "micros8": _micros8,
+        "astuple": msgspec.structs.astuple, "long": zigzag_varint, "micros8": _micros8,
         "micros": _from_micros, "millis": _from_millis, "unpack": struct.unpack_from,
         "NULL": _NULL, "Plain": _plain_struct(contract), "SIZE": _SIZE, **source.namespace}
     # the source holds the contract's names and numbers only (_var): no text of the schema's
@@ -364,9 +364,10 @@ def _micros8(raw: bytes) -> tuple[datetime, str] | None:
     return _from_micros((value >> 1) ^ -(value & 1))
 
 
-def _long(buf: bytes, pos: int) -> tuple[int, int]:
-    """The zigzag varint at ``buf[pos:]`` (at most 10 bytes), and the position after it;
-    IndexError if cut short."""
+def zigzag_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """The zigzag varint at ``buf[pos:]`` (at most 10 bytes), and the position after it: an
+    Avro int or long, or an index in Confluent's Protobuf framing (schemas.py). IndexError if
+    cut short, ValueError if longer."""
     byte = buf[pos]
     result, shift = byte & 0x7F, 7
     while byte & 0x80:

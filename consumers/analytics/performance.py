@@ -1,8 +1,11 @@
 """Performance figures: pure functions, no I/O. Definitions are in docs/analytics.md ("Rollups").
 
 Strategy figures are computed from per-day aggregates of closed trades (``TradeDay``); model
-figures from validated predictions (``ScoredPrediction``). Money stays ``Decimal`` throughout;
-ratios (returns, Sharpe, AUC, ...) are floats, rounded to their column's scale only when stored.
+figures from validated predictions (``ScoredPrediction``). ``strategy_figures`` is their
+definition: the rollup computes the same on the server, set-based (schema/queries/rollup.sql
+strategy_periods), and tests/integration/test_rollup_reference.py holds the two equal. Money
+stays ``Decimal`` throughout; ratios (returns, Sharpe, AUC, ...) are floats, rounded to their
+column's scale only when stored.
 A figure that is undefined for the input (one daily return, no losing trade, zero variance, a
 value beyond its column's range) is ``None``, and the reason is recorded in ``undefined`` so
 the caller can log it; nothing here raises on degenerate input.

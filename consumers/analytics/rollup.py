@@ -7,7 +7,10 @@ Writers mark what they change in ``rollup_pending`` (triggers, schema/09-rollups
    them in the same statement,
 3. recomputes exactly the strategy periods (DAY, WEEK, MONTH of each touched exit day) and the
    live model days those marks touch, plus the live columns of the touched versions' offline
-   evaluations, upserting only rows whose figures changed, and commits.
+   evaluations, upserting only rows whose figures changed, and commits. The strategy periods
+   are computed on the server in one statement (schema/queries/rollup.sql strategy_periods)
+   from the trade days kept in a temporary table; the live model figures here, from the
+   predictions' tallies, while the server groups the trades.
 
 A mark committed after the snapshot is invisible to both the read and the delete, so it stays
 for the next run; a failed run rolls its delete back: nothing is missed, and a repeated run
@@ -22,7 +25,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -34,18 +37,16 @@ import structlog
 from consumers.analytics.performance import (
     PERIOD_TYPES,
     REGIMES,
+    ModelFigures,
     PeriodType,
     PredictionTally,
     RatioSettings,
-    StrategyFigures,
-    TradeDay,
     Undefined,
     model_figures,
     money,
     period_end,
     period_start,
     ratio,
-    strategy_figures,
 )
 from consumers.errors import RollupError
 from consumers.platform import periodic
@@ -142,24 +143,31 @@ async def _run(conn: Conn, reader: Conn, options: RollupSettings, *, full: bool)
         options.time_zone, horizons["trade_outcomes"])
     model_days = _wanted_model_days({(m["model_version"], m["day"]) for m in marks},
                                     options.time_zone, horizons["model_predictions"])
-    with _phase("trade_days"):
-        trade_days = await _trade_days(reader, options, strategy_periods, model_days)
-    # Each query below runs on the server while this process computes in its block.
-    async with _in_flight(reader, sql["prediction_tallies"],
-                          *_prediction_tallies_args(model_days, options)) as tallies:
-        with _phase("strategy_figures"):
-            upserts, deletes = _strategy_rows(options, strategy_periods, trade_days, undefined)
-            upsert_args = _numerics_as_text(_columns(upserts, STRATEGY_UPSERT_COLUMNS))
+    tallies = await reader.fetch(sql["prediction_tallies"],
+                                 *_prediction_tallies_args(model_days, options))
     identity = {row["model_version"]: (row["model_type"], row["status"])
                 for row in await reader.fetch(sql["model_identity"], list(model_days))}
-    async with _in_flight(conn, sql["upsert_strategy_periods"], *upsert_args):
+    await conn.execute(sql["trade_days_table"])
+    # The server groups the trades while this process computes the live model figures
+    # (prepared first, so that the task's first step sends the grouping itself).
+    grouping = await reader.prepare(sql["trade_days"])
+    async with _meanwhile(_keep_trade_days(conn, grouping, options, strategy_periods,
+                                           model_days)):
         with _phase("model_figures"):
-            live_upserts, live_deletes = _model_rows(
-                model_days, trade_days, _tallies(tallies.result()), identity, undefined)
-    report.strategy_periods_recomputed = len(upserts)
-    if deletes:
-        status = await conn.execute(sql["delete_strategy_periods"], *_columns(deletes, 4))
-        report.strategy_periods_deleted = int(status.split()[-1])
+            figures = _model_figures(_tallies(tallies), undefined)
+    pnl = {(row["model_version"], row["day"]): row["net_pnl"]
+           for row in await conn.fetch(sql["model_day_pnl"])}
+    with _phase("strategy_periods"):
+        done = await conn.fetch(sql["strategy_periods"],
+                                *_strategy_periods_args(options, strategy_periods))
+    live_upserts, live_deletes = _model_rows(model_days, figures, pnl, identity, undefined)
+    for row in done:
+        if row["kind"] == "undefined":
+            undefined[(row["column_name"], row["reason"])] += row["n"]
+        elif row["kind"] == "recomputed":
+            report.strategy_periods_recomputed = row["n"]
+        elif row["kind"] == "deleted":
+            report.strategy_periods_deleted = row["n"]
     if live_upserts:
         await conn.execute(sql["upsert_live_model_days"],
                            *_numerics_as_text(_columns(live_upserts, LIVE_UPSERT_COLUMNS)))
@@ -217,10 +225,13 @@ def _wanted_model_days(touched: set[tuple[str, date]], time_zone: str,
     return wanted
 
 
-async def _trade_days(reader: Conn, options: RollupSettings,
-                      strategy_periods: dict[StrategyKey, set[Period]],
-                      model_days: dict[str, set[date]]) -> list[asyncpg.Record]:
-    """The trade_days rows of every wanted period and model day, in one pass over the trades.
+async def _keep_trade_days(conn: Conn, grouping: asyncpg.prepared_stmt.PreparedStatement,
+                           options: RollupSettings,
+                           strategy_periods: dict[StrategyKey, set[Period]],
+                           model_days: dict[str, set[date]]) -> None:
+    """The trade_days rows of every wanted period and model day, in one pass over the trades,
+    copied into rollup_trade_days on the primary. (Grouped by an INSERT there, the server
+    would group them without its parallel workers: 1.16 s a year instead of 0.75 s.)
 
     A model day needs every strategy's trades of its version, so the days are read per model
     version, for all its strategies: rows of strategies that were not touched are left unused
@@ -234,13 +245,12 @@ async def _trade_days(reader: Conn, options: RollupSettings,
         spans[model_version] += [(day, day + timedelta(days=1)) for day in days]
     ranges = [(model_version, first, end) for model_version, version_spans in spans.items()
               for first, end in merge_ranges(version_spans)]  # merged: no trade read twice
-    rows: list[asyncpg.Record] = []
     # One scan per stretch of time, the days between ranges read too unless a month apart
     for first, end in merge_ranges(((r[1], r[2]) for r in ranges), gap=TRADE_SCAN_GAP):
         inside = [r for r in ranges if first <= r[1] and r[2] <= end]
-        rows += await reader.fetch(queries("rollup")["trade_days"], *_columns(inside, 3),
-                                   options.time_zone, first, end)
-    return rows
+        rows = await grouping.fetch(*_columns(inside, 3), options.time_zone, first, end)
+        await conn.copy_records_to_table("rollup_trade_days",
+                                         records=[tuple(row) for row in rows])
 
 
 def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
@@ -251,64 +261,20 @@ def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object
 # --- strategy_performance --------------------------------------------------------------------
 
 
-def _strategy_rows(
-    options: RollupSettings, wanted: dict[StrategyKey, set[Period]],
-    trade_days: list[asyncpg.Record], undefined: Counter[tuple[str, str]],
-) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
-    """The wanted periods' upsert rows (key and figures) and the emptied periods' keys."""
-    buckets: dict[tuple[StrategyKey, Period], list[TradeDay]] = defaultdict(list)
-    for row in trade_days:
-        key = (row["strategy_id"], row["model_version"])
-        if key not in wanted:  # read with its model version's days, not touched
-            continue
-        trade_day = _trade_day(row)
-        for period_type in PERIOD_TYPES:
-            period = (period_type, period_start(trade_day.day, period_type))
-            buckets[(key, period)].append(trade_day)
-
-    upserts: list[tuple[object, ...]] = []
-    deletes: list[tuple[object, ...]] = []
-    for key, periods in wanted.items():
-        for period in sorted(periods):
-            days = buckets.get((key, period))
-            if not days:
-                deletes.append((*key, *period))
-                continue
-            notes = Undefined()
-            figures = strategy_figures(days, options.ratios, notes)
-            undefined.update(notes.reasons)
-            upserts.append((*key, *period, *_strategy_columns(figures)))
-    return upserts, deletes
+def _strategy_periods_args(options: RollupSettings,
+                           wanted: dict[StrategyKey, set[Period]]) -> list[object]:
+    """strategy_periods' parameters: the wanted periods, and the ratio settings."""
+    periods = [(*key, *period) for key, key_periods in wanted.items()
+               for period in sorted(key_periods)]
+    ratios = options.ratios
+    return [*_columns(periods, 4), ratios.capital_base, ratios.periods_per_year,
+            float(ratios.risk_free_rate) / ratios.periods_per_year]
 
 
 def _numerics_as_text(columns: list[list[object]]) -> list[list[object]]:
     """Decimals as text: the server parses numeric text faster than asyncpg encodes them."""
     return [[str(value) if isinstance(value, Decimal) else value for value in column]
             for column in columns]
-
-
-def _trade_day(row: asyncpg.Record) -> TradeDay:
-    return TradeDay(
-        day=row["day"], trades=row["trades"], wins=row["wins"], losses=row["losses"],
-        breakevens=row["breakevens"], gross_profit=row["gross_profit"],
-        gross_loss=row["gross_loss"], net_pnl=row["net_pnl"], commission=row["commission"],
-        largest_win=row["largest_win"], largest_loss=row["largest_loss"],
-        slippage_sum=row["slippage_sum"], slippage_count=row["slippage_count"],
-        fill_latency_us_sum=row["fill_latency_us_sum"],
-        fill_latency_count=row["fill_latency_count"])
-
-
-STRATEGY_UPSERT_COLUMNS = 26  # upsert_strategy_periods' parameters
-
-
-def _strategy_columns(f: StrategyFigures) -> tuple[object, ...]:
-    """The figures in upsert_strategy_periods' column order ($5 onwards)."""
-    return (f.total_trades, f.winning_trades, f.losing_trades, f.breakeven_trades,
-            f.gross_profit, f.gross_loss, f.net_pnl, f.total_commission,
-            f.win_rate, f.profit_factor, f.avg_win, f.avg_loss, f.avg_trade,
-            f.largest_win, f.largest_loss, f.max_drawdown, f.max_drawdown_duration_days,
-            f.sharpe_ratio, f.sortino_ratio, f.calmar_ratio, f.avg_slippage,
-            f.avg_fill_time_ms)
 
 
 # --- model_performance -----------------------------------------------------------------------
@@ -339,38 +305,45 @@ def _tallies(rows: list[asyncpg.Record]) -> dict[tuple[str, date], PredictionTal
     return tallies
 
 
+def _model_figures(tallies: dict[tuple[str, date], PredictionTally],
+                   undefined: Counter[tuple[str, str]]) -> dict[tuple[str, date], ModelFigures]:
+    """The figures of every (model version, local day) that has validated predictions."""
+    figures: dict[tuple[str, date], ModelFigures] = {}
+    for model_day, tally in tallies.items():
+        if tally.samples:
+            notes = Undefined()
+            figures[model_day] = model_figures(tally, notes)
+            undefined.update(notes.reasons)
+    return figures
+
+
 def _model_rows(
-    wanted: dict[str, set[date]], trade_days: list[asyncpg.Record],
-    tallies: dict[tuple[str, date], PredictionTally], identity: dict[str, tuple[str, str]],
+    wanted: dict[str, set[date]], figures: dict[tuple[str, date], ModelFigures],
+    pnl: dict[tuple[str, date], Decimal], identity: dict[str, tuple[str, str]],
     undefined: Counter[tuple[str, str]],
 ) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
     """The wanted live model days' upsert rows and the emptied days' keys."""
-    pnl: dict[tuple[str, date], Decimal] = {}
-    for row in trade_days:
-        if row["day"] in wanted.get(row["model_version"], ()):
-            model_day = (row["model_version"], row["day"])
-            pnl[model_day] = pnl.get(model_day, Decimal(0)) + row["net_pnl"]
-
     upserts: list[tuple[object, ...]] = []
     deletes: list[tuple[object, ...]] = []
     for version, days in wanted.items():
         for day in sorted(days):
-            tally = tallies.get((version, day), PredictionTally())
-            day_pnl = pnl.get((version, day))
-            if not tally.samples and day_pnl is None:
+            day_figures, day_pnl = figures.get((version, day)), pnl.get((version, day))
+            if day_figures is None and day_pnl is None:
                 deletes.append((version, day))
                 continue
             notes = Undefined()
-            figures = model_figures(tally, notes)
+            if day_figures is None:  # trades but no validated prediction that day
+                day_figures = model_figures(PredictionTally(), notes)
             contribution = money(day_pnl if day_pnl is not None else Decimal(0),
                                  "live_pnl_contribution", notes)
             undefined.update(notes.reasons)
             model_type, status = identity[version]
             upserts.append((
-                version, model_type, day, status, figures.samples, figures.accuracy,
-                figures.precision, figures.recall, figures.f1_score, figures.auc_roc,
-                figures.brier_score, figures.expected_calibration_error,
-                *(figures.regime_accuracy[regime] for regime in REGIMES), contribution))
+                version, model_type, day, status, day_figures.samples, day_figures.accuracy,
+                day_figures.precision, day_figures.recall, day_figures.f1_score,
+                day_figures.auc_roc, day_figures.brier_score,
+                day_figures.expected_calibration_error,
+                *(day_figures.regime_accuracy[regime] for regime in REGIMES), contribution))
     return upserts, deletes
 
 
@@ -398,15 +371,13 @@ async def _offline_live_columns(conn: Conn, reader: Conn, options: RollupSetting
 
 
 @contextlib.asynccontextmanager
-async def _in_flight(conn: Conn, query: str,
-                     *args: object) -> AsyncIterator[asyncio.Task[list[asyncpg.Record]]]:
-    """``query`` runs on the server while the block computes here; its rows are the task's
-    result after the block. The connection takes no other query until then."""
-    statement = await conn.prepare(query)
-    task = asyncio.create_task(statement.fetch(*args))
-    await asyncio.sleep(0)  # the task's first step sends Bind and Execute
+async def _meanwhile(work: Coroutine[object, object, None]) -> AsyncIterator[None]:
+    """``work`` (statements on a connection) runs while the block computes here, and is
+    awaited after it. Its connection takes no other query until then."""
+    task = asyncio.create_task(work)
+    await asyncio.sleep(0)  # the task's first step sends its first statement
     try:
-        yield task
+        yield
     except BaseException:
         task.cancel()  # frees the connection for the rollback
         with contextlib.suppress(BaseException):

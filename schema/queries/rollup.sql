@@ -45,7 +45,22 @@ SELECT table_name, ((now() - keep_for) AT TIME ZONE $1::text)::date + 1 AS first
 FROM retention_rules
 WHERE table_name IN ('trade_outcomes', 'model_predictions');
 
+-- name: trade_days_table
+-- The run's trade days (trade_days' rows), kept on the primary for strategy_periods and
+-- model_day_pnl; emptied at the end of the run's transaction.
+CREATE TEMP TABLE IF NOT EXISTS rollup_trade_days (
+    strategy_id TEXT, model_version TEXT, day DATE, trades BIGINT, wins BIGINT, losses BIGINT,
+    breakevens BIGINT, gross_profit NUMERIC, gross_loss NUMERIC, net_pnl NUMERIC,
+    commission NUMERIC, largest_win NUMERIC, largest_loss NUMERIC, slippage_sum NUMERIC,
+    slippage_count BIGINT, fill_latency_us_sum NUMERIC, fill_latency_count BIGINT
+) ON COMMIT DELETE ROWS;
+
+-- name: model_day_pnl
+-- The kept trade days' net P&L per model version and local day (live_pnl_contribution).
+SELECT model_version, day, sum(net_pnl) AS net_pnl FROM rollup_trade_days GROUP BY 1, 2;
+
 -- name: trade_days
+-- (Kept in rollup_trade_days: run as INSERT INTO it, or read from a replica and copied.)
 -- Closed trades per (strategy, model version, local exit day) of the given model versions in
 -- the given day ranges ($1 model version, $2 first day, $3 day after the last; $4 time zone),
 -- for both the strategy periods and the model days' P&L. The ranges must not overlap and
@@ -81,62 +96,275 @@ WHERE EXISTS (SELECT FROM unnest($1::text[], $2::date[], $3::date[])
               WHERE r.model_version = g.model_version
                 AND g.day >= r.first_day AND g.day < r.end_day);
 
--- name: upsert_strategy_periods
--- $1..$26: one array per column, one element per period (one statement for all of them:
--- a statement per period cost 0.2 ms each, for tens of thousands of periods). Numerics come
--- as decimal text: asyncpg's binary numeric encoding cost the client twice the time.
--- Rows are rewritten only when a figure changed, so a re-run leaves updated_at alone.
-INSERT INTO strategy_performance AS s (
-    strategy_id, model_version, period_type, period_start,
-    total_trades, winning_trades, losing_trades, breakeven_trades,
-    gross_profit, gross_loss, net_pnl, total_commission,
-    win_rate, profit_factor, avg_win, avg_loss, avg_trade, largest_win, largest_loss,
-    max_drawdown, max_drawdown_duration_days, sharpe_ratio, sortino_ratio, calmar_ratio,
-    avg_slippage, avg_fill_time_ms
+-- name: strategy_periods
+-- strategy_performance of the wanted periods ($1 strategy, $2 model version, $3 period type,
+-- $4 period start) from their days in rollup_trade_days, set-based: every figure as
+-- performance.strategy_figures defines it ($5 capital base, $6 periods a year, $7 the daily
+-- risk-free rate as the float Python divides), fitted to its column (schema/28). A wanted
+-- period without a trade day is deleted. Rows are rewritten only when a figure changed, so a
+-- re-run leaves updated_at alone. Returns ('recomputed' | 'deleted', NULL, NULL, n) and, per
+-- figure left NULL, ('undefined', column, reason, n), which the rollup logs.
+-- Floats as Python has them: a day's return is the exact quotient rounded to a float, and a
+-- float becomes a column's value through its shortest text (Python's repr). Sums of floats
+-- run in PostgreSQL's order where Python's math.fsum is exact, and the growth behind Calmar is
+-- exp(sum(ln)) where Python multiplies: they differ in the last bits, far below the columns'
+-- 4 decimals (the rollup tests compare every figure with performance.strategy_figures').
+WITH wanted AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[])
+        AS w(strategy_id, model_version, period_type, period_start)
+),
+day_periods AS MATERIALIZED (  -- each trade day in its day, week and month (as a scan of
+    -- its own: joined to the wanted periods with the VALUES inside, the planner paired every
+    -- day with every period of its strategy and filtered 6 million pairs for a year)
+    SELECT p.period_type, p.period_start, d.*
+    FROM rollup_trade_days AS d
+    CROSS JOIN LATERAL (VALUES ('DAY', d.day),
+                               ('WEEK', date_trunc('week', d.day::timestamp)::date),
+                               ('MONTH', date_trunc('month', d.day::timestamp)::date))
+        AS p(period_type, period_start)
+),
+period_days AS (  -- the trade days of the wanted periods
+    SELECT d.* FROM day_periods AS d
+    JOIN wanted AS w USING (strategy_id, model_version, period_type, period_start)
+),
+equity AS (  -- end-of-day equity from the capital base, and its running peak before the day
+    SELECT *, $5::numeric + cum AS equity_after, $5::numeric + cum - net_pnl AS equity_before,
+           greatest($5::numeric, $5::numeric + max(cum) OVER before) AS peak_before
+    FROM (SELECT *, sum(net_pnl) OVER upto AS cum FROM period_days
+          WINDOW upto AS (PARTITION BY strategy_id, model_version, period_type, period_start
+                          ORDER BY day ROWS UNBOUNDED PRECEDING)) AS c
+    WINDOW before AS (PARTITION BY strategy_id, model_version, period_type, period_start
+                      ORDER BY day ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+),
+walked AS (  -- each day's return, and its fall from the peak: performance.max_drawdown's
+    -- walk, where a day at or above the peak is the new peak. Episode n runs from the n-th
+    -- such day (0: from the period's first day, at the capital base) to the next one.
+    SELECT *, count(*) FILTER (WHERE at_peak) OVER upto AS episode,
+           daily_return - $7::float8 AS excess,
+           avg(daily_return - $7::float8) OVER whole AS mean_excess
+    FROM (SELECT *, CASE WHEN equity_before > 0
+                         THEN (round(net_pnl, 30) / equity_before)::float8 END AS daily_return,
+                 equity_after >= peak_before AS at_peak,
+                 CASE WHEN equity_after < peak_before
+                      THEN round(peak_before - equity_after, 30) / peak_before ELSE 0 END AS fall
+          FROM equity) AS f
+    WINDOW upto AS (PARTITION BY strategy_id, model_version, period_type, period_start
+                    ORDER BY day ROWS UNBOUNDED PRECEDING),
+           whole AS (PARTITION BY strategy_id, model_version, period_type, period_start)
+),
+periods AS (
+    SELECT strategy_id, model_version, period_type, period_start,
+           sum(trades)::integer AS total_trades, sum(wins)::integer AS winning_trades,
+           sum(losses)::integer AS losing_trades, sum(breakevens)::integer AS breakeven_trades,
+           sum(gross_profit) AS gross_profit, sum(gross_loss) AS gross_loss,
+           sum(net_pnl) AS net_pnl, sum(commission) AS commission,
+           max(largest_win) AS largest_win, min(largest_loss) AS largest_loss,
+           sum(slippage_sum) AS slippage_sum, sum(slippage_count) AS slippage_count,
+           sum(fill_latency_us_sum) AS latency_us, sum(fill_latency_count) AS latency_count,
+           count(*) AS days, min(day) AS first_day, max(day) AS last_day,
+           bool_or(equity_before <= 0) AS exhausted,  -- the capital base ran out
+           max(fall) AS worst_fall,
+           -- the first day of the largest fall is in this episode; the next one's first day
+           -- is the recovery (else the period's last day)
+           (array_agg(episode ORDER BY fall DESC, day))[1] AS worst_episode,
+           array_agg(day ORDER BY day) FILTER (WHERE at_peak) AS peak_days,
+           sum(excess) AS excess_sum,
+           sum((excess - mean_excess) ^ 2) AS squared_deviations,
+           sum(least(excess, 0) ^ 2) AS squared_downside,
+           bool_or(daily_return <= -1) AS ruined,  -- growth 0 or below
+           sum(ln(1 + daily_return)) FILTER (WHERE daily_return > -1) AS log_growth
+    FROM walked
+    GROUP BY strategy_id, model_version, period_type, period_start
+),
+raw AS MATERIALIZED (  -- each figure before it is fitted to its column; NULL: undefined
+    SELECT *,
+           round(winning_trades::numeric, 40) / total_trades AS raw_win_rate,
+           CASE WHEN gross_loss <> 0 THEN round(gross_profit, 40) / -gross_loss END
+               AS raw_profit_factor,
+           CASE WHEN winning_trades > 0 THEN round(gross_profit, 40) / winning_trades END
+               AS raw_avg_win,
+           CASE WHEN losing_trades > 0 THEN round(gross_loss, 40) / losing_trades END
+               AS raw_avg_loss,
+           round(net_pnl, 40) / total_trades AS raw_avg_trade,
+           CASE WHEN $5::numeric > 0 THEN worst_fall::float8 END AS raw_max_drawdown,
+           CASE WHEN $5::numeric > 0 AND worst_fall > 0
+                THEN coalesce(peak_days[worst_episode + 1], last_day)
+                     - CASE WHEN worst_episode = 0 THEN first_day ELSE peak_days[worst_episode] END
+                WHEN $5::numeric > 0 THEN 0 END AS max_drawdown_duration_days,
+           CASE WHEN slippage_count > 0 THEN round(slippage_sum, 40) / slippage_count END
+               AS raw_avg_slippage,
+           CASE WHEN latency_count > 0
+                THEN round_half_even(round(latency_us::numeric, 40) / (latency_count * 1000), 0)
+                END AS raw_avg_fill_time_ms,
+           CASE WHEN NOT exhausted AND days > 1 AND squared_deviations > 0
+                THEN (excess_sum / days) / sqrt(squared_deviations / (days - 1))
+                     * sqrt($6::float8) END AS raw_sharpe_ratio,
+           CASE WHEN NOT exhausted AND days > 1 AND squared_downside > 0
+                THEN (excess_sum / days * $6)
+                     / (sqrt(squared_downside / days) * sqrt($6::float8)) END
+               AS raw_sortino_ratio,
+           CASE WHEN annual IS NULL THEN NULL
+                WHEN annual = 0 THEN annual
+                WHEN ln(abs(annual)) - ln(worst_fall::float8) < 709.782712893384
+                THEN annual / worst_fall::float8 END  -- else too big for a float: Python's inf
+               AS raw_calmar_ratio
+    FROM periods
+    CROSS JOIN LATERAL (  -- the compound annual growth rate, for Calmar
+        SELECT CASE WHEN NOT exhausted AND NOT ruined AND worst_fall > 0
+                         AND log_growth * $6 / days < 709.782712893384  -- ln of the largest float
+                    THEN CASE WHEN log_growth * $6 / days < -745.1332191019412  -- 0 as a float
+                              THEN 0 ELSE exp(log_growth * $6 / days) END - 1
+               END AS annual) AS g
+),
+figures AS (
+    SELECT *,
+           fitted(gross_profit, 18, 4) AS fit_gross_profit,
+           fitted(gross_loss, 18, 4) AS fit_gross_loss,
+           fitted(net_pnl, 18, 4) AS fit_net_pnl,
+           fitted(commission, 18, 4) AS fit_commission,
+           fitted(raw_win_rate, 5, 4) AS win_rate,
+           fitted(raw_profit_factor, 8, 4) AS profit_factor,
+           fitted(raw_avg_win, 18, 4) AS avg_win,
+           fitted(raw_avg_loss, 18, 4) AS avg_loss,
+           fitted(raw_avg_trade, 18, 4) AS avg_trade,
+           fitted(largest_win, 18, 4) AS fit_largest_win,
+           fitted(largest_loss, 18, 4) AS fit_largest_loss,
+           fitted(raw_max_drawdown::text::numeric, 8, 4) AS max_drawdown,
+           fitted(raw_sharpe_ratio::text::numeric, 8, 4) AS sharpe_ratio,
+           fitted(raw_sortino_ratio::text::numeric, 8, 4) AS sortino_ratio,
+           fitted(raw_calmar_ratio::text::numeric, 8, 4) AS calmar_ratio,
+           fitted(raw_avg_slippage, 18, 8) AS avg_slippage,
+           CASE WHEN abs(raw_avg_fill_time_ms) <= 2147483647
+                THEN raw_avg_fill_time_ms::integer END AS avg_fill_time_ms
+    FROM raw
+),
+notes AS (  -- why figures are NULL, as performance.Undefined notes it: (column, reason, periods)
+    SELECT n.* FROM (
+        SELECT count(*) FILTER (WHERE exhausted) AS exhausted,
+               count(*) FILTER (WHERE fit_gross_profit IS NULL) AS gross_profit,
+               count(*) FILTER (WHERE fit_gross_loss IS NULL) AS gross_loss,
+               count(*) FILTER (WHERE fit_net_pnl IS NULL) AS net_pnl,
+               count(*) FILTER (WHERE fit_commission IS NULL) AS commission,
+               count(*) FILTER (WHERE win_rate IS NULL) AS win_rate,
+               count(*) FILTER (WHERE raw_profit_factor IS NULL) AS no_profit_factor,
+               count(*) FILTER (WHERE raw_profit_factor IS NOT NULL AND profit_factor IS NULL)
+                   AS profit_factor,
+               count(*) FILTER (WHERE raw_avg_win IS NULL) AS no_avg_win,
+               count(*) FILTER (WHERE raw_avg_win IS NOT NULL AND avg_win IS NULL) AS avg_win,
+               count(*) FILTER (WHERE raw_avg_loss IS NULL) AS no_avg_loss,
+               count(*) FILTER (WHERE raw_avg_loss IS NOT NULL AND avg_loss IS NULL)
+                   AS avg_loss,
+               count(*) FILTER (WHERE avg_trade IS NULL) AS avg_trade,
+               count(*) FILTER (WHERE largest_win IS NULL) AS no_largest_win,
+               count(*) FILTER (WHERE largest_win IS NOT NULL AND fit_largest_win IS NULL)
+                   AS largest_win,
+               count(*) FILTER (WHERE largest_loss IS NULL) AS no_largest_loss,
+               count(*) FILTER (WHERE largest_loss IS NOT NULL AND fit_largest_loss IS NULL)
+                   AS largest_loss,
+               count(*) FILTER (WHERE raw_max_drawdown IS NULL) AS no_max_drawdown,
+               count(*) FILTER (WHERE raw_max_drawdown IS NOT NULL AND max_drawdown IS NULL)
+                   AS max_drawdown,
+               count(*) FILTER (WHERE raw_sharpe_ratio IS NULL) AS no_sharpe_ratio,
+               count(*) FILTER (WHERE raw_sharpe_ratio IS NOT NULL AND sharpe_ratio IS NULL)
+                   AS sharpe_ratio,
+               count(*) FILTER (WHERE raw_sortino_ratio IS NULL) AS no_sortino_ratio,
+               count(*) FILTER (WHERE raw_sortino_ratio IS NOT NULL AND sortino_ratio IS NULL)
+                   AS sortino_ratio,
+               count(*) FILTER (WHERE raw_calmar_ratio IS NULL) AS no_calmar_ratio,
+               count(*) FILTER (WHERE raw_calmar_ratio IS NOT NULL AND calmar_ratio IS NULL)
+                   AS calmar_ratio,
+               count(*) FILTER (WHERE raw_avg_slippage IS NOT NULL AND avg_slippage IS NULL)
+                   AS avg_slippage,
+               count(*) FILTER (WHERE raw_avg_fill_time_ms IS NOT NULL
+                                  AND avg_fill_time_ms IS NULL) AS avg_fill_time_ms
+        FROM figures) AS c
+    CROSS JOIN LATERAL (VALUES
+        ('sharpe_ratio, sortino_ratio, calmar_ratio', 'capital base exhausted', c.exhausted),
+        ('gross_profit', 'beyond DECIMAL(18, 4)', c.gross_profit),
+        ('gross_loss', 'beyond DECIMAL(18, 4)', c.gross_loss),
+        ('net_pnl', 'beyond DECIMAL(18, 4)', c.net_pnl),
+        ('total_commission', 'beyond DECIMAL(18, 4)', c.commission),
+        ('win_rate', 'beyond DECIMAL(5, 4)', c.win_rate),
+        ('profit_factor', 'no losing trade', c.no_profit_factor),
+        ('profit_factor', 'beyond DECIMAL(8, 4)', c.profit_factor),
+        ('avg_win', 'no winning trade', c.no_avg_win),
+        ('avg_win', 'beyond DECIMAL(18, 4)', c.avg_win),
+        ('avg_loss', 'no losing trade', c.no_avg_loss),
+        ('avg_loss', 'beyond DECIMAL(18, 4)', c.avg_loss),
+        ('avg_trade', 'beyond DECIMAL(18, 4)', c.avg_trade),
+        ('largest_win', 'no winning trade', c.no_largest_win),
+        ('largest_win', 'beyond DECIMAL(18, 4)', c.largest_win),
+        ('largest_loss', 'no losing trade', c.no_largest_loss),
+        ('largest_loss', 'beyond DECIMAL(18, 4)', c.largest_loss),
+        ('max_drawdown', 'no data', c.no_max_drawdown),
+        ('max_drawdown', 'beyond DECIMAL(8, 4)', c.max_drawdown),
+        ('sharpe_ratio', 'fewer than two daily returns or no variance', c.no_sharpe_ratio),
+        ('sharpe_ratio', 'beyond DECIMAL(8, 4)', c.sharpe_ratio),
+        ('sortino_ratio', 'fewer than two daily returns or no downside', c.no_sortino_ratio),
+        ('sortino_ratio', 'beyond DECIMAL(8, 4)', c.sortino_ratio),
+        ('calmar_ratio', 'no drawdown', c.no_calmar_ratio),
+        ('calmar_ratio', 'beyond DECIMAL(8, 4)', c.calmar_ratio),
+        ('avg_slippage', 'beyond DECIMAL(18, 8)', c.avg_slippage),
+        ('avg_fill_time_ms', 'beyond INTEGER', c.avg_fill_time_ms)
+    ) AS n(column_name, reason, periods)
+    WHERE n.periods > 0
+),
+upserted AS (
+    INSERT INTO strategy_performance AS s (
+        strategy_id, model_version, period_type, period_start,
+        total_trades, winning_trades, losing_trades, breakeven_trades,
+        gross_profit, gross_loss, net_pnl, total_commission,
+        win_rate, profit_factor, avg_win, avg_loss, avg_trade, largest_win, largest_loss,
+        max_drawdown, max_drawdown_duration_days, sharpe_ratio, sortino_ratio, calmar_ratio,
+        avg_slippage, avg_fill_time_ms
+    )
+    SELECT strategy_id, model_version, period_type, period_start,
+           total_trades, winning_trades, losing_trades, breakeven_trades,
+           fit_gross_profit, fit_gross_loss, fit_net_pnl, fit_commission,
+           win_rate, profit_factor, avg_win, avg_loss, avg_trade, fit_largest_win,
+           fit_largest_loss, max_drawdown, max_drawdown_duration_days, sharpe_ratio,
+           sortino_ratio, calmar_ratio, avg_slippage, avg_fill_time_ms
+    FROM figures
+    ON CONFLICT (strategy_id, model_version, period_type, period_start) DO UPDATE SET
+        total_trades = EXCLUDED.total_trades, winning_trades = EXCLUDED.winning_trades,
+        losing_trades = EXCLUDED.losing_trades, breakeven_trades = EXCLUDED.breakeven_trades,
+        gross_profit = EXCLUDED.gross_profit, gross_loss = EXCLUDED.gross_loss,
+        net_pnl = EXCLUDED.net_pnl, total_commission = EXCLUDED.total_commission,
+        win_rate = EXCLUDED.win_rate, profit_factor = EXCLUDED.profit_factor,
+        avg_win = EXCLUDED.avg_win, avg_loss = EXCLUDED.avg_loss,
+        avg_trade = EXCLUDED.avg_trade, largest_win = EXCLUDED.largest_win,
+        largest_loss = EXCLUDED.largest_loss, max_drawdown = EXCLUDED.max_drawdown,
+        max_drawdown_duration_days = EXCLUDED.max_drawdown_duration_days,
+        sharpe_ratio = EXCLUDED.sharpe_ratio, sortino_ratio = EXCLUDED.sortino_ratio,
+        calmar_ratio = EXCLUDED.calmar_ratio, avg_slippage = EXCLUDED.avg_slippage,
+        avg_fill_time_ms = EXCLUDED.avg_fill_time_ms, updated_at = now()
+    WHERE (s.total_trades, s.winning_trades, s.losing_trades, s.breakeven_trades,
+           s.gross_profit, s.gross_loss, s.net_pnl, s.total_commission, s.win_rate,
+           s.profit_factor, s.avg_win, s.avg_loss, s.avg_trade, s.largest_win,
+           s.largest_loss, s.max_drawdown, s.max_drawdown_duration_days, s.sharpe_ratio,
+           s.sortino_ratio, s.calmar_ratio, s.avg_slippage, s.avg_fill_time_ms)
+       IS DISTINCT FROM
+          (EXCLUDED.total_trades, EXCLUDED.winning_trades, EXCLUDED.losing_trades,
+           EXCLUDED.breakeven_trades, EXCLUDED.gross_profit, EXCLUDED.gross_loss,
+           EXCLUDED.net_pnl, EXCLUDED.total_commission, EXCLUDED.win_rate,
+           EXCLUDED.profit_factor, EXCLUDED.avg_win, EXCLUDED.avg_loss, EXCLUDED.avg_trade,
+           EXCLUDED.largest_win, EXCLUDED.largest_loss, EXCLUDED.max_drawdown,
+           EXCLUDED.max_drawdown_duration_days, EXCLUDED.sharpe_ratio,
+           EXCLUDED.sortino_ratio, EXCLUDED.calmar_ratio, EXCLUDED.avg_slippage,
+           EXCLUDED.avg_fill_time_ms)
+),
+deleted AS (  -- periods that no longer hold a closed trade (re-opened or moved by a late fill)
+    DELETE FROM strategy_performance AS s
+    USING (SELECT strategy_id, model_version, period_type, period_start FROM wanted
+           EXCEPT
+           SELECT strategy_id, model_version, period_type, period_start FROM periods) AS e
+    WHERE (s.strategy_id, s.model_version, s.period_type, s.period_start)
+        = (e.strategy_id, e.model_version, e.period_type, e.period_start)
+    RETURNING 1
 )
-SELECT * FROM unnest(
-    $1::text[], $2::text[], $3::text[], $4::date[],
-    $5::integer[], $6::integer[], $7::integer[], $8::integer[],
-    $9::text[]::numeric[], $10::text[]::numeric[], $11::text[]::numeric[],
-    $12::text[]::numeric[], $13::text[]::numeric[], $14::text[]::numeric[],
-    $15::text[]::numeric[], $16::text[]::numeric[], $17::text[]::numeric[],
-    $18::text[]::numeric[], $19::text[]::numeric[], $20::text[]::numeric[], $21::integer[],
-    $22::text[]::numeric[], $23::text[]::numeric[], $24::text[]::numeric[],
-    $25::text[]::numeric[], $26::integer[])
-ON CONFLICT (strategy_id, model_version, period_type, period_start) DO UPDATE SET
-    total_trades = EXCLUDED.total_trades, winning_trades = EXCLUDED.winning_trades,
-    losing_trades = EXCLUDED.losing_trades, breakeven_trades = EXCLUDED.breakeven_trades,
-    gross_profit = EXCLUDED.gross_profit, gross_loss = EXCLUDED.gross_loss,
-    net_pnl = EXCLUDED.net_pnl, total_commission = EXCLUDED.total_commission,
-    win_rate = EXCLUDED.win_rate, profit_factor = EXCLUDED.profit_factor,
-    avg_win = EXCLUDED.avg_win, avg_loss = EXCLUDED.avg_loss, avg_trade = EXCLUDED.avg_trade,
-    largest_win = EXCLUDED.largest_win, largest_loss = EXCLUDED.largest_loss,
-    max_drawdown = EXCLUDED.max_drawdown,
-    max_drawdown_duration_days = EXCLUDED.max_drawdown_duration_days,
-    sharpe_ratio = EXCLUDED.sharpe_ratio, sortino_ratio = EXCLUDED.sortino_ratio,
-    calmar_ratio = EXCLUDED.calmar_ratio, avg_slippage = EXCLUDED.avg_slippage,
-    avg_fill_time_ms = EXCLUDED.avg_fill_time_ms, updated_at = now()
-WHERE (s.total_trades, s.winning_trades, s.losing_trades, s.breakeven_trades,
-       s.gross_profit, s.gross_loss, s.net_pnl, s.total_commission, s.win_rate,
-       s.profit_factor, s.avg_win, s.avg_loss, s.avg_trade, s.largest_win, s.largest_loss,
-       s.max_drawdown, s.max_drawdown_duration_days, s.sharpe_ratio, s.sortino_ratio,
-       s.calmar_ratio, s.avg_slippage, s.avg_fill_time_ms)
-   IS DISTINCT FROM
-      (EXCLUDED.total_trades, EXCLUDED.winning_trades, EXCLUDED.losing_trades,
-       EXCLUDED.breakeven_trades, EXCLUDED.gross_profit, EXCLUDED.gross_loss,
-       EXCLUDED.net_pnl, EXCLUDED.total_commission, EXCLUDED.win_rate,
-       EXCLUDED.profit_factor, EXCLUDED.avg_win, EXCLUDED.avg_loss, EXCLUDED.avg_trade,
-       EXCLUDED.largest_win, EXCLUDED.largest_loss, EXCLUDED.max_drawdown,
-       EXCLUDED.max_drawdown_duration_days, EXCLUDED.sharpe_ratio, EXCLUDED.sortino_ratio,
-       EXCLUDED.calmar_ratio, EXCLUDED.avg_slippage, EXCLUDED.avg_fill_time_ms);
-
--- name: delete_strategy_periods
--- Periods that no longer hold a closed trade (a trade re-opened or moved by a late fill).
-DELETE FROM strategy_performance AS s
-USING unnest($1::text[], $2::text[], $3::text[], $4::date[])
-    AS e(strategy_id, model_version, period_type, period_start)
-WHERE (s.strategy_id, s.model_version, s.period_type, s.period_start)
-    = (e.strategy_id, e.model_version, e.period_type, e.period_start);
+SELECT 'recomputed' AS kind, NULL AS column_name, NULL AS reason, count(*) AS n FROM figures
+UNION ALL SELECT 'deleted', NULL, NULL, count(*) FROM deleted
+UNION ALL SELECT 'undefined', column_name, reason, periods FROM notes;
 
 -- name: prediction_tallies
 -- Validated predictions of the given model versions made in the given local day ranges ($1

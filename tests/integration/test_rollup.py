@@ -227,14 +227,14 @@ async def test_reopened_trade_removes_its_emptied_period(db: asyncpg.Connection)
 async def test_a_failure_while_a_query_is_in_flight_keeps_the_marks_and_the_connection(
     db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The strategy figures are computed while the predictions' query runs: if they fail,
+    """The live model figures are computed while the server groups the trades: if they fail,
     that query is cancelled, so the transaction rolls back and the connection stays usable."""
     await hand_computed_trades(db)
 
     def failing(*_: object) -> None:
         raise ArithmeticError("a figure failed")
 
-    monkeypatch.setattr(rollup_module, "strategy_figures", failing)
+    monkeypatch.setattr(rollup_module, "_model_figures", failing)
     with pytest.raises(ArithmeticError, match="a figure failed"):
         await rollup(db, ROLLUP_SETTINGS)
     monkeypatch.undo()

@@ -108,7 +108,7 @@ WHERE EXISTS (SELECT FROM unnest($1::text[], $2::date[], $3::date[])
 -- float becomes a column's value through its shortest text (Python's repr). Sums of floats
 -- run in PostgreSQL's order where Python's math.fsum is exact, and the growth behind Calmar is
 -- exp(sum(ln)) where Python multiplies: they differ in the last bits, far below the columns'
--- 4 decimals (the rollup tests compare every figure with performance.strategy_figures').
+-- 4 decimals (tests/integration/test_rollup_reference.py compares every figure with Python's).
 WITH wanted AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[])
         AS w(strategy_id, model_version, period_type, period_start)

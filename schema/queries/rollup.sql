@@ -60,7 +60,7 @@ CREATE TEMP TABLE IF NOT EXISTS rollup_trade_days (
 SELECT model_version, day, sum(net_pnl) AS net_pnl FROM rollup_trade_days GROUP BY 1, 2;
 
 -- name: trade_days
--- (Kept in rollup_trade_days: run as INSERT INTO it, or read from a replica and copied.)
+-- (Read by the rollup, from a replica when it has one, and copied into rollup_trade_days.)
 -- Closed trades per (strategy, model version, local exit day) of the given model versions in
 -- the given day ranges ($1 model version, $2 first day, $3 day after the last; $4 time zone),
 -- for both the strategy periods and the model days' P&L. The ranges must not overlap and
@@ -239,6 +239,8 @@ figures AS (
     FROM raw
 ),
 notes AS (  -- why figures are NULL, as performance.Undefined notes it: (column, reason, periods)
+    -- Counted in one pass, then unpivoted: a (column, reason) row per period and figure,
+    -- grouped, took 0.16 s of a year's statement instead of 0.01 (EXPLAIN ANALYZE).
     SELECT n.* FROM (
         SELECT count(*) FILTER (WHERE exhausted) AS exhausted,
                count(*) FILTER (WHERE fit_gross_profit IS NULL) AS gross_profit,

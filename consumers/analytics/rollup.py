@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Sequen
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -60,7 +61,14 @@ SERIALIZATION_RETRIES = 5
 # Trade ranges closer than this are read by one scan (trade_days), the days between included.
 TRADE_SCAN_GAP = timedelta(days=31)
 
+# A prediction mark's quarter hour (schema/29): the unit in which the days whose tallies are
+# kept are recounted. Those are today and the days before it, KEPT_DAYS in all: the live days,
+# whose predictions are validated within their horizons (minutes to hours).
+QUARTER = timedelta(minutes=15)
+KEPT_DAYS = 3
+
 StrategyKey = tuple[str, str]  # (strategy_id, model_version)
+Day = TypeVar("Day", date, datetime)
 Period = tuple[PeriodType, date]
 
 
@@ -126,15 +134,19 @@ async def _run(conn: Conn, reader: Conn, options: RollupSettings, *, full: bool)
     await conn.execute(sql["plan_settings"], True)
     if reader is not conn:  # not in this transaction: its session (the run's own connection)
         await reader.execute(sql["plan_settings"], False)
+    horizons = await _horizons(conn, options.time_zone)
     if full:
-        await conn.execute(sql["mark_everything"])
+        await conn.execute(sql["mark_every_trade"])
+        await conn.execute(sql["mark_every_prediction"])
+    kept_from = await _tallies_kept_from(conn, options, horizons["model_predictions"],
+                                         start_over=full)
     last_id = await conn.fetchval(sql["last_pending_id"])
     if last_id is None:
         return RollupReport()
-    marks = await conn.fetch(sql["consume_pending"], last_id)
+    kept_since = _quarter_of(_midnight(kept_from, ZoneInfo(options.time_zone)))
+    marks = await conn.fetch(sql["consume_pending"], last_id, kept_since)
     if reader is not conn:
         await _wait_for_replica(reader, position, options.replica_wait_seconds)
-    horizons = await _horizons(conn, options.time_zone)
     undefined: Counter[tuple[str, str]] = Counter()
     report = RollupReport(marks=len(marks))
 
@@ -143,8 +155,16 @@ async def _run(conn: Conn, reader: Conn, options: RollupSettings, *, full: bool)
         options.time_zone, horizons["trade_outcomes"])
     model_days = _wanted_model_days({(m["model_version"], m["day"]) for m in marks},
                                     options.time_zone, horizons["model_predictions"])
-    tallies = await reader.fetch(sql["prediction_tallies"],
-                                 *_prediction_tallies_args(model_days, options))
+    # The live model days' tallies: older days' recounted whole, the kept days' kept
+    quarters = _recounted_quarters({(m["model_version"], m["day"], m["quarter"])
+                                    for m in marks if m["kind"] == "prediction"})
+    older = {version: {day for day in days if day < kept_from}
+             for version, days in model_days.items()}
+    tallies = [
+        *await _recount_whole_days(reader, options, horizons["model_predictions"], older),
+        *await _kept_tallies(conn, reader, options, kept_from, kept_since, model_days,
+                             quarters),
+    ]
     identity = {row["model_version"]: (row["model_type"], row["status"])
                 for row in await reader.fetch(sql["model_identity"], list(model_days))}
     await conn.execute(sql["trade_days_table"])
@@ -280,11 +300,83 @@ def _numerics_as_text(columns: list[list[object]]) -> list[list[object]]:
 # --- model_performance -----------------------------------------------------------------------
 
 
-def _prediction_tallies_args(wanted: dict[str, set[date]],
-                          options: RollupSettings) -> tuple[object, ...]:
-    ranges = [(version, first, end) for version, days in wanted.items()
-              for first, end in merge_ranges((d, d + timedelta(days=1)) for d in days)]
-    return *_columns(ranges, 3), options.regime_bar_max_age, options.time_zone
+def _recounted_quarters(
+    marks: Iterable[tuple[str, date, datetime | None]],
+) -> list[tuple[str, datetime, datetime]]:
+    """The prediction marks' quarter hours, or whole UTC days where a mark names no quarter
+    hour, as (model version, first instant, end instant) ranges merged per version."""
+    spans: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for version, utc_day, quarter in marks:
+        if quarter is None:
+            first = datetime(utc_day.year, utc_day.month, utc_day.day, tzinfo=UTC)
+            spans[version].append((first, first + timedelta(days=1)))
+        else:
+            spans[version].append((quarter, quarter + QUARTER))
+    return [(version, first, end) for version, version_spans in spans.items()
+            for first, end in merge_ranges(version_spans)]
+
+
+async def _tallies_kept_from(conn: Conn, options: RollupSettings, horizon: date, *,
+                             start_over: bool) -> date:
+    """The first local day whose tallies are kept (schema/29): the KEPT_DAYS up to today,
+    none before the predictions' horizon. The kept tallies start over (this run counts them)
+    in a new time zone, when they would have to keep days they dropped, or if asked."""
+    sql = queries("rollup")
+    kept = await conn.fetchrow(sql["tallies_kept"], options.time_zone)
+    assert kept is not None  # one row, always
+    kept_from: date = max(kept["today"] - timedelta(days=KEPT_DAYS - 1), horizon)
+    if (start_over or kept["time_zone"] != options.time_zone
+            or kept_from < kept["kept_from"]):
+        log.info("rollup.tallies_start_over", time_zone=options.time_zone, kept_from=kept_from)
+        await conn.execute(sql["start_tallies_over"], options.time_zone, kept_from)
+    elif kept_from > kept["kept_from"]:
+        await conn.execute(sql["keep_tallies_from"], kept_from, options.time_zone)
+    return kept_from
+
+
+async def _recount_whole_days(reader: Conn, options: RollupSettings, horizon: date,
+                              days: dict[str, set[date]]) -> list[asyncpg.Record]:
+    """prediction_tallies' rows of whole local days, per day (days older than the kept ones)."""
+    zone = ZoneInfo(options.time_zone)
+    ranges = [(version, _midnight(first, zone), _midnight(end, zone))
+              for version, version_days in days.items()
+              for first, end in merge_ranges((day, day + timedelta(days=1))
+                                             for day in version_days)]
+    if not ranges:
+        return []
+    return await reader.fetch(queries("rollup")["prediction_tallies"], *_columns(ranges, 3),
+                              options.regime_bar_max_age, options.time_zone, horizon, False)
+
+
+async def _kept_tallies(conn: Conn, reader: Conn, options: RollupSettings, kept_from: date,
+                        since: datetime, model_days: dict[str, set[date]],
+                        quarters: list[tuple[str, datetime, datetime]]) -> list[asyncpg.Record]:
+    """The kept tallies (schema/29) of the wanted model days from ``kept_from`` on (whose
+    quarter hours begin at ``since``), after the marked quarter hours are recounted."""
+    sql = queries("rollup")
+    quarters = [(version, max(first, since), end) for version, first, end in quarters
+                if end > since]  # older days are recounted whole (_recount_whole_days)
+    if quarters:
+        await conn.execute(sql["quarter_tallies_table"])
+        recount = sql["prediction_tallies"]
+        args = (*_columns(quarters, 3), options.regime_bar_max_age, options.time_zone,
+                kept_from, True)
+        with _phase("prediction_tallies"):
+            if reader is conn:  # a busy day's quarter hours are thousands of rows: not here
+                await conn.execute(f"INSERT INTO rollup_quarter_tallies\n{recount}", *args)
+            else:
+                await _copy_in_chunks(reader, recount, args, conn, "rollup_quarter_tallies")
+        with _phase("keep_prediction_tallies"):
+            await conn.execute(sql["keep_prediction_tallies"], *_columns(quarters, 3))
+        below_zero = [row for row in await conn.fetch(sql["drop_spent_day_tallies"])
+                      if row["calls"] < 0]
+        if below_zero:
+            raise RollupError(
+                f"the kept prediction tallies disagree: {len(below_zero)} day counts below "
+                f"zero (first: {dict(below_zero[0])}); `cie rollup --full` counts them again")
+    wanted = [(version, day) for version, days in model_days.items() for day in days
+              if day >= kept_from]
+    return await conn.fetch(sql["day_tallies"], *_columns(wanted, 2)) if wanted else []
 
 
 LIVE_UPSERT_COLUMNS = 17  # upsert_live_model_days' parameters
@@ -370,6 +462,23 @@ async def _offline_live_columns(conn: Conn, reader: Conn, options: RollupSetting
 # --- helpers ---------------------------------------------------------------------------------
 
 
+COPY_CHUNK_ROWS = 10_000
+
+
+async def _copy_in_chunks(reader: Conn, query: str, args: Sequence[object], conn: Conn,
+                          table: str) -> None:
+    """``query``'s rows on ``reader`` copied into ``table`` on ``conn``, at most
+    COPY_CHUNK_ROWS of them in this process at a time."""
+    rows: list[tuple[object, ...]] = []
+    async with reader.transaction(isolation="repeatable_read", readonly=True):
+        async for row in reader.cursor(query, *args, prefetch=COPY_CHUNK_ROWS):
+            rows.append(tuple(row))
+            if len(rows) == COPY_CHUNK_ROWS:
+                await conn.copy_records_to_table(table, records=rows)
+                rows = []
+    await conn.copy_records_to_table(table, records=rows)
+
+
 @contextlib.asynccontextmanager
 async def _meanwhile(work: Coroutine[object, object, None]) -> AsyncIterator[None]:
     """``work`` (statements on a connection) runs while the block computes here, and is
@@ -404,10 +513,24 @@ def local_days(utc_day: date, time_zone: str) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def merge_ranges(ranges: Iterable[tuple[date, date]],
-                 gap: timedelta = timedelta(0)) -> list[tuple[date, date]]:
-    """Half-open day ranges merged where they overlap, touch or lie at most ``gap`` apart."""
-    merged: list[tuple[date, date]] = []
+def _midnight(day: date, zone: ZoneInfo) -> datetime:
+    """The instant local ``day`` begins (where midnight is skipped, the instant of the
+    jump; where it repeats, the first)."""
+    return datetime.combine(day, datetime.min.time(), zone).astimezone(UTC)
+
+
+def _quarter_of(instant: datetime) -> datetime:
+    """The quarter hour ``instant`` is in, as schema/29 bins them (from 2000-01-01 UTC, a
+    whole number of quarter hours after the epoch)."""
+    seconds = int(instant.timestamp())
+    return datetime.fromtimestamp(seconds - seconds % int(QUARTER.total_seconds()), UTC)
+
+
+def merge_ranges(ranges: Iterable[tuple[Day, Day]],
+                 gap: timedelta = timedelta(0)) -> list[tuple[Day, Day]]:
+    """Half-open ranges (of days or instants) merged where they overlap, touch or lie at most
+    ``gap`` apart."""
+    merged: list[tuple[Day, Day]] = []
     for first, end in sorted(ranges):
         if merged and first <= merged[-1][1] + gap:
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))

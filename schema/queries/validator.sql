@@ -76,7 +76,7 @@ WHERE validated_at IS NULL
 
 -- name: validate_predictions
 -- Computes and writes the outcomes of the given predictions in one statement, and marks
--- what it changed for the rollup (one row per model version and day; the transaction sets
+-- what it changed for the rollup (one row per model version and quarter hour; the transaction sets
 -- cie.writer_marks_rollup so the row trigger does not mark each row again).
 -- $1..$4: the candidates (prediction_id, predicted_at, symbol, horizon end); $5: gap
 -- tolerance; $6: neutral band; $7, $8: the earliest predicted_at and the latest horizon end;
@@ -254,8 +254,9 @@ written AS (
                      )::float8 AS lag_seconds
 ),
 marked AS (
-    INSERT INTO rollup_pending (kind, model_version, day)
-    SELECT DISTINCT 'prediction', model_version, (predicted_at AT TIME ZONE 'UTC')::date
+    INSERT INTO rollup_pending (kind, model_version, day, quarter)  -- as schema/29's trigger
+    SELECT DISTINCT 'prediction', model_version, (predicted_at AT TIME ZONE 'UTC')::date,
+           date_bin('15 minutes', predicted_at, TIMESTAMPTZ '2000-01-01 00:00:00+00')
     FROM written
 )
 SELECT ARRAY(SELECT lag_seconds FROM written) AS lags,

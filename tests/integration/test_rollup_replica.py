@@ -16,18 +16,19 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from consumers.analytics.rollup import rollup
+from consumers.analytics.rollup import COPY_CHUNK_ROWS, rollup
 from consumers.errors import RollupError
 from consumers.platform import migrations
 from consumers.platform.db import connect
 from tests.support.builders import ROLLUP_SETTINGS, add_trade
-from tests.support.clock import MONDAY
+from tests.support.clock import MONDAY, at
+from tests.support.live_model import row_by_row, stored
 from tests.support.ports import PortTaken, on_free_port_sync, taken
 from tests.support.private_postgres import pg_bin
 
@@ -162,3 +163,29 @@ async def test_a_replica_too_far_behind_fails_the_run_and_keeps_the_marks(
     await replica.execute("SELECT pg_wal_replay_resume()")
     await rollup(primary, ROLLUP_SETTINGS, reader=replica)  # the next run does the work
     assert await week_trades(primary) == 1
+
+
+async def test_a_busy_days_recount_comes_from_the_replica_in_chunks(
+    conns: tuple[asyncpg.Connection, asyncpg.Connection],
+) -> None:
+    """A live day's quarter hours recounted on the replica are copied to the primary a chunk
+    at a time, and the day's figures are those of its predictions as rows."""
+    primary, replica = conns
+    yesterday = date.today() - timedelta(days=1)
+    await primary.execute("""
+        INSERT INTO model_predictions (prediction_id, model_version, model_type, symbol,
+            predicted_at, prediction_horizon_minutes, predicted_direction, confidence_score,
+            feature_vector, actual_direction, actual_return, prediction_accuracy,
+            validated_at, start_regime)
+        SELECT gen_random_uuid(), 'mq', 'gbm', 'S' || n % 7,
+               $1::timestamptz + n * interval '5 seconds', 15, d[1 + n % 3],
+               round(random()::numeric, 4), '{}', d[1 + n * 7 % 3], 0.001,
+               d[1 + n % 3] = d[1 + n * 7 % 3], now(),
+               (ARRAY['trending_up', 'ranging', 'volatile', 'none'])[1 + n % 4]
+        FROM generate_series(0, 17_000) AS n,
+             LATERAL (SELECT ARRAY['LONG', 'SHORT', 'NEUTRAL'] AS d) AS directions""",
+        at(yesterday))
+    await rollup(primary, ROLLUP_SETTINGS, reader=replica)
+    assert await primary.fetchval(
+        "SELECT count(*) FROM prediction_quarter_tallies") > COPY_CHUNK_ROWS
+    assert await stored(primary, yesterday) == await row_by_row(primary, yesterday, "UTC")

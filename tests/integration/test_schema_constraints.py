@@ -87,6 +87,8 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
     ("model_performance_source_check", "model_performance", {"source": "backtest"}, ()),
     ("rollup_pending_kind_check", "rollup_pending", {"kind": "bar"}, ()),
     ("command_runs_duration_not_negative", "command_runs", {"last_duration_seconds": -1.0}, ()),
+    ("prediction_quarter_tallies_calls_check", "prediction_quarter_tallies", {"calls": 0}, ()),
+    ("prediction_tallies_kept_one", "prediction_tallies_kept", {"one": False}, ()),
     ("archive_parts_month_first_day", "archive_parts", {"month": date(2020, 3, 2)}, ()),
     ("archive_parts_part_not_negative", "archive_parts", {"part": -1}, ()),
     ("archive_parts_rows_not_negative", "archive_parts", {"row_count": -1}, ()),
@@ -106,6 +108,9 @@ UNIQUE_KEYS = {
     "ab_tests": "ab_tests_test_id_key",
     "retention_rules": "retention_rules_pkey",
     "command_runs": "command_runs_pkey",
+    # NULLs are equal here: tally 2's rows leave the directions and the regime empty
+    "prediction_day_tallies": "prediction_day_tallies_key",
+    "prediction_tallies_kept": "prediction_tallies_kept_pkey",
 }
 
 

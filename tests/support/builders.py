@@ -103,6 +103,13 @@ def valid_rows() -> dict[str, dict[str, Any]]:
         "rollup_pending": dict(kind="trade", strategy_id="momentum", model_version="v1.2",
                                day=T0.date()),
         "command_runs": dict(command="rollup", last_success_at=T0, last_duration_seconds=1.5),
+        "prediction_quarter_tallies": dict(
+            model_version="v1.2", quarter=T0, day=T0.date(), tally=2,
+            confidence_score=Decimal("0.7500"), right=True, calls=3),
+        "prediction_day_tallies": dict(
+            model_version="v1.2", day=T0.date(), tally=2, confidence_score=Decimal("0.7500"),
+            right=True, calls=3),
+        "prediction_tallies_kept": dict(time_zone="UTC", kept_from=T0.date()),
         "archive_parts": dict(
             table_name="trade_outcomes", month=date(2020, 3, 1), part=0,
             object_key="trade_outcomes/year=2020/month=03/part-00000.parquet", row_count=10,

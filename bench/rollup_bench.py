@@ -16,7 +16,10 @@ the predictions by the per-row trigger. Then times
   and sums, and the same joined to every trade's fill latencies (the reads no rollup can avoid);
 - rollup: `cie rollup` consuming every mark (the whole year: the worst case);
 - incremental: the next run after one late trade (one day, week and month recomputed);
-- full: `cie rollup --full` with nothing changed (everything recomputed, nothing rewritten).
+- full: `cie rollup --full` with nothing changed (everything recomputed, nothing rewritten);
+- live day: `--live-predictions` made yesterday (a live day, whose tallies the rollup keeps,
+  schema/29), a run after a few of them change in one quarter hour, and the whole day's
+  recount that every run made before.
 Reports the times and the rollup/baseline ratio (the machine is shared: compare ratios). The
 baselines run without JIT, as the rollup does (schema/queries/rollup.sql plan_settings): on
 TimescaleDB JIT made the bare GROUP BY 1.15-1.24 s instead of 0.42-0.44 s, and the ratio
@@ -148,6 +151,39 @@ async def add_bars_and_predictions(conn: asyncpg.Connection, predictions: int) -
          AND p.at - m.timestamp <= interval '5 minutes'""", predictions, YEAR_START)
 
 
+async def live_day(conn: asyncpg.Connection, predictions: int) -> None:
+    """Yesterday's predictions of one model version (a live day, its tallies kept): a run
+    after a few changed predictions in one quarter hour, against a recount of the whole day
+    (what every run did before schema/29)."""
+    yesterday = datetime.combine(date.today() - timedelta(days=1), datetime.min.time(), UTC)
+    await conn.execute("""
+        INSERT INTO model_predictions (prediction_id, model_version, model_type, symbol,
+            predicted_at, prediction_horizon_minutes, predicted_direction, confidence_score,
+            feature_vector, actual_direction, actual_return, prediction_accuracy, validated_at,
+            start_regime)
+        SELECT gen_random_uuid(), 'live', 'direction', 'S' || (n % 50),
+               $2::timestamptz + (n::float8 / $1) * interval '1 day', 15,
+               (ARRAY['LONG', 'SHORT', 'NEUTRAL'])[1 + n % 3],
+               round((0.34 + 0.65 * abs(sin(n)))::numeric, 4), '{}',
+               (ARRAY['LONG', 'SHORT', 'NEUTRAL'])[1 + (n / 3) % 3], 0.001,
+               n % 3 = (n / 3) % 3, now(),
+               (ARRAY['trending_up', 'trending_down', 'ranging', 'volatile', 'none'])[1 + n % 5]
+        FROM generate_series(0, $1::int - 1) AS n""", predictions, yesterday)
+    await conn.execute("VACUUM ANALYZE model_predictions")
+    await timed(f"live day: {predictions:,} predictions, first run", rollup(conn, OPTIONS))
+    await conn.execute("""
+        UPDATE model_predictions SET actual_direction = 'LONG', prediction_accuracy = false
+        WHERE model_version = 'live' AND predicted_direction <> 'LONG'
+          AND predicted_at >= $1 AND predicted_at < $1 + interval '1 second'""",
+        yesterday + timedelta(hours=12))
+    run = await timed("live day: a run after changes in one quarter hour", rollup(conn, OPTIONS))
+    whole = await timed("live day: its predictions recounted whole", conn.fetch(
+        queries("rollup")["prediction_tallies"], ["live"], [yesterday],
+        [yesterday + timedelta(days=1)], OPTIONS.regime_bar_max_age, "UTC", yesterday.date(),
+        False))
+    print(f"live day: a run / the whole day's recount: {run / whole:.2f}x")
+
+
 async def timed(label: str, coroutine: object) -> float:
     started = time.perf_counter()
     await coroutine  # type: ignore[misc]
@@ -189,6 +225,8 @@ async def run(args: argparse.Namespace) -> None:
         await timed("incremental: after one late trade", rollup(conn, OPTIONS))
         await timed("full: everything, nothing changed", rollup(conn, OPTIONS, full=True))
         again = await timed("baseline again: bare GROUP BY of every trade", conn.fetch(BASELINE))
+        if args.live_predictions:
+            await live_day(conn, args.live_predictions)
         rows = await conn.fetchval("SELECT count(*) FROM strategy_performance")
         live = await conn.fetchval("SELECT count(*) FROM model_performance")
         print(f"strategy_performance rows: {rows:,}; model_performance live rows: {live:,}")
@@ -206,6 +244,8 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=1_000_000)
     parser.add_argument("--strategies", type=int, default=20)
     parser.add_argument("--predictions", type=int, default=100_000)
+    parser.add_argument("--live-predictions", type=int, default=500_000,
+                        help="a live day's predictions (yesterday); 0: no live day case")
     parser.add_argument("--trades-per-flush", type=int, default=500,
                         help="closed trades a fills flush carries (their marks are distinct)")
     parser.add_argument("--timescaledb", action="store_true",

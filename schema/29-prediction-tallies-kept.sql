@@ -1,7 +1,8 @@
--- 29: the live model figures' tallies kept between rollup runs, so that a run recounts only
--- the quarter hours whose predictions changed. Until now each run recounted every validated
--- prediction of each touched day (schema/queries/rollup.sql prediction_tallies): a live day's
--- run grew with the day, 0.7 s to 9 s in ten minutes of the soak at 3,000 events/s.
+-- 29: the live days' model figure tallies kept between rollup runs, so that a run recounts
+-- only the quarter hours whose predictions changed. Until now each run recounted every
+-- validated prediction of each touched day (schema/queries/rollup.sql prediction_tallies): a
+-- live day's run grew with the day, 0.7 s to 9 s in ten minutes of the soak at 3,000
+-- events/s, and a trade mark alone recounted its day.
 
 -- A prediction mark's quarter hour: predicted_at binned to 15 minutes of UTC (every UTC day
 -- holds 96 whole ones). NULL: the whole UTC day `day` (marks written before this migration,

@@ -56,6 +56,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
+from consumers.demo import Market
 from consumers.ingest import trades
 from consumers.ingest.kafka import client_options, ensure_topics, make_producer, topic_config
 from consumers.ingest.pipelines.bars import BarsPipeline
@@ -66,26 +67,21 @@ from consumers.platform.settings import Settings, load_settings
 from consumers.producer import EventProducer, encode, route
 
 PARTITIONS = 4
+COMPRESSION = "lz4"  # as the producers' topics are: the consumer decompresses every batch
 PRODUCE_TICK = 0.01  # the latency run hands its due records over every 10 ms
 T0 = datetime(2026, 1, 5, 14, 30, tzinfo=UTC)
 
 
 def make_bars(n: int) -> list[Bar]:
+    """Bars as the producers send them: each of 50 symbols' random walk and indicators
+    (consumers.demo.Market), every value varied at its column's full precision. (Until
+    2026-12-07 only close and volume varied and the indicators were short constants, and the
+    consumer's share of the server's COPY looked larger than it is.)"""
     rng = random.Random(1)  # benchmark data, not cryptography
     symbols = [f"S{i:03d}" for i in range(50)]
-    out = []
-    for i in range(n):
-        close = Decimal(100 + rng.random()).quantize(Decimal("0.00000001"))
-        out.append(Bar(
-            symbol=symbols[i % 50], timestamp=T0 + timedelta(minutes=i // 50),
-            open=Decimal(100), high=Decimal(102), low=Decimal(99), close=close, volume=1000 + i,
-            atr_14=Decimal("1.25"), rsi_14=Decimal("55.5"), ema_20=Decimal("100.1"),
-            ema_50=Decimal("99.9"), bb_upper=Decimal(103), bb_lower=Decimal(97),
-            macd_line=Decimal("0.1"), macd_signal=Decimal("0.05"),
-            volatility_20d=Decimal("0.012"), vix=Decimal("18.5"), detected_regime="ranging",
-            regime_confidence=Decimal("0.7"), spy_correlation=Decimal("0.5"),
-            sector_correlation=Decimal("0.6")))
-    return out
+    markets = {symbol: Market(price=rng.uniform(20, 900)) for symbol in symbols}
+    return [markets[symbols[i % 50]].step(rng, symbols[i % 50], T0 + timedelta(minutes=i // 50))
+            for i in range(n)]
 
 
 def make_fills(n: int) -> list[Fill]:
@@ -134,7 +130,8 @@ async def produce(settings: Settings, name: str, events: Sequence[Any]) -> str:
     await ensure_topics(settings, [topic, f"{topic}.dlq"], partitions=PARTITIONS,
                         replication_factor=1)
     routed = msgspec.structs.replace(settings, topic_names={**settings.topic_names, name: topic})
-    producer = make_producer(routed, linger_ms=20, max_batch_size=1 << 20)
+    producer = make_producer(routed, linger_ms=20, max_batch_size=1 << 20,
+                             compression_type=COMPRESSION)
     await producer.start()
     try:
         typed = EventProducer(producer, routed)
@@ -411,7 +408,8 @@ async def latency(settings: Settings, url: str, name: str, events: Sequence[Any]
     sent: dict[tuple[int, int], tuple[float, float]] = {}  # (due, broker append) times
     async with Consumer(settings, url, env, log):
         await asyncio.sleep(3)  # let it join the group
-        producer = make_producer(routed, linger_ms=1, max_batch_size=1 << 20)
+        producer = make_producer(routed, linger_ms=1, max_batch_size=1 << 20,
+                                 compression_type=COMPRESSION)
         await producer.start()
         started, wall, cpu = time.perf_counter(), time.time(), time.process_time()
         pending: list[tuple[asyncio.Future[Any], list[int]]] = []

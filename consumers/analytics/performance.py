@@ -340,6 +340,11 @@ class PredictionTally:
     def samples(self) -> int:
         return sum(self.directions.values())
 
+    @property
+    def right(self) -> int:
+        """The calls whose predicted direction was the actual one."""
+        return sum(n for (predicted, actual), n in self.directions.items() if predicted == actual)
+
     def scored(self) -> list[tuple[float, Calls]]:
         """(confidence as a float, its calls), in ascending confidence (confidences equal as
         floats are one)."""
@@ -380,7 +385,7 @@ def model_figures(predictions: Sequence[ScoredPrediction] | PredictionTally,
                       f"{regime}_accuracy", undefined, why="no prediction in this regime")
         for regime in REGIMES
     }
-    right = sum(n for (predicted, actual), n in tally.directions.items() if predicted == actual)
+    right = tally.right
     precision_, recall_, f1_ = _classification(tally.directions)
     return ModelFigures(
         samples=tally.samples,

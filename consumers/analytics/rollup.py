@@ -176,7 +176,8 @@ async def _run(conn: Conn, reader: Conn, options: RollupSettings, *, full: bool)
     async with _meanwhile(_keep_trade_days(conn, grouping, options, strategy_periods,
                                            model_days)):
         with _phase("model_figures"):
-            figures = _model_figures(_tallies(tallies), undefined)
+            day_tallies = _tallies(tallies)
+            figures = _model_figures(day_tallies, undefined)
     pnl = {(row["model_version"], row["day"]): row["net_pnl"]
            for row in await conn.fetch(sql["model_day_pnl"])}
     with _phase("strategy_periods"):
@@ -197,8 +198,10 @@ async def _run(conn: Conn, reader: Conn, options: RollupSettings, *, full: bool)
     if live_deletes:
         status = await conn.execute(sql["delete_live_model_days"], *_columns(live_deletes, 2))
         report.live_model_days_deleted = int(status.split()[-1])
+    await conn.execute(sql["keep_model_day_calls"],
+                       *_columns(_day_calls(model_days, day_tallies), 4))
     report.offline_rows_updated = await _offline_live_columns(
-        conn, reader, options, sorted(model_days), undefined)
+        conn, options, sorted(model_days), undefined)
     for (column, reason), count in sorted(undefined.items()):
         log.info("rollup.figure_undefined", column=column, reason=reason, rows=count)
     return report
@@ -331,6 +334,7 @@ async def _tallies_kept_from(conn: Conn, options: RollupSettings, horizon: date,
             or kept_from < kept["kept_from"]):
         log.info("rollup.tallies_start_over", time_zone=options.time_zone, kept_from=kept_from)
         await conn.execute(sql["start_tallies_over"], options.time_zone, kept_from)
+        await conn.execute(sql["fill_model_day_calls"], options.time_zone)
     elif kept_from > kept["kept_from"]:
         await conn.execute(sql["keep_tallies_from"], kept_from, options.time_zone)
     return kept_from
@@ -441,12 +445,24 @@ def _model_rows(
     return upserts, deletes
 
 
-async def _offline_live_columns(conn: Conn, reader: Conn, options: RollupSettings,
-                                versions: list[str], undefined: Counter[tuple[str, str]]) -> int:
-    """live_accuracy and live_pnl_contribution of offline evaluations: since their date."""
+def _day_calls(wanted: dict[str, set[date]],
+               tallies: dict[tuple[str, date], PredictionTally]) -> list[tuple[object, ...]]:
+    """(model version, day, calls, right calls) of each wanted model day (0 calls: none)."""
+    calls: list[tuple[object, ...]] = []
+    for version, days in wanted.items():
+        for day in days:
+            tally = tallies.get((version, day), PredictionTally())
+            calls.append((version, day, tally.samples, tally.right))
+    return calls
+
+
+async def _offline_live_columns(conn: Conn, options: RollupSettings, versions: list[str],
+                                undefined: Counter[tuple[str, str]]) -> int:
+    """live_accuracy and live_pnl_contribution of offline evaluations: since their date (read
+    on the primary: the model days' calls this run keeps are part of it)."""
     sql = queries("rollup")
     changed = []
-    for row in await reader.fetch(sql["offline_live_figures"], versions, options.time_zone):
+    for row in await conn.fetch(sql["offline_live_figures"], versions, options.time_zone):
         notes = Undefined()
         calls = row["calls"]
         accuracy = ratio(Decimal(row["right_calls"]) / calls if calls else None, 5, 4,

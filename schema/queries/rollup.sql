@@ -490,9 +490,11 @@ FROM (SELECT) AS nothing LEFT JOIN prediction_tallies_kept AS k ON true;
 
 -- name: start_tallies_over
 -- The kept tallies emptied, to keep days from $2 on, local to $1; every validated prediction
--- of those days is marked (whole UTC days), so this run counts them.
+-- of those days is marked (whole UTC days), so this run counts them. The model days' calls
+-- (schema/30) are emptied too: fill_model_day_calls counts them again.
 WITH quarters AS (DELETE FROM prediction_quarter_tallies),
      days AS (DELETE FROM prediction_day_tallies),
+     calls AS (DELETE FROM model_day_calls),
      marked AS (
          INSERT INTO rollup_pending (kind, model_version, day)
          SELECT DISTINCT 'prediction', model_version, (predicted_at AT TIME ZONE 'UTC')::date
@@ -502,6 +504,34 @@ WITH quarters AS (DELETE FROM prediction_quarter_tallies),
      )
 INSERT INTO prediction_tallies_kept (time_zone, kept_from) VALUES ($1, $2)
 ON CONFLICT (one) DO UPDATE SET time_zone = EXCLUDED.time_zone, kept_from = EXCLUDED.kept_from;
+
+-- name: fill_model_day_calls
+-- After start_tallies_over: every version's validated predictions and right calls per local
+-- day (time zone $1), counted again (schema/30). One pass over the predictions.
+INSERT INTO model_day_calls (model_version, day, calls, right_calls)
+SELECT model_version, (predicted_at AT TIME ZONE $1::text)::date, count(*),
+       count(*) FILTER (WHERE predicted_direction = actual_direction)
+FROM model_predictions
+WHERE validated_at IS NOT NULL AND actual_direction IS NOT NULL
+  AND predicted_direction IS NOT NULL
+GROUP BY 1, 2;
+
+-- name: keep_model_day_calls
+-- The recomputed model days' validated predictions and right calls ($1 model versions, $2
+-- days, $3 calls, $4 right calls; 0 calls: the day has none, its row goes).
+WITH given AS (
+    SELECT * FROM unnest($1::text[], $2::date[], $3::bigint[], $4::bigint[])
+                  AS g(model_version, day, calls, right_calls)
+),
+gone AS (
+    DELETE FROM model_day_calls AS c USING given AS g
+    WHERE g.calls = 0 AND c.model_version = g.model_version AND c.day = g.day
+)
+INSERT INTO model_day_calls AS c
+SELECT * FROM given WHERE calls > 0
+ON CONFLICT (model_version, day) DO UPDATE
+    SET calls = EXCLUDED.calls, right_calls = EXCLUDED.right_calls
+    WHERE (c.calls, c.right_calls) IS DISTINCT FROM (EXCLUDED.calls, EXCLUDED.right_calls);
 
 -- name: keep_tallies_from
 -- The kept tallies without the local days before $1 (time zone $2), which leave the live
@@ -635,7 +665,8 @@ WHERE m.source = 'live'
 
 -- name: offline_live_figures
 -- For each offline evaluation of the given versions: right calls and validated predictions
--- made since its evaluation date, and the net P&L of that version's trades closed since.
+-- made since its evaluation date (the kept days' sums, schema/30), and the net P&L of that
+-- version's trades closed since.
 SELECT o.id, o.live_accuracy, o.live_pnl_contribution, c.right_calls, c.calls,
        (SELECT sum(t.net_pnl) FROM trade_outcomes AS t
         WHERE t.model_version = o.model_version
@@ -643,12 +674,10 @@ SELECT o.id, o.live_accuracy, o.live_pnl_contribution, c.right_calls, c.calls,
           AND t.exit_time >= (o.evaluation_date::timestamp AT TIME ZONE $2::text)) AS net_pnl
 FROM model_performance AS o
 CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE p.predicted_direction = p.actual_direction) AS right_calls,
-           count(*) AS calls
-    FROM model_predictions AS p
-    WHERE p.model_version = o.model_version AND p.validated_at IS NOT NULL
-      AND p.actual_direction IS NOT NULL AND p.predicted_direction IS NOT NULL
-      AND p.predicted_at >= (o.evaluation_date::timestamp AT TIME ZONE $2::text)
+    SELECT coalesce(sum(d.right_calls), 0)::bigint AS right_calls,
+           coalesce(sum(d.calls), 0)::bigint AS calls
+    FROM model_day_calls AS d
+    WHERE d.model_version = o.model_version AND d.day >= o.evaluation_date
 ) AS c
 WHERE o.source = 'offline' AND o.model_version = ANY($1::text[]);
 

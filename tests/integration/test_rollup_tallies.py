@@ -9,6 +9,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -149,3 +150,50 @@ async def test_days_that_leave_the_kept_ones_lose_their_tallies(
         assert await db.fetchval(f"SELECT array_agg(DISTINCT day) FROM {table}") == [today]
     assert await db.fetchval("SELECT kept_from FROM prediction_tallies_kept") == today
     assert await stored(db, today) == await row_by_row(db, today, "UTC")
+
+
+async def test_an_evaluations_live_accuracy_sums_the_days_since_it(
+    db: asyncpg.Connection,
+) -> None:
+    """live_accuracy is the share of right calls among the version's validated predictions
+    made since the evaluation's date, old days and live ones alike, summed from the model
+    days' calls the rollup keeps (schema/30); a day whose predictions retention removed
+    still counts."""
+    rng = random.Random(33)
+    days = [date.today() - timedelta(days=n) for n in (9, 6, 1)]  # two old days, a live one
+    await add_predictions(db, [random_prediction(rng, at(day, 10) + timedelta(seconds=n))
+                               for day in days for n in range(200)])
+    await db.execute(
+        """INSERT INTO model_performance (model_version, model_type, evaluation_date, accuracy,
+               testing_samples, status) VALUES ('mq', 'gbm', $1, 0.9, 500, 'production')""",
+        days[1])
+
+    async def right_share_since(day: date) -> Decimal:
+        calls, right = await db.fetchrow(
+            """SELECT count(*), count(*) FILTER (WHERE predicted_direction = actual_direction)
+               FROM model_predictions WHERE validated_at IS NOT NULL AND predicted_at >= $1""",
+            at(day))
+        return (Decimal(right) / calls).quantize(Decimal("0.0001"))
+
+    async def live_accuracy() -> Decimal:
+        value = await db.fetchval("SELECT live_accuracy FROM model_performance "
+                                  "WHERE source = 'offline'")
+        assert isinstance(value, Decimal)
+        return value
+
+    await rollup(db, ROLLUP_SETTINGS)
+    assert await live_accuracy() == await right_share_since(days[1])
+    await db.execute("UPDATE model_predictions SET actual_direction = predicted_direction "
+                     "WHERE predicted_at < $1", at(days[2]))  # both old days, marked
+    await rollup(db, ROLLUP_SETTINGS)
+    expected = await right_share_since(days[1])
+    assert await live_accuracy() == expected
+    assert await db.fetchval("SELECT sum(calls) FROM model_day_calls") == 600
+
+    await db.execute("DELETE FROM model_predictions WHERE predicted_at < $1", at(days[2]))
+    await add_predictions(db, [random_prediction(rng, at(days[2], 11))])  # a mark: a run
+    await rollup(db, ROLLUP_SETTINGS)
+    calls, right = await db.fetchrow(
+        "SELECT sum(calls), sum(right_calls) FROM model_day_calls WHERE day >= $1", days[1])
+    assert calls == 401  # day 6's 200 still counted, with the live day's 201
+    assert await live_accuracy() == (Decimal(right) / calls).quantize(Decimal("0.0001"))

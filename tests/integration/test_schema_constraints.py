@@ -89,6 +89,7 @@ CASES: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
     ("command_runs_duration_not_negative", "command_runs", {"last_duration_seconds": -1.0}, ()),
     ("prediction_quarter_tallies_calls_check", "prediction_quarter_tallies", {"calls": 0}, ()),
     ("prediction_tallies_kept_one", "prediction_tallies_kept", {"one": False}, ()),
+    ("model_day_calls_counts", "model_day_calls", {"right_calls": 11}, ()),
     ("archive_parts_month_first_day", "archive_parts", {"month": date(2020, 3, 2)}, ()),
     ("archive_parts_part_not_negative", "archive_parts", {"part": -1}, ()),
     ("archive_parts_rows_not_negative", "archive_parts", {"row_count": -1}, ()),
@@ -111,6 +112,7 @@ UNIQUE_KEYS = {
     # NULLs are equal here: tally 2's rows leave the directions and the regime empty
     "prediction_day_tallies": "prediction_day_tallies_key",
     "prediction_tallies_kept": "prediction_tallies_kept_pkey",
+    "model_day_calls": "model_day_calls_pkey",
 }
 
 

@@ -110,6 +110,7 @@ def valid_rows() -> dict[str, dict[str, Any]]:
             model_version="v1.2", day=T0.date(), tally=2, confidence_score=Decimal("0.7500"),
             right=True, calls=3),
         "prediction_tallies_kept": dict(time_zone="UTC", kept_from=T0.date()),
+        "model_day_calls": dict(model_version="v1.2", day=T0.date(), calls=10, right_calls=6),
         "archive_parts": dict(
             table_name="trade_outcomes", month=date(2020, 3, 1), part=0,
             object_key="trade_outcomes/year=2020/month=03/part-00000.parquet", row_count=10,

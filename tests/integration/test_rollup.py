@@ -28,6 +28,7 @@ from consumers.platform.db import connect, create_pool
 from tests.support.builders import ROLLUP_SETTINGS, add_trade, at
 from tests.support.cie import run_cie
 from tests.support.clock import MONDAY
+from tests.support.live_model import DIRECTIONS, FIGURES, as_columns
 from tests.support.stack import Stack
 
 
@@ -464,13 +465,7 @@ async def test_live_model_figures_are_the_row_by_row_figures_of_the_days_predict
     live = await db.fetchrow("SELECT * FROM model_performance WHERE model_version = 'mt'")
     assert live is not None
     expected = perf.model_figures(scored, perf.Undefined())
-    assert {column: live[column] for column in MODEL_COLUMNS} == {
-        "testing_samples": expected.samples, "accuracy": expected.accuracy,
-        "precision": expected.precision, "recall": expected.recall,
-        "f1_score": expected.f1_score, "auc_roc": expected.auc_roc,
-        "brier_score": expected.brier_score,
-        "expected_calibration_error": expected.expected_calibration_error,
-        **{f"{regime}_accuracy": expected.regime_accuracy[regime] for regime in perf.REGIMES}}
+    assert {column: live[column] for column in FIGURES} == as_columns(expected)
     assert expected.auc_roc is not None and expected.regime_accuracy["volatile"] is not None
 
 
@@ -495,12 +490,6 @@ async def test_a_recorded_start_regime_is_counted_as_recorded(db: asyncpg.Connec
     assert live is not None
     # volatile: minute 1 (right) and NOBAR (wrong); trending_up: minute 3 from its bar
     assert tuple(live) == (4, Decimal("1.0000"), Decimal("0.5000"), None)
-
-
-DIRECTIONS = ("LONG", "SHORT", "NEUTRAL")
-MODEL_COLUMNS = ("testing_samples", "accuracy", "precision", "recall", "f1_score", "auc_roc",
-                 "brier_score", "expected_calibration_error", "trending_up_accuracy",
-                 "trending_down_accuracy", "ranging_accuracy", "volatile_accuracy")
 
 
 # --- how it runs ----------------------------------------------------------------------------

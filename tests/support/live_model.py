@@ -49,8 +49,12 @@ async def row_by_row(db: asyncpg.Connection, day: date, time_zone: str) -> dict[
            FROM model_predictions
            WHERE model_version = 'mq' AND validated_at IS NOT NULL
              AND (predicted_at AT TIME ZONE $2::text)::date = $1""", day, time_zone)
-    figures = perf.model_figures(
-        [perf.ScoredPrediction(*row) for row in rows], perf.Undefined())
+    return as_columns(perf.model_figures(
+        [perf.ScoredPrediction(*row) for row in rows], perf.Undefined()))
+
+
+def as_columns(figures: perf.ModelFigures) -> dict[str, object]:
+    """Model figures as the live row's FIGURES columns hold them."""
     return {"testing_samples": figures.samples, "accuracy": figures.accuracy,
             "precision": figures.precision, "recall": figures.recall,
             "f1_score": figures.f1_score, "auc_roc": figures.auc_roc,

@@ -552,9 +552,9 @@ async def measure(args: argparse.Namespace, settings: Settings, url: str) -> Non
         if args.processes:
             case["processes"] = await scale_out(settings, url, name, topic_env, table, events,
                                                 reference, args, logs)
-        if "batch_1000" not in case:
-            print(f"{name} latency: not measured (it runs at half the 1,000-row rate; "
-                  "add 1000 to --batch-sizes)", flush=True)
+        if "batch_1000" not in case or not args.latency_seconds:
+            print(f"{name} latency: not measured (it runs at half the 1,000-row rate for "
+                  "--latency-seconds; add 1000 to --batch-sizes)", flush=True)
             results["cases"][name] = case
             continue
         latency_rate = args.latency_rate or case["batch_1000"]["end_to_end_per_s"] / 2

@@ -98,7 +98,7 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     ``finally``."""
 
 
-def _escape(value: str) -> str:
+def escape_text(value: str) -> str:
     if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
         return (value.replace("\\", "\\\\").replace("\t", "\\t")
                 .replace("\n", "\\n").replace("\r", "\\r"))
@@ -108,7 +108,7 @@ def _escape(value: str) -> str:
 _json = msgspec.json.encode
 
 
-def _datetime_text(value: datetime) -> str:
+def datetime_text(value: datetime) -> str:
     """RFC 3339 as msgspec writes it ("...T06:26:26.800575Z", "+01:00"; a naive value without
     a zone): 0.25 us against 1.4 us for str(), and a fill's row holds two. msgspec writes an
     offset in whole minutes: an offset with seconds (old local mean times) takes str()."""
@@ -123,12 +123,12 @@ def _datetime_text(value: datetime) -> str:
 # str(), which PostgreSQL reads back exactly. Decimals go as their exact decimal text.
 _TEXT: dict[type, Callable[[Any], str]] = {
     type(None): lambda _: "\\N",
-    str: _escape,
+    str: escape_text,
     bool: lambda value: "t" if value else "f",
     # PostgreSQL reads a UUID without hyphens too, and .hex costs a third of str() (which
     # made a quarter of encoding a fill's row)
     UUID: attrgetter("hex"),
-    datetime: _datetime_text,
+    datetime: datetime_text,
 }
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from datetime import UTC, datetime
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +21,7 @@ from consumers.contracts.base import NON_NEGATIVE, POSITIVE, Bound, between, dec
 from consumers.contracts.encoding import Encoding
 from consumers.contracts.fills import Fill
 from consumers.ingest.pipelines.bars import BarsPipeline
-from consumers.ingest.pipelines.text import TextDecoder
+from consumers.ingest.pipelines.text import TextDecoder, plain_text, text_columns
 from consumers.platform.db import copy_line
 
 FAST = TextDecoder(Bar)
@@ -103,6 +104,38 @@ def test_the_fast_path_accepts_only_what_the_contract_accepts_and_stores_the_sam
         assert fast is None, value
     elif fast is not None:
         assert stored(fast[1]) == stored(exact), value
+
+
+OFFSET = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
+TIME = st.datetimes(min_value=datetime(1900, 1, 2), max_value=datetime(9999, 12, 30),
+                    timezones=st.one_of(st.just(UTC), OFFSET))
+
+
+@settings(max_examples=300)
+@given(symbol=st.from_regex(r"[A-Z0-9.\-/]{1,10}", fullmatch=True), timestamp=TIME,
+       volume=st.integers(0, 2**63 - 1),
+       regime=st.sampled_from([None, "trending_up", "trending_down", "ranging", "volatile"]))
+def test_a_bars_other_fields_are_written_as_the_exact_path_writes_them(
+        symbol: str, timestamp: datetime, volume: int, regime: str | None) -> None:
+    plain = {"symbol": json.dumps(symbol), "timestamp": json.dumps(timestamp.isoformat()),
+             "volume": str(volume), "detected_regime": json.dumps(regime)}
+    value = message(plain)  # type: ignore[arg-type]
+    fast = FAST.decode(value)
+    assert fast is not None
+    assert fast[1] == exact_line(value), value
+
+
+@settings(max_examples=300)
+@given(strategy=st.text(min_size=1, max_size=50), time=TIME,
+       submitted=st.one_of(st.none(), TIME), quantity=st.integers(1, 10**9))
+def test_plain_text_writes_any_contracts_other_fields_as_copy_line_does(
+        strategy: str, time: datetime, submitted: datetime | None, quantity: int) -> None:
+    # strings that COPY escapes, UUIDs, a Literal, a null time: what Bar has none of
+    fill = Fill(fill_id=uuid.uuid4(), trade_id=uuid.uuid4(), strategy_id=strategy,
+                model_version="v\\1\t", symbol="AAPL", side="SELL", quantity=quantity,
+                price=Decimal("1.5"), filled_at=time, order_submitted_at=submitted)
+    plain = text_columns(Fill)[:-len(Fill.decimals)]
+    assert plain_text(Fill)(fill) == copy_line([getattr(fill, c) for c in plain])[:-1]
 
 
 @pytest.mark.parametrize("values", [

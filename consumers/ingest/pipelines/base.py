@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from operator import attrgetter
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -187,11 +186,11 @@ class CopyUpsertPipeline(Pipeline):
     The staging table has the target's column types plus ``batch_seq`` (position in the batch),
     so the upsert can keep the last version of a key that occurs twice in one batch.
 
-    Fast path (``write_new``): a batch whose keys are distinct is copied straight into the
-    target, as one statement; if none of its keys is stored yet (the usual case for a stream
-    of new events) that is all, and the upsert would have inserted exactly those rows. A stored
-    key (a redelivery, a corrected bar) fails that COPY, which leaves nothing, and the batch
-    takes the staged upsert.
+    Fast path (``write_new``): a batch is copied straight into the target, as one statement;
+    if none of its keys is stored yet or repeated in it (the usual case for a stream of new
+    events) that is all, and the upsert would have inserted exactly those rows. A stored or
+    repeated key (a redelivery, a corrected bar) fails that COPY on the target's unique key,
+    which leaves nothing, and the batch takes the staged upsert.
 
     Each event's row is encoded as COPY text as its message arrives (``ready``), while the
     previous batch is being written, so a flush mostly sends bytes. A pipeline with
@@ -255,10 +254,9 @@ class CopyUpsertPipeline(Pipeline):
         return Encoded(event, copy_line(self.to_row(event)))
 
     async def write_new(self, conn: Conn, events: Sequence[Any]) -> list[Rejection] | None:
+        # A key twice in the batch fails the COPY as a stored one does: the upsert then keeps
+        # its last version. Looking for one here cost more than the rare retry.
         encoded: Sequence[Encoded] = events
-        key_of = attrgetter(*self.key)
-        if len({key_of(e.event) for e in encoded}) < len(encoded):
-            return None  # a key twice: only the upsert keeps its last version
         await copy_lines(conn, self.target, self.columns, [e.line for e in encoded])
         return []
 
@@ -270,8 +268,11 @@ class CopyUpsertPipeline(Pipeline):
         return []
 
 
-class Encoded(NamedTuple):
-    """A decoded event and its row as a line of COPY text, made as the message arrived."""
+class Encoded(msgspec.Struct, frozen=True, gc=False):
+    """A decoded event and its row as a line of COPY text, made as the message arrived.
+
+    A Struct, not a NamedTuple: a third of the time to build, one per message. Without GC
+    tracking: it holds an event and a string, which never refer back to it."""
 
     event: Any
     line: str

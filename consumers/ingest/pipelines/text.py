@@ -31,8 +31,8 @@ from typing import Any
 
 import msgspec
 
-from consumers.contracts.base import Bound, Contract, decimal_pattern, nullable
-from consumers.platform.db import copy_line
+from consumers.contracts.base import Bound, Contract, decimal_pattern, nullable, unwrapped
+from consumers.platform.db import copy_field, datetime_text, escape_text
 
 _NULL = msgspec.Raw(b"null")
 
@@ -55,7 +55,7 @@ class TextDecoder:
         fields = msgspec.structs.fields(contract)
         decimals = [f for f in fields if f.name in contract.decimals]
         self.columns = text_columns(contract)
-        self._plain_values = _values(self.columns[:len(fields) - len(decimals)])
+        self._plain_text = plain_text(contract)
         self._decimal_names = self.columns[len(fields) - len(decimals):]
         self._decimal_values = _values(self._decimal_names)
         self._text_max = len(decimals) * (DECIMAL_TEXT_MAX + 1)  # with the separators
@@ -85,13 +85,14 @@ class TextDecoder:
         # A quote in a JSON value wraps a whole string: without them the expression has one
         # form a field to try instead of two (a third less time). The string "null" must not
         # pass for the null it would then read as.
-        if b'"null"' in text:
-            return None
-        text = text.replace(b'"', b"")
+        if b'"' in text:
+            if b'"null"' in text:
+                return None
+            text = text.replace(b'"', b"")
         if self._decimals.fullmatch(text) is None:
             return None
         text = text.replace(b"null", b"\\N")  # matched: "null" can only be a whole value
-        return event, f"{copy_line(self._plain_values(event))[:-1]}\t{text.decode()}\n"
+        return event, f"{self._plain_text(event)}\t{text.decode()}\n"
 
     def decode_packed(self, value: bytes) -> tuple[Any, str] | None:
         """``decode`` for MessagePack."""
@@ -120,7 +121,7 @@ class TextDecoder:
         if self._decimals.fullmatch(text) is None:
             return None
         text = text.replace(b"null", b"\\N")  # matched: "null" can only be a whole value
-        return event, f"{copy_line(self._plain_values(event))[:-1]}\t{text.decode()}\n"
+        return event, f"{self._plain_text(event)}\t{text.decode()}\n"
 
     def _refuse_longest(self, raw: tuple[bytes, ...]) -> None:
         """Past ``_text_max``, at least one decimal is longer than ``DECIMAL_TEXT_MAX``."""
@@ -165,6 +166,46 @@ def text_columns(contract: type[Contract]) -> tuple[str, ...]:
     fields = msgspec.structs.fields(contract)
     return (*(f.name for f in fields if f.name not in contract.decimals),
             *(f.name for f in fields if f.name in contract.decimals))
+
+
+def plain_text(contract: type[Contract]) -> Callable[[Any], str]:
+    """The function writing a decoded event's other fields (``text_columns`` before the
+    decimals) as COPY text, tab-separated. Compiled once per contract into one f-string, the
+    way ``dataclasses`` builds its methods: ``copy_line``'s lookup by type, a function call a
+    value, took a fifth of a bar's decoding (2.2 us against 0.7 us here)."""
+    texts = [_field_text(field) for field in msgspec.structs.fields(contract)
+             if field.name not in contract.decimals]
+    source = "def plain_text(event):\n    return f'" + "\\t".join(texts) + "'\n"
+    namespace: dict[str, Any] = {"NULL": _COPY_NULL, "escape_text": escape_text,
+                                 "datetime_text": datetime_text, "copy_field": copy_field}
+    # the source holds the contract's field names only, which are Python identifiers
+    exec(compile(source, f"<COPY text of {contract.__name__}>", "exec"), namespace)  # noqa: S102
+    function: Callable[[Any], str] = namespace["plain_text"]
+    return function
+
+
+_COPY_NULL = "\\N"
+_ESCAPED = re.compile(r"[\\\t\n\r]")  # what COPY text escapes in a string
+
+
+def _field_text(field: msgspec.structs.FieldInfo) -> str:
+    """One field's COPY text as an f-string replacement field, by its contract type (as
+    ``copy_field`` writes it)."""
+    value = f"event.{field.name}"
+    inspected, may_be_null = unwrapped(msgspec.inspect.type_info(field.type))
+    may_be_null = may_be_null or nullable(field)
+    if isinstance(inspected, msgspec.inspect.LiteralType) and all(
+            isinstance(v, str) and not _ESCAPED.search(v) for v in inspected.values):
+        text = value  # one of its words
+    elif isinstance(inspected, msgspec.inspect.IntType):
+        text = value  # its digits
+    elif isinstance(inspected, msgspec.inspect.StrType):
+        text = f"escape_text({value})"
+    elif isinstance(inspected, msgspec.inspect.DateTimeType):
+        text = f"datetime_text({value})"
+    else:
+        return f"{{copy_field({value})}}"  # None included
+    return f"{{NULL if {value} is None else {text}}}" if may_be_null else f"{{{text}}}"
 
 
 def _values(names: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:

@@ -21,7 +21,8 @@ from consumers.contracts.base import NON_NEGATIVE, POSITIVE, Bound, between, dec
 from consumers.contracts.encoding import Encoding
 from consumers.contracts.fills import Fill
 from consumers.ingest.pipelines.bars import BarsPipeline
-from consumers.ingest.pipelines.text import TextDecoder, plain_text, text_columns
+from consumers.ingest.pipelines.text import TextDecoder, plain_text, row_text, text_columns
+from consumers.ingest.trades import TradeOutcome
 from consumers.platform.db import copy_line
 
 FAST = TextDecoder(Bar)
@@ -125,17 +126,34 @@ def test_a_bars_other_fields_are_written_as_the_exact_path_writes_them(
     assert fast[1] == exact_line(value), value
 
 
+PRICE = st.decimals(min_value=Decimal("0.00000001"), max_value=Decimal("9999999999.99999999"),
+                    places=8)
+
+
 @settings(max_examples=300)
 @given(strategy=st.text(min_size=1, max_size=50), time=TIME,
-       submitted=st.one_of(st.none(), TIME), quantity=st.integers(1, 10**9))
-def test_plain_text_writes_any_contracts_other_fields_as_copy_line_does(
-        strategy: str, time: datetime, submitted: datetime | None, quantity: int) -> None:
-    # strings that COPY escapes, UUIDs, a Literal, a null time: what Bar has none of
+       submitted=st.one_of(st.none(), TIME), quantity=st.integers(1, 10**9), price=PRICE,
+       intended=st.one_of(st.none(), PRICE))
+def test_row_text_writes_any_structs_fields_as_copy_line_does(
+        strategy: str, time: datetime, submitted: datetime | None, quantity: int,
+        price: Decimal, intended: Decimal | None) -> None:
+    # strings that COPY escapes, UUIDs, decimals, a Literal, null times: what a bar has none of
     fill = Fill(fill_id=uuid.uuid4(), trade_id=uuid.uuid4(), strategy_id=strategy,
                 model_version="v\\1\t", symbol="AAPL", side="SELL", quantity=quantity,
-                price=Decimal("1.5"), filled_at=time, order_submitted_at=submitted)
+                price=price, intended_price=intended, filled_at=time,
+                order_submitted_at=submitted)
     plain = text_columns(Fill)[:-len(Fill.decimals)]
     assert plain_text(Fill)(fill) == copy_line([getattr(fill, c) for c in plain])[:-1]
+    every = Fill.__struct_fields__
+    assert row_text(Fill, every)(fill) == copy_line(msgspec.structs.astuple(fill))[:-1]
+    outcome = TradeOutcome(
+        trade_id=fill.trade_id, strategy_id=strategy, model_version="v1", symbol="AAPL",
+        direction="LONG", entry_time=time, exit_time=submitted, entry_price=price,
+        exit_price=intended, quantity=quantity, gross_pnl=None, net_pnl=-price,
+        commission=Decimal("0E-8"), slippage=intended, duration_seconds=None,
+        outcome_type="OPEN", fill_latency_us_sum=quantity, fill_latency_count=0)
+    assert row_text(TradeOutcome, TradeOutcome.__struct_fields__)(outcome) == \
+        copy_line(msgspec.structs.astuple(outcome))[:-1]
 
 
 @pytest.mark.parametrize("values", [

@@ -170,17 +170,24 @@ def text_columns(contract: type[Contract]) -> tuple[str, ...]:
 
 def plain_text(contract: type[Contract]) -> Callable[[Any], str]:
     """The function writing a decoded event's other fields (``text_columns`` before the
-    decimals) as COPY text, tab-separated. Compiled once per contract into one f-string, the
-    way ``dataclasses`` builds its methods: ``copy_line``'s lookup by type, a function call a
+    decimals) as COPY text, tab-separated."""
+    return row_text(contract, [name for name in contract.__struct_fields__
+                               if name not in contract.decimals])
+
+
+def row_text(struct: type[msgspec.Struct], names: Sequence[str]) -> Callable[[Any], str]:
+    """The function writing a Struct's ``names`` fields as ``copy_line`` does, tab-separated,
+    without the line's end. Compiled once per contract into one f-string, the way
+    ``dataclasses`` builds its methods: ``copy_line``'s lookup by type, a function call a
     value, took a fifth of a bar's decoding (2.2 us against 0.7 us here)."""
-    texts = [_field_text(field) for field in msgspec.structs.fields(contract)
-             if field.name not in contract.decimals]
-    source = "def plain_text(event):\n    return f'" + "\\t".join(texts) + "'\n"
+    fields = {field.name: field for field in msgspec.structs.fields(struct)}
+    texts = [_field_text(fields[name]) for name in names]
+    source = "def row_text(event):\n    return f'" + "\\t".join(texts) + "'\n"
     namespace: dict[str, Any] = {"NULL": _COPY_NULL, "escape_text": escape_text,
                                  "datetime_text": datetime_text, "copy_field": copy_field}
     # the source holds the contract's field names only, which are Python identifiers
-    exec(compile(source, f"<COPY text of {contract.__name__}>", "exec"), namespace)  # noqa: S102
-    function: Callable[[Any], str] = namespace["plain_text"]
+    exec(compile(source, f"<COPY text of {struct.__name__}>", "exec"), namespace)  # noqa: S102
+    function: Callable[[Any], str] = namespace["row_text"]
     return function
 
 
@@ -203,6 +210,10 @@ def _field_text(field: msgspec.structs.FieldInfo) -> str:
         text = f"escape_text({value})"
     elif isinstance(inspected, msgspec.inspect.DateTimeType):
         text = f"datetime_text({value})"
+    elif isinstance(inspected, msgspec.inspect.DecimalType):
+        text = f"str({value})"  # exact
+    elif isinstance(inspected, msgspec.inspect.UUIDType):
+        text = f"{value}.hex"
     else:
         return f"{{copy_field({value})}}"  # None included
     return f"{{NULL if {value} is None else {text}}}" if may_be_null else f"{{{text}}}"

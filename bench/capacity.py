@@ -147,16 +147,18 @@ def unmodelled(soak: dict[str, Any]) -> list[str]:
         "The tables cost the ingest path, which scales out by partitions and processes. The "
         f"soak at today's rate ({len(soak['minutes'])} minutes) shows the two services that do "
         f"not: the validator {behind} (one outcome statement per batch, on one "
-        "connection), and each rollup recomputes the days its marks touch: its runs took "
+        "connection), and each rollup recounts what its marks name: for today and the two "
+        "days before, the quarter hours of the predictions that changed (schema/29), and "
+        "older days whole. Its runs took "
         f"{rollups[0]['seconds']:.1f} s at first and {rollups[-1]['seconds']:.1f} s at the "
-        f"end, at most {max(r['peak_mib'] for r in rollups):,.0f} MiB (the CronJob's limit is "
-        "512 MiB). The server tallies a day's predictions, so the rollup's memory does not "
-        "grow with the day. Its time did in soaks before schema/24, which merged the day's "
-        "predictions with their symbols' bars for the regimes on every run; the validator "
-        "now records each prediction's regime with its outcome, and a run reads the "
-        "predictions alone. A run still recomputes whole days: past today's rate, the "
-        "validator (one statement a batch; validators share the work by partition) and a "
-        "rollup of a busy day, not the primary's write capacity, are the first limits.", ""]
+        f"end ({max(r['seconds'] for r in rollups):.1f} s at most), at most "
+        f"{max(r['peak_mib'] for r in rollups):,.0f} MiB (the CronJob's limit is 512 MiB). The "
+        "server tallies the predictions, so the rollup's memory does not grow with the day, "
+        "and a run's time grows with the predictions of the quarter hours it recounts, not "
+        "with the day. Past today's rate the validator (one statement a batch; validators "
+        "share the work by partition) and the rollup's quarter hours (each recounted whole: "
+        "900 s of predictions), not the primary's write "
+        "capacity, are the first limits.", ""]
 
 
 def main() -> int:

@@ -157,8 +157,7 @@ def unmodelled(soak: dict[str, Any]) -> list[str]:
         "and a run's time grows with the predictions of the quarter hours it recounts, not "
         "with the day. Past today's rate the validator (one statement a batch; validators "
         "share the work by partition) and the rollup's quarter hours (each recounted whole: "
-        "900 s of predictions), not the primary's write "
-        "capacity, are the first limits.", ""]
+        "900 s of predictions), not the primary's write capacity, are the first limits.", ""]
 
 
 def main() -> int:

@@ -98,6 +98,9 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     ``finally``."""
 
 
+NULL_TEXT = "\\N"  # COPY text's null
+
+
 def escape_text(value: str) -> str:
     if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
         return (value.replace("\\", "\\\\").replace("\t", "\\t")
@@ -122,7 +125,7 @@ def datetime_text(value: datetime) -> str:
 # COPY text format per Python type; anything else (int, Decimal, date) is its
 # str(), which PostgreSQL reads back exactly. Decimals go as their exact decimal text.
 _TEXT: dict[type, Callable[[Any], str]] = {
-    type(None): lambda _: "\\N",
+    type(None): lambda _: NULL_TEXT,
     str: escape_text,
     bool: lambda value: "t" if value else "f",
     # PostgreSQL reads a UUID without hyphens too, and .hex costs a third of str() (which

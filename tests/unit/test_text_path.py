@@ -21,7 +21,7 @@ from consumers.contracts.base import NON_NEGATIVE, POSITIVE, Bound, between, dec
 from consumers.contracts.encoding import Encoding
 from consumers.contracts.fills import Fill
 from consumers.ingest.pipelines.bars import BarsPipeline
-from consumers.ingest.pipelines.text import TextDecoder, plain_text, row_text, text_columns
+from consumers.ingest.pipelines.text import TextDecoder, row_text, text_columns
 from consumers.ingest.trades import TradeOutcome
 from consumers.platform.db import copy_line
 
@@ -143,7 +143,7 @@ def test_row_text_writes_any_structs_fields_as_copy_line_does(
                 price=price, intended_price=intended, filled_at=time,
                 order_submitted_at=submitted)
     plain = text_columns(Fill)[:-len(Fill.decimals)]
-    assert plain_text(Fill)(fill) == copy_line([getattr(fill, c) for c in plain])[:-1]
+    assert row_text(Fill, plain)(fill) == copy_line([getattr(fill, c) for c in plain])[:-1]
     every = Fill.__struct_fields__
     assert row_text(Fill, every)(fill) == copy_line(msgspec.structs.astuple(fill))[:-1]
     outcome = TradeOutcome(

@@ -32,15 +32,13 @@ from typing import Any, cast
 import msgspec
 
 from consumers.contracts.base import Bound, Contract, nullable, unwrapped
-from consumers.platform.db import copy_field, copy_line
+from consumers.platform.db import NULL_TEXT, copy_field, copy_line, escape_text
 
 Read = Callable[[bytes], "tuple[Any, str] | None"]
-_NULL = "\\N"  # COPY text's null
 # The size a decimal's length byte gives: a one-byte zigzag varint is 2n for n bytes. Any other
 # byte (a longer or negative length) sends the reader past the payload's end, where its next
 # read, or its last check, fails: one lookup instead of a test and two sums a decimal.
 _SIZE = tuple(n >> 1 if n < 0x80 and not n & 1 else 1 << 62 for n in range(256))
-_ESCAPED = re.compile(r"[\\\t\n\r]")  # what COPY text escapes in a string
 
 
 class AvroTextReader:
@@ -71,7 +69,7 @@ def avro_text_reader(writer: Any, contract: type[Contract]) -> AvroTextReader | 
         "convert": msgspec.convert, "copy_line": copy_line, "copy_field": copy_field,
         "astuple": msgspec.structs.astuple, "long": zigzag_varint, "micros8": _micros8,
         "micros": _from_micros, "millis": _from_millis, "unpack": struct.unpack_from,
-        "NULL": _NULL, "Plain": _plain_struct(contract), "SIZE": _SIZE, **source.namespace}
+        "NULL": NULL_TEXT, "Plain": _plain_struct(contract), "SIZE": _SIZE, **source.namespace}
     # the source holds the contract's names and numbers only (_var): no text of the schema's
     exec(compile(text, f"<Avro reader for {contract.__name__}>", "exec"), namespace)  # noqa: S102
     return AvroTextReader(cast(Read, namespace["read"]), text)
@@ -255,7 +253,7 @@ class _Source:
         if kind.startswith("timestamp"):
             self.texts[name] = f"t{var}"
         elif isinstance(inspected, msgspec.inspect.LiteralType) and all(
-                isinstance(v, str) and not _ESCAPED.search(v) for v in inspected.values):
+                isinstance(v, str) and escape_text(v) == v for v in inspected.values):
             self.texts[name] = f"NULL if {var} is None else {var}"  # one of its words
         elif isinstance(inspected, msgspec.inspect.IntType) and not may_be_null:
             self.texts[name] = var  # its digits

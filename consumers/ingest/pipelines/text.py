@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from consumers.contracts.base import Bound, Contract, decimal_pattern, nullable, unwrapped
-from consumers.platform.db import copy_field, datetime_text, escape_text
+from consumers.platform.db import NULL_TEXT, copy_field, datetime_text, escape_text
 
 _NULL = msgspec.Raw(b"null")
 
@@ -55,7 +55,7 @@ class TextDecoder:
         fields = msgspec.structs.fields(contract)
         decimals = [f for f in fields if f.name in contract.decimals]
         self.columns = text_columns(contract)
-        self._plain_text = plain_text(contract)
+        self._plain_text = row_text(contract, self.columns[:len(fields) - len(decimals)])
         self._decimal_names = self.columns[len(fields) - len(decimals):]
         self._decimal_values = _values(self._decimal_names)
         self._text_max = len(decimals) * (DECIMAL_TEXT_MAX + 1)  # with the separators
@@ -168,13 +168,6 @@ def text_columns(contract: type[Contract]) -> tuple[str, ...]:
             *(f.name for f in fields if f.name in contract.decimals))
 
 
-def plain_text(contract: type[Contract]) -> Callable[[Any], str]:
-    """The function writing a decoded event's other fields (``text_columns`` before the
-    decimals) as COPY text, tab-separated."""
-    return row_text(contract, [name for name in contract.__struct_fields__
-                               if name not in contract.decimals])
-
-
 def row_text(struct: type[msgspec.Struct], names: Sequence[str]) -> Callable[[Any], str]:
     """The function writing a Struct's ``names`` fields as ``copy_line`` does, tab-separated,
     without the line's end. Compiled once per contract into one f-string, the way
@@ -183,16 +176,12 @@ def row_text(struct: type[msgspec.Struct], names: Sequence[str]) -> Callable[[An
     fields = {field.name: field for field in msgspec.structs.fields(struct)}
     texts = [_field_text(fields[name]) for name in names]
     source = "def row_text(event):\n    return f'" + "\\t".join(texts) + "'\n"
-    namespace: dict[str, Any] = {"NULL": _COPY_NULL, "escape_text": escape_text,
+    namespace: dict[str, Any] = {"NULL": NULL_TEXT, "escape_text": escape_text,
                                  "datetime_text": datetime_text, "copy_field": copy_field}
     # the source holds the contract's field names only, which are Python identifiers
     exec(compile(source, f"<COPY text of {struct.__name__}>", "exec"), namespace)  # noqa: S102
     function: Callable[[Any], str] = namespace["row_text"]
     return function
-
-
-_COPY_NULL = "\\N"
-_ESCAPED = re.compile(r"[\\\t\n\r]")  # what COPY text escapes in a string
 
 
 def _field_text(field: msgspec.structs.FieldInfo) -> str:
@@ -202,7 +191,7 @@ def _field_text(field: msgspec.structs.FieldInfo) -> str:
     inspected, may_be_null = unwrapped(msgspec.inspect.type_info(field.type))
     may_be_null = may_be_null or nullable(field)
     if isinstance(inspected, msgspec.inspect.LiteralType) and all(
-            isinstance(v, str) and not _ESCAPED.search(v) for v in inspected.values):
+            isinstance(v, str) and escape_text(v) == v for v in inspected.values):
         text = value  # one of its words
     elif isinstance(inspected, msgspec.inspect.IntType):
         text = value  # its digits

@@ -5,10 +5,11 @@ predictions and trades those bars or fills can affect) plus a periodic sweep tha
 whatever was missed, e.g. after downtime. All of it is set-based SQL over bounded batches
 (schema/queries/validator.sql); the rules are in docs/analytics.md ("Validation").
 
-Several validators may run at once: each transaction takes advisory locks on the symbols (and
-trades) it writes, in sorted order, so they serialise without deadlocks; and every write is a
-pure function of the stored bars, so running twice changes nothing. No row locks: TimescaleDB
-cannot lock tuples in compressed chunks, which still get late and corrected bars.
+Several validators may run at once: each transaction takes advisory locks on the symbols it
+reads bars of, then on the trades it writes, each in sorted order, so they serialise without
+deadlocks; and every write is a pure function of the stored bars, so running twice changes
+nothing. No row locks: TimescaleDB cannot lock tuples in compressed chunks, which still get
+late and corrected bars.
 """
 
 from __future__ import annotations
@@ -124,11 +125,18 @@ def _time_windows(keys: Sequence[asyncpg.Record]) -> list[list[asyncpg.Record]]:
 
 
 async def update_excursions(conn: Conn, trade_ids: Sequence[uuid.UUID]) -> int:
+    """Compute and store the excursions of the given trades; returns how many changed.
+
+    Must run in a transaction. The bars' scan runs under the trades' symbols' locks (so a
+    validator's older view never overwrites a newer one's), the write under the trades' locks,
+    which the fills consumer shares: it waits for the write alone.
+    """
     if not trade_ids:
         return 0
     sql = queries("validator")
     ids = sorted(set(trade_ids))
-    await conn.execute(sql["lock_trades"], ids)
+    symbols = [r["symbol"] for r in await conn.fetch(sql["trade_symbols"], ids)]
+    await conn.execute(sql["lock_symbols"], symbols)
     excursions = await conn.fetch(sql["excursions"], ids)
     fit: list[asyncpg.Record] = []
     skipped: list[asyncpg.Record] = []
@@ -139,12 +147,17 @@ async def update_excursions(conn: Conn, trade_ids: Sequence[uuid.UUID]) -> int:
                            [max(e["favorable"], e["adverse"]) for e in skipped])
     if not fit:
         return 0
+    await conn.execute(sql["lock_trades"], sorted(e["trade_id"] for e in fit))
     rows = await conn.fetch(
-        sql["write_excursions"], [e["trade_id"] for e in fit], [e["entry_time"] for e in fit],
-        [e["favorable"] for e in fit], [e["adverse"] for e in fit],
-        min(e["entry_time"] for e in fit), max(e["entry_time"] for e in fit))
+        sql["write_excursions"], *_columns(fit, "trade_id", "entry_time", "favorable", "adverse"),
+        min(e["entry_time"] for e in fit), max(e["entry_time"] for e in fit),
+        *_columns(fit, "exit_time", "direction", "entry_price", "quantity"))
     metrics.TRADES_UPDATED.inc(len(rows))
     return len(rows)
+
+
+def _columns(records: Sequence[asyncpg.Record], *names: str) -> list[list[Any]]:
+    return [[r[name] for r in records] for name in names]
 
 
 def _count_unrepresentable(kind: str, ids: Sequence[Any], values: Sequence[Decimal]) -> None:
@@ -189,6 +202,9 @@ class ValidatorBarsPipeline(Pipeline):
                         waited_seconds=self.rules.ingest_wait.total_seconds())
         symbols, firsts, lasts = bar_ranges(bars)
         sql = queries("validator")
+        # every symbol this transaction may lock, at once and in order: validate and
+        # update_excursions then lock subsets of them, and two validators cannot deadlock
+        await conn.execute(sql["lock_symbols"], symbols)
         keys = await conn.fetch(sql["predictions_near_bars"], symbols, firsts, lasts,
                                 self.rules.gap_tolerance, self.rules.max_horizon)
         await validate(conn, self.rules, keys)

@@ -13,9 +13,15 @@ FROM unnest($1::text[]) AS symbol;
 
 -- name: lock_trades
 -- $1 sorted. The same key as ingest.sql's fills_lock_trades: a trade's fills and its
--- excursions are never written at the same time.
+-- excursions are never written at the same time. Taken only to write the excursions, which
+-- are computed before it (under the trades' symbols' locks): a fills flush waits for a write,
+-- never for the bars' scan (the soak's 5-21 s stalls, bench/README.md).
 SELECT pg_advisory_xact_lock(hashtextextended(trade_id::text, 0))
 FROM unnest($1::uuid[]) AS trade_id;
+
+-- name: trade_symbols
+-- The symbols of the trades $1, sorted: update_excursions locks them before it computes.
+SELECT DISTINCT symbol FROM trade_outcomes WHERE trade_id = ANY($1::uuid[]) ORDER BY symbol;
 
 -- name: writer_marks_rollup
 -- For this transaction, the prediction rollup trigger leaves the marks to validate_predictions
@@ -273,11 +279,13 @@ JOIN trade_outcomes AS o
  AND (o.exit_time IS NULL OR o.exit_time >= r.first_bar);
 
 -- name: trades_to_sweep
--- Open trades, and trades entered since $1 whose excursions were never computed.
-SELECT trade_id FROM trade_outcomes WHERE exit_time IS NULL
+-- Open trades, and trades entered since $1 whose excursions were never computed. By symbol:
+-- each of the sweep's transactions locks the symbols of its trades, the fewer the better.
+SELECT symbol, trade_id FROM trade_outcomes WHERE exit_time IS NULL
 UNION
-SELECT trade_id FROM trade_outcomes
-WHERE entry_time >= $1 AND max_favorable_excursion IS NULL;
+SELECT symbol, trade_id FROM trade_outcomes
+WHERE entry_time >= $1 AND max_favorable_excursion IS NULL
+ORDER BY symbol, trade_id;
 
 -- name: excursions
 -- $1: trade ids. Bars from entry_time to exit_time (to now while open), both inclusive.
@@ -298,7 +306,7 @@ extremes AS (
      AND (t.exit_time IS NULL OR m.timestamp <= t.exit_time)
     GROUP BY t.trade_id, t.entry_time
 )
-SELECT t.trade_id, t.entry_time,
+SELECT t.trade_id, t.entry_time, t.exit_time, t.direction, t.entry_price, t.quantity,
        round(greatest(0, CASE WHEN t.direction = 'LONG' THEN x.highest - t.entry_price
                               ELSE t.entry_price - x.lowest END) * t.quantity, 4) AS favorable,
        round(greatest(0, CASE WHEN t.direction = 'LONG' THEN t.entry_price - x.lowest
@@ -308,16 +316,21 @@ JOIN trades AS t USING (trade_id, entry_time);
 
 -- name: write_excursions
 -- $1..$4: keys and excursions (from excursions, each fitting DECIMAL(18, 4)); $5, $6: the
--- earliest and latest entry_time among them. Returns the ids of the trades it changed.
+-- earliest and latest entry_time among them; $7..$10: the trade as excursions read it. A
+-- trade the fills consumer changed since (closed, re-keyed, grown) is left alone: its fill
+-- brings the validator back to it. Returns the ids of the trades it changed.
 UPDATE trade_outcomes AS o
 SET max_favorable_excursion = e.favorable,
     max_adverse_excursion = e.adverse,
     duration_seconds = COALESCE(o.duration_seconds,
                                 extract(epoch FROM o.exit_time - o.entry_time)::integer)
-FROM unnest($1::uuid[], $2::timestamptz[], $3::numeric[], $4::numeric[])
-     AS e(trade_id, entry_time, favorable, adverse)
+FROM unnest($1::uuid[], $2::timestamptz[], $3::numeric[], $4::numeric[],
+            $7::timestamptz[], $8::text[], $9::numeric[], $10::integer[])
+     AS e(trade_id, entry_time, favorable, adverse, exit_time, direction, entry_price, quantity)
 WHERE o.trade_id = e.trade_id AND o.entry_time = e.entry_time
   AND o.entry_time BETWEEN $5::timestamptz AND $6::timestamptz  -- as in write_prediction_outcomes
+  AND (o.exit_time, o.direction, o.entry_price, o.quantity)
+      IS NOT DISTINCT FROM (e.exit_time, e.direction, e.entry_price, e.quantity)
   AND ((o.max_favorable_excursion, o.max_adverse_excursion) IS DISTINCT FROM (e.favorable, e.adverse)
        OR (o.duration_seconds IS NULL AND o.exit_time IS NOT NULL))
 RETURNING o.trade_id;

@@ -353,6 +353,67 @@ async def test_excursions_of_long_short_and_open_trades(db: asyncpg.Pool) -> Non
     assert await excursions(db, long) == (Decimal("25.0000"), Decimal("20.0000"), 180)
 
 
+async def test_a_fills_flush_does_not_wait_while_a_validator_reads_bars(
+    db: asyncpg.Pool
+) -> None:
+    """The soak's 5-21 s ingest stalls: the sweep scanned the open trades' bars under the
+    trades' locks, which a fills flush takes too. The scan now holds only the symbols'."""
+    await add_bars(db, {0: ("100", "100", "100"), 1: ("103", "104", "99"),
+                        2: ("101", "102", "97"), 3: ("101", "106", "101")})
+    trade = await add_trade(db, "LONG", 0, None, "100", 10)
+    fills_lock = queries("ingest")["fills_lock_trades"]
+    async with db.acquire() as reader, db.acquire() as fills:
+        async with reader.transaction():  # another validator, reading AAPL's bars
+            await reader.execute(queries("validator")["lock_symbols"], ["AAPL"])
+
+            async def update() -> int:
+                async with db.acquire() as conn, conn.transaction():
+                    return await validator.update_excursions(conn, [trade])
+
+            updating = asyncio.ensure_future(update())
+
+            async def waiting() -> int:
+                return int(await fills.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"))
+
+            assert await eventually(waiting, 1, timeout=10) == 1
+            async with fills.transaction():  # as the fills consumer: its lock, then the trade
+                await asyncio.wait_for(fills.execute(fills_lock, [trade]), timeout=10)
+                await fills.execute("UPDATE trade_outcomes SET exit_time = $2, exit_price = 101, "
+                                    "outcome_type = 'WIN' WHERE trade_id = $1", trade, at(2))
+            assert not updating.done()
+        # the validator reads the trade as the fill left it: closed at minute 2
+        assert await asyncio.wait_for(updating, timeout=10) == 1
+    assert await excursions(db, trade) == (Decimal("40.0000"), Decimal("30.0000"), 120)
+
+
+async def test_excursions_of_a_trade_changed_since_they_were_computed_are_not_written(
+    db: asyncpg.Pool
+) -> None:
+    """Computed before the trades' locks, excursions are written only to the trade they were
+    computed for: one the fills consumer closed in between waits for its fill's validation."""
+    await add_bars(db, {0: ("100", "100", "100"), 1: ("103", "104", "99"),
+                        2: ("101", "102", "97"), 3: ("101", "106", "101")})
+    trade = await add_trade(db, "LONG", 0, None, "100", 10)
+    sql = queries("validator")
+    async with db.acquire() as conn:
+        computed = await conn.fetch(sql["excursions"], [trade])
+        assert [(e["favorable"], e["adverse"]) for e in computed] == [
+            (Decimal("60.0000"), Decimal("30.0000"))]
+        await conn.execute("UPDATE trade_outcomes SET exit_time = $2, exit_price = 101, "
+                           "outcome_type = 'WIN' WHERE trade_id = $1", trade, at(2))
+        [e] = computed
+        written = await conn.fetch(
+            sql["write_excursions"], [trade], [at(0)], [e["favorable"]], [e["adverse"]],
+            at(0), at(0), [e["exit_time"]], [e["direction"]], [e["entry_price"]], [e["quantity"]])
+        assert written == []
+        assert await excursions(db, trade) == (None, None, None)
+        async with conn.transaction():
+            assert await validator.update_excursions(conn, [trade]) == 1
+    assert await excursions(db, trade) == (Decimal("40.0000"), Decimal("30.0000"), 120)
+
+
 async def test_validator_consumes_bars_and_fills_end_to_end(
     stack: Stack, plain_db: str, tmp_path: Path
 ) -> None:

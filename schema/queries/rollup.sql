@@ -55,20 +55,21 @@ WHERE table_name IN ('trade_outcomes', 'model_predictions');
 
 -- name: trade_days_table
 -- The run's trade days (trade_days' rows), kept on the primary for strategy_periods and
--- model_day_pnl; emptied at the end of the run's transaction.
-CREATE TEMP TABLE IF NOT EXISTS rollup_trade_days (
+-- model_day_pnl, when a replica groups them (else trade_days creates it: CREATE TABLE AS);
+-- dropped at the end of the run's transaction.
+CREATE TEMP TABLE rollup_trade_days (
     strategy_id TEXT, model_version TEXT, day DATE, trades BIGINT, wins BIGINT, losses BIGINT,
     breakevens BIGINT, gross_profit NUMERIC, gross_loss NUMERIC, net_pnl NUMERIC,
     commission NUMERIC, largest_win NUMERIC, largest_loss NUMERIC, slippage_sum NUMERIC,
     slippage_count BIGINT, fill_latency_us_sum NUMERIC, fill_latency_count BIGINT
-) ON COMMIT DELETE ROWS;
+) ON COMMIT DROP;
 
 -- name: model_day_pnl
 -- The kept trade days' net P&L per model version and local day (live_pnl_contribution).
 SELECT model_version, day, sum(net_pnl) AS net_pnl FROM rollup_trade_days GROUP BY 1, 2;
 
 -- name: trade_days
--- (Read by the rollup, from a replica when it has one, and copied into rollup_trade_days.)
+-- (Grouped into rollup_trade_days by the primary, or read from a replica and copied there.)
 -- Closed trades per (strategy, model version, local exit day) of the given model versions in
 -- the given day ranges ($1 model version, $2 first day, $3 day after the last; $4 time zone),
 -- for both the strategy periods and the model days' P&L. The ranges must not overlap and

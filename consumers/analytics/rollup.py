@@ -10,9 +10,10 @@ Writers mark what they change in ``rollup_pending`` (triggers, schema/09-rollups
    evaluations, upserting only rows whose figures changed, and commits. The strategy periods
    are computed on the server in one statement (schema/queries/rollup.sql strategy_periods)
    from the trade days kept in a temporary table; the live model figures here, from the
-   predictions' tallies, while the server computes the strategy periods. The tallies of the live days
-   (today and the two before it) are kept between runs (schema/29): a run recounts only
-   their marked quarter hours; an older day is recounted whole when it changes.
+   predictions' tallies, while the server computes the strategy periods. The tallies of the
+   live days (today and the two before it) are kept between runs (schema/29): a run
+   recounts only their marked quarter hours; an older day is recounted whole when it
+   changes.
 
 A mark committed after the snapshot is invisible to both the read and the delete, so it stays
 for the next run; a failed run rolls its delete back: nothing is missed, and a repeated run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from consumers.contracts.bars import Bar
 from consumers.contracts.fills import Fill
 from consumers.contracts.predictions import Prediction
 from consumers.platform.db import create_pool, queries
+from tests.support import validator_reference as reference
 from tests.support.cie import cie_environment
 from tests.support.clock import T0 as T0_1430
 from tests.support.harness import Ingest, counter, eventually, ingest_environment, row_of
@@ -412,6 +414,71 @@ async def test_excursions_of_a_trade_changed_since_they_were_computed_are_not_wr
         async with conn.transaction():
             assert await validator.update_excursions(conn, [trade]) == 1
     assert await excursions(db, trade) == (Decimal("40.0000"), Decimal("30.0000"), 120)
+
+
+async def test_sweeps_beside_corrected_bars_leave_the_newest_bars_excursions(
+    db: asyncpg.Pool
+) -> None:
+    """Bars corrected while sweeps run (each correction then validated, as the bars path
+    does), with the fills consumer locking the same trades: nothing deadlocks, and what is
+    stored at the end is computed from the final bars. A sweep's scan that began before a
+    correction must not be written over the correction's own validation. (The race is timing:
+    without the symbols' locks in update_excursions, about one run in two failed here.)"""
+    symbols = ["AAA", "BBB", "CCC"]
+    for symbol in symbols:
+        await add_bars(db, flat(range(0, 10)), symbol=symbol)
+    trades: dict[uuid.UUID, tuple[str, str, int]] = {}
+    async with db.acquire() as conn:
+        for n in range(12):
+            trade_id, symbol = uuid.uuid4(), symbols[n % 3]
+            direction, entry = ("LONG", "SHORT")[n % 2], n % 4
+            trades[trade_id] = (symbol, direction, entry)
+            await conn.execute(
+                "INSERT INTO trade_outcomes (trade_id, strategy_id, model_version, symbol, "
+                "direction, entry_time, entry_price, quantity, outcome_type) "
+                "VALUES ($1, 's', 'v', $2, $3, $4, 100, 3, 'OPEN')",
+                trade_id, symbol, direction, at(entry))
+    ids = sorted(trades)
+    rng = random.Random(7)
+
+    async def correct_bars(corrections: int) -> None:
+        for _ in range(corrections):
+            symbol, minute = rng.choice(symbols), rng.randrange(10)
+            close = Decimal(rng.randrange(9000, 11000)) / 100
+            high = close + Decimal(rng.randrange(0, 500)) / 100
+            low = close - Decimal(rng.randrange(0, 500)) / 100
+            await add_bars(db, {minute: (str(close), str(high), str(low))}, symbol=symbol)
+            async with db.acquire() as conn, conn.transaction():
+                await validator.ValidatorBarsPipeline(RULES).write(conn, [Bar(
+                    symbol=symbol, timestamp=at(minute), open=close, high=high, low=low,
+                    close=close, volume=1)])
+
+    async def sweep(until: asyncio.Future[None]) -> None:
+        while not until.done():
+            async with db.acquire() as conn, conn.transaction():
+                await validator.update_excursions(conn, ids)
+
+    async def lock_as_the_fills_consumer(until: asyncio.Future[None]) -> None:
+        lock = queries("ingest")["fills_lock_trades"]
+        while not until.done():
+            async with db.acquire() as conn, conn.transaction():
+                await conn.execute(lock, sorted(rng.sample(ids, 4)))
+                await asyncio.sleep(0.01)
+
+    for episode in range(10):  # each ends quiet, then checks: the race is at an episode's end
+        corrections = asyncio.ensure_future(correct_bars(8))
+        await asyncio.wait_for(asyncio.gather(corrections, sweep(corrections), sweep(corrections),
+                                              lock_as_the_fills_consumer(corrections)),
+                               timeout=30)
+        async with db.acquire() as conn:
+            rows = await conn.fetch("SELECT symbol, timestamp, high, low FROM market_conditions")
+        bars: dict[str, dict[datetime, tuple[Decimal, Decimal]]] = {s: {} for s in symbols}
+        for row in rows:
+            bars[row["symbol"]][row["timestamp"]] = (row["high"], row["low"])
+        for trade_id, (symbol, direction, entry) in trades.items():
+            expected = reference.excursions(bars[symbol], direction, at(entry), None,
+                                            Decimal(100), 3)
+            assert (await excursions(db, trade_id))[:2] == expected, (episode, symbol, entry)
 
 
 async def test_validator_consumes_bars_and_fills_end_to_end(

@@ -85,19 +85,32 @@ def make_bars(n: int) -> list[Bar]:
 
 
 def make_fills(n: int) -> list[Fill]:
-    """Trades of four fills each: two opening, two closing."""
+    """Trades of four fills each, two opening and two closing, with values as a trading
+    service sends them: prices at their full eight places around a price of its own per
+    trade, commissions at four, quantities, slippage and submission latencies all varied
+    (seeded: every run sends the same fills)."""
+    rng = random.Random(43)
     out = []
     for t in range(n // 4):
         trade = uuid.uuid4()
         at = T0 + timedelta(seconds=t)
-        for k, (side, qty, price) in enumerate(
-            (("BUY", 30, "100.10"), ("BUY", 20, "100.20"), ("SELL", 25, "100.50"),
-             ("SELL", 25, "100.40"))):
+        base = rng.randint(2_000_000_000, 90_000_000_000)  # 20.00000000 to 900.00000000
+        opening, closing = ("BUY", "SELL") if rng.random() < 0.5 else ("SELL", "BUY")
+        lots = [rng.randint(1, 500), rng.randint(1, 500)]
+        first_close = rng.randint(1, sum(lots) - 1) if sum(lots) > 1 else 0
+        closes = [q for q in (first_close, sum(lots) - first_close) if q]
+        for k, (side, qty) in enumerate([(opening, q) for q in lots] +
+                                        [(closing, q) for q in closes]):
+            price = Decimal(base + rng.randint(-5_000_000, 5_000_000)).scaleb(-8)
+            filled_at = at + timedelta(microseconds=rng.randint(1, 999) + 1_000 * k)
             out.append(Fill(
                 fill_id=uuid.uuid4(), trade_id=trade, strategy_id=f"strat-{t % 20}",
                 model_version="v1", symbol=f"S{t % 50:03d}", side=side,  # type: ignore[arg-type]
-                quantity=qty, price=Decimal(price), commission=Decimal("0.25"),
-                intended_price=Decimal(price), filled_at=at + timedelta(milliseconds=k)))
+                quantity=qty, price=price,
+                commission=Decimal(rng.randint(0, 2_500_000)).scaleb(-4),
+                intended_price=price + Decimal(rng.randint(-20_000, 20_000)).scaleb(-8),
+                filled_at=filled_at,
+                order_submitted_at=filled_at - timedelta(microseconds=rng.randint(500, 400_000))))
     return out
 
 

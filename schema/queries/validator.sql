@@ -36,10 +36,14 @@ SET LOCAL cie.writer_marks_rollup = 'on';
 -- A bar is the start (or end) bar of the instants from its time until the symbol's next bar,
 -- and at most the gap tolerance ($4) after it: the ranges reach that far ("reach"). With no
 -- later bar stored, no instant after the last one can be validated yet (that needs a bar at
--- or after its horizon): the third condition takes those predictions when such a bar comes.
+-- or after its horizon): such predictions are taken when such a bar comes.
 -- Bounded so, a batch takes the few predictions its bars can change, not the gap tolerance's
 -- worth after them: five minutes of predictions every batch, which kept a live validator
 -- busy and one behind by more than the tolerance from ever catching up.
+-- Each of the three kinds is one index range as long as the batch: made in the ranges
+-- (idx_model_predictions_symbol), ending in them, and unvalidated and ending before their last
+-- bar (idx_model_predictions_horizon, schema/31; the horizon end in UTC as that index has it).
+-- Read as one range of predicted_at a day long, a batch cost grew with the predictions stored.
 SELECT p.prediction_id, p.predicted_at, p.symbol,
        p.predicted_at + make_interval(mins => p.prediction_horizon_minutes) AS horizon_end
 FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS r(symbol, first_bar, last_bar)
@@ -49,17 +53,33 @@ CROSS JOIN LATERAL (
     FROM market_conditions AS m
     WHERE m.symbol = r.symbol AND m."timestamp" > r.last_bar
 ) AS n
-JOIN model_predictions AS p
-  ON p.symbol = r.symbol
- AND p.predicted_at BETWEEN r.first_bar - $5::interval AND n.reach
-WHERE ((p.predicted_at BETWEEN r.first_bar AND n.reach)
-       OR (p.predicted_at + make_interval(mins => p.prediction_horizon_minutes)
-           BETWEEN r.first_bar AND n.reach))
-      -- validatable: a bar at or after its horizon is stored (a prediction whose start bar
-      -- just came, live, is not: it is taken with the bar that passes its horizon)
+CROSS JOIN LATERAL (
+    -- made in the range, and validatable: a bar at or after its horizon is stored (a
+    -- prediction whose start bar just came, live, is not: it is taken with the bar that
+    -- passes its horizon)
+    SELECT p.prediction_id, p.predicted_at, p.symbol, p.prediction_horizon_minutes
+    FROM model_predictions AS p
+    WHERE p.symbol = r.symbol AND p.predicted_at BETWEEN r.first_bar AND n.reach
       AND p.predicted_at + make_interval(mins => p.prediction_horizon_minutes) <= n.latest
-   OR (p.validated_at IS NULL
-       AND p.predicted_at + make_interval(mins => p.prediction_horizon_minutes) <= r.last_bar)
+    UNION
+    -- ending in the range, validated or not, and validatable
+    SELECT p.prediction_id, p.predicted_at, p.symbol, p.prediction_horizon_minutes
+    FROM model_predictions AS p
+    WHERE p.symbol = r.symbol AND (p.validated_at IS NULL) = ANY ('{false,true}'::boolean[])
+      AND (p.predicted_at AT TIME ZONE 'UTC') + make_interval(mins => p.prediction_horizon_minutes)
+          BETWEEN (r.first_bar AT TIME ZONE 'UTC') AND (n.reach AT TIME ZONE 'UTC')
+      AND p.predicted_at >= r.first_bar - $5::interval
+      AND p.predicted_at + make_interval(mins => p.prediction_horizon_minutes) <= n.latest
+    UNION
+    -- unvalidated, made within the longest horizon before the range and ending by its last bar
+    SELECT p.prediction_id, p.predicted_at, p.symbol, p.prediction_horizon_minutes
+    FROM model_predictions AS p
+    WHERE p.symbol = r.symbol AND (p.validated_at IS NULL) = true
+      AND (p.predicted_at AT TIME ZONE 'UTC') + make_interval(mins => p.prediction_horizon_minutes)
+          BETWEEN ((r.first_bar - $5::interval) AT TIME ZONE 'UTC')
+              AND (r.last_bar AT TIME ZONE 'UTC')
+      AND p.predicted_at BETWEEN r.first_bar - $5::interval AND n.reach
+) AS p
 ORDER BY p.prediction_id, p.predicted_at;
 
 -- name: predictions_backlog

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import random
 import sys
 import uuid
@@ -254,6 +255,60 @@ async def test_old_bars_take_only_the_predictions_their_bars_can_change(
         keys = await conn.fetch(queries("validator")["predictions_near_bars"], ["AAPL"],
                                 [before], [before], RULES.gap_tolerance, RULES.max_horizon)
         assert [k["predicted_at"] for k in keys] == [T0 + timedelta(seconds=521)]
+
+
+async def test_a_batch_reads_the_predictions_near_its_bars_not_the_day_before_them(
+        db: asyncpg.Pool) -> None:
+    """The bar-driven path must cost what its batch holds, not what is stored: with six hours
+    of predictions before a batch's bars (a bar and a prediction every 10 s), the candidates'
+    scans of model_predictions read a few dozen rows, where a range of predicted_at as long as
+    the longest horizon (a day) read all 2,160 and a live validator fell further behind as
+    the day filled (bench/README.md, the validator)."""
+    times = [T0 + timedelta(seconds=10 * i) for i in range(6 * 360)]
+    async with db.acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO market_conditions (symbol, timestamp, open, high, low, close, volume) "
+            "VALUES ('AAPL', $1, 100, 100, 100, 100, 1)", [(t,) for t in times])
+        await conn.executemany(
+            "INSERT INTO model_predictions (prediction_id, model_version, model_type, symbol, "
+            "predicted_at, prediction_horizon_minutes, feature_vector, validated_at) "
+            "VALUES ($1, 'v1', 'direction', 'AAPL', $2, 1, '{}', $3)",
+            [(uuid.uuid4(), t + timedelta(seconds=1), None if t >= times[-20] else t)
+             for t in times])
+        await conn.execute("ANALYZE model_predictions")
+        first, last = times[-9], times[-7]  # three bars, two more after them
+        args = (["AAPL"], [first], [last], RULES.gap_tolerance, RULES.max_horizon)
+        sql = queries("validator")["predictions_near_bars"]
+        keys = await conn.fetch(sql, *args)
+        plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args)
+        tables = {"model_predictions", *(r["relname"] for r in await conn.fetch(
+            "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'model_predictions'::regclass"))}  # TimescaleDB's chunks
+    # the definition, row by row: made or ending from the first bar to the next bar after the
+    # last, and validatable (a bar stored at or after the end); or unvalidated and ending by
+    # the last bar
+    reach, latest = times[-6], times[-1]
+    expected = []
+    for t in times:
+        made, validated = t + timedelta(seconds=1), t < times[-20]
+        end = made + timedelta(minutes=1)
+        if (((first <= made <= reach or first <= end <= reach) and end <= latest)
+                or (not validated and end <= last)):
+            expected.append(made)
+    assert sorted(k["predicted_at"] for k in keys) == expected
+    # each kind is there: made at the bars, ending at them, unvalidated and ending before
+    assert first <= expected[-1] and any(m + timedelta(minutes=1) < first for m in expected)
+    read = _rows_read(json.loads(plan)[0]["Plan"], tables)
+    assert 0 < read <= 4 * len(keys), f"read {read} predictions for {len(keys)} candidates"
+
+
+def _rows_read(node: dict[str, Any], tables: set[str]) -> float:
+    """The rows the plan's scans of ``tables`` produced or filtered out, over all loops."""
+    own = 0.0
+    if node.get("Relation Name") in tables:
+        own = node["Actual Loops"] * (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+                                      + node.get("Rows Removed by Index Recheck", 0))
+    return own + sum(_rows_read(child, tables) for child in node.get("Plans", ()))
 
 
 async def test_a_gap_beyond_tolerance_is_left_unvalidated(db: asyncpg.Pool) -> None:

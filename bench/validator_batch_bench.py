@@ -1,13 +1,15 @@
 """A live validator's batch against the predictions stored before it (schema/31).
 
     deploy/local/stack.sh up
-    .venv/bin/python bench/validator_batch_bench.py [--hours 0.5,2,6] [--timescaledb]
+    .venv/bin/python bench/validator_batch_bench.py [--hours 0.5,2,6] [--bars-per-second 1]
+        [--timescaledb]
 
-50 symbols with a bar a second and three predictions (1, 5 and 15 minute horizons) every fifth
-bar, validated up to three minutes before the end, as a validator that keeps up leaves them.
-After loading each number of hours it times, the median of five:
-- ``predictions_near_bars`` for a batch of the last 200 s of bars of every symbol (10,000
-  bars), as the validator's bar-driven path runs it;
+50 symbols with ``--bars-per-second`` bars a second each and three predictions (1, 5 and 15
+minute horizons) every fifth bar, validated up to three minutes before the end, as a validator
+that keeps up leaves them (the soak's traffic: ``--bars-per-second 36 --hours 0.17``). After
+loading each number of hours it times, the median of five:
+- ``predictions_near_bars`` for a batch of the last 10,000 bars (the same span of every
+  symbol), as the validator's bar-driven path runs it;
 - the same candidates found as before schema/31 (one range of predicted_at as long as the
   longest horizon, a day), the statement this replaced;
 - the baseline: fetching the same candidates by their primary keys (one index lookup each;
@@ -45,7 +47,7 @@ from consumers.platform.settings import load_settings
 
 SYMBOLS = [f"S{i:03d}" for i in range(50)]
 HORIZONS = (1, 5, 15)
-BATCH_SECONDS = 200
+BATCH_BARS = 10_000
 PREDICTION_COLUMNS = ("prediction_id", "model_version", "model_type", "symbol", "predicted_at",
                       "prediction_horizon_minutes", "predicted_direction", "confidence_score",
                       "feature_vector")
@@ -90,17 +92,19 @@ async def median_ms(step: Callable[[], Awaitable[Any]], runs: int = 5) -> float:
 
 
 async def load(conn: asyncpg.Connection, start: datetime, stop: datetime,
-               rng: random.Random) -> None:
+               rng: random.Random, bars_per_second: int) -> None:
     """Bars and predictions from ``start`` to ``stop``, prices and confidences varied."""
     bars, predictions = [], []
-    at = start
+    step = timedelta(seconds=1) / bars_per_second
+    at, n = start, 0
     while at < stop:
         for symbol in SYMBOLS:
             close = Decimal(rng.randint(2_000_000_000, 90_000_000_000)).scaleb(-8)
             bars.append((symbol, at, close, close, close, close, rng.randint(1, 10**6)))
-            if int(at.timestamp()) % 5 == 0:
+            if n % 5 == 0:
                 predictions += [_prediction(rng, symbol, at, h) for h in HORIZONS]
-        at += timedelta(seconds=1)
+        at += step
+        n += 1
     await conn.copy_records_to_table(
         "market_conditions", records=bars,
         columns=("symbol", "timestamp", "open", "high", "low", "close", "volume"))
@@ -115,16 +119,18 @@ def _prediction(rng: random.Random, symbol: str, at: datetime, horizon: int) -> 
             json.dumps({"rsi_14": str(Decimal(rng.randint(0, 10**8)).scaleb(-6))}))
 
 
-async def candidates(conn: asyncpg.Connection, hours: list[float], rules: ValidatorSettings
-                     ) -> list[dict[str, Any]]:
+async def candidates(conn: asyncpg.Connection, hours: list[float], bars_per_second: int,
+                     rules: ValidatorSettings) -> list[dict[str, Any]]:
     end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
     batch_last = end - timedelta(minutes=3)
-    args = (SYMBOLS, [batch_last - timedelta(seconds=BATCH_SECONDS - 1)] * len(SYMBOLS),
+    span = timedelta(seconds=1) / bars_per_second * (BATCH_BARS // len(SYMBOLS) - 1)
+    args = (SYMBOLS, [batch_last - span] * len(SYMBOLS),
             [batch_last] * len(SYMBOLS), rules.gap_tolerance, rules.max_horizon)
     rng = random.Random(31)
     loaded, results = 0.0, []
     for h in sorted(hours):
-        await load(conn, end - timedelta(hours=h), end - timedelta(hours=loaded), rng)
+        await load(conn, end - timedelta(hours=h), end - timedelta(hours=loaded), rng,
+                   bars_per_second)
         loaded = h
         await conn.execute(
             "UPDATE model_predictions SET validated_at = now() WHERE validated_at IS NULL "
@@ -191,6 +197,7 @@ async def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=lambda s: [float(x) for x in s.split(",")],
                         default=[0.5, 2.0, 6.0])
+    parser.add_argument("--bars-per-second", type=int, default=1)
     parser.add_argument("--timescaledb", action="store_true")
     parser.add_argument("--out", type=Path, help="also write the results here, as JSON")
     args = parser.parse_args()
@@ -202,7 +209,8 @@ async def main() -> None:
         conn = await asyncpg.connect(url)
         try:
             results = {"path": "timescaledb" if args.timescaledb else "plain",
-                       "batches": await candidates(conn, args.hours, rules),
+                       "batches": await candidates(conn, args.hours, args.bars_per_second,
+                                                  rules),
                        "copy_with_index_ratio": await insert_cost(conn)}
         finally:
             await conn.close()

@@ -27,21 +27,19 @@ import argparse
 import asyncio
 import contextlib
 import os
-import statistics
 import sys
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # ingest_bench, beside this script
-from ingest_bench import create_database, drop_database, make_fills
+from ingest_bench import create_database, drop_database, make_fills, median_ms
 
 from consumers.ingest import trades
 from consumers.ingest.pipelines.fills import FILL_COLUMNS, OUTCOME_COLUMNS
-from consumers.platform.db import copy_line
+from consumers.platform.db import copy_line, copy_lines
 from consumers.platform.settings import load_settings
 
 # round(n / d, places) half to even, exactly: integer quotient and remainder of |n| 10^places
@@ -142,16 +140,6 @@ ON CONFLICT (trade_id, entry_time) DO UPDATE SET
     {', '.join(f'{c} = EXCLUDED.{c}' for c in OUTCOME_COLUMNS[1:])}, updated_at = now()"""
 
 
-async def median_ms(runs: int, step: Callable[[], Awaitable[Any]]) -> float:
-    """The median of ``runs`` timings of ``step``, in ms."""
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        await step()
-        timings.append((time.perf_counter() - started) * 1000)
-    return statistics.median(timings)
-
-
 async def probe(conn: asyncpg.Connection, fills: int, runs: int) -> None:
     events = make_fills(fills)
     await conn.copy_records_to_table("trade_fills", columns=FILL_COLUMNS, records=[
@@ -179,26 +167,21 @@ async def probe(conn: asyncpg.Connection, fills: int, runs: int) -> None:
         render(outcomes)
 
     async def copy_rows() -> None:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL cie.writer_marks_rollup = 'on'")
-            await conn.copy_to_table("trade_outcomes", source=_Lines(lines),
-                                     columns=OUTCOME_COLUMNS)
-            raise _Rollback
+        async with rolled_back(conn):
+            await copy_lines(conn, "trade_outcomes", OUTCOME_COLUMNS, lines)
 
     async def server_select() -> None:
         await conn.fetch(SELECT, trade_ids)
 
     async def server_store() -> None:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL cie.writer_marks_rollup = 'on'")
+        async with rolled_back(conn):
             await conn.execute(STORE, trade_ids)
-            raise _Rollback
 
     figures = {}
     for name, step in (("python_derive", python_derive), ("python_render", python_render),
                        ("copy_rows", copy_rows), ("server_select", server_select),
                        ("server_store", server_store)):
-        figures[name] = await median_ms(runs, _rolled_back(step))
+        figures[name] = await median_ms(step, runs)
     same = sorted(tuple(r.values()) for r in await conn.fetch(SELECT, trade_ids)) == sorted(
         tuple(getattr(o, c) for c in OUTCOME_COLUMNS) for o in outcomes)
     consumer = figures["python_derive"] + figures["python_render"]
@@ -215,32 +198,17 @@ async def probe(conn: asyncpg.Connection, fills: int, runs: int) -> None:
         raise SystemExit(1)
 
 
-class _Rollback(Exception):
-    """Leaves trade_outcomes as it was, for the next timing."""
-
-
-def _rolled_back(step: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-    async def run() -> None:
-        with contextlib.suppress(_Rollback):
-            await step()
-    return run
-
-
-class _Lines:
-    """COPY source: the rows' text."""
-
-    def __init__(self, lines: list[str]) -> None:
-        self._data = "".join(lines).encode()
-
-    def __aiter__(self) -> _Lines:
-        self._sent = False
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._sent:
-            raise StopAsyncIteration
-        self._sent = True
-        return self._data
+@contextlib.asynccontextmanager
+async def rolled_back(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction that marks the rollup as the consumer's writes do (schema/18) and is
+    rolled back: trade_outcomes is as it was for the next timing."""
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await conn.execute("SET LOCAL cie.writer_marks_rollup = 'on'")
+        yield
+    finally:
+        await transaction.rollback()
 
 
 async def main() -> None:

@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -112,6 +112,16 @@ def make_fills(n: int) -> list[Fill]:
                 filled_at=filled_at,
                 order_submitted_at=filled_at - timedelta(microseconds=rng.randint(500, 400_000))))
     return out
+
+
+async def median_ms(step: Callable[[], Awaitable[Any]], runs: int = 5) -> float:
+    """The median of ``runs`` timings of ``step``, in ms."""
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await step()
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
 
 
 async def drop_database(settings: Settings, name: str) -> None:

@@ -26,11 +26,9 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -39,7 +37,7 @@ from typing import Any
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # ingest_bench, beside this script
-from ingest_bench import create_database, drop_database
+from ingest_bench import create_database, drop_database, median_ms
 
 from consumers.analytics.validator import ValidatorSettings
 from consumers.platform.db import queries
@@ -80,15 +78,6 @@ SELECT p.prediction_id, p.predicted_at, p.symbol,
 FROM unnest($1::uuid[], $2::timestamptz[]) AS k(prediction_id, predicted_at)
 JOIN model_predictions AS p USING (prediction_id, predicted_at)
 ORDER BY p.prediction_id, p.predicted_at"""
-
-
-async def median_ms(step: Callable[[], Awaitable[Any]], runs: int = 5) -> float:
-    timings = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        await step()
-        timings.append((time.perf_counter() - started) * 1000)
-    return statistics.median(timings)
 
 
 async def load(conn: asyncpg.Connection, start: datetime, stop: datetime,
